@@ -1,0 +1,77 @@
+"""The ``spsa-mix`` command line.
+
+``spsa-mix glue``
+    the GLUE experiment end to end (:mod:`spsa_mix.cli.glue`);
+``spsa-mix bench compare``
+    methods side by side on one objective at equal budgets (:mod:`spsa_mix.cli.compare`);
+``spsa-mix bench variance``
+    bias, variance and MSE of the gradient estimate against theory
+    (:mod:`spsa_mix.cli.variance`).
+
+Each subcommand lives in its own module with ``add_arguments(parser)`` and
+``run(args) -> int``, imported only when used, so ``spsa-mix --help`` needs no PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+_COMMANDS = {
+    ("glue",): ("spsa_mix.cli.glue", "run the GLUE experiment end to end (experts, every way to set alpha, fine-tuning)"),
+    ("bench", "compare"): ("spsa_mix.cli.compare", "compare methods on one objective at equal budgets"),
+    ("bench", "variance"): ("spsa_mix.cli.variance", "bias, variance and MSE of the gradient estimate versus K and m"),
+}
+
+
+class _LazyModule:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        return getattr(importlib.import_module(self.name), attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand.
+
+    >>> build_parser().prog
+    'spsa-mix'
+    """
+    parser = argparse.ArgumentParser(prog="spsa-mix", description="Blend pretrained experts with forward passes only.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
+    for path, (module, help_text) in _COMMANDS.items():
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=help_text, description=help_text)
+        else:
+            if path[0] not in groups:
+                grp = top.add_parser(path[0], help="benchmarks: " + ", ".join(p[1] for p in _COMMANDS if p[0] == path[0]))
+                groups[path[0]] = grp.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+            sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
+        mod = _LazyModule(module)
+        mod.add_arguments(sub)
+        sub.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spsa-mix`` console script."""
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

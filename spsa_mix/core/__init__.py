@@ -1,0 +1,28 @@
+"""The optimiser core: NumPy and SciPy only.
+
+* :mod:`~spsa_mix.core.simplex`: softmax maps between logits and simplex points;
+* :mod:`~spsa_mix.core.directions`: random directions and the unbiasing factor;
+* :mod:`~spsa_mix.core.schedules`: radius and step-size schedules;
+* :mod:`~spsa_mix.core.updates`: gradient estimates, Adam and SGD as pure functions;
+* :mod:`~spsa_mix.core.optimizer`: the ask/tell classes that own the state;
+* :mod:`~spsa_mix.core.driver`: the run loop (budget, history, validation, faults);
+* :mod:`~spsa_mix.core.minimize`: ``minimize`` and its method registry;
+* :mod:`~spsa_mix.core.result`: the one result type.
+"""
+
+from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
+from spsa_mix.core.minimize import available_methods, minimize
+from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
+from spsa_mix.core.result import OptimizeResult, Status
+
+__all__ = [
+    "minimize",
+    "available_methods",
+    "SimplexSPSA",
+    "SimplexForwardGradient",
+    "SimplexGradient",
+    "OptimizeResult",
+    "Status",
+    "NonFiniteLossError",
+    "ObjectiveError",
+]

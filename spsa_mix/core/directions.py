@@ -1,0 +1,142 @@
+"""Random perturbation directions for two-point (SPSA) gradient estimates.
+
+Three distributions, each optionally restricted to the subspace where every row sums to
+zero (the only directions that move ``softmax(beta)``), and optionally mutually orthogonal
+within one step:
+
+``"normalized-gaussian"``
+    uniform on the unit sphere of the (sub)space of dimension ``d``: GLUE's choice
+    (section 3.2). ``E[u u^T] = P / d``, with ``P`` the projector onto the space.
+``"gaussian"``
+    standard normal on the (sub)space: ``E[u u^T] = P``.
+``"rademacher"``
+    independent signs, Spall's classical SPSA; in the sum-zero subspace each row is
+    centred, so ``E[u u^T] = P`` still, but the entries are no longer plus or minus one.
+
+:func:`estimator_scale` returns the factor ``c`` with ``c E[u u^T] = P``; multiplying the
+two-point estimate by it makes ``E[c (g.u) u] = P g`` (unbiased for the gradient with
+respect to ``beta``, which always lies in the sum-zero subspace). GLUE's equation (3) omits
+this factor, so with unit directions its estimate has mean ``g / d``; the factor cancels
+inside Adam, but not in plain gradient descent. See ``docs/variance.md``.
+
+Example
+-------
+>>> import numpy as np
+>>> u = sample_directions(np.random.default_rng(0), 4, (3,), kind="normalized-gaussian")
+>>> u.shape, np.allclose(np.linalg.norm(u, axis=1), 1.0), np.allclose(u.sum(axis=1), 0.0)
+((4, 3), True, True)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spsa_mix.core.simplex import project_sum_zero
+
+__all__ = ["DIRECTION_KINDS", "DirectionKind", "sample_directions", "estimator_scale", "space_dim"]
+
+DirectionKind = Literal["normalized-gaussian", "gaussian", "rademacher"]
+DIRECTION_KINDS: tuple[str, ...] = ("normalized-gaussian", "gaussian", "rademacher")
+
+
+def space_dim(shape: tuple[int, ...], sum_zero: bool) -> int:
+    """Dimension of the space the directions live in.
+
+    >>> space_dim((3, 5), sum_zero=True)
+    12
+    """
+    n = int(np.prod(shape))
+    if sum_zero:
+        groups = n // shape[-1]
+        n -= groups
+    return n
+
+
+def estimator_scale(kind: str, shape: tuple[int, ...], sum_zero: bool) -> float:
+    """Factor that makes ``scale * (g.u) u`` unbiased for ``P g`` (see module docstring).
+
+    >>> estimator_scale("normalized-gaussian", (10,), sum_zero=True)
+    9.0
+    """
+    _check_kind(kind)
+    return float(space_dim(shape, sum_zero)) if kind == "normalized-gaussian" else 1.0
+
+
+def sample_directions(
+    rng: np.random.Generator,
+    m: int,
+    shape: tuple[int, ...],
+    *,
+    kind: str = "normalized-gaussian",
+    sum_zero: bool = True,
+    orthogonal: bool = False,
+) -> NDArray[np.float64]:
+    """Draw ``m`` directions of shape ``shape``; returns an array of shape ``(m, *shape)``.
+
+    With ``orthogonal=True`` the ``m`` directions are mutually orthogonal: the first ``m``
+    columns of a Haar-random orthonormal basis of the space (so each one is marginally
+    uniform on the unit sphere), rescaled by independent chi-distributed lengths for
+    ``kind="gaussian"``. It needs ``m`` at most the dimension of the space and is not
+    defined for Rademacher signs.
+
+    >>> rng = np.random.default_rng(1)
+    >>> u = sample_directions(rng, 3, (4,), kind="gaussian", orthogonal=True)
+    >>> bool(abs(u[0] @ u[1]) < 1e-12)
+    True
+    """
+    _check_kind(kind)
+    d = space_dim(shape, sum_zero)
+    if d == 0:  # a single simplex of one vertex: nothing can move
+        return np.zeros((m, *shape))
+    if orthogonal:
+        if kind == "rademacher":
+            raise ValueError(
+                "orthogonal=True is defined for kind='normalized-gaussian' or 'gaussian', "
+                "but got kind='rademacher'"
+            )
+        if m > d:
+            raise ValueError(
+                f"orthogonal=True needs m <= {d} (the dimension of the direction space for "
+                f"shape {shape}, sum_zero={sum_zero}), but got m={m}"
+            )
+        basis = _space_basis(shape, sum_zero)  # (n, d), orthonormal columns
+        z = rng.standard_normal((d, m))
+        q, r = np.linalg.qr(z)
+        q = q * np.sign(np.diag(r))  # Haar measure (Mezzadri 2007)
+        u = (basis @ q).T  # (m, n)
+        if kind == "gaussian":
+            u = u * np.sqrt(rng.chisquare(d, size=(m, 1)))
+        return u.reshape((m, *shape))
+
+    size = (m, *shape)
+    if kind == "rademacher":
+        u = rng.choice(np.array([-1.0, 1.0]), size=size)
+    else:
+        u = rng.standard_normal(size)
+    if sum_zero:
+        u = project_sum_zero(u)
+    if kind == "normalized-gaussian":
+        norms = np.sqrt(np.sum(u.reshape(m, -1) ** 2, axis=1))
+        u = u / norms.reshape((m,) + (1,) * len(shape))
+    return u
+
+
+def _space_basis(shape: tuple[int, ...], sum_zero: bool) -> NDArray[np.float64]:
+    """Orthonormal basis (columns) of the direction space, as a dense ``(n, d)`` array."""
+    n = int(np.prod(shape))
+    if not sum_zero:
+        return np.eye(n)
+    k = shape[-1]
+    # Helmert-type basis of {x in R^k : sum x = 0}: QR of the centred identity.
+    centred = np.eye(k) - 1.0 / k
+    q, _ = np.linalg.qr(centred[:, : k - 1])
+    groups = n // k
+    return np.kron(np.eye(groups), q)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in DIRECTION_KINDS:
+        raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {kind!r}")

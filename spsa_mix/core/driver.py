@@ -1,0 +1,333 @@
+"""The run loop shared by every method: budget, history, validation, callback, faults.
+
+A method builds a :class:`Run`, writes its loop as a function of the run, and calls
+:meth:`Run.execute`. The run
+
+* scores points through :meth:`Run.evaluate` (or :meth:`evaluate_grad`,
+  :meth:`evaluate_jvp`), counting every evaluation and refusing to exceed ``max_evals``;
+* records one history row per step in :meth:`Run.record_step`, runs validation every
+  ``val_every`` steps with ``patience``, calls the callback and advances the progress bar;
+* turns the ways a run can end into one :class:`~spsa_mix.core.result.OptimizeResult`:
+  budget reached, validation plateau, callback ``StopIteration``, a non-finite loss
+  (stop and keep the last finite iterate), Ctrl-C (return what was computed). If the
+  objective raises, :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial
+  result.
+
+Budget currency: one evaluation of the objective at one point costs 1. Gradient methods
+count a backward pass as ``backward_cost`` (2 by default, GLUE section 4.1's
+``gamma >= 2``) and a tangent (jvp) pass as 1; ``res.cost`` is the total, and
+``max_evals`` bounds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
+from spsa_mix.core.result import History, OptimizeResult, Status
+
+__all__ = ["Run"]
+
+logger = logging.getLogger("spsa_mix")
+FloatArray = NDArray[np.float64]
+
+
+class _ObjectiveFailed(Exception):
+    """Internal: the user's objective raised (the cause is chained)."""
+
+
+class _Stop(Exception):
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Run:
+    """Bookkeeping of one optimisation run (see the module docstring)."""
+
+    def __init__(
+        self,
+        objective: Callable[..., Any],
+        shape: tuple[int, ...],
+        *,
+        method: str,
+        vectorized: bool = False,
+        max_evals: int | None = None,
+        maxiter: int | None = None,
+        reserve: int = 0,
+        callback: Callable[[OptimizeResult], Any] | None = None,
+        val_objective: Callable[[FloatArray], float] | None = None,
+        val_every: int = 10,
+        patience: int | None = None,
+        show_progress_bar: bool = False,
+        total_steps: int | None = None,
+        backward_cost: float = 2.0,
+    ) -> None:
+        self.objective = objective
+        self.shape = shape
+        self.method = method
+        self.vectorized = vectorized
+        self.max_evals = max_evals
+        self.maxiter = maxiter
+        self.reserve = reserve
+        self.callback = callback
+        self.val_objective = val_objective
+        self.val_every = val_every
+        self.patience = patience
+        self.backward_cost = backward_cost
+        self.nfev = 0
+        self.njev = 0
+        self.cost = 0.0
+        self.nit = 0
+        self.nval = 0
+        self.history = History()
+        self.best_val = math.inf
+        self.best_val_x: FloatArray | None = None
+        self._bad_checks = 0
+        self._last_loss = math.nan
+        self._limit = ""
+        self._bar = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_steps, desc=method, unit="step", dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ budget
+    def budget_allows(self, cost: float) -> bool:
+        """Whether a step that costs ``cost`` may start (keeps ``reserve`` for the end)."""
+        if self.maxiter is not None and self.nit >= self.maxiter:
+            self._limit = f"maxiter={self.maxiter} reached"
+            return False
+        if self.max_evals is not None and self.cost + cost + self.reserve > self.max_evals + 1e-9:
+            self._limit = f"max_evals={self.max_evals} reached (the next step needs {cost:g} more)"
+            return False
+        return True
+
+    @property
+    def remaining(self) -> float:
+        """Evaluations left before ``max_evals`` (infinite without one), reserve excluded."""
+        if self.max_evals is None:
+            return math.inf
+        return self.max_evals - self.cost - self.reserve
+
+    def _charge(self, cost: float) -> None:
+        if self.max_evals is not None and self.cost + cost > self.max_evals + 1e-9:
+            raise RuntimeError(  # a method bug, never the user's
+                f"internal error: {self.method} tried to spend {cost:g} evaluations with "
+                f"{self.max_evals - self.cost:g} left of max_evals={self.max_evals}"
+            )
+        self.cost += cost
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, points: FloatArray) -> FloatArray:
+        """Score ``points`` of shape ``(n, *shape)``; returns ``n`` finite losses."""
+        pts = np.asarray(points, dtype=np.float64)
+        n = pts.shape[0]
+        self._charge(n)
+        if self.vectorized:
+            out = self._call(self.objective, pts)
+            try:
+                losses = np.asarray(out, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError) as e:
+                raise self._bad_return(out, f"{n} losses") from e
+            if losses.shape != (n,):
+                raise self._bad_return(out, f"{n} losses (one per row of the (n, ...) input)")
+            self.nfev += n
+        else:
+            losses = np.empty(n)
+            for i in range(n):
+                losses[i] = self._scalar(self._call(self.objective, pts[i]))
+                self.nfev += 1
+        self._check_finite(losses, pts)
+        return losses
+
+    def evaluate_grad(self, point: FloatArray) -> tuple[float, FloatArray]:
+        """Loss and gradient with respect to alpha at one point (one forward, one backward)."""
+        self._charge(1.0 + self.backward_cost)
+        out = self._call(self.objective.value_and_grad, np.asarray(point, dtype=np.float64))  # type: ignore[attr-defined]
+        loss, grad = self._scalar(out[0]), np.asarray(out[1], dtype=np.float64)
+        self.nfev += 1
+        self.njev += 1
+        self._check_finite(np.array([loss]), point[None])
+        return loss, grad
+
+    def evaluate_jvp(self, point: FloatArray, tangents: FloatArray) -> tuple[float, FloatArray]:
+        """Loss and ``m`` directional derivatives at one point (one forward, ``m`` tangents)."""
+        m = tangents.shape[0]
+        self._charge(1.0 + m)
+        out = self._call(self.objective.jvp, np.asarray(point, dtype=np.float64), tangents)  # type: ignore[attr-defined]
+        loss, derivs = self._scalar(out[0]), np.asarray(out[1], dtype=np.float64).reshape(-1)
+        self.nfev += 1
+        self.njev += m
+        self._check_finite(np.array([loss]), point[None])
+        return loss, derivs
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (KeyboardInterrupt, _Stop, NonFiniteLossError):
+            raise
+        except Exception as e:
+            raise _ObjectiveFailed(f"{type(e).__name__}: {e}") from e
+
+    def _scalar(self, value: Any) -> float:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise self._bad_return(value, "one float") from e
+        if arr.size != 1:
+            raise self._bad_return(value, "one float (or pass vectorized=True for batched objectives)")
+        return float(arr.reshape(()))
+
+    def _bad_return(self, value: Any, expected: str) -> _ObjectiveFailed:
+        shape = getattr(np.asarray(value, dtype=object), "shape", None)
+        return _ObjectiveFailed(
+            f"the objective must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}"
+        )
+
+    def _check_finite(self, losses: FloatArray, points: FloatArray) -> None:
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            i = int(bad[0])
+            raise NonFiniteLossError(
+                f"the objective returned {losses[i]!r} at point "
+                f"{np.array2string(points[i].ravel(), precision=4, threshold=12)} "
+                f"(evaluation {self.nfev - len(losses) + i + 1})",
+                index=i,
+                value=float(losses[i]),
+            )
+
+    # ------------------------------------------------------------------ steps
+    def record_step(self, x: FloatArray, loss: float, **extra: float) -> None:
+        """One history row: ``x`` is the iterate after the step, ``loss`` the step's loss
+        estimate; then validation, callback and progress bar."""
+        self.nit += 1
+        self._last_loss = loss
+        self.history.append(step=self.nit - 1, x=np.array(x, copy=True), loss=loss, nfev=self.nfev,
+                            cost=self.cost, **extra)
+        logger.debug("%s step %d: loss=%.6g nfev=%d %s", self.method, self.nit - 1, loss, self.nfev, extra)
+        if self.val_objective is not None and self.nit % self.val_every == 0:
+            val = self.validate(x)
+            self.history.set_last(val_loss=val)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{loss:.4g}", nfev=self.nfev, refresh=False)
+        if self.callback is not None:
+            info = OptimizeResult(x=np.array(x, copy=True), fun=loss, nit=self.nit, nfev=self.nfev, **extra)
+            try:
+                self.callback(info)
+            except StopIteration:
+                raise _Stop(Status.CALLBACK, "the callback raised StopIteration") from None
+        if self._bad_checks_exceeded():
+            raise _Stop(
+                Status.CONVERGED,
+                f"validation loss did not improve for {self.patience} checks "
+                f"(every {self.val_every} steps); best {self.best_val:.6g}",
+            )
+
+    def validate(self, x: FloatArray) -> float:
+        """Evaluate ``val_objective`` at ``x`` and track the best point (not budgeted)."""
+        assert self.val_objective is not None
+        value = self._scalar(self._call(self.val_objective, np.array(x, copy=True)))
+        self.nval += 1
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"val_objective returned {value!r}", index=0, value=value)
+        if value < self.best_val:
+            self.best_val, self.best_val_x, self._bad_checks = value, np.array(x, copy=True), 0
+        else:
+            self._bad_checks += 1
+        return value
+
+    def _bad_checks_exceeded(self) -> bool:
+        return self.patience is not None and self._bad_checks >= self.patience
+
+    # ------------------------------------------------------------------ the whole run
+    def execute(
+        self,
+        loop: Callable[[Run], None],
+        *,
+        current_x: Callable[[], FloatArray],
+        final_eval: bool = True,
+        known_fun: Callable[[FloatArray], float | None] | None = None,
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> OptimizeResult:
+        """Run ``loop(self)`` and build the result, whatever way the run ends.
+
+        ``current_x`` gives the method's current answer at any time; ``known_fun(x)`` the
+        objective at ``x`` if the method already evaluated it; otherwise, with
+        ``final_eval`` (and the reserved budget), ``x`` is evaluated once more.
+        """
+        status, message = Status.BUDGET, ""
+        try:
+            try:
+                if self.val_objective is not None:
+                    self.validate(current_x())
+                loop(self)
+                status, message = Status.BUDGET, self._limit or "finished"
+            except _Stop as stop:
+                status, message = stop.status, stop.message
+            except NonFiniteLossError as e:
+                status = Status.NONFINITE
+                message = f"stopped: {e}; the result is the last iterate with finite losses"
+            except KeyboardInterrupt:
+                status, message = Status.INTERRUPTED, "interrupted (KeyboardInterrupt); the result is the last iterate"
+            except _ObjectiveFailed as e:
+                partial = self._result(current_x(), self._last_loss, Status.ERROR,
+                                       f"the objective raised after {self.nfev} evaluations: {e}", extra)
+                raise ObjectiveError(
+                    f"the objective raised at evaluation {self.nfev + 1} of method {self.method!r}: {e} "
+                    f"(the {self.nit} steps completed are in .partial_result)",
+                    partial,
+                ) from e.__cause__
+            x = self.best_val_x if self.best_val_x is not None else current_x()
+            fun = known_fun(x) if known_fun is not None else None
+            if fun is None:
+                fun = self._final_value(x, final_eval and status not in (Status.NONFINITE, Status.INTERRUPTED))
+            return self._result(x, fun, status, message, extra)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    def _final_value(self, x: FloatArray, allowed: bool) -> float:
+        if allowed and (self.max_evals is None or self.cost + 1 <= self.max_evals + 1e-9):
+            try:
+                return float(self.evaluate(np.asarray(x)[None])[0])
+            except (NonFiniteLossError, _ObjectiveFailed, KeyboardInterrupt) as e:
+                logger.warning("final evaluation at the returned point failed (%s); fun is the last estimate", e)
+        return self._last_loss
+
+    def _result(
+        self,
+        x: FloatArray,
+        fun: float,
+        status: Status,
+        message: str,
+        extra: Callable[[], dict[str, Any]] | None,
+    ) -> OptimizeResult:
+        res = OptimizeResult(
+            x=np.array(x, copy=True),
+            fun=float(fun),
+            nit=self.nit,
+            nfev=self.nfev,
+            njev=self.njev,
+            cost=self.cost,
+            success=status.success,
+            status=status,
+            message=message,
+            method=self.method,
+            history=self.history.as_arrays(),
+        )
+        if self.val_objective is not None:
+            res["val_fun"], res["nval"] = self.best_val, self.nval
+        if extra is not None:
+            res.update(extra())
+        logger.info("%s finished: %s (fun=%.6g, nit=%d, nfev=%d)", self.method, message, res.fun, self.nit, self.nfev)
+        return res

@@ -1,0 +1,335 @@
+"""``minimize``: one entry point for every method, dispatching on ``method``.
+
+Built in: ``"spsa"`` (two-point SPSA, GLUE), ``"forward-grad"`` (exact directional
+derivatives by forward-mode AD) and ``"backprop"`` (exact gradients). Adapters add
+``"nevergrad:<optimizer>"`` and ``"optuna:<sampler>"`` (see :mod:`spsa_mix.adapters`),
+loaded on first use so that the core needs only NumPy and SciPy.
+
+Example
+-------
+>>> import numpy as np
+>>> import spsa_mix
+>>> c = np.array([0.5, 0.3, 0.2])
+>>> res = spsa_mix.minimize(lambda a: float(((a - c) ** 2).sum()), k=3, lr=0.05, seed=0)
+>>> res.success, res.nit, res.nfev
+(True, 1000, 2001)
+>>> bool(np.abs(res.x - c).max() < 0.01)
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spsa_mix.core.driver import Run
+from spsa_mix.core.errors import check_positive, check_positive_int, normalize_rng, normalize_shape
+from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
+from spsa_mix.core.result import OptimizeResult
+
+__all__ = ["minimize", "MethodSpec", "register_method", "available_methods", "DEFAULT_MAXITER"]
+
+DEFAULT_MAXITER = 1000  # steps, when neither max_evals nor maxiter is given
+
+# Options a method may accept; each method declares its subset (MethodSpec.options).
+_OPTION_NAMES = (
+    "x0", "m", "lr", "betas", "eps", "update", "momentum", "mu", "mu_schedule", "lr_schedule",
+    "directions", "sum_zero", "orthogonal", "initial_state", "backward_cost", "options",
+)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method of :func:`minimize`.
+
+    ``run(objective, shape, rng=..., run_kwargs=..., **options)`` returns the result;
+    ``options`` names the keyword arguments of :func:`minimize` it uses beyond the common
+    ones; ``final_eval`` says whether it reserves one evaluation to score its answer.
+    """
+
+    name: str
+    run: Callable[..., OptimizeResult]
+    options: frozenset[str]
+    final_eval: bool = True
+    cost_per_step: Callable[[dict[str, Any]], float] = lambda opts: 1.0
+    description: str = ""
+
+
+_METHODS: dict[str, MethodSpec] = {}
+_PREFIXES: dict[str, str] = {
+    "nevergrad": "spsa_mix.adapters.nevergrad",
+    "optuna": "spsa_mix.adapters.optuna",
+}
+
+
+def register_method(spec: MethodSpec) -> None:
+    """Add a method under ``spec.name`` (used by adapters)."""
+    _METHODS[spec.name] = spec
+
+
+def available_methods() -> list[str]:
+    """Names accepted by ``method``; prefixed families are listed as ``prefix:<name>``.
+
+    >>> available_methods()[:3]
+    ['backprop', 'forward-grad', 'spsa']
+    """
+    return sorted(_METHODS) + [f"{p}:<name>" for p in sorted(_PREFIXES)]
+
+
+def _lookup(method: Any) -> MethodSpec:
+    if not isinstance(method, str):
+        raise ValueError(f"method must be a string, but got {method!r}")
+    if method in _METHODS:
+        return _METHODS[method]
+    prefix, sep, suffix = method.partition(":")
+    if sep and prefix in _PREFIXES:
+        module = importlib.import_module(_PREFIXES[prefix])
+        return module.method_spec(suffix)  # type: ignore[no-any-return]
+    raise ValueError(f"unknown method {method!r}; available: {available_methods()}")
+
+
+def minimize(
+    objective: Callable[..., Any],
+    k: int | tuple[int, int],
+    *,
+    method: str = "spsa",
+    x0: Any = None,
+    m: int | None = None,
+    lr: float | None = None,
+    betas: tuple[float, float] | None = None,
+    eps: float | None = None,
+    update: str | None = None,
+    momentum: float | None = None,
+    mu: float | None = None,
+    mu_schedule: Any = None,
+    lr_schedule: Any = None,
+    directions: str | None = None,
+    sum_zero: bool | None = None,
+    orthogonal: bool | None = None,
+    max_evals: int | None = None,
+    maxiter: int | None = None,
+    seed: int | None = None,
+    rng: np.random.Generator | None = None,
+    vectorized: bool = False,
+    callback: Callable[[OptimizeResult], Any] | None = None,
+    val_objective: Callable[[np.ndarray], float] | None = None,
+    val_every: int = 10,
+    patience: int | None = None,
+    final_eval: bool = True,
+    initial_state: dict[str, Any] | None = None,
+    backward_cost: float | None = None,
+    show_progress_bar: bool = False,
+    options: dict[str, Any] | None = None,
+) -> OptimizeResult:
+    """Minimise ``objective(alpha)`` over the probability simplex (or several).
+
+    Parameters
+    ----------
+    objective:
+        ``objective(alpha) -> float`` with ``alpha`` of shape ``(k,)`` (or ``(groups, k)``);
+        with ``vectorized=True``, ``objective(points) -> losses`` for ``points`` of shape
+        ``(n, *shape)``: all probes of one step in one call, so a stochastic objective can
+        score them on one minibatch.
+    k:
+        Number of vertices, or ``(groups, k)`` for one simplex per row.
+    method:
+        ``"spsa"`` (default), ``"forward-grad"``, ``"backprop"``, ``"nevergrad:<name>"``,
+        ``"optuna:<sampler>"``. Passing an option the method does not use is an error.
+    x0, m, lr, betas, eps, update, momentum, mu, mu_schedule, lr_schedule, directions, sum_zero, orthogonal:
+        See :class:`~spsa_mix.core.optimizer.SimplexSPSA`; defaults there.
+    max_evals:
+        Budget in evaluations, never exceeded (see :mod:`spsa_mix.core.driver` for how
+        gradient methods count a backward pass).
+    maxiter:
+        Budget in steps. With neither budget, ``maxiter=1000``.
+    seed, rng:
+        An integer seed or a ``numpy.random.Generator``; same seed, same run, bit for bit.
+    callback:
+        ``callback(intermediate_result)`` after each step; raise ``StopIteration`` to stop.
+    val_objective, val_every, patience:
+        Validation loss, evaluated at the start and every ``val_every`` steps (not
+        budgeted); with ``patience``, stop after that many checks without improvement.
+        With ``val_objective``, ``res.x`` is the best point on validation.
+    final_eval:
+        Spend one evaluation (reserved in the budget) to score the returned point, so
+        ``res.fun`` is ``objective(res.x)``; otherwise it is the last step's estimate.
+    initial_state:
+        A ``res.state`` (or ``state_dict()``) to resume from.
+    backward_cost:
+        What a backward pass counts in the budget for ``method="backprop"`` (default 2).
+    show_progress_bar:
+        A tqdm bar over steps.
+    options:
+        Method-specific extras (adapters).
+
+    Returns
+    -------
+    OptimizeResult
+        ``x, fun, nit, nfev, njev, cost, success, status, message, method, history``,
+        plus ``state`` for the built-in methods and ``val_fun, nval`` with validation.
+        Stops on a non-finite loss (``status=NONFINITE``, ``success=False``) keeping the
+        last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``).
+
+    Raises
+    ------
+    ValueError
+        For a bad argument, naming it and the value received.
+    ObjectiveError
+        If the objective raises; ``.partial_result`` holds the steps completed.
+    """
+    spec = _lookup(method)
+    if not callable(objective):
+        raise ValueError(f"objective must be callable, but got {type(objective).__name__}")
+    shape = normalize_shape(k)
+    max_evals = check_positive_int(max_evals, "max_evals", allow_none=True)
+    maxiter = check_positive_int(maxiter, "maxiter", allow_none=True)
+    if max_evals is None and maxiter is None:
+        maxiter = DEFAULT_MAXITER
+    if not isinstance(vectorized, bool):
+        raise ValueError(f"vectorized must be True or False, but got {vectorized!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable, but got {callback!r}")
+    if val_objective is not None and not callable(val_objective):
+        raise ValueError(f"val_objective must be callable, but got {val_objective!r}")
+    val_every = check_positive_int(val_every, "val_every")  # type: ignore[assignment]
+    patience = check_positive_int(patience, "patience", allow_none=True)
+    if patience is not None and val_objective is None:
+        raise ValueError(f"patience={patience} needs val_objective (patience counts validation checks)")
+    generator = normalize_rng(seed, rng)
+
+    given = {
+        "x0": x0, "m": m, "lr": lr, "betas": betas, "eps": eps, "update": update, "momentum": momentum,
+        "mu": mu, "mu_schedule": mu_schedule, "lr_schedule": lr_schedule, "directions": directions,
+        "sum_zero": sum_zero, "orthogonal": orthogonal, "initial_state": initial_state,
+        "backward_cost": backward_cost, "options": options,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    unused = sorted(set(given) - spec.options)
+    if unused:
+        shown = ", ".join(f"{n}={given[n]!r:.60}" for n in unused)
+        raise ValueError(f"method {method!r} does not use {shown}; it accepts {sorted(spec.options)}")
+    if backward_cost is not None:
+        backward_cost = check_positive(backward_cost, "backward_cost")
+
+    cost = spec.cost_per_step(given)
+    reserve = 1 if (final_eval and spec.final_eval) else 0
+    total_steps = planned_steps(max_evals, maxiter, cost, reserve)
+    run_kwargs: dict[str, Any] = dict(
+        method=method, vectorized=vectorized, max_evals=max_evals, maxiter=maxiter, reserve=reserve,
+        callback=callback, val_objective=val_objective, val_every=val_every, patience=patience,
+        show_progress_bar=show_progress_bar, total_steps=total_steps,
+        backward_cost=backward_cost if backward_cost is not None else 2.0,
+    )
+    return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
+                    total_steps=total_steps, **given)
+
+
+def planned_steps(max_evals: int | None, maxiter: int | None, cost: float, reserve: int = 0) -> int | None:
+    """Steps a budget allows: ``min(maxiter, (max_evals - reserve) // cost)``.
+
+    >>> planned_steps(101, None, 2.0, reserve=1)
+    50
+    """
+    steps = [maxiter] if maxiter is not None else []
+    if max_evals is not None:
+        steps.append(int((max_evals - reserve + 1e-9) // cost))
+    return max(min(steps), 0) if steps else None
+
+
+# ---------------------------------------------------------------------- built-in methods
+_COMMON = frozenset({"x0", "lr", "betas", "eps", "update", "momentum", "lr_schedule", "initial_state"})
+_DIRECTIONAL = frozenset({"m", "directions", "sum_zero", "orthogonal"})
+
+
+def _build(cls: type, shape: tuple[int, ...], rng: np.random.Generator, total_steps: int | None,
+           opts: dict[str, Any]) -> Any:
+    state = opts.pop("initial_state", None)
+    opt = cls(shape, rng=rng, total_steps=total_steps if total_steps else None, **opts)
+    if state is not None:
+        opt.load_state_dict(state)
+    return opt
+
+
+def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.random.Generator,
+              run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None, **opts: Any) -> OptimizeResult:
+    opt = _build(SimplexSPSA, shape, rng, total_steps, opts)
+    run = Run(objective, shape, **run_kwargs)
+
+    def loop(run: Run) -> None:
+        while run.budget_allows(2 * opt.m):
+            losses = run.evaluate(opt.ask())
+            info = opt.tell(losses)
+            run.record_step(opt.alpha, info.loss, mu=info.mu, lr=info.lr, grad_norm=info.grad_norm)
+
+    return run.execute(loop, current_x=lambda: opt.alpha, final_eval=final_eval,
+                       extra=lambda: {"state": opt.state_dict()})
+
+
+def _run_forward_grad(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.random.Generator,
+                      run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
+                      **opts: Any) -> OptimizeResult:
+    _require_attr(objective, "jvp", "forward-grad")
+    opt = _build(SimplexForwardGradient, shape, rng, total_steps, opts)
+    run = Run(objective, shape, **run_kwargs)
+
+    def loop(run: Run) -> None:
+        while run.budget_allows(1 + opt.m):
+            alpha, tangents = opt.ask()
+            loss, derivs = run.evaluate_jvp(alpha, tangents)
+            info = opt.tell(loss, derivs)
+            run.record_step(opt.alpha, info.loss, lr=info.lr, grad_norm=info.grad_norm)
+
+    return run.execute(loop, current_x=lambda: opt.alpha, final_eval=final_eval,
+                       extra=lambda: {"state": opt.state_dict()})
+
+
+def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.random.Generator,
+                  run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
+                  **opts: Any) -> OptimizeResult:
+    _require_attr(objective, "value_and_grad", "backprop")
+    opts.pop("backward_cost", None)  # used by the Run
+    opt = _build(SimplexGradient, shape, rng, total_steps, opts)
+    run = Run(objective, shape, **run_kwargs)
+    step_cost = 1.0 + run.backward_cost
+
+    def loop(run: Run) -> None:
+        while run.budget_allows(step_cost):
+            loss, grad = run.evaluate_grad(opt.ask())
+            info = opt.tell(loss, grad)
+            run.record_step(opt.alpha, info.loss, lr=info.lr, grad_norm=info.grad_norm)
+
+    return run.execute(loop, current_x=lambda: opt.alpha, final_eval=final_eval,
+                       extra=lambda: {"state": opt.state_dict()})
+
+
+def _require_attr(objective: Any, name: str, method: str) -> None:
+    if not callable(getattr(objective, name, None)):
+        raise ValueError(
+            f"method={method!r} needs an objective with a {name}() method (BlendedObjective and "
+            f"spsa_mix.problems.Quadratic have one), but got {type(objective).__name__}"
+        )
+
+
+def _m_of(opts: dict[str, Any]) -> int:
+    m = opts.get("m", 1)
+    return m if isinstance(m, numbers.Integral) and m >= 1 else 1
+
+
+register_method(MethodSpec(
+    "spsa", _run_spsa, _COMMON | _DIRECTIONAL | {"mu", "mu_schedule"},
+    cost_per_step=lambda o: 2.0 * _m_of(o), description="two-point SPSA with Adam on softmax logits (GLUE)",
+))
+register_method(MethodSpec(
+    "forward-grad", _run_forward_grad, _COMMON | _DIRECTIONAL,
+    cost_per_step=lambda o: 1.0 + _m_of(o), description="forward-gradient (jvp) estimator with Adam",
+))
+register_method(MethodSpec(
+    "backprop", _run_backprop, _COMMON | {"backward_cost"},
+    cost_per_step=lambda o: 1.0 + float(o.get("backward_cost", 2.0)),
+    description="exact gradients through the softmax with Adam (GLUE Config 3)",
+))

@@ -1,0 +1,446 @@
+"""Ask/tell optimisers for points of one or several probability simplices.
+
+All three classes optimise unconstrained logits ``beta`` with Adam (or SGD) and expose
+``alpha = softmax(beta)`` (row by row); they differ in how the gradient with respect to
+``beta`` is obtained:
+
+:class:`SimplexSPSA`
+    two-point SPSA (GLUE eq. 3): ``ask()`` returns ``2 m`` probes
+    ``softmax(beta + mu u_r)``, ``softmax(beta - mu u_r)``, interleaved as
+    ``[+u_1, -u_1, +u_2, -u_2, ...]``; ``tell(losses)`` forms
+    ``g = c / m * sum_r (L+_r - L-_r) / (2 mu) * u_r``, with ``c`` the factor that makes
+    the estimate unbiased (:func:`~spsa_mix.core.directions.estimator_scale`).
+:class:`SimplexForwardGradient`
+    the same estimator with the exact directional derivative in place of the finite
+    difference (forward-mode AD): ``ask()`` returns the current point and the tangents
+    ``J(beta) u_r`` in alpha space; ``tell(loss, derivs)``.
+:class:`SimplexGradient`
+    exact gradients: ``ask()`` returns the current point; ``tell(loss, grad_alpha)``, and the
+    gradient is pulled back through the softmax.
+
+Defaults follow GLUE section 5: Adam with ``lr=1e-2`` and ``betas=(0.9, 0.99)``, ``m=1``,
+directions uniform on the unit sphere; the restriction of the directions to the sum-zero
+subspace (``sum_zero=True``) and ``mu=0.05`` are this package's choices, measured in
+``docs/directions.md``.
+
+Example
+-------
+>>> import numpy as np
+>>> c = np.array([0.6, 0.3, 0.1])
+>>> opt = SimplexSPSA(3, seed=0, lr=0.05)
+>>> for _ in range(300):
+...     probes = opt.ask()                                 # (2, 3), each row on the simplex
+...     _ = opt.tell(((probes - c) ** 2).sum(axis=1))          # two losses, same order
+>>> bool(np.abs(opt.alpha - c).max() < 0.02)
+True
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, sample_directions
+from spsa_mix.core.errors import (
+    NonFiniteLossError,
+    check_positive,
+    check_positive_int,
+    check_probability,
+    normalize_rng,
+    normalize_shape,
+)
+from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
+from spsa_mix.core.simplex import check_simplex_point, logits_from_simplex, softmax, softmax_jvp, softmax_vjp
+from spsa_mix.core.updates import AdamState, adam_update, sgd_update, two_point_gradient, directional_gradient
+
+__all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
+
+FloatArray = NDArray[np.float64]
+
+DEFAULT_LR = 1e-2  # GLUE section 5 (Adam on alpha's logits)
+DEFAULT_BETAS = (0.9, 0.99)  # GLUE section 5
+DEFAULT_EPS = 1e-8  # torch.optim.Adam
+DEFAULT_MU = 0.05  # radius in logit space; measured in docs/directions.md
+DEFAULT_M = 1  # GLUE section 5: one direction per step
+_STATE_VERSION = 1
+
+
+class StepInfo(NamedTuple):
+    """What one ``tell`` did: the step index, the loss estimate at the point before the
+    update, the radius and step size used, and the norm of the gradient estimate."""
+
+    step: int
+    loss: float
+    mu: float
+    lr: float
+    grad_norm: float
+
+
+class ForwardProbe(NamedTuple):
+    """``ask()`` of :class:`SimplexForwardGradient`: a point and ``m`` tangents at it."""
+
+    alpha: FloatArray  # (*shape)
+    tangents: FloatArray  # (m, *shape), tangents in alpha space, each row summing to zero
+
+
+class _SimplexOptimizer:
+    """State and update shared by the three optimisers: logits, Adam or SGD, schedules."""
+
+    _uses_mu = False
+
+    def __init__(
+        self,
+        k: int | Sequence[int],
+        *,
+        x0: ArrayLike | None = None,
+        lr: float = DEFAULT_LR,
+        betas: tuple[float, float] = DEFAULT_BETAS,
+        eps: float = DEFAULT_EPS,
+        update: str = "adam",
+        momentum: float = 0.0,
+        lr_schedule: str | Schedule | None = None,
+        total_steps: int | None = None,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.shape = normalize_shape(k)
+        self.lr = check_positive(lr, "lr")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
+        for i, b in enumerate(betas):
+            try:
+                check_probability(b, "betas")
+            except ValueError:
+                raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1))") from None
+        self.betas = (float(betas[0]), float(betas[1]))
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"eps must be a non-negative number, but got {eps!r}")
+        self.eps = float(eps)
+        if update not in ("adam", "sgd"):
+            raise ValueError(f"update must be 'adam' or 'sgd', but got {update!r}")
+        self.update = update
+        self.momentum = check_probability(momentum, "momentum")
+        self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
+        self.lr_schedule_spec = lr_schedule
+        self._lr_schedule = resolve_schedule(lr_schedule, name="lr_schedule", total_steps=self.total_steps)
+        self.rng = normalize_rng(seed, rng)
+
+        if x0 is None:
+            self._beta = np.zeros(self.shape)  # alpha = 1/k, GLUE section 3.3
+        else:
+            self._beta = logits_from_simplex(check_simplex_point(x0, self.shape, name="x0"))
+        self._adam = AdamState(np.zeros(self.shape), np.zeros(self.shape), 0)
+        self._momentum_buf = np.zeros(self.shape)
+        self._step = 0
+        self._pending: Any = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def alpha(self) -> FloatArray:
+        """The current point, ``softmax(beta)`` row by row (a copy)."""
+        return softmax(self._beta)
+
+    @property
+    def beta(self) -> FloatArray:
+        """The current logits (a copy)."""
+        return self._beta.copy()
+
+    @property
+    def step_count(self) -> int:
+        """Number of completed ``tell`` calls."""
+        return self._step
+
+    def current_lr(self) -> float:
+        """The step size the next update will use."""
+        return self.lr * evaluate_schedule(self._lr_schedule, self._step, name="lr_schedule")
+
+    # ------------------------------------------------------------------ update
+    def _apply(self, grad_beta: FloatArray, loss: float, mu: float) -> StepInfo:
+        lr = self.current_lr()
+        if self.update == "adam":
+            self._beta, self._adam = adam_update(
+                self._beta, grad_beta, self._adam, lr=lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps
+            )
+        else:
+            self._beta, self._momentum_buf = sgd_update(
+                self._beta, grad_beta, self._momentum_buf, lr=lr, momentum=self.momentum
+            )
+        self._beta = self._beta - self._beta.mean(axis=-1, keepdims=True)  # softmax ignores the shift
+        info = StepInfo(self._step, loss, mu, lr, float(np.linalg.norm(grad_beta)))
+        self._step += 1
+        self._pending = None
+        return info
+
+    def _require_pending(self) -> Any:
+        if self._pending is None:
+            raise RuntimeError("tell() called without a pending ask(): call ask() first")
+        return self._pending
+
+    @staticmethod
+    def _check_losses(losses: ArrayLike, n: int, what: str) -> FloatArray:
+        arr = np.asarray(losses, dtype=np.float64)
+        if arr.shape != (n,):
+            raise ValueError(f"tell() expects {n} {what} as an array of shape ({n},), but got shape {arr.shape}")
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            i = int(bad[0])
+            raise NonFiniteLossError(
+                f"{what} must be finite, but entry {i} is {arr[i]!r}; the optimiser state is unchanged",
+                index=i,
+                value=float(arr[i]),
+            )
+        return arr
+
+    # ------------------------------------------------------------------ state
+    def _config(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "shape": self.shape,
+            "lr": self.lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "update": self.update,
+            "momentum": self.momentum,
+            "total_steps": self.total_steps,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: logits, moments, step, pending probes,
+        the generator's state and the hyperparameters (schedules only by name).
+
+        >>> opt = SimplexSPSA(3, seed=0)
+        >>> sorted(opt.state_dict())
+        ['beta', 'config', 'exp_avg', 'exp_avg_sq', 'momentum_buffer', 'pending', 'rng', 'step', 'version']
+        """
+        return {
+            "version": _STATE_VERSION,
+            "config": copy.deepcopy(self._config()),
+            "beta": self._beta.copy(),
+            "exp_avg": self._adam.exp_avg.copy(),
+            "exp_avg_sq": self._adam.exp_avg_sq.copy(),
+            "momentum_buffer": self._momentum_buf.copy(),
+            "step": self._step,
+            "pending": copy.deepcopy(self._pending),
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the optimiser must have the same class and shape.
+
+        Hyperparameters are restored from ``state``; schedules given as callables are kept
+        as this instance was built with them.
+        """
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise ValueError(f"state must be a dict from state_dict() (version {_STATE_VERSION}), but got {type(state).__name__}")
+        cfg = state["config"]
+        if cfg["class"] != type(self).__name__:
+            raise ValueError(f"state was saved by {cfg['class']}, but this optimiser is {type(self).__name__}")
+        if tuple(cfg["shape"]) != self.shape:
+            raise ValueError(f"state has shape {tuple(cfg['shape'])}, but this optimiser has shape {self.shape}")
+        self._load_config(cfg)
+        self._beta = np.array(state["beta"], dtype=np.float64)
+        self._adam = AdamState(np.array(state["exp_avg"]), np.array(state["exp_avg_sq"]), int(state["step"]))
+        self._momentum_buf = np.array(state["momentum_buffer"])
+        self._step = int(state["step"])
+        self._pending = copy.deepcopy(state["pending"])
+        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+
+    def _load_config(self, cfg: dict[str, Any]) -> None:
+        self.lr, self.betas, self.eps = cfg["lr"], tuple(cfg["betas"]), cfg["eps"]
+        self.update, self.momentum, self.total_steps = cfg["update"], cfg["momentum"], cfg["total_steps"]
+
+
+class _DirectionalOptimizer(_SimplexOptimizer):
+    """Adds the direction sampler shared by SPSA and forward gradients."""
+
+    def __init__(
+        self,
+        k: int | Sequence[int],
+        *,
+        m: int = DEFAULT_M,
+        directions: str = "normalized-gaussian",
+        sum_zero: bool = True,
+        orthogonal: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(k, **kwargs)
+        self.m = check_positive_int(m, "m")
+        if directions not in DIRECTION_KINDS:
+            raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {directions!r}")
+        self.directions = directions
+        self.sum_zero = bool(sum_zero)
+        self.orthogonal = bool(orthogonal)
+        # Fail now, not at the first ask(), if orthogonal directions cannot be drawn.
+        sample_directions(np.random.default_rng(0), self.m, self.shape, kind=directions,
+                          sum_zero=self.sum_zero, orthogonal=self.orthogonal)
+        self.scale = estimator_scale(directions, self.shape, self.sum_zero)
+
+    def _draw(self) -> FloatArray:
+        return sample_directions(self.rng, self.m, self.shape, kind=self.directions,
+                                 sum_zero=self.sum_zero, orthogonal=self.orthogonal)
+
+    def _config(self) -> dict[str, Any]:
+        cfg = super()._config()
+        cfg.update(m=self.m, directions=self.directions, sum_zero=self.sum_zero, orthogonal=self.orthogonal)
+        return cfg
+
+    def _load_config(self, cfg: dict[str, Any]) -> None:
+        if cfg["m"] != self.m:
+            raise ValueError(f"state has m={cfg['m']}, but this optimiser has m={self.m}")
+        super()._load_config(cfg)
+        self.directions, self.sum_zero, self.orthogonal = cfg["directions"], cfg["sum_zero"], cfg["orthogonal"]
+        self.scale = estimator_scale(self.directions, self.shape, self.sum_zero)
+
+
+class SimplexSPSA(_DirectionalOptimizer):
+    """Two-point SPSA with Adam on the logits of one or several simplices (GLUE).
+
+    Parameters
+    ----------
+    k:
+        Number of vertices, or a shape ``(groups, k)`` for one simplex per row.
+    x0:
+        Starting point, strictly positive, each row summing to one; default ``1/k``.
+    m:
+        Directions averaged per step (GLUE eq. 3); each step asks for ``2 m`` probes.
+    lr, betas, eps:
+        Adam's step size, moment decay rates and denominator offset.
+    update:
+        ``"adam"`` (default) or ``"sgd"`` (with ``momentum``).
+    mu:
+        Perturbation radius in logit space at step 0.
+    mu_schedule, lr_schedule:
+        ``"constant"``, ``"power"``, ``"cosine"`` or a callable of the step index that
+        returns a factor (see :mod:`spsa_mix.core.schedules`).
+    directions, sum_zero, orthogonal:
+        The direction distribution (see :mod:`spsa_mix.core.directions`).
+    total_steps:
+        Planned number of steps, for ``"power"`` and ``"cosine"`` schedules.
+    seed, rng:
+        An integer seed or a ``numpy.random.Generator`` (not both).
+
+    Example
+    -------
+    >>> opt = SimplexSPSA((2, 3), m=2, seed=0)
+    >>> opt.ask().shape                          # 2 m probes, one simplex per row
+    (4, 2, 3)
+    """
+
+    _uses_mu = True
+
+    def __init__(
+        self,
+        k: int | Sequence[int],
+        *,
+        mu: float = DEFAULT_MU,
+        mu_schedule: str | Schedule | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(k, **kwargs)
+        self.mu = check_positive(mu, "mu")
+        self.mu_schedule_spec = mu_schedule
+        self._mu_schedule = resolve_schedule(mu_schedule, name="mu_schedule", total_steps=self.total_steps)
+
+    def current_mu(self) -> float:
+        """The radius the next probes use."""
+        return self.mu * evaluate_schedule(self._mu_schedule, self._step, name="mu_schedule")
+
+    def ask(self) -> FloatArray:
+        """The ``2 m`` probes of the next step, shape ``(2 m, *shape)``; calling it again
+        before :meth:`tell` returns the same probes."""
+        if self._pending is None:
+            mu = self.current_mu()
+            self._pending = {"directions": self._draw(), "mu": mu}
+        u, mu = self._pending["directions"], self._pending["mu"]
+        betas = np.empty((2 * self.m, *self.shape))
+        betas[0::2] = self._beta + mu * u
+        betas[1::2] = self._beta - mu * u
+        return softmax(betas)
+
+    def tell(self, losses: ArrayLike) -> StepInfo:
+        """Update with the ``2 m`` losses of the probes from :meth:`ask`, in the same order.
+
+        Raises ``NonFiniteLossError`` (a ``ValueError``), leaving the state unchanged, if
+        a loss is NaN or infinite.
+        """
+        pending = self._require_pending()
+        arr = self._check_losses(losses, 2 * self.m, "losses")
+        u, mu = pending["directions"], pending["mu"]
+        grad = two_point_gradient(arr[0::2], arr[1::2], u, mu=mu, scale=self.scale)
+        return self._apply(grad, float(arr.mean()), mu)
+
+    def _config(self) -> dict[str, Any]:
+        cfg = super()._config()
+        cfg["mu"] = self.mu
+        return cfg
+
+    def _load_config(self, cfg: dict[str, Any]) -> None:
+        super()._load_config(cfg)
+        self.mu = cfg["mu"]
+
+
+class SimplexForwardGradient(_DirectionalOptimizer):
+    """Forward-gradient descent: SPSA's estimator with exact directional derivatives.
+
+    ``ask()`` returns a :class:`ForwardProbe` (the current point and ``m`` tangents in alpha
+    space); ``tell(loss, derivs)`` takes the loss at the point and the ``m`` directional
+    derivatives ``<grad_alpha L, tangent_r>``. No radius, so no finite-difference bias.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> c = np.array([0.7, 0.2, 0.1])
+    >>> opt = SimplexForwardGradient(3, seed=0, lr=0.05)
+    >>> for _ in range(300):
+    ...     alpha, t = opt.ask()
+    ...     _ = opt.tell(((alpha - c) ** 2).sum(), t @ (2 * (alpha - c)))
+    >>> bool(np.abs(opt.alpha - c).max() < 0.02)
+    True
+    """
+
+    def ask(self) -> ForwardProbe:
+        if self._pending is None:
+            self._pending = {"directions": self._draw()}
+        alpha = self.alpha
+        return ForwardProbe(alpha, softmax_jvp(alpha, self._pending["directions"]))
+
+    def tell(self, loss: float, derivs: ArrayLike) -> StepInfo:
+        pending = self._require_pending()
+        value = self._check_losses([loss], 1, "losses")[0]
+        d = self._check_losses(derivs, self.m, "directional derivatives")
+        grad = directional_gradient(d, pending["directions"], scale=self.scale)
+        return self._apply(grad, float(value), 0.0)
+
+
+class SimplexGradient(_SimplexOptimizer):
+    """Adam on the logits with exact gradients (GLUE's Config 3 when they come from autograd).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> c = np.array([0.7, 0.2, 0.1])
+    >>> opt = SimplexGradient(3, lr=0.05)
+    >>> for _ in range(300):
+    ...     a = opt.ask()
+    ...     _ = opt.tell(((a - c) ** 2).sum(), 2 * (a - c))
+    >>> bool(np.abs(opt.alpha - c).max() < 0.01)
+    True
+    """
+
+    def ask(self) -> FloatArray:
+        self._pending = True
+        return self.alpha
+
+    def tell(self, loss: float, grad: ArrayLike) -> StepInfo:
+        self._require_pending()
+        value = self._check_losses([loss], 1, "losses")[0]
+        g = np.asarray(grad, dtype=np.float64)
+        if g.shape != self.shape:
+            raise ValueError(f"tell() expects a gradient of shape {self.shape}, but got shape {g.shape}")
+        self._check_losses(g.ravel(), g.size, "gradient entries")
+        grad_beta = softmax_vjp(self.alpha, g)
+        return self._apply(grad_beta, float(value), 0.0)

@@ -1,0 +1,145 @@
+"""Analytic test problems on the simplex, with exact gradients and known optima.
+
+:class:`Quadratic` is ``f(alpha) = 0.5 (alpha - c)^T A (alpha - c)`` with ``A`` positive
+definite. It is vectorized (a batch of points in, a batch of losses out), exposes
+``value_and_grad`` and ``jvp`` so that every method of :func:`spsa_mix.minimize` runs on it,
+and computes its constrained minimiser independently of this package's optimisers
+(closed form when the unconstrained optimum lies inside the simplex, SciPy's SLSQP
+otherwise).
+
+Example
+-------
+>>> import numpy as np
+>>> q = Quadratic.random(5, rng=np.random.default_rng(0), optimum="interior")
+>>> x = q.minimizer()
+>>> bool(np.allclose(x, q.c)), round(q(x), 12)
+(True, 0.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.optimize
+from numpy.typing import ArrayLike, NDArray
+
+from spsa_mix.core.errors import check_positive_int, normalize_rng
+from spsa_mix.core.simplex import project_onto_simplex
+
+__all__ = ["Quadratic"]
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass
+class Quadratic:
+    """``f(alpha) = 0.5 (alpha - c)^T A (alpha - c)`` over one simplex of ``k`` vertices.
+
+    ``noise_std`` adds independent Gaussian noise to every evaluation (a stochastic
+    objective); ``value_and_grad`` and ``jvp`` stay exact.
+    """
+
+    A: FloatArray
+    c: FloatArray
+    noise_std: float = 0.0
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
+
+    def __post_init__(self) -> None:
+        self.A = np.asarray(self.A, dtype=np.float64)
+        self.c = np.asarray(self.c, dtype=np.float64)
+        k = self.c.shape[0]
+        if self.c.ndim != 1 or self.A.shape != (k, k):
+            raise ValueError(f"A must be (k, k) and c (k,), but got A {self.A.shape} and c {self.c.shape}")
+        if not np.allclose(self.A, self.A.T) or np.linalg.eigvalsh(self.A).min() <= 0:
+            raise ValueError("A must be symmetric positive definite")
+
+    @property
+    def k(self) -> int:
+        return int(self.c.shape[0])
+
+    @classmethod
+    def random(
+        cls,
+        k: int,
+        *,
+        rng: np.random.Generator | int | None = None,
+        optimum: Literal["interior", "boundary"] = "interior",
+        condition: float = 10.0,
+        scale: float = 1.0,
+        noise_std: float = 0.0,
+    ) -> Quadratic:
+        """A random instance: eigenvalues log-spaced in ``[scale/condition, scale]``; with
+        ``optimum="interior"`` ``c`` is an interior point of the simplex (so it is the
+        minimiser), with ``"boundary"`` ``c`` lies outside it, beyond a face, so that the
+        minimiser has zero coordinates."""
+        k = check_positive_int(k, "k")  # type: ignore[assignment]
+        g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
+        q, _ = np.linalg.qr(g.standard_normal((k, k)))
+        eig = scale * np.logspace(-np.log10(condition), 0.0, k)
+        A = (q * eig) @ q.T
+        A = 0.5 * (A + A.T)
+        if optimum == "interior":
+            c = g.dirichlet(np.full(k, 2.0))
+            c = 0.8 * c + 0.2 / k  # keep away from the faces
+        elif optimum == "boundary":
+            c = g.dirichlet(np.full(k, 1.0))
+            n_out = max(1, k // 3)
+            out = g.choice(k, size=n_out, replace=False)
+            c[out] = -0.3 * g.uniform(0.5, 1.0, size=n_out)  # pushes those coordinates to 0
+            c += (1.0 - c.sum()) / k
+        else:
+            raise ValueError(f"optimum must be 'interior' or 'boundary', but got {optimum!r}")
+        return cls(A=A, c=c, noise_std=noise_std, rng=np.random.default_rng(g.integers(2**63)))
+
+    # ------------------------------------------------------------------ evaluation
+    def __call__(self, alpha: ArrayLike) -> float | FloatArray:
+        """Loss at one point (``(k,)`` -> float) or a batch (``(n, k)`` -> ``(n,)``)."""
+        a = np.asarray(alpha, dtype=np.float64)
+        d = a - self.c
+        vals = 0.5 * np.einsum("...i,ij,...j->...", d, self.A, d)
+        if self.noise_std > 0:
+            vals = vals + self.noise_std * self.rng.standard_normal(np.shape(vals))
+        return float(vals) if a.ndim == 1 else vals
+
+    def value(self, alpha: ArrayLike) -> float:
+        """The exact (noise-free) loss at one point."""
+        d = np.asarray(alpha, dtype=np.float64) - self.c
+        return float(0.5 * d @ self.A @ d)
+
+    def grad(self, alpha: ArrayLike) -> FloatArray:
+        """``A (alpha - c)``."""
+        return self.A @ (np.asarray(alpha, dtype=np.float64) - self.c)
+
+    def value_and_grad(self, alpha: ArrayLike) -> tuple[float, FloatArray]:
+        return self.value(alpha), self.grad(alpha)
+
+    def jvp(self, alpha: ArrayLike, tangents: ArrayLike) -> tuple[float, FloatArray]:
+        """Loss and the directional derivatives ``<grad, t_r>`` for tangents ``(m, k)``."""
+        return self.value(alpha), np.asarray(tangents, dtype=np.float64) @ self.grad(alpha)
+
+    # ------------------------------------------------------------------ optimum
+    def minimizer(self) -> FloatArray:
+        """The minimiser over the simplex, computed without this package's optimisers."""
+        k = self.k
+        if np.all(self.c > 0) and abs(self.c.sum() - 1.0) < 1e-12:
+            return self.c.copy()
+        # Constrained minimum: SLSQP from the projection of c, tight tolerances.
+        x_start = project_onto_simplex(self.c)
+        res = scipy.optimize.minimize(
+            self.value,
+            x_start,
+            jac=self.grad,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * k,
+            constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones(k)}],
+            options={"ftol": 1e-15, "maxiter": 1000},
+        )
+        if not res.success:
+            raise RuntimeError(f"SLSQP failed to find the constrained minimiser: {res.message}")
+        return project_onto_simplex(res.x)
+
+    def minimum(self) -> float:
+        """The minimum value over the simplex."""
+        return self.value(self.minimizer())
