@@ -117,12 +117,15 @@ class Run:
             return math.inf
         return self.max_evals - self.cost - self.reserve
 
-    def _charge(self, cost: float) -> None:
+    def _check_budget(self, cost: float) -> None:
         if self.max_evals is not None and self.cost + cost > self.max_evals + 1e-9:
             raise RuntimeError(  # a method bug, never the user's
                 f"internal error: {self.method} tried to spend {cost:g} evaluations with "
                 f"{self.max_evals - self.cost:g} left of max_evals={self.max_evals}"
             )
+
+    def _charge(self, cost: float) -> None:
+        self._check_budget(cost)
         self.cost += cost
 
     # ------------------------------------------------------------------ evaluation
@@ -130,8 +133,9 @@ class Run:
         """Score ``points`` of shape ``(n, *shape)``; returns ``n`` finite losses."""
         pts = np.asarray(points, dtype=np.float64)
         n = pts.shape[0]
-        self._charge(n)
+        self._check_budget(n)
         if self.vectorized:
+            self.cost += n
             out = self._call(self.objective, pts)
             try:
                 losses = np.asarray(out, dtype=np.float64).reshape(-1)
@@ -142,9 +146,12 @@ class Run:
             self.nfev += n
         else:
             losses = np.empty(n)
-            for i in range(n):
+            for i in range(n):  # stop at the first non-finite loss: no evaluation wasted
+                self.cost += 1
                 losses[i] = self._scalar(self._call(self.objective, pts[i]))
                 self.nfev += 1
+                self._check_finite(losses[i : i + 1], pts[i : i + 1])
+            return losses
         self._check_finite(losses, pts)
         return losses
 
@@ -198,7 +205,7 @@ class Run:
         if bad.size:
             i = int(bad[0])
             raise NonFiniteLossError(
-                f"the objective returned {losses[i]!r} at point "
+                f"the objective returned {float(losses[i])!r} at point "
                 f"{np.array2string(points[i].ravel(), precision=4, threshold=12)} "
                 f"(evaluation {self.nfev - len(losses) + i + 1})",
                 index=i,

@@ -189,7 +189,7 @@ class _SimplexOptimizer:
         if bad.size:
             i = int(bad[0])
             raise NonFiniteLossError(
-                f"{what} must be finite, but entry {i} is {arr[i]!r}; the optimiser state is unchanged",
+                f"{what} must be finite, but entry {i} is {float(arr[i])!r}; the optimiser state is unchanged",
                 index=i,
                 value=float(arr[i]),
             )

@@ -129,6 +129,8 @@ class History:
 
 
 def _short(v: Any) -> str:
+    if isinstance(v, dict):
+        return f"<dict with keys {sorted(map(str, v))}>"
     if isinstance(v, np.ndarray):
         return np.array2string(v, precision=4, threshold=20)
     if isinstance(v, enum.Enum):

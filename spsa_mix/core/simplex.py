@@ -154,5 +154,5 @@ def check_simplex_point(
 
 def _show(arr: np.ndarray, limit: int = 12) -> str:
     flat = arr.ravel()
-    text = np.array2string(flat[:limit], separator=", ", precision=6)
-    return text if flat.size <= limit else text[:-1] + ", ...]"
+    text = ", ".join(f"{v:.6g}" for v in flat[:limit])
+    return f"[{text}]" if flat.size <= limit else f"[{text}, ...]"

@@ -1,0 +1,102 @@
+"""Which direction distribution, subspace and radius should ``SimplexSPSA`` use by default?
+
+Runs ``spsa_mix.minimize`` (SPSA, Adam, the paper's lr=1e-2 and a cosine step-size decay
+from 5e-2) on random quadratics over the simplex, for every direction distribution, with
+and without the restriction to the sum-zero subspace, with i.i.d. and orthogonal directions
+(m > 1), and several radii ``mu``, at a fixed budget of evaluations. Two objectives:
+
+* ``exact``: f(alpha) = 0.5 (alpha - c)^T A (alpha - c), condition number 10;
+* ``minibatch``: the same with ``c`` replaced by ``c + noise / k * z``, ``z`` standard normal
+  drawn once per call and shared by every probe of the call, as a minibatch is shared by
+  GLUE's probes (the probes of one step are scored by one vectorized call).
+
+Reported metric: relative suboptimality (f(x) - f*) / (f(1/k) - f*) of the returned point
+under the exact objective, median and 90th percentile over seeds.
+
+Usage::
+
+    python benchmarks/directions.py --output benchmarks/results/directions.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import spsa_mix
+from spsa_mix.problems import Quadratic
+
+
+class MinibatchQuadratic:
+    """Quadratic whose centre moves by fresh noise at every call (shared by its probes)."""
+
+    def __init__(self, q: Quadratic, noise: float, seed: int) -> None:
+        self.q, self.noise, self.rng = q, noise, np.random.default_rng(seed)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        c = self.q.c + self.noise / self.q.k * self.rng.standard_normal(self.q.k)
+        d = points - c
+        return 0.5 * np.einsum("ni,ij,nj->n", d, self.q.A, d)
+
+
+def run(args: argparse.Namespace) -> dict:
+    rows = []
+    configs = []
+    for kind, sum_zero, mu, m in itertools.product(args.directions, [True, False], args.mu, args.m):
+        configs.append(dict(directions=kind, sum_zero=sum_zero, mu=mu, m=m, orthogonal=False))
+        if m > 1 and kind != "rademacher":
+            configs.append(dict(directions=kind, sum_zero=sum_zero, mu=mu, m=m, orthogonal=True))
+    t0 = time.perf_counter()
+    for problem, k, cfg in itertools.product(args.problems, args.k, configs):
+        subopt = []
+        for seed in range(args.seeds):
+            q = Quadratic.random(k, rng=1000 + seed, optimum=args.optimum)
+            f = q if problem == "exact" else MinibatchQuadratic(q, args.noise, seed)
+            res = spsa_mix.minimize(
+                f, k=k, vectorized=True, max_evals=args.budget, lr=args.lr, lr_schedule="cosine",
+                seed=seed, final_eval=False, **cfg,
+            )
+            f_star, f_0 = q.minimum(), q.value(np.full(k, 1.0 / k))
+            subopt.append((q.value(res.x) - f_star) / (f_0 - f_star))
+        s = np.asarray(subopt)
+        rows.append(dict(problem=problem, k=k, **cfg, median=float(np.median(s)),
+                         p90=float(np.quantile(s, 0.9)), values=s.tolist()))
+        print(f"{problem:9s} k={k:3d} {cfg['directions']:19s} sum_zero={cfg['sum_zero']!s:5s} "
+              f"orth={cfg['orthogonal']!s:5s} m={cfg['m']} mu={cfg['mu']:<5g} "
+              f"median={rows[-1]['median']:.2e} p90={rows[-1]['p90']:.2e}", flush=True)
+    return dict(
+        benchmark="directions", argv={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        seconds=time.perf_counter() - t0,
+        machine=dict(python=platform.python_version(), processor=platform.processor() or platform.machine()),
+        rows=rows,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--problems", nargs="+", default=["exact", "minibatch"], choices=["exact", "minibatch"])
+    p.add_argument("--k", nargs="+", type=int, default=[10, 50])
+    p.add_argument("--m", nargs="+", type=int, default=[1, 4])
+    p.add_argument("--mu", nargs="+", type=float, default=[0.01, 0.05, 0.2])
+    p.add_argument("--directions", nargs="+", default=["normalized-gaussian", "gaussian", "rademacher"])
+    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--noise", type=float, default=0.5, help="std of the minibatch shift of c, in units of 1/k")
+    p.add_argument("--optimum", default="interior", choices=["interior", "boundary"])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--output", type=Path, default=Path("benchmarks/results/directions.json"))
+    args = p.parse_args()
+    out = run(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.output} ({out['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

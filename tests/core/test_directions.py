@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from spsa_mix.core.directions import estimator_scale, sample_directions, space_dim
+
+KINDS = ["normalized-gaussian", "gaussian", "rademacher"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sum_zero", [True, False])
+@pytest.mark.parametrize("shape", [(5,), (3, 4)])
+def test_shapes_norms_and_subspace(kind, sum_zero, shape):
+    u = sample_directions(np.random.default_rng(0), 7, shape, kind=kind, sum_zero=sum_zero)
+    assert u.shape == (7, *shape)
+    if kind == "normalized-gaussian":
+        np.testing.assert_allclose(np.linalg.norm(u.reshape(7, -1), axis=1), 1.0)
+    if sum_zero:
+        np.testing.assert_allclose(u.sum(axis=-1), 0.0, atol=1e-12)
+    if kind == "rademacher" and not sum_zero:
+        assert set(np.unique(u)) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sum_zero", [True, False])
+def test_scale_makes_second_moment_the_projector(kind, sum_zero):
+    """c E[u u^T] = P: the estimator c (g.u) u is unbiased for P g."""
+    shape = (4,)
+    n = 40_000
+    u = sample_directions(np.random.default_rng(1), n, shape, kind=kind, sum_zero=sum_zero)
+    second = np.einsum("ni,nj->ij", u, u) / n * estimator_scale(kind, shape, sum_zero)
+    P = np.eye(4) - (1 / 4 if sum_zero else 0.0)
+    np.testing.assert_allclose(second, P, atol=0.03)
+
+
+@pytest.mark.parametrize("kind", ["normalized-gaussian", "gaussian"])
+@pytest.mark.parametrize("sum_zero", [True, False])
+def test_orthogonal_directions(kind, sum_zero):
+    shape = (2, 4)
+    d = space_dim(shape, sum_zero)
+    u = sample_directions(np.random.default_rng(2), d, shape, kind=kind, sum_zero=sum_zero, orthogonal=True)
+    flat = u.reshape(d, -1)
+    gram = flat @ flat.T
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-10)
+    if kind == "normalized-gaussian":
+        np.testing.assert_allclose(np.diag(gram), 1.0)
+    if sum_zero:
+        np.testing.assert_allclose(u.sum(axis=-1), 0.0, atol=1e-12)
+
+
+def test_orthogonal_marginal_is_isotropic():
+    n = 20_000
+    rng = np.random.default_rng(3)
+    u = np.concatenate([sample_directions(rng, 2, (3,), sum_zero=False, orthogonal=True) for _ in range(n // 2)])
+    np.testing.assert_allclose(np.einsum("ni,nj->ij", u, u) / n, np.eye(3) / 3, atol=0.01)
+
+
+def test_same_generator_state_same_directions():
+    a = sample_directions(np.random.default_rng(5), 3, (4,))
+    b = sample_directions(np.random.default_rng(5), 3, (4,))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_single_vertex_gives_zero_directions():
+    assert np.all(sample_directions(np.random.default_rng(0), 2, (1,)) == 0)
+
+
+def test_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"directions must be one of .* but got 'sobol'"):
+        sample_directions(rng, 1, (3,), kind="sobol")
+    with pytest.raises(ValueError, match=r"orthogonal=True needs m <= 2 .* but got m=3"):
+        sample_directions(rng, 3, (3,), orthogonal=True)
+    with pytest.raises(ValueError, match=r"orthogonal=True is defined for .* but got kind='rademacher'"):
+        sample_directions(rng, 2, (3,), kind="rademacher", orthogonal=True)

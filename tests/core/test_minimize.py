@@ -1,0 +1,252 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import spsa_mix
+from spsa_mix import ObjectiveError, OptimizeResult, Status
+from spsa_mix.problems import Quadratic
+
+
+# ---------------------------------------------------------------- convergence (properties)
+# Stated tolerance and budget: with max_evals=3000, m=1, lr=0.05 and a cosine step size,
+# the relative suboptimality (f(x) - f*) / (f(1/k) - f*) is below 1e-2 for k in 2..20 and
+# condition number 10, optimum inside the simplex or on its boundary (measured worst case
+# over 40 problems: 5e-3, see docs/directions.md).
+TOL_REL = 1e-2
+BUDGET = 3000
+
+
+@given(k=st.integers(2, 20), seed=st.integers(0, 10_000), optimum=st.sampled_from(["interior", "boundary"]))
+def test_reaches_the_independently_computed_optimum(k, seed, optimum):
+    q = Quadratic.random(k, rng=seed, optimum=optimum)
+    x_star = q.minimizer()  # closed form (interior) or SciPy SLSQP (boundary)
+    if optimum == "boundary":
+        assert x_star.min() < 1e-6  # the optimum really lies on a face
+    f_star, f_0 = q.value(x_star), q.value(np.full(k, 1 / k))
+    seen = []
+    res = spsa_mix.minimize(
+        lambda pts: (seen.append(pts.copy()), q(pts))[1], k=k, vectorized=True,
+        max_evals=BUDGET, lr=0.05, lr_schedule="cosine", seed=seed,
+    )
+    assert res.success and res.nfev <= BUDGET
+    assert (q.value(res.x) - f_star) / (f_0 - f_star) < TOL_REL
+    probes = np.concatenate(seen)
+    assert np.all(probes > 0) and np.allclose(probes.sum(axis=1), 1.0, atol=1e-12)
+    hx = res.history["x"]
+    assert np.all(hx > 0) and np.allclose(hx.sum(axis=1), 1.0, atol=1e-12)
+    if optimum == "interior":
+        assert np.abs(res.x - x_star).max() < 0.05
+
+
+def test_layerwise_several_simplices():
+    qs = [Quadratic.random(4, rng=s) for s in range(3)]
+    f = lambda a: sum(q.value(row) for q, row in zip(qs, a))  # noqa: E731
+    res = spsa_mix.minimize(f, k=(3, 4), max_evals=3000, lr=0.05, lr_schedule="cosine", seed=0)
+    assert res.x.shape == (3, 4)
+    np.testing.assert_allclose(res.x, np.stack([q.minimizer() for q in qs]), atol=0.05)
+
+
+@pytest.mark.parametrize("method", ["spsa", "forward-grad", "backprop"])
+def test_builtin_methods_share_the_result_type(method):
+    q = Quadratic.random(5, rng=0)
+    res = spsa_mix.minimize(q, k=5, method=method, max_evals=300, seed=0, vectorized=True)
+    assert isinstance(res, OptimizeResult)
+    for field in ["x", "fun", "nit", "nfev", "njev", "cost", "success", "status", "message", "method", "history"]:
+        assert field in res and getattr(res, field) is res[field]
+    assert res.method == method and res.status is Status.BUDGET and res.success
+    assert res.cost <= 300
+    hist = res.history
+    for key in ["step", "x", "loss", "lr", "grad_norm", "nfev", "cost"]:
+        assert len(hist[key]) == res.nit
+    assert hist["x"].shape == (res.nit, 5)
+    np.testing.assert_array_equal(hist["step"], np.arange(res.nit))
+    assert np.all(np.diff(hist["nfev"]) > 0)
+    assert res.fun == pytest.approx(q.value(res.x))  # final evaluation at res.x
+    assert q.value(res.x) < q.value(np.full(5, 0.2))
+    json.dumps(res.to_json())
+
+
+def test_budget_counts_for_each_method():
+    q = Quadratic.random(4, rng=0)
+    spsa = spsa_mix.minimize(q, k=4, max_evals=101, m=2, seed=0)
+    assert spsa.nit == 25 and spsa.nfev == 101 and spsa.cost == 101  # 25 steps x 4 probes + final
+    fg = spsa_mix.minimize(q, k=4, method="forward-grad", max_evals=100, m=2, seed=0)
+    assert fg.nit == 33 and fg.njev == 66 and fg.cost == 100  # 33 x (1 + 2) + final
+    bp = spsa_mix.minimize(q, k=4, method="backprop", max_evals=100, backward_cost=3.0)
+    assert bp.nit == 24 and bp.njev == 24 and bp.cost == 24 * 4 + 1
+    no_final = spsa_mix.minimize(q, k=4, max_evals=100, seed=0, final_eval=False)
+    assert no_final.nit == 50 and no_final.nfev == 100
+    assert no_final.fun == no_final.history["loss"][-1]
+
+
+@given(max_evals=st.integers(1, 60), m=st.integers(1, 4), final_eval=st.booleans())
+def test_budget_never_exceeded(max_evals, m, final_eval):
+    calls = []
+    res = spsa_mix.minimize(lambda a: calls.append(a) or 1.0, k=3, m=m, max_evals=max_evals,
+                            final_eval=final_eval, seed=0)
+    assert len(calls) == res.nfev <= max_evals
+    assert res.nit == (max_evals - int(final_eval)) // (2 * m)
+
+
+def test_maxiter_and_default_budget():
+    res = spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=7, seed=0)
+    assert res.nit == 7 and res.message == "maxiter=7 reached"
+    assert spsa_mix.minimize(lambda a: 0.0, k=2, seed=0).nit == 1000
+
+
+def test_seed_reproducibility_and_rng():
+    q = Quadratic.random(6, rng=1, noise_std=0.0)
+    a = spsa_mix.minimize(q, k=6, max_evals=200, seed=11)
+    b = spsa_mix.minimize(q, k=6, max_evals=200, seed=11)
+    c = spsa_mix.minimize(q, k=6, max_evals=200, seed=12)
+    d = spsa_mix.minimize(q, k=6, max_evals=200, rng=np.random.default_rng(11))
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.history["x"], b.history["x"])
+    np.testing.assert_array_equal(a.x, d.x)
+    assert not np.array_equal(a.x, c.x)
+
+
+def test_resume_from_result_state_equals_uninterrupted():
+    q = Quadratic.random(5, rng=4)
+    full = spsa_mix.minimize(q, k=5, maxiter=60, seed=3, final_eval=False)
+    first = spsa_mix.minimize(q, k=5, maxiter=20, seed=3, final_eval=False)
+    rest = spsa_mix.minimize(q, k=5, maxiter=40, seed=999, final_eval=False, initial_state=first.state)
+    np.testing.assert_array_equal(rest.x, full.x)
+
+
+def test_vectorized_sees_all_probes_of_a_step_at_once():
+    shapes = []
+    q = Quadratic.random(4, rng=0)
+    spsa_mix.minimize(lambda p: (shapes.append(p.shape), q(p))[1], k=4, m=3, vectorized=True, maxiter=2, seed=0)
+    assert shapes == [(6, 4), (6, 4), (1, 4)]
+
+
+def test_callback_receives_intermediate_result_and_can_stop():
+    seen = []
+
+    def cb(r):
+        seen.append((r.nit, r.nfev, r.x.copy()))
+        if r.nit == 5:
+            raise StopIteration
+
+    res = spsa_mix.minimize(lambda a: float(a[0]), k=3, callback=cb, max_evals=1000, seed=0)
+    assert [s[0] for s in seen] == [1, 2, 3, 4, 5] and seen[-1][1] == 10
+    assert res.status is Status.CALLBACK and not res.success and res.nit == 5
+    assert "StopIteration" in res.message
+    np.testing.assert_array_equal(res.x, seen[-1][2])
+
+
+def test_validation_patience_returns_best_point():
+    q = Quadratic.random(4, rng=5)
+    target = np.array([0.7, 0.1, 0.1, 0.1])
+    val = lambda a: float(np.sum((a - target) ** 2))  # noqa: E731 - disagrees with the training loss
+    res = spsa_mix.minimize(q, k=4, max_evals=4000, lr=0.05, val_objective=val, val_every=5, patience=3, seed=0)
+    assert res.status is Status.CONVERGED and res.success
+    assert "did not improve for 3 checks" in res.message
+    vals = res.history["val_loss"]
+    checked = vals[~np.isnan(vals)]
+    assert len(checked) == res.nit // 5 and res.nval == len(checked) + 1  # + the check at the start
+    assert res.val_fun == pytest.approx(val(res.x)) and res.val_fun <= checked.min() + 1e-15
+    assert res.nit < 4000 // 2 - 1  # stopped early
+
+
+def test_nonfinite_loss_stops_and_keeps_last_finite_iterate():
+    calls = {"n": 0}
+
+    def f(a):
+        calls["n"] += 1
+        return np.nan if calls["n"] == 21 else float(a[0])
+
+    res = spsa_mix.minimize(f, k=3, max_evals=100, seed=0)
+    assert res.status is Status.NONFINITE and not res.success
+    assert res.nit == 10 and res.nfev == 21
+    assert "the objective returned nan" in res.message and "evaluation 21" in res.message
+    np.testing.assert_array_equal(res.x, res.history["x"][-1])
+    assert res.fun == res.history["loss"][-1]
+
+
+def test_keyboard_interrupt_returns_result_so_far():
+    calls = {"n": 0}
+
+    def f(a):
+        calls["n"] += 1
+        if calls["n"] == 31:
+            raise KeyboardInterrupt
+        return float(a[1])
+
+    res = spsa_mix.minimize(f, k=3, max_evals=100, seed=0)
+    assert res.status is Status.INTERRUPTED and not res.success and res.nit == 15
+    assert "interrupted" in res.message
+
+
+def test_objective_error_carries_partial_result():
+    calls = {"n": 0}
+
+    def f(a):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise RuntimeError("GPU on fire")
+        return float(a[0])
+
+    with pytest.raises(ObjectiveError, match=r"the objective raised at evaluation 13 of method 'spsa': RuntimeError: GPU on fire") as info:
+        spsa_mix.minimize(f, k=3, max_evals=100, seed=0)
+    partial = info.value.partial_result
+    assert partial.nit == 6 and partial.status is Status.ERROR and len(partial.history["x"]) == 6
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_objective_returning_wrong_shape():
+    with pytest.raises(ObjectiveError, match=r"must return one float .* vectorized=True"):
+        spsa_mix.minimize(lambda a: a, k=3, maxiter=2)
+    with pytest.raises(ObjectiveError, match=r"must return 2 losses .* but returned ndarray of shape \(3,\)"):
+        spsa_mix.minimize(lambda p: np.zeros(3), k=3, vectorized=True, maxiter=2)
+
+
+def test_schedules_reach_the_history():
+    res = spsa_mix.minimize(lambda a: float(a[0]), k=3, maxiter=50, mu=0.1, mu_schedule="power",
+                            lr_schedule="cosine", seed=0)
+    assert res.history["mu"][0] == pytest.approx(0.1) and res.history["mu"][-1] == pytest.approx(0.1 * 50**-0.101)
+    assert res.history["lr"][0] == pytest.approx(0.01) and res.history["lr"][-1] < 0.001
+    custom = spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=3, lr_schedule=lambda n: 2.0**-n, seed=0)
+    np.testing.assert_allclose(custom.history["lr"], [0.01, 0.005, 0.0025])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(k=0), r"k must be an integer >= 1"),
+        (dict(max_evals=0), r"max_evals must be an integer >= 1, but got 0"),
+        (dict(maxiter=-3), r"maxiter must be an integer >= 1, but got -3"),
+        (dict(method="adam"), r"unknown method 'adam'; available: \['backprop', 'forward-grad', 'spsa'"),
+        (dict(method="backprop"), r"method='backprop' needs an objective with a value_and_grad\(\) method"),
+        (dict(method="forward-grad"), r"method='forward-grad' needs an objective with a jvp\(\) method"),
+        (dict(method="backprop", mu=0.1), r"method 'backprop' does not use mu=0\.1; it accepts"),
+        (dict(patience=3), r"patience=3 needs val_objective"),
+        (dict(val_every=0), r"val_every must be an integer >= 1, but got 0"),
+        (dict(callback=5), r"callback must be callable, but got 5"),
+        (dict(vectorized="yes"), r"vectorized must be True or False, but got 'yes'"),
+        (dict(x0=[0.9, 0.2, 0.1]), r"x0 must sum to 1"),
+        (dict(backward_cost=0), r"method 'spsa' does not use backward_cost=0"),
+        (dict(mu=-0.1), r"mu must be positive, but got -0\.1"),
+        (dict(m=0), r"m must be an integer >= 1, but got 0"),
+        (dict(lr=0), r"lr must be positive, but got 0"),
+    ],
+)
+def test_minimize_argument_errors(kwargs, match):
+    kwargs.setdefault("k", 3)
+    with pytest.raises(ValueError, match=match):
+        spsa_mix.minimize(lambda a: 0.0, **kwargs)
+    with pytest.raises(ValueError, match=r"objective must be callable, but got int"):
+        spsa_mix.minimize(3, k=3)
+
+
+def test_progress_bar_and_logging(caplog, capsys):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="spsa_mix"):
+        spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, show_progress_bar=True)
+    assert "spsa finished: maxiter=5 reached" in caplog.text
+    assert "5/5" in capsys.readouterr().err

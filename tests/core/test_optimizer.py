@@ -1,0 +1,180 @@
+import numpy as np
+import pytest
+
+from spsa_mix import NonFiniteLossError, SimplexForwardGradient, SimplexGradient, SimplexSPSA
+from spsa_mix.core.simplex import softmax_vjp
+from spsa_mix.problems import Quadratic
+
+
+def _run(opt, q, steps):
+    for _ in range(steps):
+        opt.tell(q(opt.ask()))
+    return opt
+
+
+def test_ask_returns_antithetic_probes_on_the_simplex():
+    opt = SimplexSPSA(5, m=3, seed=0)
+    probes = opt.ask()
+    assert probes.shape == (6, 5)
+    assert np.all(probes > 0)
+    np.testing.assert_allclose(probes.sum(axis=1), 1.0)
+    log = np.log(probes)
+    mid = 0.5 * (log[0::2] + log[1::2])  # beta +- mu u average back to beta (up to a shift)
+    np.testing.assert_allclose(mid - mid.mean(axis=1, keepdims=True), 0.0, atol=1e-12)
+    np.testing.assert_array_equal(opt.ask(), probes)  # ask() is idempotent until tell()
+
+
+def test_several_simplices():
+    opt = SimplexSPSA((3, 4), m=2, seed=0)
+    probes = opt.ask()
+    assert probes.shape == (4, 3, 4)
+    np.testing.assert_allclose(probes.sum(axis=-1), 1.0)
+    opt.tell(np.arange(4.0))
+    assert opt.alpha.shape == (3, 4)
+
+
+def test_x0_is_the_start():
+    x0 = np.array([0.1, 0.2, 0.7])
+    np.testing.assert_allclose(SimplexSPSA(3, x0=x0).alpha, x0)
+    np.testing.assert_allclose(SimplexSPSA(4).alpha, 0.25)
+
+
+def test_same_seed_same_trajectory_other_seed_differs():
+    q = Quadratic.random(6, rng=0)
+    a = _run(SimplexSPSA(6, seed=3, m=2), q, 50).alpha
+    b = _run(SimplexSPSA(6, seed=3, m=2), q, 50).alpha
+    c = _run(SimplexSPSA(6, seed=4, m=2), q, 50).alpha
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("pending", [False, True])
+@pytest.mark.parametrize("cls_kwargs", [dict(), dict(update="sgd", momentum=0.9, lr=0.5),
+                                        dict(mu_schedule="power", lr_schedule="cosine", total_steps=80)])
+def test_resume_from_state_dict_equals_uninterrupted(pending, cls_kwargs):
+    q = Quadratic.random(5, rng=1)
+    ref = _run(SimplexSPSA(5, seed=7, m=2, **cls_kwargs), q, 60)
+
+    first = _run(SimplexSPSA(5, seed=7, m=2, **cls_kwargs), q, 25)
+    if pending:
+        first.ask()  # saved between ask and tell: the probes must be the same after resume
+    state = first.state_dict()
+    del first
+    resumed = SimplexSPSA(5, seed=12345, m=2, **cls_kwargs)  # a different seed: the state wins
+    resumed.load_state_dict(state)
+    _run(resumed, q, 35)
+    np.testing.assert_array_equal(resumed.alpha, ref.alpha)
+    assert resumed.step_count == ref.step_count == 60
+
+
+def test_state_dict_is_a_snapshot():
+    opt = SimplexSPSA(3, seed=0)
+    state = opt.state_dict()
+    opt.ask()
+    opt.tell(np.array([1.0, 0.0]))
+    assert state["step"] == 0 and np.all(state["beta"] == 0)
+
+
+def test_gradient_estimate_error_falls_with_m():
+    """Averaging more directions lowers the error against the analytic gradient."""
+    q = Quadratic.random(8, rng=2)
+    alpha0 = np.random.default_rng(0).dirichlet(np.ones(8))
+    true = softmax_vjp(alpha0, q.grad(alpha0))
+    errors = {}
+    for m in (1, 4, 16):
+        errs = []
+        for seed in range(300):
+            opt = SimplexSPSA(8, x0=alpha0, m=m, mu=1e-4, seed=seed, update="sgd", lr=1.0)
+            beta0 = opt.beta
+            opt.tell(q(opt.ask()))
+            est = beta0 - opt.beta  # lr=1 SGD step without momentum moves by the estimate
+            errs.append(np.sum((est - true) ** 2))
+        errors[m] = np.mean(errs)
+    assert errors[4] < errors[1] / 2.5 and errors[16] < errors[4] / 2.5
+
+
+def test_forward_gradient_and_exact_gradient_classes_converge():
+    q = Quadratic.random(4, rng=3)
+    fg = SimplexForwardGradient(4, seed=0, lr=0.05, m=2)
+    gd = SimplexGradient(4, lr=0.05)
+    for _ in range(500):
+        a, t = fg.ask()
+        fg.tell(*q.jvp(a, t))
+        gd.tell(*q.value_and_grad(gd.ask()))
+    for opt in (fg, gd):
+        assert q.value(opt.alpha) - q.minimum() < 1e-4
+
+
+def test_tell_errors_leave_state_unchanged():
+    opt = SimplexSPSA(3, m=2, seed=0)
+    with pytest.raises(RuntimeError, match=r"tell\(\) called without a pending ask\(\)"):
+        opt.tell(np.zeros(4))
+    opt.ask()
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=r"tell\(\) expects 4 losses as an array of shape \(4,\), but got shape \(3,\)"):
+        opt.tell(np.zeros(3))
+    with pytest.raises(ValueError, match=r"but got shape \(2, 2\)"):
+        opt.tell(np.zeros((2, 2)))
+    with pytest.raises(NonFiniteLossError, match=r"losses must be finite, but entry 2 is nan; the optimiser state is unchanged"):
+        opt.tell(np.array([1.0, 2.0, np.nan, 0.0]))
+    with pytest.raises(NonFiniteLossError, match=r"entry 0 is inf"):
+        opt.tell(np.array([np.inf, 2.0, 1.0, 0.0]))
+    after = opt.state_dict()
+    np.testing.assert_array_equal(after["beta"], before["beta"])
+    assert after["rng"] == before["rng"] and after["step"] == 0
+    opt.tell(np.zeros(4))  # the pending probes can still be told
+
+
+def test_gradient_class_errors():
+    opt = SimplexGradient(3)
+    opt.ask()
+    with pytest.raises(ValueError, match=r"expects a gradient of shape \(3,\), but got shape \(2,\)"):
+        opt.tell(1.0, np.zeros(2))
+    with pytest.raises(NonFiniteLossError, match=r"gradient entries must be finite, but entry 1 is nan"):
+        opt.tell(1.0, np.array([0.0, np.nan, 0.0]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(k=0), ValueError, r"k must be an integer >= 1 or a shape \(groups, k\) of such integers, but got 0"),
+        (dict(k=(2, 0)), ValueError, r"but got \(2, 0\)"),
+        (dict(k=2.5), ValueError, r"but got 2\.5"),
+        (dict(k=3, m=0), ValueError, r"m must be an integer >= 1, but got 0"),
+        (dict(k=3, lr=0.0), ValueError, r"lr must be positive, but got 0\.0"),
+        (dict(k=3, lr=-1), ValueError, r"lr must be positive, but got -1"),
+        (dict(k=3, lr="fast"), ValueError, r"lr must be a positive number, but got 'fast'"),
+        (dict(k=3, mu=0), ValueError, r"mu must be positive, but got 0"),
+        (dict(k=3, mu=float("nan")), ValueError, r"mu must be positive, but got nan"),
+        (dict(k=3, betas=(1.0, 0.9)), ValueError, r"Invalid beta parameter at index 0: 1\.0"),
+        (dict(k=3, betas=(0.9,)), ValueError, r"betas must be a pair \(beta1, beta2\), but got \(0\.9,\)"),
+        (dict(k=3, eps=-1.0), ValueError, r"eps must be a non-negative number, but got -1\.0"),
+        (dict(k=3, update="lbfgs"), ValueError, r"update must be 'adam' or 'sgd', but got 'lbfgs'"),
+        (dict(k=3, momentum=1.5), ValueError, r"momentum must be in \[0, 1\), but got 1\.5"),
+        (dict(k=3, x0=[0.5, 0.5]), ValueError, r"x0 must have shape \(3,\), but got shape \(2,\)"),
+        (dict(k=3, x0=[0.0, 0.5, 0.5]), ValueError, r"x0 must be strictly positive"),
+        (dict(k=3, directions="uniform"), ValueError, r"directions must be one of .* but got 'uniform'"),
+        (dict(k=3, m=3, orthogonal=True), ValueError, r"orthogonal=True needs m <= 2"),
+        (dict(k=3, seed=1, rng=np.random.default_rng(0)), ValueError, r"give seed or rng, not both"),
+        (dict(k=3, seed=-1), ValueError, r"seed must be a non-negative integer or None, but got -1"),
+        (dict(k=3, rng=42), ValueError, r"rng must be a numpy\.random\.Generator, but got int"),
+        (dict(k=3, lr_schedule="step"), ValueError, r"lr_schedule must be one of"),
+        (dict(k=3, mu_schedule="cosine"), ValueError, r"mu_schedule='cosine' needs a known number of steps"),
+    ],
+)
+def test_constructor_errors(kwargs, error, match):
+    k = kwargs.pop("k")
+    with pytest.raises(error, match=match):
+        SimplexSPSA(k, **kwargs)
+
+
+def test_load_state_dict_errors():
+    state = SimplexSPSA(3, seed=0).state_dict()
+    with pytest.raises(ValueError, match=r"state has shape \(3,\), but this optimiser has shape \(4,\)"):
+        SimplexSPSA(4).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"state has m=1, but this optimiser has m=2"):
+        SimplexSPSA(3, m=2).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"state was saved by SimplexSPSA, but this optimiser is SimplexGradient"):
+        SimplexGradient(3).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"state must be a dict from state_dict\(\)"):
+        SimplexSPSA(3).load_state_dict({"beta": [0, 0, 0]})
