@@ -1,0 +1,157 @@
+"""Minibatches for the blended objective: a cycling stream, or one fixed batch.
+
+``data`` is either
+
+* an iterable of ``(inputs, targets)`` batches, e.g. a ``torch.utils.data.DataLoader``,
+  re-iterated whenever it is exhausted (so a shuffling loader reshuffles each epoch); or
+* one fixed batch ``(inputs, targets)`` given as a tuple of two tensors, returned on every
+  call (a deterministic objective, useful in tests).
+
+``inputs`` is a tensor (passed as the model's one positional argument), a tuple or list of
+tensors (positional arguments) or a dict of tensors (keyword arguments). Everything is
+moved to the objective's device.
+
+Example
+-------
+>>> import torch
+>>> stream = BatchStream((torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), device=torch.device("cpu"))
+>>> batch = stream.next()
+>>> batch.args[0].shape, batch.size
+(torch.Size([4, 2]), 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Batch", "BatchStream", "split_batch", "is_fixed_batch", "iterate_once"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One minibatch on the device: ``model(*args, **kwargs)`` is scored against ``targets``."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    targets: Any = None
+
+    @property
+    def size(self) -> int:
+        """Number of examples (the leading size of the targets, else of the first input)."""
+        for t in (self.targets, *self.args, *self.kwargs.values()):
+            if isinstance(t, torch.Tensor) and t.ndim > 0:
+                return int(t.shape[0])
+        return 1
+
+
+def _to(value: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
+    if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point():
+            return value.to(device, dtype=dtype, non_blocking=True)
+        return value.to(device, non_blocking=True)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device, dtype) for k, v in value.items()}
+    return value
+
+
+def split_batch(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Batch:
+    """Turn one ``(inputs, targets)`` pair into a :class:`Batch` on ``device``; with
+    ``dtype``, floating-point inputs are cast to it (the targets are left as they are).
+
+    >>> b = split_batch(({"x": torch.ones(2)}, torch.ones(2)), torch.device("cpu"))
+    >>> list(b.kwargs), b.args
+    (['x'], ())
+    >>> split_batch(torch.ones(3), torch.device("cpu"))
+    Traceback (most recent call last):
+    ...
+    ValueError: each batch of data must be a pair (inputs, targets), but got a Tensor
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        what = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise ValueError(f"each batch of data must be a pair (inputs, targets), but got {what}")
+    inputs, targets = _to(batch[0], device, dtype), _to(batch[1], device)
+    if isinstance(inputs, dict):
+        return Batch(args=(), kwargs=inputs, targets=targets)
+    if isinstance(inputs, (tuple, list)):
+        return Batch(args=tuple(inputs), targets=targets)
+    return Batch(args=(inputs,), targets=targets)
+
+
+def is_fixed_batch(data: Any) -> bool:
+    """Whether ``data`` is one fixed batch: a *tuple* ``(inputs, targets)`` whose targets are a
+    tensor (a list, or a tuple of batches, is an iterable of batches).
+
+    >>> x, y = torch.zeros(3, 2), torch.zeros(3)
+    >>> is_fixed_batch((x, y)), is_fixed_batch([(x, y), (x, y)]), is_fixed_batch(((x, y), (x, y)))
+    (True, False, False)
+    """
+    return (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and isinstance(data[1], torch.Tensor)
+        and isinstance(data[0], (torch.Tensor, tuple, list, dict))
+    )
+
+
+def iterate_once(data: Any, device: torch.device, *, max_batches: int | None = None,
+                 dtype: torch.dtype | None = None) -> Iterator[Batch]:
+    """One pass over ``data`` (a fixed batch is one batch), as :class:`Batch` objects."""
+    if is_fixed_batch(data):
+        yield split_batch(data, device, dtype)
+        return
+    if not isinstance(data, Iterable):
+        raise ValueError(f"data must be an iterable of (inputs, targets) batches or a pair of tensors, "
+                         f"but got {type(data).__name__}")
+    for i, batch in enumerate(data):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield split_batch(batch, device, dtype)
+
+
+class BatchStream:
+    """An endless stream of minibatches on ``device``, floating inputs cast to ``dtype``
+    (see the module docstring).
+
+    ``next()`` returns the next batch, re-iterating ``data`` when it runs out; an iterable
+    that yields nothing (or a one-shot iterator already consumed) is a ``ValueError``.
+    """
+
+    def __init__(self, data: Any, *, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        if data is None:
+            raise ValueError("data is None: pass a DataLoader (or an iterable of (inputs, targets) batches) "
+                             "or one fixed batch (inputs, targets)")
+        self.device = device
+        self.dtype = dtype
+        self.fixed = is_fixed_batch(data)
+        self._data = data
+        self._iter: Iterator[Any] | None = None
+        self._batch: Batch | None = split_batch(data, device, dtype) if self.fixed else None
+        if not self.fixed and not isinstance(data, Iterable):
+            raise ValueError(f"data must be an iterable of (inputs, targets) batches or a pair of tensors, "
+                             f"but got {type(data).__name__}")
+        self.batches_drawn = 0
+
+    def next(self) -> Batch:
+        """The next minibatch."""
+        self.batches_drawn += 1
+        if self._batch is not None:
+            return self._batch
+        for attempt in range(2):
+            if self._iter is None:
+                self._iter = iter(self._data)
+            try:
+                return split_batch(next(self._iter), self.device, self.dtype)
+            except StopIteration:
+                self._iter = None
+                if attempt == 1:
+                    break
+        raise ValueError(
+            "data yielded no batch: pass a non-empty DataLoader or a re-iterable of batches "
+            "(a generator can be iterated only once)"
+        )

@@ -1,0 +1,65 @@
+"""Where the blend lives: the default device, and a clear error for an unavailable one.
+
+Example
+-------
+>>> resolve_device("cpu")
+device(type='cpu')
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_device", "check_float_dtype"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, checked; ``None`` means CUDA when available, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` does not parse, or names CUDA (or MPS) on a machine without it, or a
+        CUDA index beyond the visible GPUs.
+
+    Examples
+    --------
+    >>> resolve_device(None).type in ("cpu", "cuda")
+    True
+    >>> resolve_device("tpu")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be a torch device such as 'cpu' or 'cuda', but got 'tpu' ...
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', but got {device!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} is not available: torch.cuda.is_available() is False on this machine "
+                "(pass device='cpu' or device=None)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} is not available: {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} is not available: torch.backends.mps.is_available() is False")
+    return dev
+
+
+def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` if it is a floating-point torch dtype.
+
+    >>> check_float_dtype(torch.int64)
+    Traceback (most recent call last):
+    ...
+    ValueError: dtype must be a floating-point torch dtype such as torch.float32, but got torch.int64
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype such as torch.float32, but got {dtype!r}")
+    return dtype

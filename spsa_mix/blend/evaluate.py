@@ -1,0 +1,184 @@
+"""Loss and accuracy over a whole data loader: of a model, of theta(alpha), of each expert.
+
+Every function returns, per model, a dict ``{"loss": float, "accuracy": float, "n": int}``:
+``loss`` is the batch losses weighted by batch size (the mean over examples for a
+mean-reduced ``loss_fn``), ``accuracy`` the fraction of examples whose arg-max output is
+the target (``nan`` when the targets are not class indices of the outputs), ``n`` the
+number of examples. Evaluation runs under :func:`torch.inference_mode` with the model in
+eval mode: it leaves no gradient and no graph, and restores the model's mode.
+
+* :func:`evaluate` -- any ``nn.Module``;
+* :func:`evaluate_blend` -- theta(alpha) for one or several alphas straight from a
+  :class:`~spsa_mix.blend.BlendedObjective` (no module is built; the ``n`` alphas are
+  scored on each batch as the objective scores its probes);
+* :func:`evaluate_experts` -- each expert alone (one-hot alphas).
+
+Example
+-------
+>>> import torch
+>>> net = torch.nn.Linear(2, 2)
+>>> with torch.no_grad():
+...     _ = net.weight.copy_(torch.eye(2)); _ = net.bias.zero_()
+>>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+>>> m = evaluate(net, (x, torch.tensor([0, 1, 1])))
+>>> round(m["accuracy"], 4), m["n"]
+(0.6667, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+from torch import nn
+
+from spsa_mix.blend.batches import iterate_once
+from spsa_mix.blend.devices import resolve_device
+
+if TYPE_CHECKING:
+    from spsa_mix.blend.objective import BlendedObjective
+
+__all__ = ["evaluate", "evaluate_blend", "evaluate_experts", "Metrics"]
+
+Metrics = dict[str, float]
+
+
+def _correct(out: Any, targets: Any) -> torch.Tensor:
+    """Number of arg-max hits, or -1 when the targets are not class indices of ``out``."""
+    if (isinstance(out, torch.Tensor) and isinstance(targets, torch.Tensor) and out.ndim >= 1
+            and not targets.is_floating_point() and not targets.is_complex() and tuple(out.shape[:-1]) == tuple(targets.shape)):
+        return (out.argmax(dim=-1) == targets).sum()
+    ref = out if isinstance(out, torch.Tensor) else targets
+    return torch.tensor(-1, device=ref.device if isinstance(ref, torch.Tensor) else None)
+
+
+def _finish(loss_sum: float, correct: float, n: int) -> Metrics:
+    if n == 0:
+        raise ValueError("data yielded no batch: nothing to evaluate")
+    return {"loss": loss_sum / n, "accuracy": (correct / n) if correct >= 0 else math.nan, "n": n}
+
+
+def _check_max_batches(max_batches: Any) -> int | None:
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
+        raise ValueError(f"max_batches must be an integer >= 1 or None, but got {max_batches!r}")
+    return max_batches
+
+
+def evaluate(model: nn.Module, data: Any, *, loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
+             device: str | torch.device | None = None, max_batches: int | None = None) -> Metrics:
+    """Loss and accuracy of ``model`` over all of ``data``.
+
+    Parameters
+    ----------
+    model:
+        Any ``nn.Module``; put in eval mode for the pass, its mode restored afterwards.
+    data:
+        A ``DataLoader`` (one pass), an iterable of ``(inputs, targets)`` batches, or one
+        batch ``(inputs, targets)``.
+    loss_fn:
+        ``loss_fn(outputs, targets) -> scalar``, mean over the batch.
+    device:
+        Where the batches go; default the device of the model's first parameter. The model
+        is not moved.
+    max_batches:
+        Stop after this many batches.
+
+    Returns
+    -------
+    dict
+        ``{"loss", "accuracy", "n"}`` (see the module docstring).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, but got {type(model).__name__}")
+    max_batches = _check_max_batches(max_batches)
+    if device is None:
+        first = next(iter(model.parameters()), None)
+        dev = first.device if first is not None else torch.device("cpu")
+    else:
+        dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0.0, 0
+    try:
+        with torch.inference_mode():
+            for batch in iterate_once(data, dev, max_batches=max_batches):
+                out = model(*batch.args, **batch.kwargs)
+                loss_sum += float(loss_fn(out, batch.targets)) * batch.size
+                hits = float(_correct(out, batch.targets))
+                correct = correct + hits if (hits >= 0 and correct >= 0) else -1.0
+                n += batch.size
+    finally:
+        model.train(was_training)
+    return _finish(loss_sum, correct, n)
+
+
+def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
+                   max_batches: int | None = None) -> Metrics | list[Metrics]:
+    """Loss and accuracy of theta(alpha) over all of ``data``, without building a module.
+
+    Parameters
+    ----------
+    objective:
+        The :class:`~spsa_mix.blend.BlendedObjective` holding the experts (its
+        ``loss_fn``, device and ``batched`` policy are used; its minibatch stream is not
+        touched).
+    alpha:
+        One point of shape ``objective.shape`` (returns one dict), or ``(n, *shape)``
+        points (returns a list of ``n`` dicts, all scored in one pass over ``data``).
+    data:
+        As for :func:`evaluate`.
+    max_batches:
+        Stop after this many batches.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spsa_mix.blend import BlendedObjective
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(16, 3, generator=gen), torch.randint(0, 2, (16,), generator=gen)
+    >>> obj = BlendedObjective(torch.nn.Linear(3, 2), [torch.nn.Linear(3, 2) for _ in range(2)], device="cpu")
+    >>> sorted(evaluate_blend(obj, np.array([0.5, 0.5]), (x, y)))
+    ['accuracy', 'loss', 'n']
+    """
+    max_batches = _check_max_batches(max_batches)
+    pts, single = objective._check_points(alpha, "alpha")
+    n = pts.shape[0]
+    loss_sum = np.zeros(n)
+    correct = np.zeros(n)
+    total = 0
+
+    def score(out: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return objective._check_loss(objective.loss_fn(out, targets)), _correct(out, targets)
+
+    with torch.inference_mode():
+        points = torch.as_tensor(pts, dtype=objective.dtype, device=objective.device)
+        for batch in iterate_once(data, objective.device, max_batches=max_batches, dtype=objective.dtype):
+            losses, hits = objective._probe(points, batch, score)  # (n,), (n,)
+            loss_sum += losses.to(torch.float64).cpu().numpy() * batch.size
+            hits_np = hits.to(torch.float64).cpu().numpy()
+            correct = np.where((hits_np >= 0) & (correct >= 0), correct + hits_np, -1.0)
+            total += batch.size
+    results = [_finish(float(loss_sum[i]), float(correct[i]), total) for i in range(n)]
+    return results[0] if single else results
+
+
+def evaluate_experts(objective: BlendedObjective, data: Any, *, max_batches: int | None = None) -> list[Metrics]:
+    """Loss and accuracy of each expert alone (a one-hot alpha, in every group), in one pass.
+
+    >>> import numpy as np
+    >>> from spsa_mix.blend import BlendedObjective
+    >>> x, y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.zeros(8, dtype=torch.long)
+    >>> obj = BlendedObjective(torch.nn.Linear(3, 2), [torch.nn.Linear(3, 2) for _ in range(3)], device="cpu")
+    >>> len(evaluate_experts(obj, (x, y)))
+    3
+    """
+    eye = np.eye(objective.k)  # (K, K)
+    points = np.broadcast_to(eye[:, None, :], (objective.k, *objective.shape)) if len(objective.shape) == 2 else eye
+    out = evaluate_blend(objective, np.ascontiguousarray(points), data, max_batches=max_batches)
+    assert isinstance(out, list)  # K >= 2 points always give a list
+    return out

@@ -1,0 +1,253 @@
+"""Architectures by name, shared by the whole package.
+
+:func:`build_model` returns a freshly initialised ``torch.nn.Module`` mapping images of
+shape ``(B, in_channels, image_size, image_size)`` to logits ``(B, num_classes)``:
+
+``"small-cnn"``
+    three 3x3 convolutions (16, 32, 64 channels) each followed by BatchNorm and ReLU, two
+    2x2 max-poolings, global average pooling and a linear head ``fc``; about 24k
+    parameters. The CPU default: fast on 8x8 and 28x28 grayscale and 32x32 RGB images.
+``"resnet20"``
+    the CIFAR ResNet-20 of He et al. (2016), section 4.2: a 3x3 convolution with 16
+    channels, three stages of three basic blocks (16, 32, 64 channels, strides 1, 2, 2),
+    BatchNorm, the parameter-free shortcut of the paper's CIFAR experiments (option A:
+    subsampling and zero-padded channels), global average pooling and a linear head ``fc``;
+    about 0.27M parameters, as in the paper's Table 6.
+``"mobilenet_v2"``
+    ``torchvision.models.mobilenet_v2`` (no pretrained weights) with its first convolution
+    taking ``in_channels``; head ``classifier``.
+``"vit"``
+    ``torchvision.models.VisionTransformer`` with patch size 8, 8 layers, hidden size 192,
+    3 heads and an MLP of 384 (this package's small choice), its patch embedding taking
+    ``in_channels``; head ``heads``. ``image_size`` must be divisible by 8.
+
+:func:`head_name` gives the prefix of each architecture's classification head, the
+``head=`` argument of :class:`~spsa_mix.blend.BlendedObjective` when experts have
+different heads.
+
+Example
+-------
+>>> import torch
+>>> net = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, seed=0)
+>>> net(torch.zeros(2, 1, 8, 8)).shape
+torch.Size([2, 10])
+>>> available_models()
+['mobilenet_v2', 'resnet20', 'small-cnn', 'vit']
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20"]
+
+VIT_PATCH_SIZE = 8  # issue 3: "a ViT with patch 8 and 8 layers"
+VIT_LAYERS = 8  # issue 3
+VIT_HIDDEN = 192  # this package's small choice (the width of ViT-Tiny, Touvron et al. 2021)
+VIT_HEADS = 3  # ViT-Tiny
+VIT_MLP = 384  # this package's choice: 2x hidden (ViT-Tiny uses 4x)
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU blocks (16, 32, 64 channels), two max-poolings, a linear head.
+
+    >>> SmallCNN(num_classes=3, in_channels=1)(torch.zeros(1, 1, 28, 28)).shape
+    torch.Size([1, 3])
+    """
+
+    def __init__(self, *, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *block(in_channels, 16), nn.MaxPool2d(2),  # (B, 16, H/2, W/2)
+            *block(16, 32), nn.MaxPool2d(2),  # (B, 32, H/4, W/4)
+            *block(32, 64),  # (B, 64, H/4, W/4)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 64)
+        )
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))  # (B, num_classes)
+
+
+class _BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with the identity (option A) shortcut of He et al. 2016."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride = stride
+        self.pad = c_out - c_in  # zero channels added to the shortcut
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.pad == 0:
+            return x
+        x = x[:, :, :: self.stride, :: self.stride]  # subsample, no parameters
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20 (He et al. 2016, section 4.2): 6n+2 layers with n=3.
+
+    >>> sum(p.numel() for p in ResNet20(num_classes=10, in_channels=3).parameters())
+    269722
+    """
+
+    def __init__(self, *, num_classes: int, in_channels: int, blocks_per_stage: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages: list[nn.Module] = []
+        c_in = 16
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = [_BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1)
+                      for i in range(blocks_per_stage)]
+            stages.append(nn.Sequential(*blocks))
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(64, num_classes)
+        for mod in self.modules():  # He et al. 2015 initialisation, as in the paper
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W)
+        out = self.layer3(self.layer2(self.layer1(out)))  # (B, 64, H/4, W/4)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 64)
+        return self.fc(out)  # (B, num_classes)
+
+
+def _mobilenet_v2(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+
+    net = mobilenet_v2(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        old = net.features[0][0]
+        net.features[0][0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride,
+                                       padding=old.padding, bias=False)
+    return net
+
+
+def _vit(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    if image_size % VIT_PATCH_SIZE:
+        raise ValueError(
+            f"image_size must be divisible by the ViT patch size {VIT_PATCH_SIZE} for 'vit', but got "
+            f"{image_size} (resize or pad the images, e.g. to {VIT_PATCH_SIZE * (image_size // VIT_PATCH_SIZE + 1)})"
+        )
+    net = VisionTransformer(image_size=image_size, patch_size=VIT_PATCH_SIZE, num_layers=VIT_LAYERS,
+                            num_heads=VIT_HEADS, hidden_dim=VIT_HIDDEN, mlp_dim=VIT_MLP, num_classes=num_classes)
+    if in_channels != 3:
+        old = net.conv_proj
+        net.conv_proj = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride)
+    return net
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "small-cnn": lambda *, num_classes, in_channels, image_size: SmallCNN(num_classes=num_classes,
+                                                                           in_channels=in_channels),
+    "resnet20": lambda *, num_classes, in_channels, image_size: ResNet20(num_classes=num_classes,
+                                                                          in_channels=in_channels),
+    "mobilenet_v2": _mobilenet_v2,
+    "vit": _vit,
+}
+_HEADS = {"small-cnn": "fc", "resnet20": "fc", "mobilenet_v2": "classifier", "vit": "heads"}
+_MIN_SIZE = {"small-cnn": 4, "resnet20": 4, "mobilenet_v2": 1, "vit": VIT_PATCH_SIZE}
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`build_model`, sorted.
+
+    >>> "resnet20" in available_models()
+    True
+    """
+    return sorted(_BUILDERS)
+
+
+def head_name(name: str) -> str:
+    """Prefix of the classification head of architecture ``name`` in its ``state_dict``.
+
+    >>> head_name("resnet20"), head_name("vit")
+    ('fc', 'heads')
+    """
+    _check_name(name)
+    return _HEADS[name]
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model name {name!r}; available: {available_models()}")
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, but got {value!r}")
+    return int(value)
+
+
+def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int,
+                seed: int | None = None) -> nn.Module:
+    """A freshly initialised architecture by name (see the module docstring).
+
+    Parameters
+    ----------
+    name:
+        One of :func:`available_models`.
+    num_classes, in_channels, image_size:
+        Output logits, input channels and the side of the (square) input images.
+    seed:
+        Seed of the initialisation, drawn from a forked torch RNG so the global state is
+        left untouched; ``None`` draws from the global RNG.
+
+    Returns
+    -------
+    torch.nn.Module
+        In training mode, on the CPU, float32.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the available ones), non-positive sizes, or
+        an ``image_size`` the architecture cannot take (``"vit"`` needs a multiple of 8).
+
+    Examples
+    --------
+    >>> net = build_model("resnet20", num_classes=10, in_channels=3, image_size=32, seed=0)
+    >>> net(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 10])
+    >>> build_model("vgg", num_classes=10, in_channels=3, image_size=32)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown model name 'vgg'; available: ['mobilenet_v2', 'resnet20', 'small-cnn', 'vit']
+    """
+    _check_name(name)
+    num_classes = _check_int(num_classes, "num_classes", 1)
+    in_channels = _check_int(in_channels, "in_channels", 1)
+    image_size = _check_int(image_size, "image_size", 1)
+    if image_size < _MIN_SIZE[name]:
+        raise ValueError(f"image_size must be at least {_MIN_SIZE[name]} for {name!r}, but got {image_size}")
+    if seed is not None:
+        seed = _check_int(seed, "seed", 0)
+    build = _BUILDERS[name]
+    if seed is None:
+        return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)

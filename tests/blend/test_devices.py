@@ -1,0 +1,33 @@
+"""Device resolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spsa_mix.blend.devices import check_float_dtype, resolve_device
+
+
+def test_default_is_cuda_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu")
+
+
+def test_unavailable_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device='cuda:1' is not available: torch.cuda.is_available\(\) is False"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device='cuda:3' is not available: 1 CUDA device\(s\) are visible"):
+        resolve_device("cuda:3")
+    with pytest.raises(ValueError, match="device must be a torch device such as 'cpu' or 'cuda', but got 5.5"):
+        resolve_device(5.5)  # type: ignore[arg-type]
+
+
+def test_float_dtype():
+    assert check_float_dtype(torch.float16) is torch.float16
+    with pytest.raises(ValueError, match="dtype must be a floating-point torch dtype .* but got 'float32'"):
+        check_float_dtype("float32")  # type: ignore[arg-type]

@@ -1,0 +1,74 @@
+"""Architectures by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spsa_mix.models import available_models, build_model, head_name
+
+
+@pytest.mark.parametrize(
+    ("name", "in_channels", "image_size"),
+    [("small-cnn", 1, 8), ("small-cnn", 1, 28), ("small-cnn", 3, 32), ("resnet20", 3, 32), ("resnet20", 1, 28),
+     ("mobilenet_v2", 3, 32), ("mobilenet_v2", 1, 8), ("vit", 3, 32), ("vit", 1, 8)],
+)
+def test_every_model_maps_images_to_logits(name, in_channels, image_size):
+    net = build_model(name, num_classes=7, in_channels=in_channels, image_size=image_size, seed=0).eval()
+    with torch.no_grad():
+        out = net(torch.zeros(2, in_channels, image_size, image_size))
+    assert out.shape == (2, 7)
+    assert head_name(name) in {n.split(".")[0] for n in net.state_dict()}
+
+
+def test_batchnorm_where_promised():
+    for name in ("small-cnn", "resnet20", "mobilenet_v2"):
+        net = build_model(name, num_classes=10, in_channels=3, image_size=32)
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()), name
+
+
+def test_resnet20_is_the_papers_network():
+    net = build_model("resnet20", num_classes=10, in_channels=3, image_size=32)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(convs) + len(linears) == 20  # 6n + 2 weighted layers with n = 3
+    assert {c.out_channels for c in convs} == {16, 32, 64}
+    assert sum(p.numel() for p in net.parameters()) == 269_722  # "0.27M" in He et al. (2016), Table 6
+
+
+def test_vit_configuration():
+    net = build_model("vit", num_classes=10, in_channels=3, image_size=32)
+    assert net.patch_size == 8 and len(net.encoder.layers) == 8 and net.hidden_dim == 192
+
+
+def test_seed_is_reproducible_and_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, seed=3)
+    b = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, seed=3)
+    c = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(a.state_dict()[n], b.state_dict()[n]) for n in a.state_dict())
+    assert not torch.equal(a.fc.weight, c.fc.weight)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("vgg", {}, r"unknown model name 'vgg'; available: \['mobilenet_v2', 'resnet20', 'small-cnn', 'vit'\]"),
+        ("vit", {"image_size": 28}, "image_size must be divisible by the ViT patch size 8 for 'vit', but got 28"),
+        ("small-cnn", {"num_classes": 0}, "num_classes must be an integer >= 1, but got 0"),
+        ("small-cnn", {"in_channels": 1.5}, "in_channels must be an integer >= 1, but got 1.5"),
+        ("small-cnn", {"image_size": 2}, "image_size must be at least 4 for 'small-cnn', but got 2"),
+        ("small-cnn", {"seed": -1}, "seed must be an integer >= 0, but got -1"),
+    ],
+)
+def test_errors(name, kwargs, message):
+    args = {"num_classes": 10, "in_channels": 3, "image_size": 32} | kwargs
+    with pytest.raises(ValueError, match=message):
+        build_model(name, **args)
+
+
+def test_available_models_and_head_name():
+    assert available_models() == ["mobilenet_v2", "resnet20", "small-cnn", "vit"]
+    with pytest.raises(ValueError, match="unknown model name 'x'"):
+        head_name("x")
