@@ -1,0 +1,357 @@
+"""The variance benchmark: empirical statistics beside the closed forms over a grid.
+
+:func:`run_grid` loops over direction distributions, subspaces, scales, spaces, radii
+and ``K``, draws ``n_samples`` estimates for every ``m`` at the uniform mixture, and
+returns one row per ``(configuration, K, m)`` with the empirical values and intervals,
+the closed forms, whether each closed form lies inside its interval, and GLUE's
+Proposition 1 where it applies (unit directions in the full space, ``c = 1``). ``spsa-mix bench
+variance`` (:mod:`spsa_mix.cli.variance`) prints, saves and plots these rows.
+
+Which closed form a row carries (``theory["limit"]``):
+
+``"exact"``
+    the central difference is exact (a quadratic or linear objective in alpha space, or
+    ``derivative="exact"``): the closed forms hold at every ``mu``;
+``"mu^2"``
+    a smooth objective in beta space: the bias includes the leading ``O(mu^2)`` term
+    (:func:`~spsa_mix.variance.theory.mu_bias_leading`); the variance is its
+    ``mu -> 0`` limit;
+``"mu->0"``
+    a network (ReLU kinks): all closed forms are the ``mu -> 0`` limit, evaluated with
+    the autograd gradient.
+
+``agree`` says whether each closed form lies in its interval, with a slack for float64
+rounding of quantities that are exactly zero in theory (``1e-9`` of the estimate's
+scale ``c |h|``) and, in ``"mu^2"`` rows, for the neglected terms (``mu^4 c |h|`` on the
+bias, ``mu^2 c^2 |h|^2`` on the variance and MSE, ``mu^2`` on the cosine; unit
+constants). ``"mu->0"`` rows get no such slack: there a ``NO`` measures the effect of
+the finite radius on a network.
+
+Example
+-------
+>>> out = run_grid(problem="linear", ks=[3], ms=[1, 2], kinds=["gaussian"], sum_zero=[True],
+...                scales=["unbiased"], spaces=["alpha"], mus=[0.05], n_samples=3000, seed=0)
+>>> [(r["k"], r["m"], r["agree"]["variance"]) for r in out["rows"]]
+[(3, 1, True), (3, 2, True)]
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, space_dim
+from spsa_mix.core.errors import check_positive, check_positive_int
+from spsa_mix.variance.empirical import (
+    DEFAULT_CONFIDENCE,
+    DERIVATIVES,
+    _check_confidence,
+    sample_estimates,
+    summarize,
+)
+from spsa_mix.variance.problems import (
+    PROBLEMS,
+    SPACES,
+    FixedPoint,
+    problem_at_uniform,
+    third_derivative_terms,
+)
+from spsa_mix.variance.theory import (
+    direction_moments,
+    estimator_theory,
+    mu_bias_leading,
+    paper_proposition1,
+    project,
+)
+
+__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid", "finite_or_none"]
+
+SCALES: tuple[str, ...] = ("unbiased", "paper")
+ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, "network")
+CI_METHODS = {
+    "bias_norm": "CLT confidence ellipsoid of the mean vector (chi-square, rank of the sample covariance), "
+    "enclosed in a ball; the norm interval follows by the triangle inequality",
+    "variance": "delta method for the unbiased trace-of-covariance estimator (CLT on |g_i - mean|^2) plus the "
+    "squared radius of the mean's ball for the centring term, Bonferroni over the two parts",
+    "mse": "CLT interval for the mean of |g_i - h|^2",
+    "cosine": "CLT interval for the mean of cos(g_i, h) (0 for a zero estimate)",
+}
+# Absolute slack of the comparisons, relative to the scale of each quantity: float64
+# rounding of quantities that are exactly zero in theory (d = 1 gives a deterministic
+# estimate, an unbiased estimate a zero bias).
+_RTOL_ZERO = 1e-9
+
+
+def _check_list(values: Any, name: str, allowed: Sequence[Any] | None = None) -> list[Any]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty list, but got {values!r}")
+    if allowed is not None:
+        for v in values:
+            if v not in allowed:
+                raise ValueError(f"{name} must contain only {list(allowed)}, but got {v!r}")
+    return list(dict.fromkeys(values))  # drop repeats, keep order
+
+
+def run_grid(
+    *,
+    problem: str = "quadratic",
+    ks: Sequence[int] = (2, 5, 10, 20, 50),
+    ms: Sequence[int] = (1, 2, 4, 8, 16),
+    kinds: Sequence[str] = DIRECTION_KINDS,
+    sum_zero: Sequence[bool] = (True, False),
+    orthogonal: Sequence[bool] = (False,),
+    scales: Sequence[str] = SCALES,
+    spaces: Sequence[str] = ("alpha",),
+    mus: Sequence[float] = (0.05,),
+    derivative: str = "finite-difference",
+    n_samples: int = 10_000,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+    network_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every ``(configuration, K, m)`` of the grid: empirical statistics and closed forms.
+
+    Parameters
+    ----------
+    problem:
+        ``"quadratic"`` (:class:`spsa_mix.problems.Quadratic`, random, interior optimum),
+        ``"linear"`` or ``"network"`` (:class:`spsa_mix.variance.network.DigitsBlend`).
+    ks, ms:
+        Numbers of experts (each at least 2) and of directions per estimate.
+    kinds, sum_zero, orthogonal:
+        Direction distributions, subspaces and whether the ``m`` directions of one
+        estimate are orthogonal (orthogonal configurations skip Rademacher and ``m > d``).
+    scales:
+        ``"unbiased"`` (``c = estimator_scale(...)``, the optimiser's) and/or ``"paper"``
+        (``c = 1``, GLUE's eq. (3)); where both are asked and the unbiased scale is 1
+        (Gaussian and Rademacher directions) the rows are given once, as ``"unbiased"``.
+    spaces:
+        ``"alpha"`` and/or ``"beta"`` (softmax logits, where the optimiser perturbs).
+    mus:
+        Radii of the central difference.
+    derivative:
+        ``"finite-difference"`` (two forward passes) or ``"exact"`` (``g . u``).
+    n_samples:
+        Estimates per ``(configuration, K, m)``.
+    confidence:
+        Coverage of each interval.
+    seed:
+        Seeds the problems (one per ``K``, shared by every configuration) and the
+        directions (one generator per configuration and ``K``).
+    network_options:
+        Keyword arguments of :class:`~spsa_mix.variance.network.DigitsBlend`.
+    progress:
+        Show a tqdm progress bar over the directions evaluated.
+    log:
+        Called with a line of text for each skipped combination.
+
+    Returns
+    -------
+    dict
+        ``{"rows": [...], "skipped": [...], "elapsed_seconds": float}``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown problem, kind, scale, space or derivative, an empty list, ``K < 2``,
+        ``m < 1``, ``n_samples < 2``, a non-positive ``mu`` or a confidence outside (0, 1).
+
+    Examples
+    --------
+    >>> out = run_grid(problem="quadratic", ks=[4], ms=[2], kinds=["normalized-gaussian"],
+    ...                sum_zero=[False], n_samples=2000, seed=0)
+    >>> [(r["scale_kind"], r["scale"], r["paper_prop1"] is not None) for r in out["rows"]]
+    [('unbiased', 4.0, False), ('paper', 1.0, True)]
+    >>> run_grid(ks=[1])
+    Traceback (most recent call last):
+    ...
+    ValueError: every K must be at least 2 (one expert has nothing to blend), but got ks=[1]
+    """
+    if problem not in ALL_PROBLEMS:
+        raise ValueError(f"problem must be one of {list(ALL_PROBLEMS)}, but got {problem!r}")
+    ks = [int(check_positive_int(k, "k")) for k in _check_list(ks, "ks")]  # type: ignore[arg-type]
+    if min(ks) < 2:
+        raise ValueError(f"every K must be at least 2 (one expert has nothing to blend), but got ks={ks}")
+    ms = sorted(int(check_positive_int(m, "m")) for m in _check_list(ms, "ms"))  # type: ignore[arg-type]
+    kinds = _check_list(kinds, "kinds", DIRECTION_KINDS)
+    sum_zero = [bool(s) for s in _check_list(sum_zero, "sum_zero", (True, False))]
+    orthogonal = [bool(o) for o in _check_list(orthogonal, "orthogonal", (True, False))]
+    scales = _check_list(scales, "scales", SCALES)
+    spaces = _check_list(spaces, "spaces", SPACES)
+    mus = [check_positive(mu, "mu") for mu in _check_list(mus, "mus")]
+    if derivative not in DERIVATIVES:
+        raise ValueError(f"derivative must be one of {list(DERIVATIVES)}, but got {derivative!r}")
+    n_samples = int(check_positive_int(n_samples, "n_samples"))  # type: ignore[arg-type]
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be at least 2, but got {n_samples}")
+    confidence = _check_confidence(confidence)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, but got {seed!r}")
+
+    t0 = time.perf_counter()
+    pool = None
+    if problem == "network":
+        from spsa_mix.variance.network import DigitsBlend
+
+        pool = DigitsBlend(n_experts=max(ks), seed=seed, **(network_options or {}))
+
+    # Direction configurations: the scale only changes c, so estimates are drawn once per
+    # (space, kind, subspace, orthogonality, mu) and rescaled for each scale.
+    draws = [
+        (space, kind, sz, orth, mu)
+        for space, kind, sz, orth, mu in itertools.product(spaces, kinds, sum_zero, orthogonal, mus)
+        if not (orth and kind == "rademacher")
+    ]
+    skipped: list[dict[str, Any]] = []
+    if any(o for o in orthogonal) and "rademacher" in kinds:
+        skipped.append({"reason": "orthogonal=True is not defined for Rademacher signs", "directions": "rademacher"})
+
+    def valid_ms(k: int, kind: str, sz: bool, orth: bool) -> list[int]:
+        d = space_dim((k,), sz)
+        return [m for m in ms if not orth or m <= d]
+
+    total = 0
+    for (_, kind, sz, orth, _), k in itertools.product(draws, ks):
+        vm = valid_ms(k, kind, sz, orth)
+        total += n_samples * (sum(vm) if orth else (max(vm) if vm else 0))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="dir", desc="variance", dynamic_ncols=True)
+
+    rows: list[dict[str, Any]] = []
+    problems: dict[tuple[str, int], FixedPoint] = {}
+    try:
+        for di, (space, kind, sz, orth, mu) in enumerate(draws):
+            for k in ks:
+                vm = valid_ms(k, kind, sz, orth)
+                for m in ms:
+                    if m not in vm:
+                        d = space_dim((k,), sz)
+                        skipped.append({"space": space, "directions": kind, "sum_zero": sz, "orthogonal": orth,
+                                        "mu": mu, "k": k, "m": m,
+                                        "reason": f"orthogonal=True needs m <= d = {d}"})
+                        if log is not None:
+                            log(f"skipped K={k} m={m} {kind} sum_zero={sz} orthogonal: m > d = {d}")
+                if not vm:
+                    continue
+                key = (space, k)
+                if key not in problems:
+                    if pool is not None:
+                        problems[key] = pool.problem(k, space=space)
+                    else:
+                        problems[key] = problem_at_uniform(problem, k, space=space, rng=np.random.default_rng([seed, k]))
+                fp = problems[key]
+                rng = np.random.default_rng([seed, k, 1 + di])
+                est = sample_estimates(fp, ms=vm, n_samples=n_samples, kind=kind, sum_zero=sz, mu=mu, scale=1.0,
+                                       orthogonal=orth, derivative=derivative, rng=rng,
+                                       progress=None if bar is None else bar.update)
+                rows.extend(_rows_for(fp, problem, est, kind=kind, sum_zero=sz, orthogonal=orth, mu=mu,
+                                      scales=scales, derivative=derivative, confidence=confidence))
+    finally:
+        if bar is not None:
+            bar.close()
+    return {"rows": rows, "skipped": skipped, "elapsed_seconds": time.perf_counter() - t0}
+
+
+def _rows_for(
+    fp: FixedPoint,
+    problem: str,
+    estimates: dict[int, np.ndarray],
+    *,
+    kind: str,
+    sum_zero: bool,
+    orthogonal: bool,
+    mu: float,
+    scales: Sequence[str],
+    derivative: str,
+    confidence: float,
+) -> list[dict[str, Any]]:
+    k = fp.shape[-1]
+    shape = fp.shape
+    h = project(fp.gradient, sum_zero=sum_zero)
+    h_norm = float(np.linalg.norm(h))
+    g_norm = float(np.linalg.norm(fp.gradient))
+    d = space_dim(shape, sum_zero)
+    if derivative == "exact" or fp.exact_differences:
+        limit = "exact"
+    elif fp.smooth:
+        limit = "mu^2"
+    else:
+        limit = "mu->0"
+    mu_terms = None
+    if limit == "mu^2":
+        mu_terms = third_derivative_terms(fp, sum_zero=sum_zero, cubes=kind == "rademacher")
+    kappa = direction_moments(kind, shape, sum_zero=sum_zero).second
+    rows = []
+    unbiased = estimator_scale(kind, shape, sum_zero)
+    for scale_name in scales:
+        if scale_name == "paper" and "unbiased" in scales and unbiased == 1.0:
+            continue  # c = 1 is already the unbiased scale (Gaussian, Rademacher): same rows
+        c = unbiased if scale_name == "unbiased" else 1.0
+        b_mu = np.zeros(shape)
+        if mu_terms is not None:
+            b_mu = mu_bias_leading(kind, shape, sum_zero=sum_zero, scale=c, mu=mu, trace_term=mu_terms[0],
+                                   cube_terms=mu_terms[1])
+        for m, est in estimates.items():
+            stats = summarize(c * est, h, confidence=confidence)
+            th = estimator_theory(kind, shape, sum_zero=sum_zero, m=m, scale=c, target_norm=h_norm,
+                                  orthogonal=orthogonal)
+            bias_vec = (c * kappa - 1.0) * h + b_mu
+            bias = float(np.linalg.norm(bias_vec))
+            mse = bias * bias + th.variance
+            unit = c * h_norm  # the scale of one estimate
+            atol = {"bias_norm": _RTOL_ZERO * unit, "variance": _RTOL_ZERO * unit**2, "mse": _RTOL_ZERO * unit**2}
+            if limit == "mu^2":  # slack of the order of the neglected terms (unit constants)
+                atol["bias_norm"] += mu**4 * unit  # next term of the bias: O(mu^4)
+                atol["variance"] += mu**2 * unit**2  # variance and MSE: only their mu -> 0 limit
+                atol["mse"] += mu**2 * unit**2
+            agree = {
+                "bias_norm": stats.bias_norm.contains(bias, atol=atol["bias_norm"]),
+                "variance": stats.variance.contains(th.variance, atol=atol["variance"]),
+                "mse": stats.mse.contains(mse, atol=atol["mse"]),
+                "cosine": None if th.cosine is None or stats.cosine is None
+                else stats.cosine.contains(th.cosine, atol=1e-9 + (mu**2 if limit == "mu^2" else 0.0)),
+            }
+            paper = None
+            if kind == "normalized-gaussian" and not sum_zero and not orthogonal and scale_name == "paper":
+                paper = paper_proposition1(k, m, grad_norm=g_norm)
+            rows.append({
+                "problem": problem, "space": fp.space, "directions": kind, "sum_zero": sum_zero,
+                "orthogonal": orthogonal, "scale_kind": scale_name, "scale": c, "mu": mu, "derivative": derivative,
+                "k": k, "m": m, "dim": d, "grad_norm": g_norm, "target_norm": h_norm,
+                "empirical": stats.to_dict(),
+                "theory": {"bias_norm": bias, "variance": th.variance, "mse": mse, "cosine": th.cosine,
+                           "mu_bias_norm": float(np.linalg.norm(b_mu)) if limit == "mu^2" else None,
+                           "limit": limit},
+                "agree": agree,
+                "paper_prop1": paper,
+            })
+    return rows
+
+
+def finite_or_none(x: Any) -> Any:
+    """JSON-safe numbers: NaN and infinities become ``None`` (recursively).
+
+    >>> finite_or_none({"a": [1.0, float("nan")], "b": float("inf")})
+    {'a': [1.0, None], 'b': None}
+    """
+    if isinstance(x, dict):
+        return {key: finite_or_none(v) for key, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_none(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

@@ -1,0 +1,113 @@
+"""``spsa-mix bench variance``: options, a tiny run (strict JSON, PNG, CSV, table), errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from spsa_mix.cli import main
+from spsa_mix.cli import variance as variance_cli
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="spsa-mix bench variance")
+    variance_cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def _no_nan(token: str):
+    raise ValueError(f"non-standard JSON constant {token}")
+
+
+def test_importing_the_command_does_not_import_torch_or_matplotlib():
+    code = ("import sys, argparse, spsa_mix.cli.variance as v; v.add_arguments(argparse.ArgumentParser()); "
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_defaults_are_the_issue_grid():
+    a = parse()
+    assert a.k == [2, 5, 10, 20, 50] and a.m == [1, 2, 4, 8, 16]
+    assert a.problem == "quadratic" and a.space == ["alpha"] and a.sum_zero == ["on", "off"]
+    assert a.directions == ["normalized-gaussian", "gaussian", "rademacher"]
+    assert a.scale == ["unbiased", "paper"] and a.mu == [0.05] and a.orthogonal == ["off"]
+
+
+def test_unknown_choice_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        parse("--directions", "uniform")
+    assert "invalid choice: 'uniform'" in capsys.readouterr().err
+
+
+def test_tiny_run_writes_strict_json_png_csv_and_prints_the_table(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    argv = ["bench", "variance", "--k", "2", "4", "--m", "1", "3", "--samples", "400", "--space", "alpha", "beta",
+            "--directions", "normalized-gaussian", "gaussian", "--sum-zero", "on", "--scale", "paper",
+            "--orthogonal", "on", "off", "--output", str(out), "--plot", str(png), "--csv", "--no-progress"]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text(), parse_constant=_no_nan)
+    assert doc["benchmark"] == "variance"
+    assert doc["command"].startswith("spsa-mix bench variance --problem quadratic --k 2 4 --m 1 3")
+    assert {(r["orthogonal"], r["space"]) for r in doc["rows"]} == {(o, s) for o in (True, False) for s in ("alpha", "beta")}
+    assert doc["settings"]["n_samples"] == 400 and doc["settings"]["spaces"] == ["alpha", "beta"]
+    assert doc["summary"]["rows"] == len(doc["rows"]) > 0
+    assert doc["summary"]["comparisons"] >= doc["summary"]["agree"] > 0.9 * doc["summary"]["comparisons"]
+    assert set(doc["ci_methods"]) == {"bias_norm", "variance", "mse", "cosine"}
+    row = doc["rows"][0]
+    assert {"empirical", "theory", "agree", "paper_prop1", "k", "m", "dim", "target_norm"} <= set(row)
+    assert any(r["empirical"]["cosine"] is not None and r["theory"]["cosine"] is None for r in doc["rows"])
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert (tmp_path / "r.csv").read_text().count("\n") == len(doc["rows"]) + 1
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:3] == ["space", "scale", "directions"]
+    assert "closed forms inside their 0.999 intervals" in text
+
+
+def test_network_problem_runs(tmp_path, capsys, one_thread_cli):
+    out = tmp_path / "n.json"
+    argv = ["bench", "variance", "--problem", "network", "--k", "2", "3", "--m", "1", "2", "--samples", "20",
+            "--directions", "normalized-gaussian", "--sum-zero", "on", "--scale", "unbiased", "--expert-steps", "2",
+            "--target-size", "16", "--threads", "1", "--output", str(out), "--plot", "", "--no-progress", "--quiet"]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text(), parse_constant=_no_nan)
+    assert {r["k"] for r in doc["rows"]} == {2, 3}
+    assert all(r["theory"]["limit"] == "mu->0" for r in doc["rows"])
+    assert doc["settings"]["network"] == {"target_size": 16, "steps": 2}
+    assert "--threads 1" in doc["command"]
+
+
+@pytest.fixture
+def one_thread_cli():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--k", "1", "3"], "every K must be at least 2"),
+        (["--m", "0"], "m must be an integer >= 1, but got 0"),
+        (["--samples", "1"], "n_samples must be at least 2, but got 1"),
+        (["--mu", "0"], "mu must be positive, but got 0.0"),
+        (["--confidence", "1"], r"confidence must be a number in \(0, 1\), but got 1.0"),
+        (["--seed", "-1"], "--seed must be >= 0, but got -1"),
+        (["--problem", "network", "--threads", "0"], "--threads must be >= 1, but got 0"),
+    ],
+)
+def test_bad_input_exits_with_status_2(argv, message, tmp_path, capsys):
+    code = main(["bench", "variance", *argv, "--output", str(tmp_path / "x.json"), "--plot", "", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spsa-mix bench variance: error:")
+    import re
+
+    assert re.search(message, err)
+    assert not (tmp_path / "x.json").exists()
