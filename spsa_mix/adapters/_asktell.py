@@ -1,0 +1,203 @@
+"""The run loop shared by the adapters: a library's ask/tell inside a core :class:`Run`.
+
+Each round asks ``b = min(batch_size, evaluations left)`` points of the library's search
+space, maps them onto the simplex (:mod:`spsa_mix.adapters._parametrization`), scores them
+through :meth:`Run.evaluate` (one call with ``vectorized=True``) and tells the losses
+back. One history row per round: ``x`` and ``loss`` are the incumbent (the best point
+evaluated so far and its loss), ``batch_loss`` the best loss of the round's batch and
+``batch_size`` its size. The budget, validation, patience, callback, NaN policy and
+Ctrl-C are the core's (:mod:`spsa_mix.core.driver`).
+
+The returned point is the library's recommendation. When the library recommends a point
+it evaluated, ``res.fun`` is that loss; otherwise the point is evaluated once more if an
+evaluation was reserved (``final_eval``), and the incumbent is returned if not.
+
+Example
+-------
+>>> parse_options({"batch_size": 2}, method="optuna:tpe", allowed={"batch_size": 1})
+{'batch_size': 2}
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spsa_mix.adapters._parametrization import PARAMETRIZATIONS, SimplexParametrization
+from spsa_mix.core.driver import Run
+from spsa_mix.core.errors import NonFiniteLossError
+from spsa_mix.core.result import OptimizeResult
+from spsa_mix.core.simplex import check_simplex_point
+
+__all__ = ["AskTellBackend", "parse_options", "run_ask_tell", "make_parametrization", "batch_size_of"]
+
+FloatArray = NDArray[np.float64]
+MATCH_ATOL = 1e-12  # a recommendation within this of an evaluated point counts as evaluated
+
+
+class AskTellBackend(Protocol):
+    """What an adapter wraps: ask ``n`` vectors, tell their losses, recommend one."""
+
+    def ask(self, n: int) -> tuple[list[Any], FloatArray]:
+        """``n`` handles and their free coordinates, shape ``(n, dim)``."""
+        ...
+
+    def tell(self, handles: list[Any], losses: FloatArray) -> None: ...
+
+    def recommend(self) -> FloatArray | None:
+        """Free coordinates of the library's best point, or ``None`` before any tell."""
+        ...
+
+    def close(self) -> None:
+        """Release what the library holds (threads), whatever way the run ended."""
+        ...
+
+
+def parse_options(options: Mapping[str, Any] | None, *, method: str, allowed: Mapping[str, Any]) -> dict[str, Any]:
+    """``allowed`` (name -> default) updated with ``options``; unknown names are an error.
+
+    >>> parse_options({"bach_size": 2}, method="optuna:tpe", allowed={"batch_size": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: options of method 'optuna:tpe' must be among ['batch_size'], but got 'bach_size'
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"options must be a dict, but got {type(options).__name__}: {options!r:.80}")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown)
+        raise ValueError(f"options of method {method!r} must be among {sorted(allowed)}, but got {shown}")
+    return {**allowed, **options}
+
+
+def batch_size_of(given: Mapping[str, Any]) -> int:
+    """``options["batch_size"]`` of the keyword arguments given to ``minimize``, checked
+    (the cost of one round, for the core's step count).
+
+    >>> batch_size_of({"options": {"batch_size": 4}}), batch_size_of({})
+    (4, 1)
+    """
+    options = given.get("options")
+    value = options.get("batch_size", 1) if isinstance(options, Mapping) else 1
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"options['batch_size'] must be an integer >= 1, but got {value!r}")
+    return int(value)
+
+
+def make_parametrization(shape: tuple[int, ...], opts: Mapping[str, Any]) -> SimplexParametrization:
+    """The :class:`SimplexParametrization` named by ``opts["parametrization"]``."""
+    kind = opts["parametrization"]
+    if kind not in PARAMETRIZATIONS:
+        raise ValueError(f"options['parametrization'] must be one of {list(PARAMETRIZATIONS)}, but got {kind!r}")
+    return SimplexParametrization(kind, shape, bound=opts.get("bound"), lower=opts["lower"])
+
+
+def planned_asks(run_kwargs: Mapping[str, Any], batch_size: int) -> int:
+    """How many points the run will ask at most (the budget told to the library)."""
+    counts = []
+    if run_kwargs.get("max_evals") is not None:
+        counts.append(int(run_kwargs["max_evals"]) - int(run_kwargs.get("reserve", 0)))
+    if run_kwargs.get("maxiter") is not None:
+        counts.append(int(run_kwargs["maxiter"]) * batch_size)
+    return max(min(counts), 1) if counts else 1
+
+
+class _Evaluated:
+    """Every point scored so far, and the incumbent."""
+
+    def __init__(self) -> None:
+        self.points: list[FloatArray] = []
+        self.losses: list[float] = []
+        self.best = -1
+
+    def add(self, points: FloatArray, losses: FloatArray) -> None:
+        for pt, loss in zip(points, losses, strict=True):
+            self.points.append(pt)
+            self.losses.append(float(loss))
+            if self.best < 0 or loss < self.losses[self.best]:
+                self.best = len(self.losses) - 1
+
+    def index(self, x: FloatArray) -> int | None:
+        """Index of the evaluated point ``x`` (to ``MATCH_ATOL``: a library's round trip
+        through its own coordinates may move it by a few ulps), or ``None``."""
+        if not self.points:
+            return None
+        dist = np.abs(np.stack(self.points) - x).reshape(len(self.points), -1).max(axis=1)
+        i = int(np.argmin(dist))
+        return i if dist[i] <= MATCH_ATOL else None
+
+    def lookup(self, x: FloatArray) -> float | None:
+        """The loss at ``x`` if ``x`` was evaluated."""
+        i = self.index(x)
+        return None if i is None else self.losses[i]
+
+
+def run_ask_tell(
+    objective: Callable[..., Any],
+    shape: tuple[int, ...],
+    *,
+    make_backend: Callable[[SimplexParametrization, FloatArray, int], AskTellBackend],
+    param: SimplexParametrization,
+    x0: Any,
+    batch_size: int,
+    run_kwargs: dict[str, Any],
+    final_eval: bool,
+    quiet: Callable[[], AbstractContextManager[Any]],
+) -> OptimizeResult:
+    """Run ``make_backend(param, z0, budget)`` through ask/tell inside a :class:`Run`.
+
+    ``z0`` are the free coordinates of ``x0`` (default: the uniform point) and ``budget``
+    the number of points that will be asked at most.
+    """
+    start = np.full(shape, 1.0 / shape[-1]) if x0 is None else check_simplex_point(x0, shape)
+    z0 = param.from_simplex(start)
+    x_start = param.to_simplex(z0[None])[0]
+    run = Run(objective, shape, **run_kwargs)
+    seen = _Evaluated()
+    state = {"aborted": False}
+    with quiet():
+        backend = make_backend(param, z0, planned_asks(run_kwargs, batch_size))
+
+        def loop(run: Run) -> None:
+            try:
+                while run.budget_allows(1):
+                    b = batch_size if math.isinf(run.remaining) else min(batch_size, int(run.remaining + 1e-9))
+                    if not run.budget_allows(b):
+                        break
+                    handles, z = backend.ask(b)
+                    points = param.to_simplex(z)  # (b, *shape)
+                    losses = run.evaluate(points)
+                    backend.tell(handles, losses)
+                    seen.add(points, losses)
+                    run.record_step(seen.points[seen.best], seen.losses[seen.best],
+                                    batch_loss=float(losses.min()), batch_size=float(b))
+            except (NonFiniteLossError, KeyboardInterrupt):
+                state["aborted"] = True  # the driver will not score an unevaluated point
+                raise
+
+        def current_x() -> FloatArray:
+            if seen.best < 0:
+                return x_start
+            z = backend.recommend()
+            if z is not None:
+                rec = param.to_simplex(np.asarray(z, dtype=np.float64)[None])[0]
+                i = seen.index(rec)
+                if i is not None:
+                    return seen.points[i]  # exactly the point evaluated
+                if final_eval and run.reserve > 0 and not state["aborted"]:
+                    return rec  # the driver spends the reserved evaluation on it
+            return seen.points[seen.best]
+
+        try:
+            return run.execute(loop, current_x=current_x, final_eval=final_eval, known_fun=seen.lookup,
+                               extra=lambda: {"parametrization": param.kind, "batch_size": batch_size})
+        finally:
+            backend.close()

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+
+import spsa_mix
+from spsa_mix.adapters import nevergrad as ng_adapter
+from spsa_mix.problems import Quadratic
+
+
+def counting(q):
+    calls = []
+
+    def f(points):
+        calls.append(np.array(points, copy=True))
+        return q(points)
+
+    return f, calls
+
+
+def test_unknown_optimizer_lists_close_and_common_names():
+    with pytest.raises(ValueError, match=r"unknown Nevergrad optimizer 'NGOptt' in method 'nevergrad:NGOptt'; "
+                                         r"close names: \['NGOpt'.*common ones: \['NGOpt', 'CMA'"):
+        spsa_mix.minimize(lambda a: 0.0, 3, method="nevergrad:NGOptt")
+
+
+def test_options_are_checked():
+    q = Quadratic.random(3, rng=0)
+    with pytest.raises(ValueError, match=r"options of method 'nevergrad:CMA' must be among \['batch_size', 'bound', "
+                                         r"'lower', 'parametrization'\], but got 'sigma'"):
+        spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"sigma": 1.0})
+    with pytest.raises(ValueError, match=r"options\['batch_size'\] must be an integer >= 1, but got 0"):
+        spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"batch_size": 0})
+    with pytest.raises(ValueError, match=r"options\['parametrization'\] must be one of \['softmax', 'normalize', "
+                                         r"'stick'\], but got 'ilr'"):
+        spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"parametrization": "ilr"})
+    with pytest.raises(ValueError, match=r"method 'nevergrad:CMA' does not use lr=0.1"):
+        spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, lr=0.1)
+
+
+@pytest.mark.parametrize("parametrization", ["softmax", "normalize", "stick"])
+def test_every_parametrization_runs_and_improves(parametrization):
+    q = Quadratic.random(4, rng=2, optimum="boundary")
+    res = spsa_mix.minimize(q, 4, method="nevergrad:CMA", max_evals=80, seed=0, vectorized=True,
+                            options={"parametrization": parametrization})
+    assert res.parametrization == parametrization
+    assert q.value(res.x) < q.value(np.full(4, 0.25))
+
+
+def test_unevaluated_recommendation_is_scored_with_the_reserved_evaluation():
+    # TBPSA recommends the centre of its population, which it has not evaluated
+    q = Quadratic.random(4, rng=0)
+    f, calls = counting(q)
+    res = spsa_mix.minimize(f, 4, method="nevergrad:TBPSA", max_evals=30, seed=0, vectorized=True)
+    assert res.nfev == 30 and res.cost == 30
+    np.testing.assert_array_equal(calls[-1][0], res.x)  # the last evaluation scored the answer
+    assert res.fun == pytest.approx(q.value(res.x), abs=1e-15)
+
+
+def test_evaluated_recommendation_spends_no_extra_evaluation():
+    # OnePlusOne recommends its best evaluated point: the reserved evaluation stays unspent
+    q = Quadratic.random(4, rng=0)
+    f, calls = counting(q)
+    res = spsa_mix.minimize(f, 4, method="nevergrad:OnePlusOne", max_evals=30, seed=0, vectorized=True)
+    assert res.nfev == 29
+    seen = np.concatenate(calls)
+    assert np.any(np.all(seen == res.x, axis=1))
+    assert res.fun == pytest.approx(q.value(res.x), abs=1e-15)
+
+
+def test_without_final_eval_the_best_evaluated_point_is_returned():
+    q = Quadratic.random(4, rng=0)
+    f, calls = counting(q)
+    res = spsa_mix.minimize(f, 4, method="nevergrad:CMA", max_evals=30, seed=0, vectorized=True, final_eval=False)
+    assert res.nfev == 30
+    seen = np.concatenate(calls)
+    losses = q(seen)
+    np.testing.assert_array_equal(res.x, seen[np.argmin(losses)])
+    assert res.fun == losses.min()
+
+
+def test_x0_is_the_starting_point():
+    q = Quadratic.random(3, rng=0)
+    f, calls = counting(q)
+    x0 = np.array([0.6, 0.3, 0.1])
+    spsa_mix.minimize(f, 3, method="nevergrad:OnePlusOne", max_evals=5, seed=0, vectorized=True, x0=x0)
+    np.testing.assert_allclose(calls[0][0], x0, atol=1e-12)  # OnePlusOne first asks its initial value
+
+
+def test_batches_go_to_the_library_as_workers():
+    q = Quadratic.random(5, rng=0)
+    f, calls = counting(q)
+    res = spsa_mix.minimize(f, 5, method="nevergrad:TwoPointsDE", max_evals=22, seed=1, vectorized=True,
+                            options={"batch_size": 8})
+    assert [len(c) for c in calls[:3]] == [8, 8, 5]  # one evaluation reserved
+    assert res.history["batch_size"].tolist() == [8.0, 8.0, 5.0]
+
+
+def test_ngopt_meta_model_runs_under_numpy_2_4():
+    # NGOpt picks a meta-model in small dimensions; Nevergrad 1.0.12's meta-model calls
+    # float() on a one-element array, an error since NumPy 2.4 (see _metamodel_numpy_compat)
+    from nevergrad.optimization import metamodel
+
+    q = Quadratic.random(3, rng=0)
+    res = spsa_mix.minimize(q, 3, method="nevergrad:NGOpt", max_evals=80, seed=0, vectorized=True)
+    assert res.success and res.nfev <= 80
+    assert "float" not in vars(metamodel)  # the shim is removed after the run
+
+
+def test_library_warnings_are_silenced(recwarn):
+    q = Quadratic.random(3, rng=0)
+    spsa_mix.minimize(q, 3, method="nevergrad:NGOpt", max_evals=60, seed=0, vectorized=True,
+                      options={"batch_size": 4})
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_size_one_float():
+    assert ng_adapter._size_one_float(np.array([[3.0]])) == 3.0
+    assert ng_adapter._size_one_float(2) == 2.0
+    with pytest.raises(TypeError):
+        ng_adapter._size_one_float(np.array([1.0, 2.0]))
+
+
+def test_recast_threads_are_stopped_when_the_objective_raises():
+    # Cobyla runs in a non-daemon thread; a held ObjectiveError keeps the run's frames (and
+    # the optimizer) alive, so without an explicit stop the interpreter would never exit
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, spsa_mix
+calls = [0]
+def f(x):
+    calls[0] += 1
+    if calls[0] > 5:
+        raise RuntimeError("boom")
+    return float(np.sum(x ** 2))
+try:
+    spsa_mix.minimize(f, 5, method="nevergrad:Cobyla", max_evals=50, seed=0)
+except spsa_mix.ObjectiveError as e:
+    err = e
+print(type(err.__cause__).__name__, err.partial_result.nfev)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["RuntimeError", "5"]

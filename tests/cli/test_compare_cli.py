@@ -1,0 +1,118 @@
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from spsa_mix.cli import compare
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def strict_json(path):
+    def no_constant(name):
+        raise AssertionError(f"invalid JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=no_constant)
+
+
+def test_quadratic_writes_valid_json_csv_and_plot(tmp_path, capsys):
+    out, table, fig = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "c.png"
+    args = parse("--k", "4", "--budget", "30", "--seeds", "2", "--methods", "uniform", "spsa@lr=0.05",
+                 "nevergrad:OnePlusOne", "optuna:random@parametrization=stick", "--output", str(out),
+                 "--csv", str(table), "--plot", str(fig), "--no-progress")
+    assert compare.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "final loss f(x)-f* (exact, noise-free)" in printed and "`optuna:random@parametrization=stick`" in printed
+    data = strict_json(out)
+    labels = ["uniform", "spsa@lr=0.05", "nevergrad:OnePlusOne", "optuna:random@parametrization=stick"]
+    assert [s["method"] for s in data["summary"]] == labels
+    assert len(data["runs"]) == 8
+    for r in data["runs"]:
+        assert r["cost"] <= 30 and r["final_loss"] >= -1e-12
+        x = np.asarray(r["x"])
+        assert np.all(x > 0) and x.sum() == pytest.approx(1.0)
+        if r["method"] != "uniform":
+            assert r["overhead_per_eval_s"] > 0 and r["objective_s"] >= 0
+            assert len(r["curve"]["evals"]) == len(r["curve"]["loss"]) == r["nit"]
+    uni = [r for r in data["runs"] if r["method"] == "uniform"]
+    assert [r["rel"] for r in uni] == [1.0, 1.0] and data["runs"][0]["overhead_per_eval_s"] is None
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 8 and rows[0]["method"] == "uniform"
+    assert fig.stat().st_size > 1000 and fig.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_final_loss_is_the_exact_gap_of_res_x(tmp_path):
+    out = tmp_path / "r.json"
+    assert compare.run(parse("--k", "3", "--budget", "20", "--seeds", "1", "--noise", "0.1", "--methods", "spsa",
+                             "--output", str(out), "--no-progress", "--quiet")) == 0
+    run = strict_json(out)["runs"][0]
+    p = compare.quadratic_problem(3, 0, noise=0.1)
+    expected = p.objective.value(np.asarray(run["x"])) - p.info["f_star"]
+    assert run["final_loss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_nan_values_become_null(tmp_path):
+    out = tmp_path / "r.json"
+    assert compare.run(parse("--k", "3", "--budget", "5", "--seeds", "1", "--methods", "uniform",
+                             "--output", str(out), "--no-progress", "--quiet")) == 0
+    data = strict_json(out)
+    assert data["summary"][0]["overhead_per_eval_s_mean"] is None  # NaN in Python, null in JSON
+
+
+def test_parse_method():
+    assert compare.parse_method("spsa") == ("spsa", "spsa", {})
+    label, method, kw = compare.parse_method("nevergrad:CMA@batch_size=4,parametrization=stick,x0=[0.5,0.5]")
+    assert method == "nevergrad:CMA" and kw == {"x0": (0.5, 0.5), "options": {"batch_size": 4, "parametrization": "stick"}}
+    with pytest.raises(ValueError, match="method settings must be key=value, but got '=3' in 'spsa@=3'"):
+        compare.parse_method("spsa@=3")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--k", "1"], "--k must be >= 2, but got 1"),
+    (["--seeds", "0"], "--seeds must be >= 1, but got 0"),
+    (["--methods", "nevergrad:Nope"], "unknown Nevergrad optimizer 'Nope'"),
+    (["--methods", "sgd"], "unknown method 'sgd'"),
+    (["--methods", "spsa@lrr=0.1"], "method 'spsa' does not use options="),
+])
+def test_bad_arguments_return_2(argv, message, capsys):
+    assert compare.run(parse(*argv, "--budget", "10", "--seeds", "1", "--no-progress", "--quiet")
+                       if "--seeds" not in argv else parse(*argv, "--budget", "10", "--no-progress", "--quiet")) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_summary_and_table():
+    rows = [dict(method="a", seed=s, final_loss=v, rel=v, cost=10.0, wall_s=1.0, overhead_per_eval_s=1e-4,
+                 status="BUDGET") for s, v in enumerate([1.0, 3.0])]
+    (s,) = compare.summarize(rows, ["a"])
+    assert s["final_loss_mean"] == 2.0 and s["final_loss_std"] == pytest.approx(math.sqrt(2))
+    table = compare.format_table([s], problem="quadratic")
+    assert "| `a` | 2.000e+00 ± 1.4e+00 | 2.000 | 10 | 1.00 | 100 | BUDGET |" in table
+
+
+def test_help_does_not_import_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse; from spsa_mix.cli import compare; compare.add_arguments(argparse.ArgumentParser()); "
+            "print(sorted(m for m in ('torch', 'optuna', 'nevergrad', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_network_problem_end_to_end(tmp_path):
+    out = tmp_path / "net.json"
+    args = parse("--problem", "network", "--k", "3", "--budget", "10", "--seeds", "1", "--expert-epochs", "2",
+                 "--methods", "uniform", "spsa", "optuna:random", "--output", str(out), "--no-progress", "--quiet")
+    assert compare.run(args) == 0
+    data = strict_json(out)
+    assert data["problem_info"]["k"] == 3 and len(data["problem_info"]["expert_accuracy"]) == 3
+    for r in data["runs"]:
+        assert 0.0 <= r["heldout_accuracy"] <= 1.0 and r["final_loss"] > 0 and r["cost"] <= 10
