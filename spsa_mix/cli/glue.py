@@ -1,0 +1,222 @@
+"""``spsa-mix glue``: the GLUE experiment end to end.
+
+With no arguments: scikit-learn's digits (built in, no download), a small CNN, K=10
+experts, every way to set alpha, 3 seeds; a few minutes on a CPU. Prints the markdown
+report and writes ``results.json``, ``results.md`` and ``figure.png`` under
+``runs/glue_<dataset>_<arch>/`` (or where ``--output``, ``--markdown`` and ``--plot``
+say). Datasets other than digits default to GLUE section 5's sizes (2000 images per
+expert, 10,000 target images); every size can be set.
+
+Exit status: 0 when every configuration ran, 1 when some failed (their errors are in
+the report and the JSON), 2 for bad input (the message says what and why), 130 when
+interrupted (the JSON keeps what was computed; trained experts stay cached).
+
+Example
+-------
+>>> import argparse
+>>> p = argparse.ArgumentParser()
+>>> add_arguments(p)
+>>> a = p.parse_args(["--k", "5", "--configs", "glue", "uniform"])
+>>> a.k, a.configs
+(5, ['glue', 'uniform'])
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from spsa_mix.glue.config import ALL_CONFIGS, GlueConfig
+
+__all__ = ["add_arguments", "run", "config_from_args"]
+
+_D = GlueConfig()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``spsa-mix glue`` (no PyTorch import here)."""
+    data = parser.add_argument_group("data and split")
+    data.add_argument("--dataset", default=_D.dataset,
+                      help="digits (built in, scikit-learn; the default), fashion-mnist (idx files under the data "
+                           "root), or a torchvision dataset present locally: cifar10, cifar100, svhn, imagenette, "
+                           "mnist, kmnist, stl10, usps, gtsrb")
+    data.add_argument("--data-root", default=None,
+                      help="folder with the dataset files (default: $SPSA_MIX_DATA, ../shared/data beside the "
+                           "repository or the working directory, then <cache-dir>/data)")
+    data.add_argument("--image-size", type=int, default=None, help="resize images to this size (Imagenette: 64)")
+    data.add_argument("--k", type=int, default=_D.k, help="number of experts (default: %(default)s, as GLUE)")
+    data.add_argument("--per-expert", type=int, nargs="+", default=None,
+                      help="images per expert: one size, or K sizes (default: 80 for digits, GLUE's 2000 otherwise)")
+    data.add_argument("--target-size", type=int, default=None,
+                      help="IID target images that learn alpha and are fine-tuned on (default: 300 for digits, "
+                           "GLUE's 10,000 otherwise)")
+    data.add_argument("--holdout-size", type=int, default=None,
+                      help="IID held-out target images for proxy accuracy, best single and greedy soup (default: 100 for "
+                           "digits, 1000 otherwise)")
+    data.add_argument("--dirichlet-alpha", type=float, default=_D.dirichlet_alpha,
+                      help="Dirichlet concentration of the experts' class proportions (default: %(default)s, as GLUE)")
+    data.add_argument("--data-seed", type=int, default=_D.data_seed, help="seed of the split and the experts (default: %(default)s)")
+    exp = parser.add_argument_group("experts")
+    exp.add_argument("--arch", default=_D.arch, help="small-cnn (the default), resnet20, mobilenet_v2 or vit")
+    exp.add_argument("--expert-epochs", type=int, default=_D.expert_epochs, help="epochs per expert (default: %(default)s, as GLUE)")
+    exp.add_argument("--independent-init", action="store_true",
+                     help="give each expert its own initialisation (default: one shared initialisation, as in "
+                          "federated averaging; blends of independently initialised networks are near chance)")
+    exp.add_argument("--cache-dir", default=None,
+                     help="where trained experts are kept and reused (default: $SPSA_MIX_CACHE or ~/.cache/spsa_mix)")
+    alpha = parser.add_argument_group("alpha")
+    alpha.add_argument("--configs", nargs="+", default=list(ALL_CONFIGS), choices=list(ALL_CONFIGS),
+                       metavar="CONFIG", help=f"ways to set alpha, any of: {' '.join(ALL_CONFIGS)} (default: all)")
+    alpha.add_argument("--budget", type=int, default=None,
+                       help="forward passes for learning alpha (GLUE, Nevergrad, Optuna; backprop and forward-grad "
+                            "take as many steps as GLUE) (default: 400 for digits, 1000 otherwise)")
+    alpha.add_argument("--m", type=int, default=_D.m, help="random directions per SPSA step (default: %(default)s, as GLUE)")
+    alpha.add_argument("--directions", default=_D.directions,
+                       choices=["normalized-gaussian", "gaussian", "rademacher"],
+                       help="SPSA direction distribution of the glue and forward-grad rows (default: %(default)s, "
+                            "as GLUE 3.2; spsa_mix.minimize defaults to rademacher, see docs/directions.md)")
+    alpha.add_argument("--alpha-batch-size", type=int, default=_D.alpha_batch_size,
+                       help="target images per objective evaluation (default: %(default)s)")
+    alpha.add_argument("--nevergrad-optimizer", default=_D.nevergrad_optimizer, help="Nevergrad optimizer name (default: %(default)s)")
+    alpha.add_argument("--optuna-sampler", default=_D.optuna_sampler, help="Optuna sampler: tpe (the default), cmaes, random, qmc, gp")
+    alpha.add_argument("--sail-features", choices=["pixels", "penultimate"], default=_D.sail_features,
+                       help="features whose MMDs set SAIL's weights (default: %(default)s)")
+    ft = parser.add_argument_group("fine-tuning and run")
+    ft.add_argument("--finetune-epochs", type=int, default=_D.finetune_epochs, help="fine-tuning epochs (default: %(default)s)")
+    ft.add_argument("--finetune-lr", type=float, default=_D.finetune_lr, help="Adam learning rate of fine-tuning (default: %(default)s)")
+    ft.add_argument("--seeds", type=int, nargs="+", default=[len(_D.seeds)],
+                    help="one number N: seeds 0..N-1; several numbers: those seeds (default: 3)")
+    ft.add_argument("--device", default=_D.device, help="auto (CUDA when available; the default), cpu, cuda or cuda:N")
+    ft.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads during the run (default: 1 for digits, torch's own setting otherwise; "
+                         "1 is fastest for tiny models and on a busy CPU)")
+    ft.add_argument("--quick", action="store_true",
+                    help="a tiny run (K=3, a few images, 2 expert epochs, 1 seed) to check the installation")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", default=None, help="JSON with every number (default: runs/glue_<dataset>_<arch>/results.json)")
+    out.add_argument("--markdown", default=None, help="markdown report (default: beside the JSON, results.md)")
+    out.add_argument("--plot", default=None, help="PNG figure (default: beside the JSON, figure.png)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    out.add_argument("--render", metavar="JSON", default=None,
+                     help="run nothing: read a results file (complete or partial), recompute its summary, print "
+                          "the report and write the markdown and the figure (beside it unless --markdown/--plot)")
+
+
+def config_from_args(args: argparse.Namespace) -> GlueConfig:
+    """The :class:`GlueConfig` the options describe (sizes default by dataset).
+
+    >>> import argparse
+    >>> p = argparse.ArgumentParser(); add_arguments(p)
+    >>> config_from_args(p.parse_args(["--dataset", "fashion-mnist"])).per_expert
+    2000
+    >>> config_from_args(p.parse_args(["--quick", "--seeds", "2"])).seeds
+    (0, 1)
+    """
+    seeds = tuple(range(args.seeds[0])) if len(args.seeds) == 1 else tuple(args.seeds)
+    if len(args.seeds) == 1 and args.seeds[0] < 1:
+        raise ValueError(f"--seeds must be a count >= 1 or a list of seeds, but got {args.seeds[0]}")
+    values: dict[str, Any] = dict(
+        dataset=args.dataset, data_root=args.data_root, image_size=args.image_size, k=args.k,
+        dirichlet_alpha=args.dirichlet_alpha, data_seed=args.data_seed, arch=args.arch,
+        expert_epochs=args.expert_epochs, shared_init=not args.independent_init, cache_dir=args.cache_dir, configs=tuple(args.configs), m=args.m, directions=args.directions,
+        alpha_batch_size=args.alpha_batch_size, nevergrad_optimizer=args.nevergrad_optimizer,
+        optuna_sampler=args.optuna_sampler, sail_features=args.sail_features, finetune_epochs=args.finetune_epochs,
+        finetune_lr=args.finetune_lr, seeds=seeds, device=args.device,
+    )
+    explicit = {"per_expert": args.per_expert, "target_size": args.target_size, "holdout_size": args.holdout_size,
+                "budget": args.budget, "threads": args.threads}
+    if args.quick:
+        quick = GlueConfig.quick()
+        for name in ("k", "expert_epochs", "finetune_epochs"):  # quick sizes unless the option was changed
+            if values[name] == getattr(_D, name):
+                values[name] = getattr(quick, name)
+        if len(args.seeds) == 1 and args.seeds[0] == len(_D.seeds):
+            values["seeds"] = quick.seeds
+        base = quick
+    elif args.dataset.lower().replace("-", "").replace("_", "") == "digits":
+        base = _D
+    else:
+        base = GlueConfig.paper(args.dataset)
+    for name, value in explicit.items():
+        values[name] = value if value is not None else getattr(base, name)
+    if isinstance(values["per_expert"], list) and len(values["per_expert"]) == 1:
+        values["per_expert"] = values["per_expert"][0]
+    if args.quick:
+        values["sail_max_points"] = base.sail_max_points
+        values["eval_batch_size"] = base.eval_batch_size
+    return GlueConfig(**values)
+
+
+def _default_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    output = Path(args.output) if args.output else Path("runs") / f"glue_{args.dataset}_{args.arch}" / "results.json"
+    markdown = Path(args.markdown) if args.markdown else output.with_suffix(".md")
+    plot = Path(args.plot) if args.plot else output.with_name("figure.png")
+    return output, markdown, plot
+
+
+def _render(args: argparse.Namespace) -> int:
+    import json
+
+    from spsa_mix.glue.report import plot_curves, refresh, render_markdown, write_json
+
+    path = Path(args.render)
+    try:
+        results = refresh(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"spsa-mix glue: error: cannot read results file {str(path)!r}: {e}", file=sys.stderr)
+        return 2
+    markdown = Path(args.markdown) if args.markdown else path.with_suffix(".md")
+    plot = Path(args.plot) if args.plot else path.with_suffix(".png")
+    write_json(results, path)
+    text = render_markdown(results)
+    markdown.write_text(text)
+    cfg = results.get("config", {})
+    plot_curves(results["summary"], plot, title=f"GLUE on {cfg.get('dataset')} ({cfg.get('arch')}, K={cfg.get('k')}, "
+                                                f"{len(cfg.get('seeds', []))} seeds)")
+    print(text)
+    print(f"Wrote {path}, {markdown}, {plot}.")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment the options describe; print the report; return the exit status."""
+    if args.render:
+        return _render(args)
+    try:
+        cfg = config_from_args(args)
+        output, markdown, plot = _default_paths(args)
+        from spsa_mix.glue.pipeline import resolve_device
+        from spsa_mix.glue.report import render_markdown
+
+        resolve_device(cfg.device)  # a bad device fails before any work
+        from spsa_mix.models import available_models
+
+        if cfg.arch not in available_models():
+            raise ValueError(f"unknown architecture {cfg.arch!r}; available: {', '.join(available_models())}")
+    except ValueError as e:
+        print(f"spsa-mix glue: error: {e}", file=sys.stderr)
+        return 2
+    from spsa_mix.glue.pipeline import run_glue
+
+    def log(line: str) -> None:
+        if args.no_progress:
+            print(line, file=sys.stderr)
+        else:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+
+    try:
+        results = run_glue(cfg, output=output, markdown=markdown, plot=plot, progress=not args.no_progress, log=log)
+    except ValueError as e:
+        print(f"spsa-mix glue: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spsa-mix glue: interrupted; results so far in {output}; trained experts stay cached", file=sys.stderr)
+        return 130
+    print(render_markdown(results))
+    total = results["timings"].get("total_seconds", 0.0)
+    print(f"Wrote {output}, {markdown}, {plot} ({total:.0f} s).")
+    return 1 if results["errors"] else 0

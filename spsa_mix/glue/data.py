@@ -1,0 +1,685 @@
+"""Datasets held in memory, the Dirichlet non-IID split among experts, minibatches.
+
+Datasets (:func:`load_dataset`)
+-------------------------------
+``"digits"`` (the built-in default)
+    scikit-learn's copy of the UCI optical handwritten digits: 1797 real 8x8 grayscale
+    images of 10 classes, shipped inside the scikit-learn wheel, so it needs no download
+    and no file. It has no official test split; a fixed, stratified 500-image test split
+    is drawn with ``numpy.random.default_rng(0)`` (:data:`DIGITS_TEST_SIZE`). Chosen over
+    a generated task because it is real data, small enough that ten experts, eleven ways
+    to set alpha and fine-tuning run in minutes on a CPU, and the domain shift is the
+    paper's own: each expert sees a label-skewed Dirichlet split while the target is
+    IID, so no expert matches the target distribution.
+``"fashion-mnist"``
+    read directly from the idx files (``.gz`` or unpacked) under
+    ``<root>/FashionMNIST/raw/`` (the layout torchvision uses); the files stay
+    untouched, so a read-only root works. Roots searched: :func:`default_data_roots`.
+any torchvision dataset present locally
+    by name (:data:`TORCHVISION_DATASETS`: ``cifar10``, ``svhn``, ``imagenette``, ...),
+    loaded with ``download=False`` from the data root.
+
+Images are kept as ``uint8`` (N, C, H, W) with a ``scale`` (1/16 for digits, 1/255
+otherwise) and per-channel ``mean``/``std`` of the training split; :class:`Batches`
+normalises each batch as it is drawn.
+
+Split (:func:`make_splits`)
+---------------------------
+From the training split, in this order and without overlap: the target set (IID,
+uniformly at random: it learns alpha and is fine-tuned on; GLUE 5), a held-out target
+split (IID, the same way: proxy accuracy, best single, greedy soup), then the K expert splits
+from what remains (:func:`dirichlet_split`). The test split only evaluates.
+
+Example
+-------
+>>> import numpy as np
+>>> labels = np.repeat(np.arange(4), 50)
+>>> parts = dirichlet_split(labels, k=3, per_expert=40, concentration=0.5, rng=np.random.default_rng(0))
+>>> [len(p) for p in parts], len(np.unique(np.concatenate(parts)))
+([40, 40, 40], 120)
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = [
+    "ImageData",
+    "Splits",
+    "Batches",
+    "available_datasets",
+    "load_dataset",
+    "default_data_roots",
+    "read_idx",
+    "dirichlet_split",
+    "make_splits",
+    "DIGITS_TEST_SIZE",
+    "TORCHVISION_DATASETS",
+]
+
+IntArray = NDArray[np.int64]
+DIGITS_TEST_SIZE = 500  # ours: 1797 digits -> 1297 train, 500 test (stratified, rng 0)
+
+# name -> (torchvision class, train kwargs, test kwargs)
+TORCHVISION_DATASETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "cifar10": ("CIFAR10", {"train": True}, {"train": False}),
+    "cifar100": ("CIFAR100", {"train": True}, {"train": False}),
+    "svhn": ("SVHN", {"split": "train"}, {"split": "test"}),
+    "imagenette": ("Imagenette", {"split": "train"}, {"split": "val"}),
+    "mnist": ("MNIST", {"train": True}, {"train": False}),
+    "kmnist": ("KMNIST", {"train": True}, {"train": False}),
+    "stl10": ("STL10", {"split": "train"}, {"split": "test"}),
+    "usps": ("USPS", {"train": True}, {"train": False}),
+    "gtsrb": ("GTSRB", {"split": "train"}, {"split": "test"}),
+}
+_FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                    "Bag", "Ankle boot")
+_HOW_TO_PROVIDE = (
+    "Provide it with --data-root PATH (Python: GlueConfig(data_root=PATH)) where {layout}; "
+    "or set SPSA_MIX_DATA=PATH."
+)
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset` (torchvision ones need their files locally).
+
+    >>> available_datasets()[:3]
+    ['digits', 'fashion-mnist', 'cifar10']
+    """
+    return ["digits", "fashion-mnist", *TORCHVISION_DATASETS]
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image set in memory: uint8 images, int64 labels, normalisation.
+
+    ``x_*`` are ``(N, C, H, W)`` uint8; a float image is ``(x * scale - mean) / std``
+    per channel (:meth:`normalize`), with ``mean``/``std`` from the training split.
+
+    >>> d = ImageData.from_arrays("toy", np.zeros((4, 1, 2, 2), np.uint8), np.arange(4) % 2,
+    ...                           np.zeros((2, 1, 2, 2), np.uint8), np.arange(2), scale=1 / 255)
+    >>> d.num_classes, d.in_channels, d.image_size, d.normalize(d.x_test).shape
+    (2, 1, 2, torch.Size([2, 1, 2, 2]))
+    """
+
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) uint8
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor  # (M, C, H, W) uint8
+    y_test: torch.Tensor  # (M,) int64
+    scale: float
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+    classes: tuple[str, ...]
+    source: str
+
+    @classmethod
+    def from_arrays(cls, name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, scale: float,
+                    classes: Sequence[str] | None = None, source: str = "arrays") -> ImageData:
+        """Build from arrays (channels-first uint8 images, integer labels)."""
+        xt = torch.as_tensor(np.asarray(x_train), dtype=torch.uint8)
+        xs = torch.as_tensor(np.asarray(x_test), dtype=torch.uint8)
+        if xt.ndim != 4 or xs.ndim != 4 or xt.shape[1:] != xs.shape[1:]:
+            raise ValueError(f"images must be (N, C, H, W) with equal (C, H, W), but got {tuple(xt.shape)} "
+                             f"and {tuple(xs.shape)}")
+        yt = torch.as_tensor(np.asarray(y_train), dtype=torch.int64)
+        ys = torch.as_tensor(np.asarray(y_test), dtype=torch.int64)
+        n_classes = int(max(int(yt.max()), int(ys.max()))) + 1
+        flat = xt.transpose(0, 1).reshape(xt.shape[1], -1).to(torch.float64) * scale  # (C, N*H*W)
+        mean = flat.mean(dim=1).to(torch.float32)
+        std = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
+        return cls(name, xt, yt, xs, ys, float(scale), mean, std,
+                   tuple(classes) if classes is not None else tuple(str(c) for c in range(n_classes)), source)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(n, C, H, W)`` to normalised float32, on ``x``'s device."""
+        mean = self.mean.to(x.device).view(1, -1, 1, 1)
+        std = self.std.to(x.device).view(1, -1, 1, 1)
+        return (x.to(torch.float32) * self.scale - mean) / std
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes and shape, for the results file."""
+        return {"name": self.name, "source": self.source, "n_train": int(self.x_train.shape[0]),
+                "n_test": int(self.x_test.shape[0]), "image_shape": list(self.x_train.shape[1:]),
+                "num_classes": self.num_classes, "classes": list(self.classes)}
+
+
+# ---------------------------------------------------------------------------- roots
+def default_data_roots(cache_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for dataset files when no ``data_root`` is given, in order.
+
+    ``$SPSA_MIX_DATA``; ``../shared/data`` beside the repository this package is
+    installed from (editable install) and beside the working directory; the cache's
+    ``data`` folder.
+
+    >>> all(isinstance(p, Path) for p in default_data_roots("/tmp/c"))
+    True
+    """
+    from spsa_mix.glue.config import default_cache_dir
+
+    roots: list[Path] = []
+    if os.environ.get("SPSA_MIX_DATA"):
+        roots.append(Path(os.environ["SPSA_MIX_DATA"]).expanduser())
+    repo = Path(__file__).resolve().parents[2]
+    roots += [repo.parent / "shared" / "data", Path.cwd().resolve().parent / "shared" / "data"]
+    roots.append((Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "data")
+    unique: list[Path] = []
+    for r in roots:
+        if r not in unique:
+            unique.append(r)
+    return unique
+
+
+# ---------------------------------------------------------------------------- loaders
+def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None, image_size: int | None = None) -> ImageData:
+    """Load a dataset by name into memory (see the module docstring for the names).
+
+    Parameters
+    ----------
+    name:
+        ``"digits"``, ``"fashion-mnist"`` or a name of :data:`TORCHVISION_DATASETS`
+        (case, ``-`` and ``_`` ignored).
+    data_root:
+        Folder holding the files; default: the first of :func:`default_data_roots` that
+        has them.
+    cache_dir:
+        Cache folder whose ``data`` subfolder is searched last.
+    image_size:
+        Resize (shorter side) and centre-crop to this size; needed for datasets whose
+        images differ in size (Imagenette: 64 by default).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing the available ones) or missing files (saying where
+        it looked and how to provide them).
+
+    Example
+    -------
+    >>> d = load_dataset("digits")
+    >>> tuple(d.x_train.shape), tuple(d.x_test.shape), d.num_classes
+    ((1297, 1, 8, 8), (500, 1, 8, 8), 10)
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"dataset must be a name, one of {available_datasets()}, but got {name!r}")
+    key = _canonical(name)
+    if key == "digits":
+        data = _load_digits()
+    elif key == "fashionmnist":
+        data = _load_fashion_mnist(_roots(data_root, cache_dir))
+    elif key in TORCHVISION_DATASETS:
+        data = _load_torchvision(key, _roots(data_root, cache_dir), image_size)
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}; available: {', '.join(available_datasets())} "
+            f"(the torchvision ones must be present locally under the data root)"
+        )
+    if image_size is not None and data.image_size != image_size and key != "imagenette":
+        data = _resize(data, image_size)
+    return data
+
+
+def _roots(data_root: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None) -> list[Path]:
+    if data_root is not None:
+        root = Path(data_root).expanduser()
+        if not root.is_dir():
+            raise ValueError(f"data_root {str(data_root)!r} is not a folder (it does not exist or is a file)")
+        return [root]
+    return default_data_roots(cache_dir)
+
+
+def _load_digits() -> ImageData:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover - scikit-learn is a dependency of the torch extra
+        raise ValueError("the built-in dataset 'digits' needs scikit-learn (pip install scikit-learn)") from e
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), values 0..16
+    labels = bunch.target.astype(np.int64)
+    test = _stratified_pick(labels, DIGITS_TEST_SIZE, np.random.default_rng(0))
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return ImageData.from_arrays("digits", images[train], labels[train], images[test], labels[test], scale=1 / 16,
+                                 classes=[str(c) for c in range(10)],
+                                 source="sklearn.datasets.load_digits (UCI optical digits, shipped with scikit-learn)")
+
+
+def _stratified_pick(labels: IntArray, n: int, rng: np.random.Generator) -> IntArray:
+    """``n`` indices with class shares as in ``labels`` (largest remainder), sorted."""
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = _round_to_total(counts / counts.sum() * n, np.minimum(counts, n), n)
+    picked = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(picked))
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an idx file (MNIST's format; ``.gz`` or not) into a uint8 array.
+
+    The header is big-endian: two zero bytes, the type code (8: uint8), the number of
+    dimensions, then one 4-byte size per dimension; the data follow.
+
+    >>> import tempfile, struct
+    >>> p = Path(tempfile.mkdtemp()) / "x-idx1-ubyte"
+    >>> _ = p.write_bytes(struct.pack(">HBBI", 0, 8, 1, 3) + bytes([7, 8, 9]))
+    >>> read_idx(p).tolist()
+    [7, 8, 9]
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise ValueError(f"{path} is not an idx file of uint8 (header {raw[:4]!r})")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(dims):
+        raise ValueError(f"{path}: header says {dims} ({math.prod(dims)} bytes) but holds {data.size}")
+    return data.reshape(dims).copy()  # writable, as torch wants
+
+
+def _find_fashion(root: Path) -> dict[str, Path] | None:
+    for folder in (root / "FashionMNIST" / "raw", root / "raw", root):
+        found: dict[str, Path] = {}
+        for key, stem in _FASHION_FILES.items():
+            for candidate in (folder / stem, folder / (stem + ".gz")):
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+        if len(found) == len(_FASHION_FILES):
+            return found
+    return None
+
+
+def _load_fashion_mnist(roots: list[Path]) -> ImageData:
+    for root in roots:
+        files = _find_fashion(root)
+        if files is not None:
+            arrays = {key: read_idx(path) for key, path in files.items()}
+            return ImageData.from_arrays(
+                "fashion-mnist", arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
+                arrays["y_test"], scale=1 / 255, classes=_FASHION_CLASSES,
+                source=f"idx files in {files['x_train'].parent}",
+            )
+    looked = ", ".join(str(r / "FashionMNIST" / "raw") for r in roots)
+    raise ValueError(
+        f"Fashion-MNIST not found: looked for {', '.join(s + '[.gz]' for s in _FASHION_FILES.values())} in {looked}. "
+        + _HOW_TO_PROVIDE.format(layout="PATH/FashionMNIST/raw/ holds those four files (torchvision's layout; "
+                                 "from github.com/zalandoresearch/fashion-mnist, data/fashion/)")
+    )
+
+
+def _load_torchvision(key: str, roots: list[Path], image_size: int | None) -> ImageData:
+    import torchvision.datasets as tvd
+
+    cls_name, train_kw, test_kw = TORCHVISION_DATASETS[key]
+    cls = getattr(tvd, cls_name, None)
+    if cls is None:
+        raise ValueError(f"dataset {key!r} needs torchvision.datasets.{cls_name}, which this torchvision lacks")
+    if key == "imagenette" and image_size is None:
+        image_size = 64  # ours: 64 px keeps ViT's patch 8 (8x8 patches) and CPU memory small
+    errors = []
+    for root in roots:
+        try:
+            train, test = _construct(cls, root, train_kw, image_size), _construct(cls, root, test_kw, image_size)
+        except (RuntimeError, FileNotFoundError, OSError) as e:
+            errors.append(f"{root}: {e}")
+            continue
+        x_train, y_train = _to_arrays(train, image_size)
+        x_test, y_test = _to_arrays(test, image_size)
+        classes = getattr(train, "classes", None)
+        if isinstance(classes, (list, tuple)) and classes and not isinstance(classes[0], str):
+            classes = [str(c[0]) if isinstance(c, (tuple, list)) else str(c) for c in classes]
+        return ImageData.from_arrays(key, x_train, y_train, x_test, y_test, scale=1 / 255, classes=classes,
+                                     source=f"torchvision.datasets.{cls_name}(root={str(root)!r}, download=False)")
+    raise ValueError(
+        f"dataset {key!r} not found locally: torchvision.datasets.{cls_name}(root, download=False) failed for "
+        f"every root it looked in ({'; '.join(errors)}). "
+        + _HOW_TO_PROVIDE.format(layout=f"PATH is the root torchvision.datasets.{cls_name} expects (download "
+                                 "it once on a machine with internet with download=True and copy it)")
+    )
+
+
+def _construct(cls: Any, root: Path, kwargs: dict[str, Any], image_size: int | None) -> Any:
+    transform = None
+    if image_size is not None:
+        from torchvision import transforms
+
+        transform = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+    if cls.__name__ == "Imagenette":
+        last: Exception | None = None
+        for size in ("full", "320px", "160px"):
+            try:
+                return cls(str(root), size=size, download=False, transform=transform, **kwargs)
+            except (RuntimeError, FileNotFoundError, OSError) as e:
+                last = e
+        raise RuntimeError(str(last))
+    return cls(str(root), download=False, transform=transform, **kwargs)
+
+
+def _to_arrays(ds: Any, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, C, H, W) uint8 and labels, using the in-memory arrays when present."""
+    data = getattr(ds, "data", None)
+    labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = getattr(ds, "labels", None)
+    if isinstance(data, (np.ndarray, torch.Tensor)) and labels is not None and image_size is None:
+        x = np.asarray(data)
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+    xs, ys = [], []
+    for img, label in ds:  # PIL images through the resize transform
+        arr = np.asarray(img, dtype=np.uint8)
+        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        ys.append(int(label))
+    shapes = {x.shape for x in xs}
+    if len(shapes) != 1:
+        raise ValueError(f"images differ in size ({sorted(shapes)[:3]}...); pass image_size to resize them")
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+def _resize(data: ImageData, size: int) -> ImageData:
+    import torch.nn.functional as F
+
+    def rs(x: torch.Tensor) -> torch.Tensor:
+        out = F.interpolate(x.to(torch.float32), size=(size, size), mode="bilinear", align_corners=False)
+        return out.round().clamp(0, 255).to(torch.uint8)
+
+    return ImageData.from_arrays(data.name, rs(data.x_train), data.y_train, rs(data.x_test), data.y_test,
+                                 scale=data.scale, classes=data.classes, source=data.source + f", resized to {size}")
+
+
+# ---------------------------------------------------------------------------- splits
+def _round_to_total(real: NDArray[np.float64], cap: NDArray[np.int64], total: int) -> IntArray:
+    """Integers ``<= cap`` summing to ``total``, closest to ``real`` (largest remainder)."""
+    out = np.minimum(np.floor(real).astype(np.int64), cap)
+    rest = total - int(out.sum())
+    frac = np.where(out < cap, real - np.floor(real), -np.inf)
+    order = np.argsort(-frac, kind="stable")
+    for i in order:
+        if rest <= 0:
+            break
+        if out[i] < cap[i]:
+            out[i] += 1
+            rest -= 1
+    if rest > 0:  # remainders exhausted: fill any spare capacity, in class order
+        for i in range(len(out)):
+            take = min(rest, int(cap[i] - out[i]))
+            out[i] += take
+            rest -= take
+    return out
+
+
+def _capped_counts(q: NDArray[np.float64], avail: IntArray, n: int) -> IntArray:
+    """Counts as close as possible to ``n * q`` with ``counts <= avail``, summing to ``n``.
+
+    Water filling: ``min(avail, t q)`` with the level ``t >= n`` at which the sum is
+    ``n`` (bisection), then rounded. Classes an expert wants more of than remain are
+    taken whole, and the shortfall goes to the other classes in proportion to ``q``.
+    """
+    q = np.maximum(q, 1e-300)
+    lo, hi = float(n), float(n)
+    while np.minimum(avail, hi * q).sum() < n:
+        hi *= 2.0
+        if hi > 1e300:
+            break
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if np.minimum(avail, mid * q).sum() < n:
+            lo = mid
+        else:
+            hi = mid
+    return _round_to_total(np.minimum(avail, hi * q), avail, n)
+
+
+def dirichlet_split(
+    labels: Any,
+    *,
+    k: int,
+    per_expert: int | Sequence[int],
+    concentration: float = 0.5,
+    rng: np.random.Generator,
+    pool: Any = None,
+) -> list[IntArray]:
+    """Disjoint non-IID subsets: class proportions of each from Dirichlet(concentration).
+
+    For each expert in turn, draw ``q ~ Dirichlet(concentration * 1_C)`` (GLUE 5,
+    concentration 0.5) and take ``per_expert`` images without replacement from those
+    still unused, with class counts as close to ``per_expert * q`` as the remaining
+    images allow (a class that runs short is taken whole and the rest of the quota
+    goes to the other classes in proportion to ``q``).
+
+    Parameters
+    ----------
+    labels:
+        Integer labels of the whole set, shape ``(N,)``.
+    k, per_expert:
+        Number of subsets and images in each (one size, or ``k`` sizes).
+    concentration:
+        Dirichlet concentration; small is skewed (0.5: GLUE 5), large approaches IID.
+    rng:
+        Generator for the proportions and the draws; same generator state, same split.
+    pool:
+        Indices allowed (default: all).
+
+    Returns
+    -------
+    list of arrays
+        ``k`` sorted index arrays into ``labels``, disjoint, of the sizes asked.
+
+    Raises
+    ------
+    ValueError
+        If the sizes add up to more than the pool, naming the numbers.
+
+    Example
+    -------
+    >>> labels = np.repeat(np.arange(3), 10)
+    >>> dirichlet_split(labels, k=4, per_expert=10, rng=np.random.default_rng(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot split 30 images into k=4 experts of per_expert=10 (needs 40): lower k or per_expert
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-d integer array, but got dtype {labels.dtype} shape {labels.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
+    sizes = _sizes(per_expert, k)
+    if not (isinstance(concentration, (int, float)) and concentration > 0 and math.isfinite(concentration)):
+        raise ValueError(f"concentration must be a positive number, but got {concentration!r}")
+    idx = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
+    if sum(sizes) > len(idx):
+        raise ValueError(
+            f"cannot split {len(idx)} images into k={k} experts of per_expert={per_expert} "
+            f"(needs {sum(sizes)}): lower k or per_expert"
+        )
+    num_classes = int(labels.max()) + 1
+    remaining = [list(rng.permutation(idx[labels[idx] == c])) for c in range(num_classes)]
+    parts = []
+    for size in sizes:
+        q = rng.dirichlet(np.full(num_classes, float(concentration)))
+        avail = np.array([len(r) for r in remaining], dtype=np.int64)
+        counts = _capped_counts(q, avail, size)
+        chosen = []
+        for c in range(num_classes):
+            chosen += remaining[c][: counts[c]]
+            remaining[c] = remaining[c][counts[c]:]
+        parts.append(np.sort(np.asarray(chosen, dtype=np.int64)))
+    return parts
+
+
+def _sizes(per_expert: Any, k: int) -> list[int]:
+    sizes = list(per_expert) if isinstance(per_expert, (list, tuple, np.ndarray)) else [per_expert] * k
+    if len(sizes) != k:
+        raise ValueError(f"per_expert must be one size or k={k} sizes, but got {len(sizes)} sizes {sizes}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"per_expert must be an integer >= 1 (or k of them), but got {per_expert!r}")
+    return [int(s) for s in sizes]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Index arrays into the training split: target, held-out target, one per expert."""
+
+    target: IntArray
+    holdout: IntArray
+    experts: list[IntArray]
+
+    def describe(self, labels: Any) -> dict[str, Any]:
+        """Sizes and class counts, for the results file."""
+        labels = np.asarray(labels)
+        c = int(labels.max()) + 1
+
+        def counts(ix: IntArray) -> list[int]:
+            return np.bincount(labels[ix], minlength=c).tolist()
+
+        return {"target_size": len(self.target), "holdout_size": len(self.holdout),
+                "target_class_counts": counts(self.target), "holdout_class_counts": counts(self.holdout),
+                "expert_sizes": [len(e) for e in self.experts],
+                "expert_class_counts": [counts(e) for e in self.experts]}
+
+
+def make_splits(
+    labels: Any,
+    *,
+    k: int,
+    per_expert: int | Sequence[int],
+    target_size: int,
+    holdout_size: int,
+    concentration: float = 0.5,
+    rng: np.random.Generator,
+) -> Splits:
+    """Target (IID), held-out target (IID), then K Dirichlet expert splits; disjoint.
+
+    Raises
+    ------
+    ValueError
+        If the sizes need more images than the training split holds, saying how many
+        each part needs and what to lower.
+
+    Example
+    -------
+    >>> labels = np.repeat(np.arange(10), 30)
+    >>> s = make_splits(labels, k=4, per_expert=30, target_size=100, holdout_size=50, rng=np.random.default_rng(0))
+    >>> len(s.target), len(s.holdout), [len(e) for e in s.experts]
+    (100, 50, [30, 30, 30, 30])
+    >>> make_splits(labels, k=10, per_expert=30, target_size=100, holdout_size=50, rng=np.random.default_rng(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: the training split holds 300 images but the sizes need 450: target_size=100 + holdout_size=50 + k=10 x per_expert=30 = 300; lower k, per_expert, target_size or holdout_size
+    """
+    labels = np.asarray(labels)
+    for name, value in (("target_size", target_size), ("holdout_size", holdout_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
+    experts_need = sum(_sizes(per_expert, k))
+    need = target_size + holdout_size + experts_need
+    if need > len(labels):
+        shown = f"k={k} x per_expert={per_expert}" if not isinstance(per_expert, (list, tuple)) else \
+            f"per_expert={list(per_expert)}"
+        raise ValueError(
+            f"the training split holds {len(labels)} images but the sizes need {need}: "
+            f"target_size={target_size} + holdout_size={holdout_size} + {shown} = {experts_need}; "
+            f"lower k, per_expert, target_size or holdout_size"
+        )
+    perm = rng.permutation(len(labels))
+    target = np.sort(perm[:target_size])
+    holdout = np.sort(perm[target_size: target_size + holdout_size])
+    experts = dirichlet_split(labels, k=k, per_expert=per_expert, concentration=concentration, rng=rng,
+                              pool=np.sort(perm[target_size + holdout_size:]))
+    return Splits(target=target, holdout=holdout, experts=experts)
+
+
+# ---------------------------------------------------------------------------- batches
+class Batches:
+    """Minibatches ``(x, y)`` of a subset of an :class:`ImageData` split, normalised.
+
+    An iterable: each pass draws a new order from ``generator`` when ``shuffle`` (so
+    :class:`~spsa_mix.blend.BlendedObjective` can cycle it). The subset is moved to
+    ``device`` once, as uint8.
+
+    >>> d = ImageData.from_arrays("toy", np.zeros((10, 1, 2, 2), np.uint8), np.arange(10) % 2,
+    ...                           np.zeros((2, 1, 2, 2), np.uint8), np.arange(2), scale=1 / 255)
+    >>> b = Batches(d, np.arange(10), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    >>> [tuple(x.shape) for x, _ in b], len(b)
+    ([(4, 1, 2, 2), (4, 1, 2, 2), (2, 1, 2, 2)], 3)
+    """
+
+    def __init__(self, data: ImageData, indices: Any = None, *, split: str = "train", batch_size: int = 64,
+                 shuffle: bool = False, generator: torch.Generator | None = None,
+                 device: str | torch.device = "cpu", drop_last: bool = False) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', but got {split!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
+        if shuffle and generator is None:
+            raise ValueError("shuffle=True needs a torch.Generator (generator=...) so the order is reproducible")
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        if indices is not None:
+            ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+            x, y = x[ix], y[ix]
+        self.data = data
+        self.device = torch.device(device)
+        self.x = x.to(self.device)  # (n, C, H, W) uint8
+        self.y = y.to(self.device)  # (n,)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = int(self.y.shape[0])
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.y.shape[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.num_samples
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            ix = order[start: start + self.batch_size]
+            yield self.data.normalize(self.x[ix]), self.y[ix]

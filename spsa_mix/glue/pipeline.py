@@ -1,0 +1,408 @@
+"""The GLUE experiment end to end: data, experts, every way to set alpha, fine-tuning.
+
+:func:`run_glue` follows GLUE section 5 at the size a :class:`~spsa_mix.glue.config.GlueConfig`
+asks for:
+
+1. load the dataset and split its training part into an IID target set, an IID held-out
+   target split and K disjoint Dirichlet(0.5) expert splits (:mod:`spsa_mix.glue.data`);
+2. train the K experts or load them from the cache (:mod:`spsa_mix.glue.experts`);
+3. for every configuration and seed, set alpha (:mod:`spsa_mix.glue.alpha`), build the
+   prior theta(alpha), score it on the test split, fine-tune all its weights on the
+   target set with alpha fixed and score it after every epoch (:mod:`spsa_mix.glue.finetune`);
+4. summarise over seeds, write the markdown report, the JSON and the figure
+   (:mod:`spsa_mix.glue.report`).
+
+What a seed varies: for the learned configurations the minibatch order of alpha learning
+and the optimiser's own randomness (SPSA directions, Nevergrad and Optuna's draws); for
+every configuration the minibatch order of fine-tuning (and dropout, if any). The data
+split and the experts are fixed by ``data_seed`` and shared by all seeds. Within a seed,
+every configuration sees the same minibatch sequence, in alpha learning and in
+fine-tuning, so configurations differ only by alpha.
+
+Nothing computed is lost to a failure: experts are cached as soon as each is trained,
+and the JSON (``output``) is rewritten after every expert and every (configuration,
+seed) run, with ``status`` ``"running"``, then ``"complete"``, ``"complete with errors"``
+(a configuration that raised is recorded in ``errors`` and the run goes on) or
+``"interrupted"``.
+
+Example
+-------
+>>> import tempfile
+>>> from spsa_mix.glue.config import GlueConfig
+>>> cfg = GlueConfig.quick(configs=("uniform", "glue"), cache_dir=tempfile.mkdtemp(), expert_epochs=1)
+>>> res = run_glue(cfg, progress=False)
+>>> res["status"], sorted(res["summary"]), len(res["runs"])
+('complete', ['glue', 'uniform'], 2)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from spsa_mix.blend import evaluate, evaluate_blend
+from spsa_mix.blend import resolve_device as blend_resolve_device
+from spsa_mix.glue.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
+from spsa_mix.glue.config import GlueConfig
+from spsa_mix.glue.data import Batches, ImageData, load_dataset, make_splits
+from spsa_mix.glue.experts import Expert, ExpertCache, TrainSpec, train_or_load_experts
+from spsa_mix.glue.finetune import finetune
+from spsa_mix.glue.report import compare, plot_curves, render_markdown, summarize, write_json
+
+__all__ = ["run_glue", "Experiment", "resolve_device", "derive_seed", "RESULTS_FORMAT"]
+
+logger = logging.getLogger("spsa_mix.glue")
+RESULTS_FORMAT = 1
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; otherwise
+    :func:`spsa_mix.blend.resolve_device` (an unavailable device is a ``ValueError``).
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    return blend_resolve_device(None if device == "auto" else device)
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """An independent seed for one use (``"alpha"``, ``"finetune"``, ...) of a run seed.
+
+    >>> derive_seed(0, "alpha") == derive_seed(0, "alpha") != derive_seed(0, "finetune")
+    True
+    """
+    tag = int.from_bytes(stream.encode()[:8].ljust(8, b"\0"), "little")
+    return int(np.random.SeedSequence([int(seed), tag]).generate_state(1)[0])
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    import spsa_mix
+
+    env = {"spsa_mix": spsa_mix.__version__, "python": platform.python_version(), "torch": torch.__version__,
+           "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "device": str(device), "argv": list(sys.argv)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _features(data: ImageData, indices: np.ndarray, rng: np.random.Generator, max_points: int) -> torch.Tensor:
+    if len(indices) > max_points:
+        indices = np.sort(rng.choice(indices, size=max_points, replace=False))
+    x = data.x_train[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+    return data.normalize(x)  # (n, C, H, W)
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("sail_features='penultimate' needs a model with an nn.Linear head; use 'pixels'")
+    return linears[-1]
+
+
+@torch.no_grad()
+def _penultimate(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int) -> tuple[np.ndarray, int]:
+    captured: list[torch.Tensor] = []
+    hook = _last_linear(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().cpu()))
+    model.eval()
+    calls = 0
+    try:
+        for start in range(0, x.shape[0], batch):
+            model(x[start: start + batch].to(device))
+            calls += 1
+    finally:
+        hook.remove()
+    return torch.cat(captured).flatten(1).numpy().astype(np.float64), calls
+
+
+class Experiment:
+    """The state of one GLUE run: data, split, experts, the results dict.
+
+    :func:`run_glue` drives it; use it directly to get the blended objective of trained
+    experts (``spsa-mix bench compare --problem network`` does): :meth:`prepare` loads
+    and splits the data, :meth:`train_experts` trains or loads the experts, then
+    :meth:`objective` gives a :class:`~spsa_mix.blend.BlendedObjective` on target
+    minibatches, :meth:`holdout_accuracy` scores theta(alpha) on the held-out split and
+    :meth:`problem` gathers everything :func:`~spsa_mix.glue.alpha.set_alpha` needs.
+
+    >>> import tempfile
+    >>> exp = Experiment(GlueConfig.quick(cache_dir=tempfile.mkdtemp(), expert_epochs=1, per_expert=20))
+    >>> exp.prepare(); exp.train_experts()
+    >>> obj = exp.objective(seed=0)
+    >>> obj(np.full((2, 3), 1 / 3)).shape, 0.0 <= exp.holdout_accuracy(np.full(3, 1 / 3)) <= 1.0
+    ((2,), True)
+    """
+
+    def __init__(self, cfg: GlueConfig, *, model_fn: Callable[[], nn.Module] | None = None,
+                 output: str | os.PathLike[str] | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.output = Path(output) if output is not None else None
+        self.progress = progress
+        self.log = log or logger.info
+        self.device = resolve_device(cfg.device)
+        self.model_fn = model_fn
+        self._base_objective: Any = None
+        self.results: dict[str, Any] = {
+            "format": RESULTS_FORMAT, "status": "running", "config": cfg.to_dict(),
+            "environment": _environment(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "dataset": {}, "split": {}, "experts": [], "runs": [], "errors": [], "summary": {}, "comparison": {},
+            "timings": {},
+        }
+
+    def save(self) -> None:
+        if self.output is not None:
+            write_json(self.results, self.output)
+
+    # ------------------------------------------------------------------ setup
+    def prepare(self) -> None:
+        cfg = self.cfg
+        start = time.perf_counter()
+        self.data = load_dataset(cfg.dataset, data_root=cfg.data_root, cache_dir=cfg.resolved_cache_dir(),
+                                 image_size=cfg.image_size)
+        self.results["dataset"] = self.data.describe()
+        labels = self.data.y_train.numpy()
+        sizes = cfg.per_expert if isinstance(cfg.per_expert, int) else list(cfg.per_expert)
+        self.splits = make_splits(labels, k=cfg.k, per_expert=sizes, target_size=cfg.target_size,
+                                  holdout_size=cfg.holdout_size, concentration=cfg.dirichlet_alpha,
+                                  rng=np.random.default_rng(cfg.data_seed))
+        self.results["split"] = self.splits.describe(labels)
+        self.results["timings"]["data_seconds"] = time.perf_counter() - start
+        if self.model_fn is None:
+            from spsa_mix.models import available_models, build_model
+
+            if cfg.arch not in available_models():
+                raise ValueError(f"unknown architecture {cfg.arch!r}; available: {available_models()} "
+                                 "(any nn.Module through the Python API: run_glue(cfg, model_fn=...))")
+            d = self.data
+            self.model_fn = lambda: build_model(cfg.arch, num_classes=d.num_classes, in_channels=d.in_channels,
+                                                image_size=d.image_size)
+        self.test = Batches(self.data, split="test", batch_size=cfg.eval_batch_size, device=self.device)
+        self.holdout = Batches(self.data, self.splits.holdout, batch_size=cfg.eval_batch_size, device=self.device)
+        self.log(f"data: {self.data.name} ({self.data.source}); train {len(labels)}, test "
+                 f"{self.data.x_test.shape[0]}; target {cfg.target_size}, held-out {cfg.holdout_size}, "
+                 f"{cfg.k} experts of {cfg.per_expert} images"
+                 + (f"; results: {self.output}" if self.output is not None else ""))
+
+    def train_experts(self) -> None:
+        cfg = self.cfg
+        start = time.perf_counter()
+        spec = TrainSpec(epochs=cfg.expert_epochs, lr=cfg.expert_lr, betas=cfg.expert_betas,
+                         batch_size=cfg.expert_batch_size, data_seed=cfg.data_seed, shared_init=cfg.shared_init)
+        cache = ExpertCache(cfg.resolved_cache_dir() / "experts")
+
+        def on_expert(e: Expert) -> None:
+            acc = evaluate(e.model, self.holdout)["accuracy"]
+            row = {k: e.meta.get(k) for k in ("index", "size", "class_counts", "test_accuracy", "train_seconds",
+                                              "key")}
+            row.update(holdout_accuracy=acc, cached=e.cached, path=str(e.path) if e.path else None)
+            self.results["experts"].append(row)
+            self.save()
+            self.log(f"expert {e.index}: {'loaded from cache' if e.cached else 'trained'}, test accuracy "
+                     f"{100 * e.test_accuracy:.2f}%, held-out {100 * acc:.2f}%")
+
+        assert self.model_fn is not None
+        self.experts = train_or_load_experts(
+            self.model_fn, self.data, self.splits.experts, spec=spec, cache=cache, arch=cfg.arch,
+            device=self.device, eval_batch_size=cfg.eval_batch_size, progress=self.progress, on_expert=on_expert)
+        self.results["timings"]["experts_seconds"] = time.perf_counter() - start
+
+    # ------------------------------------------------------------------ alpha
+    def objective(self, seed: int | None) -> Any:
+        """A blended objective on target minibatches whose order comes from ``seed``."""
+        from spsa_mix.blend import BlendedObjective
+
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
+        target = Batches(self.data, self.splits.target, batch_size=cfg.alpha_batch_size, shuffle=True,
+                         generator=gen, device=self.device)
+        assert self.model_fn is not None
+        return BlendedObjective(self.model_fn(), [e.model for e in self.experts],
+                                loss_fn=torch.nn.functional.cross_entropy, data=target, device=self.device)
+
+    @property
+    def base_objective(self) -> Any:
+        """One objective kept for building blended models and held-out scores."""
+        if self._base_objective is None:
+            self._base_objective = self.objective(None)
+        return self._base_objective
+
+    def blended(self, alpha: np.ndarray) -> nn.Module:
+        """A fresh module holding theta(alpha), in train mode."""
+        return self.base_objective.blended_model(np.asarray(alpha, dtype=np.float64))  # type: ignore[no-any-return]
+
+    def holdout_accuracy(self, alpha: np.ndarray) -> float:
+        """Accuracy of theta(alpha) on the held-out target split."""
+        metrics = evaluate_blend(self.base_objective, np.asarray(alpha, dtype=np.float64), self.holdout)
+        assert isinstance(metrics, dict)  # one alpha, one dict
+        return float(metrics["accuracy"])
+
+    def sail_features(self) -> tuple[list[np.ndarray], np.ndarray, int]:
+        cfg = self.cfg
+        rng = np.random.default_rng(derive_seed(cfg.data_seed, "sail"))
+        experts_x = [_features(self.data, ix, rng, cfg.sail_max_points) for ix in self.splits.experts]
+        target_x = _features(self.data, self.splits.target, rng, cfg.sail_max_points)
+        if cfg.sail_features == "pixels":
+            return ([x.flatten(1).numpy().astype(np.float64) for x in experts_x],
+                    target_x.flatten(1).numpy().astype(np.float64), 0)
+        reference = self.blended(np.full(cfg.k, 1.0 / cfg.k))
+        passes = 0
+        feats = []
+        for x in [*experts_x, target_x]:
+            f, calls = _penultimate(reference, x, self.device, cfg.eval_batch_size)
+            feats.append(f)
+            passes += calls
+        return feats[:-1], feats[-1], passes
+
+    def problem(self) -> AlphaProblem:
+        """Everything :func:`~spsa_mix.glue.alpha.set_alpha` needs, for this run."""
+        cfg = self.cfg
+        return AlphaProblem(
+            k=cfg.k, make_objective=self.objective, sizes=[len(ix) for ix in self.splits.experts],
+            expert_holdout_accuracy=[row["holdout_accuracy"] for row in self.results["experts"]],
+            holdout_accuracy=self.holdout_accuracy, sail_features=self.sail_features, budget=cfg.budget, m=cfg.m, directions=cfg.directions,
+            lr=cfg.alpha_lr, betas=cfg.alpha_betas, batch_size=cfg.alpha_batch_size, holdout_size=cfg.holdout_size,
+            nevergrad_optimizer=cfg.nevergrad_optimizer, optuna_sampler=cfg.optuna_sampler,
+            sail_max_points=cfg.sail_max_points, progress=self.progress)
+
+    # ------------------------------------------------------------------ runs
+    def run_configs(self) -> None:
+        cfg = self.cfg
+        problem = self.problem()
+        for name in cfg.configs:
+            fixed: AlphaResult | None = None  # rows without randomness set alpha once
+            for seed in cfg.seeds:
+                try:
+                    reused = fixed is not None
+                    result = fixed if fixed is not None else set_alpha(name, problem, seed=seed)
+                    if name not in SEED_DEPENDENT:
+                        fixed = result
+                    self.finish_run(name, seed, result, reused=reused)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # recorded; the other configurations still run
+                    self.results["errors"].append({"config": name, "seed": seed, "error": f"{type(e).__name__}: {e}",
+                                                   "traceback": traceback.format_exc(limit=8)})
+                    self.log(f"{name} seed {seed}: FAILED ({type(e).__name__}: {e})")
+                    logger.debug("configuration %s failed", name, exc_info=True)
+                self.save()
+
+    def finish_run(self, name: str, seed: int, result: AlphaResult, *, reused: bool) -> None:
+        cfg = self.cfg
+        model = self.blended(result.alpha)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "finetune"))
+        target = Batches(self.data, self.splits.target, batch_size=cfg.finetune_batch_size, shuffle=True,
+                         generator=gen, device=self.device)
+        ft = finetune(model, target, self.test, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+                      seed=derive_seed(seed, "finetune"), progress=self.progress, desc=f"fine-tune {name} s{seed}")
+        run = {
+            "config": name, "seed": seed, "alpha": result.alpha.tolist(),
+            "prior_accuracy": ft["test_accuracy"][0], "test_accuracy": ft["test_accuracy"],
+            "test_loss": ft["test_loss"], "train_loss": ft["train_loss"],
+            # what setting alpha cost (once, for a row whose alpha is reused across seeds)
+            "evaluations": result.evaluations, "images": result.images, "eval_unit": result.eval_unit,
+            "alpha_seconds": result.seconds, "alpha_reused": reused, "finetune_seconds": ft["seconds"],
+            "details": result.details,
+        }
+        self.results["runs"].append(run)
+        self.log(f"{name} seed {seed}: prior {100 * run['prior_accuracy']:.2f}%, after {cfg.finetune_epochs} "
+                 f"epochs {100 * run['test_accuracy'][-1]:.2f}% (alpha: {result.evaluations:.0f} evaluations, "
+                 f"{result.seconds:.1f} s, max weight {max(result.alpha):.2f})")
+
+    def finalize(self, status: str) -> None:
+        self.results["summary"] = summarize(self.results)
+        self.results["comparison"] = compare(self.results)
+        self.results["status"] = status
+        self.results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.save()
+
+
+def run_glue(
+    cfg: GlueConfig | None = None,
+    *,
+    model_fn: Callable[[], nn.Module] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    markdown: str | os.PathLike[str] | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the GLUE experiment and return every number it produced.
+
+    Parameters
+    ----------
+    cfg:
+        Sizes and hyperparameters (default: :class:`GlueConfig`'s, the built-in digits run).
+    model_fn:
+        Builds a fresh untrained ``nn.Module`` (any architecture); default
+        ``spsa_mix.models.build_model(cfg.arch, ...)``. Give ``cfg.arch`` a name that
+        identifies it: with the parameter shapes it keys the expert cache.
+    output:
+        JSON file, rewritten after every expert and every run (partial results survive).
+    markdown:
+        Markdown report (experts table, configurations table, gaps), written at the end.
+    plot:
+        PNG of test accuracy against fine-tuning epochs, written at the end.
+    progress:
+        tqdm bars for expert training, alpha learning and fine-tuning.
+    log:
+        Called with one line per step (default: the ``spsa_mix.glue`` logger at INFO).
+
+    Returns
+    -------
+    dict
+        ``config``, ``environment``, ``dataset``, ``split``, ``experts``, ``runs`` (one per
+        configuration and seed), ``summary`` (per configuration over seeds),
+        ``comparison`` (GLUE's gaps to data-size, proxy-accuracy and backprop),
+        ``errors``, ``timings``, ``status``.
+
+    Raises
+    ------
+    ValueError
+        For a bad configuration, an unknown dataset or architecture, missing data, or
+        sizes the data cannot hold (before any training).
+    """
+    cfg = cfg if cfg is not None else GlueConfig()
+    exp = Experiment(cfg, model_fn=model_fn, output=output, progress=progress, log=log)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)  # restored below
+    try:
+        exp.prepare()
+        exp.train_experts()
+        exp.run_configs()
+    except KeyboardInterrupt:
+        exp.results["timings"]["total_seconds"] = time.perf_counter() - start
+        exp.finalize("interrupted")
+        raise
+    except Exception as e:
+        if exp.results["experts"] or exp.results["runs"]:
+            exp.results["errors"].append({"config": None, "seed": None, "error": f"{type(e).__name__}: {e}"})
+            exp.results["timings"]["total_seconds"] = time.perf_counter() - start
+            exp.finalize("failed")
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    exp.results["timings"]["total_seconds"] = time.perf_counter() - start
+    exp.results["environment"]["torch_threads"] = cfg.threads or threads
+    exp.finalize("complete with errors" if exp.results["errors"] else "complete")
+    if markdown is not None:
+        path = Path(markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_markdown(exp.results))
+    if plot is not None and exp.results["summary"]:
+        title = f"GLUE on {cfg.dataset} ({cfg.arch}, K={cfg.k}, {len(cfg.seeds)} seeds)"  # as --render writes it
+        plot_curves(exp.results["summary"], plot, title=title)
+    return exp.results

@@ -1,0 +1,333 @@
+"""Results of a GLUE run: summary over seeds, markdown tables, the figure, JSON.
+
+All functions take the results dict the pipeline builds (:mod:`spsa_mix.glue.pipeline`):
+``results["runs"]`` holds one row per (configuration, seed) with ``prior_accuracy`` and
+``test_accuracy`` (the accuracy after each fine-tuning epoch, epoch 0 being the prior),
+``evaluations``, ``images`` and ``alpha_seconds``; ``results["experts"]`` one row per
+expert. Accuracies are fractions in the JSON and percentages in the tables. The spread
+over seeds is the sample standard deviation (``ddof=1``; 0 for a single seed) and the
+range (min, max) is kept in the JSON.
+
+Example
+-------
+>>> runs = [{"config": "glue", "seed": s, "alpha": [0.5, 0.5], "prior_accuracy": p, "test_accuracy": [p, p + 0.1],
+...          "evaluations": 10, "images": 640, "alpha_seconds": 0.1} for s, p in enumerate([0.5, 0.7])]
+>>> s = summarize({"runs": runs})
+>>> s["glue"]["prior"]["mean"], s["glue"]["final"]["mean"], s["glue"]["n_seeds"]
+(0.6, 0.7, 2)
+>>> print(markdown_table(s).splitlines()[2])
+| GLUE SPSA (Config 4) | 60.00 ± 14.14 | 70.00 ± 14.14 | 70.00 ± 14.14 | 10 | 640 | 0.10 | 2.00 |
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "refresh",
+    "summarize",
+    "compare",
+    "markdown_table",
+    "experts_table",
+    "comparison_lines",
+    "render_markdown",
+    "plot_curves",
+    "to_jsonable",
+    "write_json",
+    "LABELS",
+]
+
+# Labels in the table and the figure (GLUE's names for Configs 1-4).
+LABELS = {
+    "data-size": "data-size (Config 1)",
+    "proxy-accuracy": "proxy-accuracy (Config 2)",
+    "backprop": "backprop (Config 3)",
+    "glue": "GLUE SPSA (Config 4)",
+}
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if arr.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "min": float(arr.min()), "max": float(arr.max()), "n": int(arr.size)}
+
+
+def _effective_experts(alpha: Sequence[float]) -> float:
+    a = np.asarray(alpha, dtype=np.float64).ravel()
+    return float(1.0 / np.sum(a**2))
+
+
+def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mean, spread and range over seeds of every configuration, in run order.
+
+    ``prior`` and ``final`` are the test accuracy before and after fine-tuning;
+    ``finetune_mean`` the accuracy averaged over fine-tuning epochs 1..E (per seed, then
+    over seeds); ``curve`` holds the per-epoch statistics; ``effective_experts`` is ``1 / sum(alpha**2)``
+    (1 for one expert, K for the uniform blend), averaged over seeds.
+    """
+    by_config: dict[str, list[Mapping[str, Any]]] = {}
+    for run in results.get("runs", []):
+        by_config.setdefault(run["config"], []).append(run)
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in by_config.items():
+        curves = [r["test_accuracy"] for r in runs]
+        n_epochs = min(len(c) for c in curves)
+        out[name] = {
+            "n_seeds": len(runs),
+            "seeds": [r["seed"] for r in runs],
+            "prior": _stats([r["prior_accuracy"] for r in runs]),
+            "final": _stats([c[n_epochs - 1] for c in curves]),
+            "curve": [_stats([c[e] for c in curves]) for e in range(n_epochs)],
+            "finetune_mean": _stats([float(np.mean(c[1:n_epochs])) for c in curves]) if n_epochs > 1 else
+            _stats([]),
+            "evaluations": _stats([r["evaluations"] for r in runs])["mean"],
+            "images": _stats([r["images"] for r in runs])["mean"],
+            "alpha_seconds": _stats([r["alpha_seconds"] for r in runs])["mean"],
+            "effective_experts": _stats([_effective_experts(r["alpha"]) for r in runs])["mean"],
+        }
+    return out
+
+
+def compare(results: Mapping[str, Any], *, ours: str = "glue",
+            others: Sequence[str] = ("data-size", "proxy-accuracy", "backprop")) -> dict[str, dict[str, Any]]:
+    """GLUE minus each other configuration, in accuracy points (percent), paired by seed.
+
+    For each seed run by both, the difference of the test-accuracy curves; then, over
+    seeds: ``prior`` and ``final`` (mean and sd of the difference at epoch 0 and at the
+    last epoch), ``finetune_mean`` (the difference of the accuracy averaged over epochs
+    1..E, less noisy than one epoch), and ``max_over_epochs`` / ``min_over_epochs`` of the
+    seed-averaged difference (the paper's "up to" is the largest). Only configurations
+    present in ``results["runs"]``.
+
+    >>> runs = [{"config": c, "seed": 0, "test_accuracy": t} for c, t in
+    ...         (("glue", [0.6, 0.8, 0.9]), ("backprop", [0.5, 0.85, 0.8]))]
+    >>> g = compare({"runs": runs})["backprop"]
+    >>> round(g["prior"]["mean"], 2), round(g["final"]["mean"], 2), round(g["finetune_mean"]["mean"], 2)
+    (10.0, 10.0, 2.5)
+    >>> round(g["max_over_epochs"], 2), round(g["min_over_epochs"], 2), g["n_seeds"]
+    (10.0, -5.0, 1)
+    """
+    curves: dict[str, dict[int, list[float]]] = {}
+    for run in results.get("runs", []):
+        curves.setdefault(run["config"], {})[run["seed"]] = list(run["test_accuracy"])
+    if ours not in curves:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for other in others:
+        if other not in curves or other == ours:
+            continue
+        seeds = sorted(set(curves[ours]) & set(curves[other]))
+        if not seeds:
+            continue
+        n_epochs = min(min(len(curves[c][s]) for s in seeds) for c in (ours, other))
+        diffs = np.array([[100.0 * (curves[ours][s][e] - curves[other][s][e]) for e in range(n_epochs)]
+                          for s in seeds])  # (seeds, epochs)
+        mean_curve = diffs.mean(axis=0)
+        out[other] = {
+            "n_seeds": len(seeds),
+            "prior": _stats(diffs[:, 0].tolist()),
+            "final": _stats(diffs[:, -1].tolist()),
+            "finetune_mean": _stats(diffs[:, 1:].mean(axis=1).tolist()) if n_epochs > 1 else _stats([]),
+            "max_over_epochs": float(mean_curve.max()),
+            "min_over_epochs": float(mean_curve.min()),
+        }
+    return out
+
+
+def refresh(results: dict[str, Any]) -> dict[str, Any]:
+    """Recompute ``summary`` and ``comparison`` from ``runs`` (e.g. of a saved, partial or
+    older results file), in place; returns ``results``.
+
+    >>> refresh({"runs": []})["summary"]
+    {}
+    """
+    results["summary"] = summarize(results)
+    results["comparison"] = compare(results)
+    return results
+
+
+def _pct(stats: Mapping[str, Any]) -> str:
+    if stats.get("mean") is None:
+        return "n/a"
+    return f"{100 * stats['mean']:.2f} ± {100 * (stats.get('std') or 0.0):.2f}"
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def markdown_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per configuration: prior and fine-tuned test accuracy (%, mean ± sd over
+    seeds; after the last epoch and averaged over epochs 1..E), evaluations and images
+    forwarded to set alpha, seconds, effective experts (``1 / sum(alpha**2)``)."""
+    lines = [
+        "| configuration | prior test acc. (%) | fine-tuned test acc. (%) | mean over fine-tuning epochs (%) "
+        "| alpha evaluations | images forwarded | alpha time (s) | effective experts |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in summary.items():
+        lines.append(
+            f"| {LABELS.get(name, name)} | {_pct(s['prior'])} | {_pct(s['final'])} | {_pct(s.get('finetune_mean', {}))} "
+            f"| {_num(s['evaluations'], '.0f')} | {_num(s['images'], '.0f')} | {_num(s['alpha_seconds'], '.2f')} "
+            f"| {_num(s['effective_experts'], '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def experts_table(experts: Sequence[Mapping[str, Any]], class_names: Sequence[str] | None = None) -> str:
+    """The experts' own accuracies (GLUE's Table 1) with their split sizes and top classes.
+
+    >>> print(experts_table([{"index": 0, "size": 10, "test_accuracy": 0.5, "holdout_accuracy": 0.4,
+    ...                       "class_counts": [7, 3], "cached": True}]).splitlines()[2])
+    | 0 | 10 | 50.00 | 40.00 | 0:7, 1:3 | yes |
+    """
+    lines = ["| expert | images | test acc. (%) | held-out acc. (%) | largest classes (class:count) | from cache |",
+             "| ---: | ---: | ---: | ---: | --- | --- |"]
+    for e in experts:
+        counts = np.asarray(e.get("class_counts", []))
+        top: list[int] = np.argsort(-counts, kind="stable")[:3].tolist() if counts.size else []
+        names = [class_names[i] if class_names else str(i) for i in top]
+        shown = ", ".join(f"{n}:{int(counts[i])}" for n, i in zip(names, top, strict=True) if counts[i] > 0)
+        held = e.get("holdout_accuracy")
+        lines.append(f"| {e['index']} | {e['size']} | {100 * e['test_accuracy']:.2f} | "
+                     f"{'n/a' if held is None else f'{100 * held:.2f}'} | {shown} | {'yes' if e.get('cached') else 'no'} |")
+    return "\n".join(lines)
+
+
+def comparison_lines(gaps: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Sentences for the gaps of :func:`compare`, with the paper's claims beside them."""
+    claims = {"data-size": "paper: GLUE beats it by up to 8.5 points after fine-tuning",
+              "proxy-accuracy": "paper: GLUE beats it by up to 9.1 points after fine-tuning",
+              "backprop": "paper: GLUE within 1.4 points of it, or better"}
+    out = []
+    for other, g in gaps.items():
+        ft = g["finetune_mean"]
+        mean_ft = "n/a" if ft["mean"] is None else f"{ft['mean']:+.2f} ± {ft['std']:.2f}"
+        out.append(
+            f"- GLUE minus {other} (paired by seed, {g['n_seeds']} seeds): prior {g['prior']['mean']:+.2f} ± "
+            f"{g['prior']['std']:.2f}; last epoch {g['final']['mean']:+.2f} ± {g['final']['std']:.2f}; "
+            f"mean over fine-tuning epochs {mean_ft}; seed-averaged gap from {g['min_over_epochs']:+.2f} to "
+            f"{g['max_over_epochs']:+.2f} over epochs ({claims.get(other, '')})"
+        )
+    return out
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """The whole markdown report: setup, experts table, configurations table, gaps."""
+    summary = results.get("summary") or summarize(results)
+    cfg = results.get("config", {})
+    data = results.get("dataset", {})
+    n_epochs = cfg.get("finetune_epochs", "?")
+    head = [
+        f"## GLUE on {data.get('name', cfg.get('dataset', '?'))} ({cfg.get('arch', '?')}, K={cfg.get('k', '?')})",
+        "",
+        f"Experts: {cfg.get('per_expert', '?')} images each (Dirichlet({cfg.get('dirichlet_alpha', '?')}) classes), "
+        f"{cfg.get('expert_epochs', '?')} epochs. Target: {cfg.get('target_size', '?')} IID images (learn alpha, "
+        f"fine-tune), held-out: {cfg.get('holdout_size', '?')}, test: {data.get('n_test', '?')}. "
+        f"Alpha budget: {cfg.get('budget', '?')} evaluations (m={cfg.get('m', '?')}); fine-tuning: {n_epochs} "
+        f"epochs; seeds: {cfg.get('seeds', '?')}. Status: {results.get('status', '?')}.",
+        "",
+        "### Experts (GLUE Table 1)",
+        "",
+        experts_table(results.get("experts", []), data.get("classes")),
+        "",
+        f"### Every way to set alpha (test accuracy, mean ± sd over seeds; fine-tuned = after {n_epochs} epochs)",
+        "",
+        markdown_table(summary),
+    ]
+    gaps = results.get("comparison") or compare(results)
+    if gaps:
+        head += ["", "### GLUE against the paper's comparisons (accuracy points)", "", *comparison_lines(gaps)]
+    if results.get("errors"):
+        head += ["", "### Errors", ""] + [f"- {e['config']} seed {e.get('seed')}: {e['error']}" for e in results["errors"]]
+    return "\n".join(head) + "\n"
+
+
+def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """GLUE Figure 1's style: test accuracy against fine-tuning epochs, one line per
+    configuration (mean over seeds, band: min to max), written as PNG (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    styles: dict[str, dict[str, Any]] = {"glue": dict(lw=2.6, color="C3"), "backprop": dict(lw=2.0, color="C2", ls="--"),
+              "data-size": dict(lw=1.8, color="C0"), "proxy-accuracy": dict(lw=1.8, color="C1")}
+    others = iter([f"C{i}" for i in range(4, 10)] * 3)
+    for name, s in summary.items():
+        means = [c["mean"] for c in s["curve"]]
+        if not means or any(m is None for m in means):
+            continue
+        epochs = np.arange(len(means))
+        style: dict[str, Any] = styles.get(name, dict(lw=1.2, color=next(others), ls=":"))
+        ax.plot(epochs, 100 * np.asarray(means), marker="o", ms=3, label=LABELS.get(name, name), **style)
+        if s["n_seeds"] > 1:
+            ax.fill_between(epochs, [100 * c["min"] for c in s["curve"]], [100 * c["max"] for c in s["curve"]],
+                            color=style["color"], alpha=0.12, lw=0)
+    ax.set_xlabel("fine-tuning epoch (0 = prior, zero-shot)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Test accuracy during fine-tuning with alpha fixed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def to_jsonable(value: Any) -> Any:
+    """Arrays to lists, NumPy scalars to Python, NaN and infinities to ``None``.
+
+    >>> to_jsonable({"a": np.array([1.0, np.nan]), "b": np.float32(2)})
+    {'a': [1.0, None], 'b': 2.0}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
+
+
+def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``results`` as strict JSON (no NaN literals), atomically.
+
+    >>> p = write_json({"x": float("nan")}, Path(tempfile.mkdtemp()) / "r.json")
+    >>> p.read_text()
+    '{\\n  "x": null\\n}'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_jsonable(results), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

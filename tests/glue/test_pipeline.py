@@ -1,0 +1,115 @@
+"""The experiment end to end on a tiny run: JSON, markdown, PNG, cache, partial results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import spsa_mix.glue.pipeline as pipeline_mod
+from spsa_mix.glue.config import ALL_CONFIGS, GlueConfig
+from spsa_mix.glue.pipeline import run_glue
+
+
+def _strict_json(path: Path) -> dict:
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("run")
+    cfg = GlueConfig.quick(cache_dir=str(out / "cache"), seeds=(0, 1))
+    res = run_glue(cfg, output=out / "r.json", markdown=out / "r.md", plot=out / "f.png", progress=False)
+    return res, out
+
+
+def test_end_to_end_writes_valid_json_table_and_png(full_run) -> None:
+    res, out = full_run
+    assert res["status"] == "complete", res["errors"]
+    saved = _strict_json(out / "r.json")
+    assert saved["status"] == "complete" and list(saved["summary"]) == list(ALL_CONFIGS)
+    assert len(saved["runs"]) == 2 * len(ALL_CONFIGS) and len(saved["experts"]) == 3
+    for run in saved["runs"]:
+        assert len(run["test_accuracy"]) == 2 and run["prior_accuracy"] == run["test_accuracy"][0]
+        assert abs(sum(run["alpha"]) - 1) < 1e-9 and min(run["alpha"]) >= 0
+    text = (out / "r.md").read_text()
+    assert "| GLUE SPSA (Config 4) |" in text and "### Experts (GLUE Table 1)" in text
+    png = (out / "f.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_what_a_seed_varies(full_run) -> None:
+    res, _ = full_run
+    alphas = {(r["config"], r["seed"]): np.asarray(r["alpha"]) for r in res["runs"]}
+    for name in ("data-size", "proxy-accuracy", "uniform", "best-single", "greedy-soup", "sail"):
+        np.testing.assert_array_equal(alphas[(name, 0)], alphas[(name, 1)])  # alpha fixed, fine-tuning varies
+    assert not np.array_equal(alphas[("glue", 0)], alphas[("glue", 1)])
+    curves = {(r["config"], r["seed"]): r["train_loss"] for r in res["runs"]}
+    assert curves[("uniform", 0)] != curves[("uniform", 1)]  # another fine-tuning order
+
+
+def test_second_run_reuses_the_experts_and_reproduces_the_numbers(full_run, tmp_path) -> None:
+    res, out = full_run
+    cfg = GlueConfig.quick(cache_dir=str(out / "cache"), seeds=(0,), configs=("uniform", "glue"))
+    again = run_glue(cfg, progress=False)
+    assert all(e["cached"] for e in again["experts"])
+    first = {(r["config"], r["seed"]): r for r in res["runs"]}
+    for run in again["runs"]:
+        assert run["test_accuracy"] == first[(run["config"], 0)]["test_accuracy"]
+        assert run["alpha"] == first[(run["config"], 0)]["alpha"]
+
+
+def test_a_failing_configuration_is_recorded_and_the_rest_runs(tmp_path, monkeypatch) -> None:
+    def boom(name, problem, *, seed=0):
+        if name == "glue":
+            raise RuntimeError("simulated failure")
+        return original(name, problem, seed=seed)
+
+    original = pipeline_mod.set_alpha
+    monkeypatch.setattr(pipeline_mod, "set_alpha", boom)
+    cfg = GlueConfig.quick(cache_dir=str(tmp_path / "c"), configs=("glue", "uniform"))
+    res = run_glue(cfg, output=tmp_path / "r.json", progress=False)
+    saved = _strict_json(tmp_path / "r.json")
+    assert saved["status"] == "complete with errors" == res["status"]
+    assert [e["config"] for e in saved["errors"]] == ["glue"] and "simulated failure" in saved["errors"][0]["error"]
+    assert [r["config"] for r in saved["runs"]] == ["uniform"]
+
+
+def test_an_interrupted_run_keeps_its_results(tmp_path, monkeypatch) -> None:
+    calls = []
+    original = pipeline_mod.finetune
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod, "finetune", interrupt_second)
+    cfg = GlueConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "data-size"))
+    with pytest.raises(KeyboardInterrupt):
+        run_glue(cfg, output=tmp_path / "r.json", progress=False)
+    saved = _strict_json(tmp_path / "r.json")
+    assert saved["status"] == "interrupted" and [r["config"] for r in saved["runs"]] == ["uniform"]
+    assert len(saved["experts"]) == 3 and len(list((tmp_path / "c" / "experts").glob("*.json"))) == 3
+
+
+def test_any_module_through_the_python_api(tmp_path) -> None:
+    def mlp() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+    cfg = GlueConfig.quick(cache_dir=str(tmp_path), arch="my-mlp", configs=("glue", "backprop", "forward-grad"))
+    res = run_glue(cfg, model_fn=mlp, progress=False)
+    assert res["status"] == "complete", res["errors"]
+    assert set(res["summary"]) == {"glue", "backprop", "forward-grad"}
+
+
+def test_bad_input_fails_before_any_training(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"unknown architecture 'vgg'; available: \['mobilenet_v2', 'resnet20'"):
+        run_glue(GlueConfig.quick(cache_dir=str(tmp_path), arch="vgg"), output=tmp_path / "r.json", progress=False)
+    with pytest.raises(ValueError, match="the training split holds 1297 images but the sizes need"):
+        run_glue(GlueConfig.quick(cache_dir=str(tmp_path), k=40, per_expert=40), progress=False)
+    assert not (tmp_path / "experts").exists()
