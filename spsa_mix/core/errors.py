@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -66,6 +66,10 @@ def check_positive(value: Any, name: str) -> float:
     return v
 
 
+@overload
+def check_positive_int(value: Any, name: str, *, allow_none: Literal[False] = ...) -> int: ...
+@overload
+def check_positive_int(value: Any, name: str, *, allow_none: bool) -> int | None: ...
 def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
     """Return ``value`` if it is an int of at least 1 (or ``None`` where allowed).
 
@@ -78,7 +82,7 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> in
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
-    if value < 1:
+    if int(value) < 1:
         raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
     return int(value)
 
@@ -132,4 +136,4 @@ def normalize_rng(seed: Any = None, rng: Any = None) -> np.random.Generator:
         isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
     ):
         raise ValueError(f"seed must be a non-negative integer or None, but got {seed!r}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(None if seed is None else int(seed))

@@ -317,7 +317,7 @@ def _require_attr(objective: Any, name: str, method: str) -> None:
 
 def _m_of(opts: dict[str, Any]) -> int:
     m = opts.get("m", 1)
-    return m if isinstance(m, numbers.Integral) and m >= 1 else 1
+    return int(m) if isinstance(m, numbers.Integral) and int(m) >= 1 else 1
 
 
 register_method(MethodSpec(

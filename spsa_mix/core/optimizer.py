@@ -18,10 +18,11 @@ All three classes optimise unconstrained logits ``beta`` with Adam (or SGD) and 
     exact gradients: ``ask()`` returns the current point; ``tell(loss, grad_alpha)``, and the
     gradient is pulled back through the softmax.
 
-Defaults follow GLUE section 5: Adam with ``lr=1e-2`` and ``betas=(0.9, 0.99)``, ``m=1``,
-directions uniform on the unit sphere; the restriction of the directions to the sum-zero
-subspace (``sum_zero=True``) and ``mu=0.05`` are this package's choices, measured in
-``docs/directions.md``.
+Defaults follow GLUE section 5 for Adam (``lr=1e-2``, ``betas=(0.9, 0.99)``) and ``m=1``.
+The directions are this package's choice: Rademacher signs (Spall's SPSA) restricted to the
+sum-zero subspace, with ``mu=0.05``; GLUE's unit-sphere directions are
+``directions="normalized-gaussian"``. ``docs/directions.md`` has the measurements behind
+the choice.
 
 Example
 -------
@@ -55,7 +56,7 @@ from spsa_mix.core.errors import (
 )
 from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
 from spsa_mix.core.simplex import check_simplex_point, logits_from_simplex, softmax, softmax_jvp, softmax_vjp
-from spsa_mix.core.updates import AdamState, adam_update, sgd_update, two_point_gradient, directional_gradient
+from spsa_mix.core.updates import AdamState, adam_update, directional_gradient, sgd_update, two_point_gradient
 
 __all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
 
@@ -66,6 +67,8 @@ DEFAULT_BETAS = (0.9, 0.99)  # GLUE section 5
 DEFAULT_EPS = 1e-8  # torch.optim.Adam
 DEFAULT_MU = 0.05  # radius in logit space; measured in docs/directions.md
 DEFAULT_M = 1  # GLUE section 5: one direction per step
+DEFAULT_DIRECTIONS = "rademacher"  # GLUE 3.2 uses "normalized-gaussian"; measured in docs/directions.md
+DEFAULT_SUM_ZERO = True  # softmax ignores the all-ones direction; measured in docs/directions.md
 _STATE_VERSION = 1
 
 
@@ -262,8 +265,8 @@ class _DirectionalOptimizer(_SimplexOptimizer):
         k: int | Sequence[int],
         *,
         m: int = DEFAULT_M,
-        directions: str = "normalized-gaussian",
-        sum_zero: bool = True,
+        directions: str = DEFAULT_DIRECTIONS,
+        sum_zero: bool = DEFAULT_SUM_ZERO,
         orthogonal: bool = False,
         **kwargs: Any,
     ) -> None:

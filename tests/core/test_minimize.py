@@ -9,7 +9,6 @@ import spsa_mix
 from spsa_mix import ObjectiveError, OptimizeResult, Status
 from spsa_mix.problems import Quadratic
 
-
 # ---------------------------------------------------------------- convergence (properties)
 # Stated tolerance and budget: with max_evals=3000, m=1, lr=0.05 and a cosine step size,
 # the relative suboptimality (f(x) - f*) / (f(1/k) - f*) is below 1e-2 for k in 2..20 and
@@ -43,7 +42,7 @@ def test_reaches_the_independently_computed_optimum(k, seed, optimum):
 
 def test_layerwise_several_simplices():
     qs = [Quadratic.random(4, rng=s) for s in range(3)]
-    f = lambda a: sum(q.value(row) for q, row in zip(qs, a))  # noqa: E731
+    f = lambda a: sum(q.value(row) for q, row in zip(qs, a, strict=False))  # noqa: E731
     res = spsa_mix.minimize(f, k=(3, 4), max_evals=3000, lr=0.05, lr_schedule="cosine", seed=0)
     assert res.x.shape == (3, 4)
     np.testing.assert_allclose(res.x, np.stack([q.minimizer() for q in qs]), atol=0.05)

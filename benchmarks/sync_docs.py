@@ -1,0 +1,166 @@
+"""Regenerate the figures quoted in README.md and docs/*.md from the results files.
+
+Every table of measured numbers in the documentation sits between two markers::
+
+    <!-- generated: KIND benchmarks/results/FILE.json -->
+    ...text made by render(KIND, FILE)...
+    <!-- /generated -->
+
+so a figure in the docs is always one that the code produced. ``tests/test_readme.py``
+fails when a block differs from what its results file gives; run this script after a
+benchmark to bring the docs up to date::
+
+    python benchmarks/sync_docs.py           # rewrite the blocks in place
+    python benchmarks/sync_docs.py --check   # exit 1 if a block is stale
+
+Kinds: ``glue-table`` (one row per way of setting alpha), ``glue-experts`` (the experts'
+test accuracies), ``glue-gaps`` (GLUE's paired gaps to the paper's comparisons),
+``compare-table`` (the table of ``spsa-mix bench compare``), ``directions-table`` (the
+summary of ``benchmarks/directions.py``), ``md-tables`` (the tables and bullet lines of a
+markdown report written by a benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "docs/glue.md", "docs/directions.md", "docs/variance.md")
+BLOCK = re.compile(r"(<!-- generated: (?P<kind>[\w-]+) (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
+
+
+def _load(path: str) -> Any:
+    return json.loads((ROOT / path).read_text())
+
+
+def glue_table(path: str) -> str:
+    from spsa_mix.glue.report import LABELS, refresh
+
+    results = refresh(_load(path))
+    cfg = results["config"]
+    epochs = cfg["finetune_epochs"]
+    lines = [f"| configuration | prior test acc. (%) | after {epochs} fine-tuning epochs (%) | mean over epochs 1-{epochs} (%) "
+             "| alpha evaluations | alpha time (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    def pct(s: dict[str, Any]) -> str:
+        return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+
+    for name, row in results["summary"].items():
+        lines.append(f"| {LABELS.get(name, name)} | {pct(row['prior'])} | {pct(row['final'])} | "
+                     f"{pct(row['finetune_mean'])} | {row['evaluations']:.0f} | {row['alpha_seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+def glue_experts(path: str) -> str:
+    results = _load(path)
+    accs = [100 * e["test_accuracy"] for e in results["experts"]]
+    listed = ", ".join(f"{a:.1f}" for a in accs)
+    return (f"Experts' test accuracies (%): {listed} (mean {sum(accs) / len(accs):.1f}, "
+            f"best {max(accs):.1f}).")
+
+
+def glue_gaps(path: str) -> str:
+    from spsa_mix.glue.report import comparison_lines, refresh
+
+    return "\n".join(comparison_lines(refresh(_load(path))["comparison"]))
+
+
+def compare_table(path: str) -> str:
+    return str(_load(path)["table"]).strip()
+
+
+def directions_table(path: str) -> str:
+    """Median relative suboptimality at mu=0.05, i.i.d. directions, per problem, k and m."""
+    rows = [r for r in _load(path)["rows"] if r["mu"] == 0.05 and not r["orthogonal"]]
+    cols = sorted({(r["problem"], r["k"], r["m"]) for r in rows})
+    head = "| directions | sum_zero | " + " | ".join(f"{p} k={k} m={m}" for p, k, m in cols) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(cols)]
+    for kind in ("normalized-gaussian", "gaussian", "rademacher"):
+        for sz in (True, False):
+            cells = []
+            for p, k, m in cols:
+                hit = [r for r in rows if (r["problem"], r["k"], r["m"], r["directions"], r["sum_zero"]) == (p, k, m, kind, sz)]
+                cells.append(f"{hit[0]['median']:.2e}" if hit else "-")
+            lines.append(f"| {kind} | {sz} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def directions_tails(path: str) -> str:
+    """Kurtosis and mean-absolute-over-rms of each estimator's coordinates."""
+    rows = _load(path)["tails"]
+    lines = ["| k | directions | sum_zero | kurtosis of a coordinate | mean abs(e_i) / rms(e_i) | MSE / norm(g)^2 |",
+             "|---:|---|---|---:|---:|---:|"]
+    lines += [f"| {r['k']} | {r['directions']} | {r['sum_zero']} | {r['kurtosis']:.2f} | {r['abs_over_rms']:.3f} | "
+              f"{r['mse'] / r['grad_norm_sq']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def md_tables(path: str) -> str:
+    """The table rows and bullet lines of a markdown report (headings and prose dropped)."""
+    keep = [line for line in (ROOT / path).read_text().splitlines() if line.startswith(("|", "- ", "### "))]
+    out: list[str] = []
+    for line in keep:  # a blank line before each sub-heading and after each table
+        if line.startswith("### ") and out:
+            out.append("")
+        out.append(line)
+        if line.startswith("### "):
+            out.append("")
+    return "\n".join(out)
+
+
+RENDERERS: dict[str, Callable[[str], str]] = {
+    "glue-table": glue_table,
+    "glue-experts": glue_experts,
+    "glue-gaps": glue_gaps,
+    "compare-table": compare_table,
+    "directions-table": directions_table,
+    "directions-tails": directions_tails,
+    "md-tables": md_tables,
+}
+
+
+def render(kind: str, path: str) -> str:
+    """The text of one generated block (without its markers)."""
+    if kind not in RENDERERS:
+        raise ValueError(f"unknown block kind {kind!r}; known: {', '.join(RENDERERS)}")
+    return RENDERERS[kind](path).rstrip("\n") + "\n"
+
+
+def blocks(text: str) -> list[tuple[str, str, str]]:
+    """(kind, path, body) of every generated block of a document."""
+    return [(m["kind"], m["path"], m["body"]) for m in BLOCK.finditer(text)]
+
+
+def sync(text: str) -> str:
+    """The document with every block regenerated."""
+    return BLOCK.sub(lambda m: m.group(1) + render(m["kind"], m["path"]) + m.group(5), text)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
+    args = p.parse_args()
+    stale = []
+    for doc in DOCS:
+        path = ROOT / doc
+        if not path.exists():
+            continue
+        old = path.read_text()
+        new = sync(old)
+        if new != old:
+            stale.append(doc)
+            if not args.check:
+                path.write_text(new)
+    verb = "stale" if args.check else "updated"
+    print(f"{verb}: {', '.join(stale)}" if stale else "every generated block is up to date")
+    return 1 if (stale and args.check) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
