@@ -60,6 +60,7 @@ from torch import nn
 
 from spsa_mix.blend import evaluate
 from spsa_mix.glue.data import Batches, ImageData
+from spsa_mix.glue.report import atomic_write_text
 
 __all__ = [
     "TrainSpec",
@@ -210,20 +211,8 @@ class ExpertCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        _atomic_write_text(meta_path, json.dumps({**meta, "key": key}, indent=1))
+        atomic_write_text(meta_path, json.dumps({**meta, "key": key}, indent=1))
         return weights
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def train_model(

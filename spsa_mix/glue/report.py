@@ -43,6 +43,7 @@ __all__ = [
     "plot_curves",
     "to_jsonable",
     "write_json",
+    "atomic_write_text",
     "LABELS",
 ]
 
@@ -320,9 +321,16 @@ def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
     '{\\n  "x": null\\n}'
     """
     path = Path(path)
+    atomic_write_text(path, json.dumps(to_jsonable(results), indent=2, allow_nan=False))
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
+    so that a reader (or a run interrupted mid-write) never sees a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(results), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -330,4 +338,3 @@ def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
