@@ -14,7 +14,7 @@ __all__ = ["resolve_device", "check_float_dtype"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, checked; ``None`` means CUDA when available, else the CPU.
+    """``device``, checked; ``None`` or ``"auto"`` means CUDA when available, else the CPU.
 
     Raises
     ------
@@ -24,14 +24,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
     Examples
     --------
-    >>> resolve_device(None).type in ("cpu", "cuda")
-    True
+    >>> resolve_device(None).type in ("cpu", "cuda"), resolve_device("auto") == resolve_device(None)
+    (True, True)
     >>> resolve_device("tpu")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ValueError: device must be a torch device such as 'cpu' or 'cuda', but got 'tpu' ...
     """
-    if device is None:
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
@@ -41,7 +41,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(
                 f"device={device!r} is not available: torch.cuda.is_available() is False on this machine "
-                "(pass device='cpu' or device=None)"
+                "(pass device='cpu', or 'auto' for CUDA when available)"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(

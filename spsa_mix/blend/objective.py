@@ -121,7 +121,7 @@ class BlendedObjective:
         or one fixed batch ``(inputs, targets)`` (a tuple of tensors) scored on every call.
         ``None`` is allowed for an objective used only to build blended models.
     device:
-        ``None``: CUDA when available, else the CPU. An unavailable device is an error.
+        ``None`` or ``"auto"``: CUDA when available, else the CPU. An unavailable device is an error.
     dtype:
         Floating-point type of the blend and of the forward passes (float32 by default).
     granularity:

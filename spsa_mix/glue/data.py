@@ -603,7 +603,7 @@ def make_splits(
     >>> make_splits(labels, k=10, per_expert=30, target_size=100, holdout_size=50, rng=np.random.default_rng(0))
     Traceback (most recent call last):
     ...
-    ValueError: the training split holds 300 images but the sizes need 450: target_size=100 + holdout_size=50 + k=10 x per_expert=30 = 300; lower k, per_expert, target_size or holdout_size
+    ValueError: the training split holds 300 images but the sizes need 450: target_size=100 + holdout_size=50 + k=10 x per_expert=30 (300); lower k, per_expert, target_size or holdout_size
     """
     labels = np.asarray(labels)
     for name, value in (("target_size", target_size), ("holdout_size", holdout_size)):
@@ -618,7 +618,7 @@ def make_splits(
             f"per_expert={list(per_expert)}"
         raise ValueError(
             f"the training split holds {len(labels)} images but the sizes need {need}: "
-            f"target_size={target_size} + holdout_size={holdout_size} + {shown} = {experts_need}; "
+            f"target_size={target_size} + holdout_size={holdout_size} + {shown} ({experts_need}); "
             f"lower k, per_expert, target_size or holdout_size"
         )
     perm = rng.permutation(len(labels))

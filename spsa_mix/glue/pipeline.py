@@ -73,7 +73,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
-    return blend_resolve_device(None if device == "auto" else device)
+    return blend_resolve_device(device)
 
 
 def derive_seed(seed: int, stream: str) -> int:

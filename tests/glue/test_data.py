@@ -118,7 +118,7 @@ def test_make_splits_disjoint_and_sized(digits: ImageData) -> None:
 def test_make_splits_refuses_sizes_the_data_cannot_hold(digits: ImageData) -> None:
     y = digits.y_train.numpy()
     with pytest.raises(ValueError, match=r"the training split holds 1297 images but the sizes need 2400: "
-                                         r"target_size=300 \+ holdout_size=100 \+ k=10 x per_expert=200 = 2000; "
+                                         r"target_size=300 \+ holdout_size=100 \+ k=10 x per_expert=200 \(2000\); "
                                          "lower k, per_expert, target_size or holdout_size"):
         make_splits(y, k=10, per_expert=200, target_size=300, holdout_size=100, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="target_size must be an integer >= 1, but got 0"):
