@@ -101,17 +101,42 @@ def directions_tails(path: str) -> str:
     return "\n".join(lines)
 
 
+def variance_rows(path: str) -> str:
+    """Representative rows of ``spsa-mix bench variance``: alpha space, unbiased scale, K = 10,
+    m = 1 and 16, every distribution; variance and MSE divided by the squared target norm."""
+    rows = [r for r in _load(path)["rows"] if r["space"] == "alpha" and r["scale_kind"] == "unbiased"
+            and r["k"] == 10 and r["m"] in (1, 16) and not r["orthogonal"]]
+    kinds = ("normalized-gaussian", "gaussian", "rademacher")
+    rows.sort(key=lambda r: (kinds.index(r["directions"]), not r["sum_zero"], r["m"]))
+    lines = ["| space | directions | subspace | d | m | Var/‖h‖² measured | closed form | MSE/‖h‖² measured "
+             "| closed form | cos measured | closed form |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ci(e: dict[str, float], norm: float) -> str:
+        return f"{e['value'] / norm:.3f} [{e['low'] / norm:.3f}, {e['high'] / norm:.3f}]"
+
+    for r in rows:
+        h2, emp, th = r["target_norm"] ** 2, r["empirical"], r["theory"]
+        cos = "-" if th.get("cosine") is None else f"{th['cosine']:.3f}"
+        lines.append(f"| {r['space']} | {r['directions']} | {'sum-zero' if r['sum_zero'] else 'full'} | {r['dim']} | "
+                     f"{r['m']} | {ci(emp['variance'], h2)} | {th['variance'] / h2:.3f} | {ci(emp['mse'], h2)} | "
+                     f"{th['mse'] / h2:.3f} | {ci(emp['cosine'], 1.0)} | {cos} |")
+    return "\n".join(lines)
+
+
 def md_tables(path: str) -> str:
-    """The table rows and bullet lines of a markdown report (headings and prose dropped)."""
-    keep = [line for line in (ROOT / path).read_text().splitlines() if line.startswith(("|", "- ", "### "))]
+    """The tables, their captions (lines ending in a colon), bullet lines and sub-headings of
+    a markdown report; the title and other prose are dropped."""
     out: list[str] = []
-    for line in keep:  # a blank line before each sub-heading and after each table
-        if line.startswith("### ") and out:
+    for line in (ROOT / path).read_text().splitlines():
+        if line.startswith(("|", "- ", "### ")) or (line.endswith(":") and not line.startswith("#")):
+            if line.endswith(":") and out and out[-1] != "":
+                out.append("")
+            out.append(line)
+            if line.endswith(":"):
+                out.append("")
+        elif out and out[-1] != "":  # a blank line wherever prose or a blank separated blocks
             out.append("")
-        out.append(line)
-        if line.startswith("### "):
-            out.append("")
-    return "\n".join(out)
+    return "\n".join(out).strip("\n")
 
 
 RENDERERS: dict[str, Callable[[str], str]] = {
@@ -121,6 +146,7 @@ RENDERERS: dict[str, Callable[[str], str]] = {
     "compare-table": compare_table,
     "directions-table": directions_table,
     "directions-tails": directions_tails,
+    "variance-rows": variance_rows,
     "md-tables": md_tables,
 }
 

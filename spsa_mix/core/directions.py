@@ -29,6 +29,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -48,7 +49,7 @@ def space_dim(shape: tuple[int, ...], sum_zero: bool) -> int:
     >>> space_dim((3, 5), sum_zero=True)
     12
     """
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if sum_zero:
         groups = n // shape[-1]
         n -= groups
@@ -113,7 +114,7 @@ def sample_directions(
 
     size = (m, *shape)
     if kind == "rademacher":
-        u = rng.choice(np.array([-1.0, 1.0]), size=size)
+        u = np.where(rng.random(size) < 0.5, -1.0, 1.0)
     else:
         u = rng.standard_normal(size)
     if sum_zero:
@@ -126,7 +127,7 @@ def sample_directions(
 
 def _space_basis(shape: tuple[int, ...], sum_zero: bool) -> NDArray[np.float64]:
     """Orthonormal basis (columns) of the direction space, as a dense ``(n, d)`` array."""
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if not sum_zero:
         return np.eye(n)
     k = shape[-1]

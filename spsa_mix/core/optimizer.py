@@ -39,6 +39,7 @@ True
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -55,7 +56,14 @@ from spsa_mix.core.errors import (
     normalize_shape,
 )
 from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
-from spsa_mix.core.simplex import check_simplex_point, logits_from_simplex, softmax, softmax_jvp, softmax_vjp
+from spsa_mix.core.simplex import (
+    check_simplex_point,
+    logits_from_simplex,
+    project_sum_zero,
+    softmax,
+    softmax_jvp,
+    softmax_vjp,
+)
 from spsa_mix.core.updates import AdamState, adam_update, directional_gradient, sgd_update, two_point_gradient
 
 __all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
@@ -172,8 +180,9 @@ class _SimplexOptimizer:
             self._beta, self._momentum_buf = sgd_update(
                 self._beta, grad_beta, self._momentum_buf, lr=lr, momentum=self.momentum
             )
-        self._beta = self._beta - self._beta.mean(axis=-1, keepdims=True)  # softmax ignores the shift
-        info = StepInfo(self._step, loss, mu, lr, float(np.linalg.norm(grad_beta)))
+        self._beta = project_sum_zero(self._beta)  # softmax ignores the shift
+        flat = grad_beta.reshape(-1)
+        info = StepInfo(self._step, loss, mu, lr, math.sqrt(float(flat @ flat)))
         self._step += 1
         self._pending = None
         return info
@@ -188,9 +197,8 @@ class _SimplexOptimizer:
         arr = np.asarray(losses, dtype=np.float64)
         if arr.shape != (n,):
             raise ValueError(f"tell() expects {n} {what} as an array of shape ({n},), but got shape {arr.shape}")
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            i = int(bad[0])
+        if not np.isfinite(arr).all():
+            i = int(np.flatnonzero(~np.isfinite(arr))[0])
             raise NonFiniteLossError(
                 f"{what} must be finite, but entry {i} is {float(arr[i])!r}; the optimiser state is unchanged",
                 index=i,
@@ -374,7 +382,7 @@ class SimplexSPSA(_DirectionalOptimizer):
         arr = self._check_losses(losses, 2 * self.m, "losses")
         u, mu = pending["directions"], pending["mu"]
         grad = two_point_gradient(arr[0::2], arr[1::2], u, mu=mu, scale=self.scale)
-        return self._apply(grad, float(arr.mean()), mu)
+        return self._apply(grad, float(arr.sum()) / arr.size, mu)
 
     def _config(self) -> dict[str, Any]:
         cfg = super()._config()

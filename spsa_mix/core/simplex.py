@@ -93,7 +93,7 @@ def project_sum_zero(v: ArrayLike) -> FloatArray:
     [-1.0, 0.0, 1.0]
     """
     x = np.asarray(v, dtype=np.float64)
-    return x - x.mean(axis=-1, keepdims=True)
+    return x - x.sum(axis=-1, keepdims=True) * (1.0 / x.shape[-1])
 
 
 def project_onto_simplex(v: ArrayLike) -> FloatArray:

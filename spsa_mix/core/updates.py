@@ -43,7 +43,8 @@ def directional_gradient(derivs: FloatArray, directions: FloatArray, *, scale: f
     [2.0, 0.0]
     """
     m = directions.shape[0]
-    return scale * np.tensordot(derivs, directions, axes=(0, 0)) / m
+    flat = np.asarray(derivs, dtype=np.float64) @ directions.reshape(m, -1)
+    return flat.reshape(directions.shape[1:]) * (scale / m)
 
 
 class AdamState(NamedTuple):
