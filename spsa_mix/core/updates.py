@@ -44,7 +44,7 @@ def directional_gradient(derivs: FloatArray, directions: FloatArray, *, scale: f
     """
     m = directions.shape[0]
     flat = np.asarray(derivs, dtype=np.float64) @ directions.reshape(m, -1)
-    return flat.reshape(directions.shape[1:]) * (scale / m)
+    return scale * flat.reshape(directions.shape[1:]) / m
 
 
 class AdamState(NamedTuple):
