@@ -471,7 +471,9 @@ def plot_curves(rows: list[dict[str, Any]], labels: Sequence[str], path: Path, *
 
 # ---------------------------------------------------------------------- entry point
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison described by ``args``; 0 on success, 2 on a bad argument."""
+    """Run the comparison described by ``args``. Exit status: 0 when every run succeeded, 1 when
+    some raised (the others still ran; their errors are in the JSON), 2 for a bad argument, 130
+    when interrupted (the JSON, rewritten after every run, keeps the runs so far)."""
     try:
         return _run(args)
     except ValueError as e:
@@ -484,11 +486,15 @@ def _check_args(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]
         if getattr(args, name) < low:
             raise ValueError(f"--{name} must be >= {low}, but got {getattr(args, name)}")
     methods = [parse_method(m) for m in args.methods]
-    from spsa_mix.core.minimize import _lookup
+    from spsa_mix.core.minimize import _OPTION_NAMES, _lookup
 
-    for _, method, _ in methods:
+    for label, method, kwargs in methods:
         if method != "uniform":
-            _lookup(method)  # an unknown method fails before any run
+            options = _lookup(method).options  # an unknown method fails before any run
+            unused = sorted(n for n in kwargs if n in _OPTION_NAMES and n not in options)
+            if unused:  # so does a setting the method does not take
+                shown = ", ".join(f"{n}={kwargs[n]!r}" for n in unused)
+                raise ValueError(f"method {method!r} does not use {shown} (in {label!r}); it accepts {sorted(options)}")
     return methods
 
 
@@ -499,7 +505,35 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+
+    def result(status: str) -> dict[str, Any]:
+        summary = summarize(rows, labels)
+        return {
+            "benchmark": "compare",
+            "status": status,
+            "argv": {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)},
+            "command": "spsa-mix bench compare " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "compare"] else None,
+            "problem": args.problem,
+            "problem_info": network.info if network is not None else None,
+            "seconds": time.perf_counter() - t_start,
+            "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                        "note": "shared machine: wall times are indicative"},
+            "summary": summary,
+            "table": format_table(summary, problem=args.problem) if summary else "",
+            "errors": errors,
+            "runs": rows,
+        }
+
+    def write(status: str) -> dict[str, Any]:
+        out = result(status)
+        if args.output is not None:  # rewritten after every run: a crash or Ctrl-C loses nothing already computed
+            from spsa_mix.glue.report import atomic_write_text
+
+            atomic_write_text(args.output, json.dumps(_jsonable(out), indent=1, allow_nan=False) + "\n")
+        return out
+
     bar = tqdm(total=len(methods) * args.seeds, desc="compare", unit="run", disable=args.no_progress or None)
     try:
         for seed in range(args.seeds):
@@ -512,33 +546,29 @@ def _run(args: argparse.Namespace) -> int:
                     problem = quadratic_problem(args.k, seed, optimum=args.optimum, condition=args.condition,
                                                 noise=args.noise)
                 bar.set_postfix_str(f"{label} seed={seed}")
-                rows.append(_run_one(label, method, kwargs, problem, seed, args.budget, args.vectorized))
+                try:
+                    rows.append(_run_one(label, method, kwargs, problem, seed, args.budget, args.vectorized))
+                except Exception as e:  # one failing method does not stop the others
+                    errors.append({"method": label, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+                    print(f"spsa-mix bench compare: {label} seed={seed} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                write("running")
                 bar.update(1)
+    except KeyboardInterrupt:
+        out = write("interrupted")
+        if not args.quiet:
+            print(out["table"])
+        where = f"; the runs so far are in {args.output}" if args.output is not None else ""
+        print(f"spsa-mix bench compare: interrupted after {len(rows)} runs{where}", file=sys.stderr)
+        return 130
     finally:
         bar.close()
-    summary = summarize(rows, labels)
-    table = format_table(summary, problem=args.problem)
+    out = write("complete with errors" if errors else "complete")
+    table = out["table"]
     if not args.quiet:
         print(f"problem={args.problem} k={args.k} budget={args.budget} seeds={args.seeds}"
               + (f" optimum={args.optimum} condition={args.condition:g} noise={args.noise:g}"
                  if args.problem == "quadratic" else ""))
         print(table)
-    result = {
-        "benchmark": "compare",
-        "argv": {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)},
-        "command": "spsa-mix bench compare " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "compare"] else None,
-        "problem": args.problem,
-        "problem_info": network.info if network is not None else None,
-        "seconds": time.perf_counter() - t_start,
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-                    "note": "shared machine: wall times are indicative"},
-        "summary": summary,
-        "table": table,
-        "runs": rows,
-    }
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n")
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         keys = ["method", "seed", "final_loss", "rel", "heldout_accuracy", "nfev", "cost", "nit", "wall_s",
@@ -552,4 +582,4 @@ def _run(args: argparse.Namespace) -> int:
         plot_curves(rows, labels, args.plot, budget=args.budget, log=args.problem == "quadratic",
                     title=f"{args.problem}, k={args.k}, budget {args.budget}, {args.seeds} seeds",
                     ylabel="f(x) - f* (exact)" if args.problem == "quadratic" else "minibatch loss (history)")
-    return 0
+    return 1 if errors else 0

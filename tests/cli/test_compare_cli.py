@@ -116,3 +116,43 @@ def test_network_problem_end_to_end(tmp_path):
     assert data["problem_info"]["k"] == 3 and len(data["problem_info"]["expert_accuracy"]) == 3
     for r in data["runs"]:
         assert 0.0 <= r["heldout_accuracy"] <= 1.0 and r["final_loss"] > 0 and r["cost"] <= 10
+
+
+def test_a_failing_run_loses_nothing_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    """A method that raises mid-benchmark: its error is recorded, every other run is kept."""
+    real = compare._run_one
+
+    def flaky(label, method, kwargs, problem, seed, budget, vectorized):
+        if label == "spsa@lr=0.05" and seed == 1:
+            raise RuntimeError("boom")
+        return real(label, method, kwargs, problem, seed, budget, vectorized)
+
+    monkeypatch.setattr(compare, "_run_one", flaky)
+    out = tmp_path / "r.json"
+    rc = compare.run(parse("--k", "4", "--budget", "40", "--seeds", "2", "--methods", "spsa", "spsa@lr=0.05",
+                           "--no-progress", "--quiet", "--output", str(out)))
+    assert rc == 1
+    data = json.loads(out.read_text())
+    assert data["status"] == "complete with errors"
+    assert data["errors"] == [{"method": "spsa@lr=0.05", "seed": 1, "error": "RuntimeError: boom"}]
+    assert sorted((r["method"], r["seed"]) for r in data["runs"]) == [("spsa", 0), ("spsa", 1), ("spsa@lr=0.05", 0)]
+    assert "boom" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_runs_so_far(tmp_path, monkeypatch):
+    real = compare._run_one
+    calls = []
+
+    def interrupted(*args):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(compare, "_run_one", interrupted)
+    out = tmp_path / "r.json"
+    rc = compare.run(parse("--k", "4", "--budget", "40", "--seeds", "3", "--methods", "spsa",
+                           "--no-progress", "--quiet", "--output", str(out)))
+    assert rc == 130
+    data = json.loads(out.read_text())
+    assert data["status"] == "interrupted" and len(data["runs"]) == 2
