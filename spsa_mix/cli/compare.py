@@ -529,7 +529,7 @@ def _run(args: argparse.Namespace) -> int:
     def write(status: str) -> dict[str, Any]:
         out = result(status)
         if args.output is not None:  # rewritten after every run: a crash or Ctrl-C loses nothing already computed
-            from spsa_mix.glue.report import atomic_write_text
+            from spsa_mix.core.result import atomic_write_text
 
             atomic_write_text(args.output, json.dumps(_jsonable(out), indent=1, allow_nan=False) + "\n")
         return out

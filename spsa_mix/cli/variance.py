@@ -27,6 +27,7 @@ import json
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the grid, print the table, write the JSON, the figure and the CSV."""
+    from spsa_mix.core.result import atomic_write_text
     from spsa_mix.variance.bench import CI_METHODS, finite_or_none, run_grid
     from spsa_mix.variance.report import plot_rows, render_proposition1, render_table, write_csv
 
@@ -127,31 +129,41 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
+    finished: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    def document(rows: list[dict[str, Any]], skipped: list[Any], elapsed: float, status: str) -> dict[str, Any]:
+        flags = [v for r in rows for v in r["agree"].values() if v is not None]
+        return {
+            "benchmark": "variance",
+            "status": status,
+            "command": _command(args),
+            "settings": {**settings, "network": network_options},
+            "ci_methods": CI_METHODS,
+            "environment": _environment(),
+            "elapsed_seconds": elapsed,
+            "summary": {"rows": len(rows), "comparisons": len(flags), "agree": int(sum(flags)),
+                        "skipped": len(skipped)},
+            "rows": rows,
+            "skipped": skipped,
+        }
+
     try:
         result = run_grid(**settings, network_options=network_options, progress=not args.no_progress,
-                          log=None if args.quiet else log)
+                          log=None if args.quiet else log, rows_out=finished)
     except ValueError as e:
         print(f"spsa-mix bench variance: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("spsa-mix bench variance: interrupted; nothing written", file=sys.stderr)
+        doc = document(finished, [], time.perf_counter() - t0, "interrupted")
+        atomic_write_text(output, json.dumps(finite_or_none(doc), indent=1, allow_nan=False) + "\n")
+        print(f"spsa-mix bench variance: interrupted; the {len(finished)} finished rows are in {output}",
+              file=sys.stderr)
         return 130
     rows = result["rows"]
     flags = [v for r in rows for v in r["agree"].values() if v is not None]
-    doc = {
-        "benchmark": "variance",
-        "command": _command(args),
-        "settings": {**settings, "network": network_options},
-        "ci_methods": CI_METHODS,
-        "environment": _environment(),
-        "elapsed_seconds": result["elapsed_seconds"],
-        "summary": {"rows": len(rows), "comparisons": len(flags), "agree": int(sum(flags)),
-                    "skipped": len(result["skipped"])},
-        "rows": rows,
-        "skipped": result["skipped"],
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(finite_or_none(doc), indent=1, allow_nan=False) + "\n")
+    doc = document(rows, result["skipped"], result["elapsed_seconds"], "complete")
+    atomic_write_text(output, json.dumps(finite_or_none(doc), indent=1, allow_nan=False) + "\n")
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot_rows(rows, args.plot, title=f"two-point estimate at the uniform mixture: {args.problem}, "

@@ -28,11 +28,14 @@ Example
 from __future__ import annotations
 
 import enum
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OptimizeResult", "Status", "History"]
+__all__ = ["OptimizeResult", "Status", "History", "atomic_write_text"]
 
 
 class Status(enum.IntEnum):
@@ -152,3 +155,24 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not np.isfinite(v):
         return None  # JSON has no NaN or infinity
     return v
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
+    so that a reader, or a run interrupted mid-write, never sees a half-written file.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "sub" / "r.json"
+    >>> atomic_write_text(p, "{}"); p.read_text()
+    '{}'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

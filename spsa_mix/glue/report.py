@@ -25,12 +25,13 @@ import enum
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from spsa_mix.core.result import atomic_write_text
 
 __all__ = [
     "refresh",
@@ -316,6 +317,7 @@ def to_jsonable(value: Any) -> Any:
 def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``results`` as strict JSON (no NaN literals), atomically.
 
+    >>> import tempfile
     >>> p = write_json({"x": float("nan")}, Path(tempfile.mkdtemp()) / "r.json")
     >>> p.read_text()
     '{\\n  "x": null\\n}'
@@ -323,18 +325,3 @@ def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
     path = Path(path)
     atomic_write_text(path, json.dumps(to_jsonable(results), indent=2, allow_nan=False))
     return path
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
-    so that a reader (or a run interrupted mid-write) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -115,6 +115,7 @@ def run_grid(
     network_options: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    rows_out: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Every ``(configuration, K, m)`` of the grid: empirical statistics and closed forms.
 
@@ -151,6 +152,9 @@ def run_grid(
         Show a tqdm progress bar over the directions evaluated.
     log:
         Called with a line of text for each skipped combination.
+    rows_out:
+        A list that receives each row as soon as it is computed, so that a caller keeps
+        the finished rows when the grid is interrupted (Ctrl-C) or fails part way.
 
     Returns
     -------
@@ -227,7 +231,7 @@ def run_grid(
 
         bar = tqdm(total=total, unit="dir", desc="variance", dynamic_ncols=True)
 
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = rows_out if rows_out is not None else []
     problems: dict[tuple[str, int], FixedPoint] = {}
     try:
         for di, (space, kind, sz, orth, mu) in enumerate(draws):

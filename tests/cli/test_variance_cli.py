@@ -111,3 +111,27 @@ def test_bad_input_exits_with_status_2(argv, message, tmp_path, capsys):
 
     assert re.search(message, err)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_ctrl_c_writes_the_rows_already_finished(tmp_path, monkeypatch, capsys):
+    import spsa_mix.variance.bench as bench
+
+    real = bench.sample_estimates
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second (K, configuration) cell
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "sample_estimates", interrupted)
+    out = tmp_path / "v.json"
+    code = main(["bench", "variance", "--k", "3", "5", "--m", "1", "2", "--directions", "gaussian", "--sum-zero", "on",
+                 "--samples", "200", "--output", str(out), "--plot", "", "--no-progress", "--quiet"])
+    assert code == 130
+    data = json.loads(out.read_text())
+    assert data["status"] == "interrupted"
+    assert data["summary"]["rows"] == len(data["rows"]) > 0
+    assert {r["k"] for r in data["rows"]} == {3}  # the first cell's rows, finished before Ctrl-C
+    assert "finished rows are in" in capsys.readouterr().err
