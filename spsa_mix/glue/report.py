@@ -260,6 +260,7 @@ def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     """GLUE Figure 1's style: test accuracy against fine-tuning epochs, one line per
     configuration (mean over seeds, band: min to max), written as PNG (Agg backend)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -267,17 +268,18 @@ def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles: dict[str, dict[str, Any]] = {"glue": dict(lw=2.6, color="C3"), "backprop": dict(lw=2.0, color="C2", ls="--"),
               "data-size": dict(lw=1.8, color="C0"), "proxy-accuracy": dict(lw=1.8, color="C1")}
-    others = iter([f"C{i}" for i in range(4, 10)] * 3)
+    others = iter([f"C{i}" for i in range(4, 10)] + ["black", "darkgoldenrod", "navy"] * 3)
     for name, s in summary.items():
         means = [c["mean"] for c in s["curve"]]
         if not means or any(m is None for m in means):
             continue
         epochs = np.arange(len(means))
-        style: dict[str, Any] = styles.get(name, dict(lw=1.2, color=next(others), ls=":"))
+        style: dict[str, Any] = styles[name] if name in styles else dict(lw=1.2, color=next(others), ls=":")
         ax.plot(epochs, 100 * np.asarray(means), marker="o", ms=3, label=LABELS.get(name, name), **style)
         if s["n_seeds"] > 1:
             ax.fill_between(epochs, [100 * c["min"] for c in s["curve"]], [100 * c["max"] for c in s["curve"]],
                             color=style["color"], alpha=0.12, lw=0)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("fine-tuning epoch (0 = prior, zero-shot)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or "Test accuracy during fine-tuning with alpha fixed")
