@@ -6,16 +6,6 @@ from spsa_mix.adapters import nevergrad as ng_adapter
 from spsa_mix.problems import Quadratic
 
 
-def counting(q):
-    calls = []
-
-    def f(points):
-        calls.append(np.array(points, copy=True))
-        return q(points)
-
-    return f, calls
-
-
 def test_unknown_optimizer_lists_close_and_common_names():
     with pytest.raises(ValueError, match=r"unknown Nevergrad optimizer 'NGOptt' in method 'nevergrad:NGOptt'; "
                                          r"close names: \['NGOpt'.*common ones: \['NGOpt', 'CMA'"):
@@ -45,7 +35,7 @@ def test_every_parametrization_runs_and_improves(parametrization):
     assert q.value(res.x) < q.value(np.full(4, 0.25))
 
 
-def test_unevaluated_recommendation_is_scored_with_the_reserved_evaluation():
+def test_unevaluated_recommendation_is_scored_with_the_reserved_evaluation(counting):
     # TBPSA recommends the centre of its population, which it has not evaluated
     q = Quadratic.random(4, rng=0)
     f, calls = counting(q)
@@ -55,7 +45,7 @@ def test_unevaluated_recommendation_is_scored_with_the_reserved_evaluation():
     assert res.fun == pytest.approx(q.value(res.x), abs=1e-15)
 
 
-def test_evaluated_recommendation_spends_no_extra_evaluation():
+def test_evaluated_recommendation_spends_no_extra_evaluation(counting):
     # OnePlusOne recommends its best evaluated point: the reserved evaluation stays unspent
     q = Quadratic.random(4, rng=0)
     f, calls = counting(q)
@@ -66,7 +56,7 @@ def test_evaluated_recommendation_spends_no_extra_evaluation():
     assert res.fun == pytest.approx(q.value(res.x), abs=1e-15)
 
 
-def test_without_final_eval_the_best_evaluated_point_is_returned():
+def test_without_final_eval_the_best_evaluated_point_is_returned(counting):
     q = Quadratic.random(4, rng=0)
     f, calls = counting(q)
     res = spsa_mix.minimize(f, 4, method="nevergrad:CMA", max_evals=30, seed=0, vectorized=True, final_eval=False)
@@ -77,7 +67,7 @@ def test_without_final_eval_the_best_evaluated_point_is_returned():
     assert res.fun == losses.min()
 
 
-def test_x0_is_the_starting_point():
+def test_x0_is_the_starting_point(counting):
     q = Quadratic.random(3, rng=0)
     f, calls = counting(q)
     x0 = np.array([0.6, 0.3, 0.1])
@@ -85,7 +75,7 @@ def test_x0_is_the_starting_point():
     np.testing.assert_allclose(calls[0][0], x0, atol=1e-12)  # OnePlusOne first asks its initial value
 
 
-def test_batches_go_to_the_library_as_workers():
+def test_batches_go_to_the_library_as_workers(counting):
     q = Quadratic.random(5, rng=0)
     f, calls = counting(q)
     res = spsa_mix.minimize(f, 5, method="nevergrad:TwoPointsDE", max_evals=22, seed=1, vectorized=True,

@@ -9,16 +9,6 @@ from spsa_mix.adapters.optuna import SAMPLERS, make_sampler, param_names
 from spsa_mix.problems import Quadratic
 
 
-def counting(q):
-    calls = []
-
-    def f(points):
-        calls.append(np.array(points, copy=True))
-        return q(points)
-
-    return f, calls
-
-
 def test_unknown_sampler_lists_the_samplers():
     with pytest.raises(ValueError, match=r"unknown Optuna sampler 'nsga2' in method 'optuna:nsga2'; "
                                          r"available: \['tpe', 'cmaes', 'random', 'qmc', 'gp'\]"):
@@ -41,7 +31,7 @@ def test_options_are_checked():
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random", "qmc"])
-def test_x0_is_the_first_trial(sampler):
+def test_x0_is_the_first_trial(sampler, counting):
     q = Quadratic.random(3, rng=0)
     f, calls = counting(q)
     x0 = np.array([0.5, 0.3, 0.2])
@@ -49,7 +39,7 @@ def test_x0_is_the_first_trial(sampler):
     np.testing.assert_allclose(calls[0][0], x0, atol=1e-12)
 
 
-def test_without_enqueue_the_sampler_picks_the_first_trial():
+def test_without_enqueue_the_sampler_picks_the_first_trial(counting):
     q = Quadratic.random(3, rng=0)
     f, calls = counting(q)
     spsa_mix.minimize(f, 3, method="optuna:random", max_evals=2, seed=0, vectorized=True,
@@ -57,7 +47,7 @@ def test_without_enqueue_the_sampler_picks_the_first_trial():
     assert not np.allclose(calls[0][0], 1 / 3)
 
 
-def test_answer_is_the_best_trial_and_no_evaluation_is_reserved():
+def test_answer_is_the_best_trial_and_no_evaluation_is_reserved(counting):
     q = Quadratic.random(4, rng=1)
     f, calls = counting(q)
     res = spsa_mix.minimize(f, 4, method="optuna:tpe", max_evals=25, seed=0, vectorized=True)
@@ -69,7 +59,7 @@ def test_answer_is_the_best_trial_and_no_evaluation_is_reserved():
     np.testing.assert_array_equal(res.history["loss"], np.minimum.accumulate(losses))
 
 
-def test_batches_are_asked_before_telling():
+def test_batches_are_asked_before_telling(counting):
     q = Quadratic.random(4, rng=0)
     f, calls = counting(q)
     res = spsa_mix.minimize(f, 4, method="optuna:tpe", max_evals=10, seed=0, vectorized=True,
