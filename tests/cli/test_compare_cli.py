@@ -106,7 +106,6 @@ def test_help_does_not_import_heavy_libraries():
     assert out.strip() == "[]"
 
 
-@pytest.mark.slow
 def test_network_problem_end_to_end(tmp_path):
     out = tmp_path / "net.json"
     args = parse("--problem", "network", "--k", "3", "--budget", "10", "--seeds", "1", "--expert-epochs", "2",
