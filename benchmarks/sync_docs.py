@@ -13,7 +13,7 @@ benchmark to bring the docs up to date::
     python benchmarks/sync_docs.py           # rewrite the blocks in place
     python benchmarks/sync_docs.py --check   # exit 1 if a block is stale
 
-Kinds: ``glue-table`` (one row per way of setting alpha), ``glue-experts`` (the experts'
+Kinds: ``glue-table`` (one row per way of setting alpha, as in the run's own report), ``glue-experts`` (the experts'
 test accuracies), ``glue-gaps`` (GLUE's paired gaps to the paper's comparisons),
 ``compare-table`` (the table of ``spsa-mix bench compare``), ``directions-table`` (the
 summary of ``benchmarks/directions.py``), ``md-tables`` (the tables and bullet lines of a
@@ -40,21 +40,9 @@ def _load(path: str) -> Any:
 
 
 def glue_table(path: str) -> str:
-    from spsa_mix.glue.report import LABELS, refresh
+    from spsa_mix.glue.report import markdown_table, refresh
 
-    results = refresh(_load(path))
-    cfg = results["config"]
-    epochs = cfg["finetune_epochs"]
-    lines = [f"| configuration | prior test acc. (%) | after {epochs} fine-tuning epochs (%) | mean over epochs 1-{epochs} (%) "
-             "| alpha evaluations | alpha time (s) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    def pct(s: dict[str, Any]) -> str:
-        return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
-
-    for name, row in results["summary"].items():
-        lines.append(f"| {LABELS.get(name, name)} | {pct(row['prior'])} | {pct(row['final'])} | "
-                     f"{pct(row['finetune_mean'])} | {row['evaluations']:.0f} | {row['alpha_seconds']:.2f} |")
-    return "\n".join(lines)
+    return markdown_table(refresh(_load(path))["summary"])
 
 
 def glue_experts(path: str) -> str:

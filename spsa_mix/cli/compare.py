@@ -486,15 +486,11 @@ def _check_args(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]
         if getattr(args, name) < low:
             raise ValueError(f"--{name} must be >= {low}, but got {getattr(args, name)}")
     methods = [parse_method(m) for m in args.methods]
-    from spsa_mix.core.minimize import _OPTION_NAMES, _lookup
+    from spsa_mix.core.minimize import check_method
 
-    for label, method, kwargs in methods:
+    for _, method, kwargs in methods:
         if method != "uniform":
-            options = _lookup(method).options  # an unknown method fails before any run
-            unused = sorted(n for n in kwargs if n in _OPTION_NAMES and n not in options)
-            if unused:  # so does a setting the method does not take
-                shown = ", ".join(f"{n}={kwargs[n]!r}" for n in unused)
-                raise ValueError(f"method {method!r} does not use {shown} (in {label!r}); it accepts {sorted(options)}")
+            check_method(method, kwargs)  # an unknown method or setting fails before any run
     return methods
 
 
@@ -503,6 +499,8 @@ def _run(args: argparse.Namespace) -> int:
     labels = [m[0] for m in methods]
     network = load_network_problem(args) if args.problem == "network" else None
     from tqdm.auto import tqdm
+
+    from spsa_mix.core.result import atomic_write_text
 
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -529,8 +527,6 @@ def _run(args: argparse.Namespace) -> int:
     def write(status: str) -> dict[str, Any]:
         out = result(status)
         if args.output is not None:  # rewritten after every run: a crash or Ctrl-C loses nothing already computed
-            from spsa_mix.core.result import atomic_write_text
-
             atomic_write_text(args.output, json.dumps(_jsonable(out), indent=1, allow_nan=False) + "\n")
         return out
 

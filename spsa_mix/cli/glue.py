@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
         output, markdown, plot = _default_paths(args)
-        from spsa_mix.glue.pipeline import resolve_device
+        from spsa_mix.blend import resolve_device
         from spsa_mix.glue.report import render_markdown
 
         resolve_device(cfg.device)  # a bad device fails before any work

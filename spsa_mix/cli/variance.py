@@ -161,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     rows = result["rows"]
-    flags = [v for r in rows for v in r["agree"].values() if v is not None]
     doc = document(rows, result["skipped"], result["elapsed_seconds"], "complete")
     atomic_write_text(output, json.dumps(finite_or_none(doc), indent=1, allow_nan=False) + "\n")
     if args.plot:
@@ -178,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             print("\nGLUE Proposition 1 (unit directions in the full space, c = 1) against the measurements:")
             print(prop1)
     written = ", ".join(str(p) for p in (output, args.plot or None, csv_path) if p)
-    print(f"{doc['summary']['agree']}/{len(flags)} closed forms inside their {settings['confidence']:.4g} intervals "
+    print(f"{doc['summary']['agree']}/{doc['summary']['comparisons']} closed forms inside their {settings['confidence']:.4g} intervals "
           f"({len(rows)} rows, {result['elapsed_seconds']:.1f} s); wrote {written}")
     return 0
 

@@ -32,7 +32,7 @@ from spsa_mix.core.errors import check_positive, check_positive_int, normalize_r
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
 from spsa_mix.core.result import OptimizeResult
 
-__all__ = ["minimize", "MethodSpec", "register_method", "available_methods", "DEFAULT_MAXITER"]
+__all__ = ["minimize", "check_method", "MethodSpec", "register_method", "available_methods", "DEFAULT_MAXITER"]
 
 DEFAULT_MAXITER = 1000  # steps, when neither max_evals nor maxiter is given
 
@@ -209,10 +209,7 @@ def minimize(
         "backward_cost": backward_cost, "options": options,
     }
     given = {name: value for name, value in given.items() if value is not None}
-    unused = sorted(set(given) - spec.options)
-    if unused:
-        shown = ", ".join(f"{n}={given[n]!r:.60}" for n in unused)
-        raise ValueError(f"method {method!r} does not use {shown}; it accepts {sorted(spec.options)}")
+    _reject_unused_options(spec, method, given)
     if backward_cost is not None:
         backward_cost = check_positive(backward_cost, "backward_cost")
 
@@ -227,6 +224,29 @@ def minimize(
     )
     return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
                     total_steps=total_steps, **given)
+
+
+def _reject_unused_options(spec: MethodSpec, method: str, given: dict[str, Any]) -> None:
+    unused = sorted(set(given) - spec.options)
+    if unused:
+        shown = ", ".join(f"{n}={given[n]!r:.60}" for n in unused)
+        raise ValueError(f"method {method!r} does not use {shown}; it accepts {sorted(spec.options)}")
+
+
+def check_method(method: str, settings: dict[str, Any] | None = None) -> None:
+    """Fail as :func:`minimize` would, before any work, for an unknown ``method`` or a
+    setting among ``settings`` (keyword arguments of ``minimize``) that the method does not
+    use; arguments of ``minimize`` that are not method options are not checked here.
+
+    >>> check_method("spsa", {"lr": 0.1, "max_evals": 10})
+    >>> check_method("backprop", {"mu": 0.1})
+    Traceback (most recent call last):
+    ...
+    ValueError: method 'backprop' does not use mu=0.1; it accepts ['backward_cost', 'betas', ...]
+    """
+    spec = _lookup(method)
+    given = {n: v for n, v in (settings or {}).items() if n in _OPTION_NAMES and v is not None}
+    _reject_unused_options(spec, method, given)
 
 
 def planned_steps(max_evals: int | None, maxiter: int | None, cost: float, reserve: int = 0) -> int | None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spsa_mix.core.directions import DIRECTION_KINDS
+
 __all__ = ["GlueConfig", "ALL_CONFIGS", "DEFAULT_CONFIGS", "default_cache_dir"]
 
 # Every way to set alpha, in table order (spsa_mix.glue.alpha documents each).
@@ -161,8 +163,6 @@ class GlueConfig:
             raise ValueError(f"configs must not repeat a name, but got {list(self.configs)}")
         if not self.seeds or any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct non-negative integers, but got {list(self.seeds)}")
-        from spsa_mix.core.directions import DIRECTION_KINDS
-
         if self.directions not in DIRECTION_KINDS:
             raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {self.directions!r}")
         if self.sail_features not in ("pixels", "penultimate"):

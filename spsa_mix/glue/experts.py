@@ -59,8 +59,8 @@ import torch
 from torch import nn
 
 from spsa_mix.blend import evaluate
+from spsa_mix.core.result import atomic_write_text
 from spsa_mix.glue.data import Batches, ImageData
-from spsa_mix.glue.report import atomic_write_text
 
 __all__ = [
     "TrainSpec",

@@ -51,8 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spsa_mix.blend import evaluate, evaluate_blend
-from spsa_mix.blend import resolve_device as blend_resolve_device
+from spsa_mix.blend import evaluate, evaluate_blend, resolve_device
 from spsa_mix.glue.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.glue.config import GlueConfig
 from spsa_mix.glue.data import Batches, ImageData, load_dataset, make_splits
@@ -60,20 +59,10 @@ from spsa_mix.glue.experts import Expert, ExpertCache, TrainSpec, train_or_load_
 from spsa_mix.glue.finetune import finetune
 from spsa_mix.glue.report import compare, plot_curves, render_markdown, summarize, write_json
 
-__all__ = ["run_glue", "Experiment", "resolve_device", "derive_seed", "RESULTS_FORMAT"]
+__all__ = ["run_glue", "Experiment", "derive_seed", "RESULTS_FORMAT"]
 
 logger = logging.getLogger("spsa_mix.glue")
 RESULTS_FORMAT = 1
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; otherwise
-    :func:`spsa_mix.blend.resolve_device` (an unavailable device is a ``ValueError``).
-
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    return blend_resolve_device(device)
 
 
 def derive_seed(seed: int, stream: str) -> int:

@@ -44,7 +44,6 @@ __all__ = [
     "plot_curves",
     "to_jsonable",
     "write_json",
-    "atomic_write_text",
     "LABELS",
 ]
 
