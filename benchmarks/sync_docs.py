@@ -40,7 +40,7 @@ def _load(path: str) -> Any:
 
 
 def glue_table(path: str) -> str:
-    from spsa_mix.glue.report import markdown_table, refresh
+    from spsa_mix.experiment.report import markdown_table, refresh
 
     return markdown_table(refresh(_load(path))["summary"])
 
@@ -54,7 +54,7 @@ def glue_experts(path: str) -> str:
 
 
 def glue_gaps(path: str) -> str:
-    from spsa_mix.glue.report import comparison_lines, refresh
+    from spsa_mix.experiment.report import comparison_lines, refresh
 
     return "\n".join(comparison_lines(refresh(_load(path))["comparison"]))
 

@@ -4,7 +4,7 @@ The core (NumPy and SciPy) is a simplex-constrained SPSA optimiser with ``minimi
 an ask/tell interface; :mod:`spsa_mix.blend` (PyTorch) turns K experts into a
 forward-only objective; :mod:`spsa_mix.adapters` runs Nevergrad and Optuna on the same
 objective and budget; :mod:`spsa_mix.baselines` sets the mixing weights without learning;
-:mod:`spsa_mix.glue` reproduces the GLUE experiment end to end.
+:mod:`spsa_mix.experiment` reproduces the GLUE experiment end to end.
 
 Example
 -------

@@ -1,7 +1,7 @@
 """The ``spsa-mix`` command line.
 
 ``spsa-mix glue``
-    the GLUE experiment end to end (:mod:`spsa_mix.cli.glue`);
+    the GLUE experiment end to end (:mod:`spsa_mix.cli.experiment`);
 ``spsa-mix bench compare``
     methods side by side on one objective at equal budgets (:mod:`spsa_mix.cli.compare`);
 ``spsa-mix bench variance``
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 _COMMANDS = {
-    ("glue",): ("spsa_mix.cli.glue", "run the GLUE experiment end to end (experts, every way to set alpha, fine-tuning)"),
+    ("glue",): ("spsa_mix.cli.experiment", "run the GLUE experiment end to end (experts, every way to set alpha, fine-tuning)"),
     ("bench", "compare"): ("spsa_mix.cli.compare", "compare methods on one objective at equal budgets"),
     ("bench", "variance"): ("spsa_mix.cli.variance", "bias, variance and MSE of the gradient estimate versus K and m"),
 }

@@ -5,17 +5,17 @@ weights alpha (data-size, proxy-accuracy, backprop, GLUE's SPSA, forward-gradien
 uniform, best single expert, greedy soup, SAIL, Nevergrad, Optuna), the prior and the
 fine-tuned test accuracy of theta(alpha) over seeds, a markdown report, a figure and JSON.
 
-Modules: :mod:`~spsa_mix.glue.config` (the configuration), :mod:`~spsa_mix.glue.data`
-(datasets, the Dirichlet split, minibatches), :mod:`~spsa_mix.glue.experts` (training and
-caching experts), :mod:`~spsa_mix.glue.alpha` (every way to set alpha),
-:mod:`~spsa_mix.glue.finetune`, :mod:`~spsa_mix.glue.pipeline` (:func:`run_glue`),
-:mod:`~spsa_mix.glue.report`. Names are imported lazily, so importing this package does
+Modules: :mod:`~spsa_mix.experiment.config` (the configuration), :mod:`spsa_mix.data`
+(datasets, the Dirichlet split, minibatches), :mod:`~spsa_mix.experiment.experts` (training and
+caching experts), :mod:`~spsa_mix.experiment.alpha` (every way to set alpha),
+:mod:`~spsa_mix.experiment.finetune`, :mod:`~spsa_mix.experiment.pipeline` (:func:`run_experiment`),
+:mod:`~spsa_mix.experiment.report`. Names are imported lazily, so importing this package does
 not import PyTorch until one of them is used.
 
 Example
 -------
->>> from spsa_mix.glue import GlueConfig
->>> GlueConfig().dataset
+>>> from spsa_mix.experiment import ExperimentConfig
+>>> ExperimentConfig().dataset
 'digits'
 """
 
@@ -25,19 +25,14 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "GlueConfig",
+    "ExperimentConfig",
     "ALL_CONFIGS",
-    "run_glue",
+    "run_experiment",
     "Experiment",
-    "load_dataset",
-    "available_datasets",
-    "dirichlet_split",
-    "make_splits",
-    "Batches",
-    "ImageData",
     "ExpertCache",
     "TrainSpec",
     "train_or_load_experts",
+    "train_model",
     "AlphaProblem",
     "AlphaResult",
     "set_alpha",
@@ -50,11 +45,10 @@ __all__ = [
 ]
 
 _WHERE = {
-    "GlueConfig": "config", "ALL_CONFIGS": "config",
-    "run_glue": "pipeline", "Experiment": "pipeline",
-    "load_dataset": "data", "available_datasets": "data", "dirichlet_split": "data", "make_splits": "data",
-    "Batches": "data", "ImageData": "data",
+    "ExperimentConfig": "config", "ALL_CONFIGS": "config",
+    "run_experiment": "pipeline", "Experiment": "pipeline",
     "ExpertCache": "experts", "TrainSpec": "experts", "train_or_load_experts": "experts",
+    "train_model": "training",
     "AlphaProblem": "alpha", "AlphaResult": "alpha", "set_alpha": "alpha",
     "finetune": "finetune",
     "summarize": "report", "markdown_table": "report", "render_markdown": "report", "plot_curves": "report",
@@ -64,8 +58,8 @@ _WHERE = {
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        return getattr(importlib.import_module(f"spsa_mix.glue.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spsa_mix.glue' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"spsa_mix.experiment.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'spsa_mix.experiment' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

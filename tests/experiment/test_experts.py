@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import spsa_mix.glue.experts as experts_mod
-from spsa_mix.glue.data import ImageData, load_dataset
-from spsa_mix.glue.experts import (
+import spsa_mix.experiment.experts as experts_mod
+from spsa_mix.data.images import ImageData, load_dataset
+from spsa_mix.experiment.experts import (
     ExpertCache,
     TrainSpec,
     expert_key,
-    train_model,
     train_or_load_experts,
 )
 
@@ -144,11 +143,6 @@ def test_expert_key_depends_on_every_field() -> None:
     spec = {"a": 1, "b": [1, 2]}
     assert expert_key(spec) == expert_key(dict(reversed(list(spec.items()))))
     assert expert_key(spec) != expert_key({"a": 1, "b": [2, 1]})
-
-
-def test_train_model_bad_epochs() -> None:
-    with pytest.raises(ValueError, match="epochs must be an integer >= 0, but got -1"):
-        train_model(torch.nn.Linear(2, 2), [], epochs=-1)
 
 
 def test_experts_share_one_initialisation_unless_told_otherwise(digits: ImageData) -> None:

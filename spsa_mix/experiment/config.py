@@ -1,20 +1,20 @@
 """The configuration of one GLUE experiment: every size and hyperparameter in one place.
 
-Two scales share one dataclass. :class:`GlueConfig` itself holds the scaled-down defaults
+Two scales share one dataclass. :class:`ExperimentConfig` itself holds the scaled-down defaults
 of the built-in run (``spsa-mix glue`` with no arguments: scikit-learn's digits, a few
-minutes on a 2-core CPU); :meth:`GlueConfig.paper` holds GLUE section 5's sizes (2000
+minutes on a 2-core CPU); :meth:`ExperimentConfig.paper` holds GLUE section 5's sizes (2000
 images per expert, 10,000 target images, 40 expert epochs) for a dataset large enough to
 hold them. Each default names its source: "GLUE 5" is section 5 of the GLUE paper, "ours"
 marks a choice of this package, made because the paper does not state one.
 
 Example
 -------
->>> cfg = GlueConfig()
+>>> cfg = ExperimentConfig()
 >>> cfg.dataset, cfg.k, cfg.per_expert, cfg.budget
 ('digits', 10, 80, 400)
->>> GlueConfig.paper("fashion-mnist").per_expert
+>>> ExperimentConfig.paper("fashion-mnist").per_expert
 2000
->>> GlueConfig(k=1)
+>>> ExperimentConfig(k=1)
 Traceback (most recent call last):
 ...
 ValueError: k must be an integer >= 2 (a blend needs at least two experts), but got 1
@@ -31,9 +31,9 @@ from typing import Any
 
 from spsa_mix.core.directions import DIRECTION_KINDS
 
-__all__ = ["GlueConfig", "ALL_CONFIGS", "DEFAULT_CONFIGS", "default_cache_dir"]
+__all__ = ["ExperimentConfig", "ALL_CONFIGS", "DEFAULT_CONFIGS", "default_cache_dir"]
 
-# Every way to set alpha, in table order (spsa_mix.glue.alpha documents each).
+# Every way to set alpha, in table order (spsa_mix.experiment.alpha documents each).
 ALL_CONFIGS: tuple[str, ...] = (
     "data-size",  # GLUE Config 1
     "proxy-accuracy",  # GLUE Config 2
@@ -71,14 +71,14 @@ def _check_pos(value: Any, name: str) -> None:
 
 
 @dataclass
-class GlueConfig:
+class ExperimentConfig:
     """Sizes and hyperparameters of one GLUE run (defaults: the built-in CPU run).
 
     Attributes are grouped as the pipeline uses them: data and split, experts, alpha,
     fine-tuning, run. ``None`` for ``data_root`` and ``cache_dir`` means the defaults of
-    :func:`spsa_mix.glue.data.default_data_roots` and :func:`default_cache_dir`.
+    :func:`spsa_mix.data.images.default_data_roots` and :func:`default_cache_dir`.
 
-    >>> GlueConfig(per_expert=50).to_dict()["per_expert"]
+    >>> ExperimentConfig(per_expert=50).to_dict()["per_expert"]
     50
     """
 
@@ -98,7 +98,7 @@ class GlueConfig:
     expert_lr: float = 1e-3  # GLUE 5: Adam, learning rate 0.001
     expert_betas: tuple[float, float] = (0.9, 0.999)  # GLUE 5
     expert_batch_size: int = 64  # GLUE 5
-    shared_init: bool = True  # ours: all experts start from one initialisation (see spsa_mix.glue.experts)
+    shared_init: bool = True  # ours: all experts start from one initialisation (see spsa_mix.experiment.experts)
     # ---- alpha
     budget: int = 400  # ours: forward passes (minibatch evaluations) for learning alpha
     m: int = 1  # GLUE 5: one random direction per step
@@ -108,7 +108,7 @@ class GlueConfig:
     alpha_batch_size: int = 64  # ours: minibatch of target images per objective call
     nevergrad_optimizer: str = "NGOpt"  # ours: Nevergrad's own recommended default
     optuna_sampler: str = "tpe"  # ours: Optuna's default sampler
-    sail_features: str = "pixels"  # ours: "pixels" or "penultimate" (see spsa_mix.glue.alpha)
+    sail_features: str = "pixels"  # ours: "pixels" or "penultimate" (see spsa_mix.experiment.alpha)
     sail_max_points: int = 500  # ours: points per distribution in the MMDs (cost is quadratic)
     # ---- fine-tuning
     finetune_epochs: int = 5  # ours: the paper's "few epochs" is not a number
@@ -171,10 +171,10 @@ class GlueConfig:
             raise ValueError(f"device must be a string ('auto', 'cpu', 'cuda', 'cuda:0'), but got {self.device!r}")
 
     @classmethod
-    def paper(cls, dataset: str = "fashion-mnist", **overrides: Any) -> GlueConfig:
+    def paper(cls, dataset: str = "fashion-mnist", **overrides: Any) -> ExperimentConfig:
         """GLUE section 5's sizes: 2000 images per expert, 10,000 target images, 40 epochs.
 
-        >>> GlueConfig.paper(target_size=5000).target_size
+        >>> ExperimentConfig.paper(target_size=5000).target_size
         5000
         """
         values: dict[str, Any] = dict(dataset=dataset, per_expert=2000, target_size=10_000, holdout_size=1000,
@@ -183,11 +183,11 @@ class GlueConfig:
         return cls(**values)
 
     @classmethod
-    def quick(cls, **overrides: Any) -> GlueConfig:
+    def quick(cls, **overrides: Any) -> ExperimentConfig:
         """A tiny run for tests and smoke checks (seconds): K=3, few images, short budgets,
         one CPU thread (tiny models run faster on one).
 
-        >>> GlueConfig.quick().k
+        >>> ExperimentConfig.quick().k
         3
         """
         values: dict[str, Any] = dict(k=3, per_expert=40, target_size=120, holdout_size=60, expert_epochs=2,
@@ -199,17 +199,17 @@ class GlueConfig:
     def expert_sizes(self) -> list[int]:
         """The K split sizes.
 
-        >>> GlueConfig(k=3, per_expert=[10, 20, 30]).expert_sizes(), GlueConfig(k=2).expert_sizes()
+        >>> ExperimentConfig(k=3, per_expert=[10, 20, 30]).expert_sizes(), ExperimentConfig(k=2).expert_sizes()
         ([10, 20, 30], [80, 80])
         """
         if isinstance(self.per_expert, tuple):
             return list(self.per_expert)
         return [int(self.per_expert)] * self.k
 
-    def replace(self, **changes: Any) -> GlueConfig:
+    def replace(self, **changes: Any) -> ExperimentConfig:
         """A copy with some fields changed (validated).
 
-        >>> GlueConfig().replace(k=5).k
+        >>> ExperimentConfig().replace(k=5).k
         5
         """
         return dataclasses.replace(self, **changes)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spsa_mix.glue.alpha as alpha_mod
-from spsa_mix.glue.alpha import AlphaResult, glue_steps, set_alpha
-from spsa_mix.glue.config import ALL_CONFIGS, GlueConfig
-from spsa_mix.glue.pipeline import Experiment
+import spsa_mix.experiment.alpha as alpha_mod
+from spsa_mix.experiment.alpha import AlphaResult, glue_steps, set_alpha
+from spsa_mix.experiment.config import ALL_CONFIGS, ExperimentConfig
+from spsa_mix.experiment.pipeline import Experiment
 
 BUDGET = 21
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Experiment:
-    cfg = GlueConfig.quick(cache_dir=str(tmp_path_factory.mktemp("cache")), budget=BUDGET, per_expert=[30, 40, 50])
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path_factory.mktemp("cache")), budget=BUDGET, per_expert=[30, 40, 50])
     exp = Experiment(cfg)
     exp.prepare()
     exp.train_experts()
@@ -73,7 +73,7 @@ def test_glue_with_several_directions(experiment: Experiment) -> None:
 
 
 def test_sail_on_penultimate_features(tmp_path) -> None:
-    cfg = GlueConfig.quick(cache_dir=str(tmp_path), sail_features="penultimate")
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path), sail_features="penultimate")
     exp = Experiment(cfg)
     exp.prepare()
     exp.train_experts()

@@ -1,16 +1,16 @@
 """The GLUE experiment end to end: data, experts, every way to set alpha, fine-tuning.
 
-:func:`run_glue` follows GLUE section 5 at the size a :class:`~spsa_mix.glue.config.GlueConfig`
+:func:`run_experiment` follows GLUE section 5 at the size a :class:`~spsa_mix.experiment.config.ExperimentConfig`
 asks for:
 
 1. load the dataset and split its training part into an IID target set, an IID held-out
-   target split and K disjoint Dirichlet(0.5) expert splits (:mod:`spsa_mix.glue.data`);
-2. train the K experts or load them from the cache (:mod:`spsa_mix.glue.experts`);
-3. for every configuration and seed, set alpha (:mod:`spsa_mix.glue.alpha`), build the
+   target split and K disjoint Dirichlet(0.5) expert splits (:mod:`spsa_mix.data.splits`);
+2. train the K experts or load them from the cache (:mod:`spsa_mix.experiment.experts`);
+3. for every configuration and seed, set alpha (:mod:`spsa_mix.experiment.alpha`), build the
    prior theta(alpha), score it on the test split, fine-tune all its weights on the
-   target set with alpha fixed and score it after every epoch (:mod:`spsa_mix.glue.finetune`);
+   target set with alpha fixed and score it after every epoch (:mod:`spsa_mix.experiment.finetune`);
 4. summarise over seeds, write the markdown report, the JSON and the figure
-   (:mod:`spsa_mix.glue.report`).
+   (:mod:`spsa_mix.experiment.report`).
 
 What a seed varies: for the learned configurations the minibatch order of alpha learning
 and the optimiser's own randomness (SPSA directions, Nevergrad and Optuna's draws); for
@@ -28,9 +28,9 @@ seed) run, with ``status`` ``"running"``, then ``"complete"``, ``"complete with 
 Example
 -------
 >>> import tempfile
->>> from spsa_mix.glue.config import GlueConfig
->>> cfg = GlueConfig.quick(configs=("uniform", "glue"), cache_dir=tempfile.mkdtemp(), expert_epochs=1)
->>> res = run_glue(cfg, progress=False)
+>>> from spsa_mix.experiment.config import ExperimentConfig
+>>> cfg = ExperimentConfig.quick(configs=("uniform", "glue"), cache_dir=tempfile.mkdtemp(), expert_epochs=1)
+>>> res = run_experiment(cfg, progress=False)
 >>> res["status"], sorted(res["summary"]), len(res["runs"])
 ('complete', ['glue', 'uniform'], 2)
 """
@@ -52,16 +52,18 @@ import torch
 from torch import nn
 
 from spsa_mix.blend import evaluate, evaluate_blend, resolve_device
-from spsa_mix.glue.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
-from spsa_mix.glue.config import GlueConfig
-from spsa_mix.glue.data import Batches, ImageData, load_dataset, make_splits
-from spsa_mix.glue.experts import Expert, ExpertCache, TrainSpec, train_or_load_experts
-from spsa_mix.glue.finetune import finetune
-from spsa_mix.glue.report import compare, plot_curves, render_markdown, summarize, write_json
+from spsa_mix.data.batches import Batches
+from spsa_mix.data.images import ImageData, load_dataset
+from spsa_mix.data.splits import make_splits
+from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
+from spsa_mix.experiment.config import ExperimentConfig
+from spsa_mix.experiment.experts import Expert, ExpertCache, TrainSpec, train_or_load_experts
+from spsa_mix.experiment.finetune import finetune
+from spsa_mix.experiment.report import compare, plot_curves, render_markdown, summarize, write_json
 
-__all__ = ["run_glue", "Experiment", "derive_seed", "RESULTS_FORMAT"]
+__all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT"]
 
-logger = logging.getLogger("spsa_mix.glue")
+logger = logging.getLogger("spsa_mix.experiment")
 RESULTS_FORMAT = 1
 
 
@@ -118,22 +120,22 @@ def _penultimate(model: nn.Module, x: torch.Tensor, device: torch.device, batch:
 class Experiment:
     """The state of one GLUE run: data, split, experts, the results dict.
 
-    :func:`run_glue` drives it; use it directly to get the blended objective of trained
+    :func:`run_experiment` drives it; use it directly to get the blended objective of trained
     experts (``spsa-mix bench compare --problem network`` does): :meth:`prepare` loads
     and splits the data, :meth:`train_experts` trains or loads the experts, then
     :meth:`objective` gives a :class:`~spsa_mix.blend.BlendedObjective` on target
     minibatches, :meth:`holdout_accuracy` scores theta(alpha) on the held-out split and
-    :meth:`problem` gathers everything :func:`~spsa_mix.glue.alpha.set_alpha` needs.
+    :meth:`problem` gathers everything :func:`~spsa_mix.experiment.alpha.set_alpha` needs.
 
     >>> import tempfile
-    >>> exp = Experiment(GlueConfig.quick(cache_dir=tempfile.mkdtemp(), expert_epochs=1, per_expert=20))
+    >>> exp = Experiment(ExperimentConfig.quick(cache_dir=tempfile.mkdtemp(), expert_epochs=1, per_expert=20))
     >>> exp.prepare(); exp.train_experts()
     >>> obj = exp.objective(seed=0)
     >>> obj(np.full((2, 3), 1 / 3)).shape, 0.0 <= exp.holdout_accuracy(np.full(3, 1 / 3)) <= 1.0
     ((2,), True)
     """
 
-    def __init__(self, cfg: GlueConfig, *, model_fn: Callable[[], nn.Module] | None = None,
+    def __init__(self, cfg: ExperimentConfig, *, model_fn: Callable[[], nn.Module] | None = None,
                  output: str | os.PathLike[str] | None = None, progress: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
@@ -173,7 +175,7 @@ class Experiment:
 
             if cfg.arch not in available_models():
                 raise ValueError(f"unknown architecture {cfg.arch!r}; available: {available_models()} "
-                                 "(any nn.Module through the Python API: run_glue(cfg, model_fn=...))")
+                                 "(any nn.Module through the Python API: run_experiment(cfg, model_fn=...))")
             d = self.data
             self.model_fn = lambda: build_model(cfg.arch, num_classes=d.num_classes, in_channels=d.in_channels,
                                                 image_size=d.image_size)
@@ -255,7 +257,7 @@ class Experiment:
         return feats[:-1], feats[-1], passes
 
     def problem(self) -> AlphaProblem:
-        """Everything :func:`~spsa_mix.glue.alpha.set_alpha` needs, for this run."""
+        """Everything :func:`~spsa_mix.experiment.alpha.set_alpha` needs, for this run."""
         cfg = self.cfg
         return AlphaProblem(
             k=cfg.k, make_objective=self.objective, sizes=[len(ix) for ix in self.splits.experts],
@@ -317,8 +319,8 @@ class Experiment:
         self.save()
 
 
-def run_glue(
-    cfg: GlueConfig | None = None,
+def run_experiment(
+    cfg: ExperimentConfig | None = None,
     *,
     model_fn: Callable[[], nn.Module] | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -332,7 +334,7 @@ def run_glue(
     Parameters
     ----------
     cfg:
-        Sizes and hyperparameters (default: :class:`GlueConfig`'s, the built-in digits run).
+        Sizes and hyperparameters (default: :class:`ExperimentConfig`'s, the built-in digits run).
     model_fn:
         Builds a fresh untrained ``nn.Module`` (any architecture); default
         ``spsa_mix.models.build_model(cfg.arch, ...)``. Give ``cfg.arch`` a name that
@@ -346,7 +348,7 @@ def run_glue(
     progress:
         tqdm bars for expert training, alpha learning and fine-tuning.
     log:
-        Called with one line per step (default: the ``spsa_mix.glue`` logger at INFO).
+        Called with one line per step (default: the ``spsa_mix.experiment`` logger at INFO).
 
     Returns
     -------
@@ -362,7 +364,7 @@ def run_glue(
         For a bad configuration, an unknown dataset or architecture, missing data, or
         sizes the data cannot hold (before any training).
     """
-    cfg = cfg if cfg is not None else GlueConfig()
+    cfg = cfg if cfg is not None else ExperimentConfig()
     exp = Experiment(cfg, model_fn=model_fn, output=output, progress=progress, log=log)
     start = time.perf_counter()
     threads = torch.get_num_threads()

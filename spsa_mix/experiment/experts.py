@@ -27,7 +27,7 @@ Randomness: the initialisation seed is ``expert_seed(data_seed, 0)`` when shared
 Example
 -------
 >>> import tempfile, numpy as np, torch
->>> from spsa_mix.glue.data import ImageData
+>>> from spsa_mix.data.images import ImageData
 >>> rng = np.random.default_rng(0)
 >>> d = ImageData.from_arrays("toy", rng.integers(0, 255, (40, 1, 4, 4)), np.arange(40) % 2,
 ...                           rng.integers(0, 255, (10, 1, 4, 4)), np.arange(10) % 2, scale=1 / 255)
@@ -60,7 +60,9 @@ from torch import nn
 
 from spsa_mix.blend import evaluate
 from spsa_mix.core.result import atomic_write_text
-from spsa_mix.glue.data import Batches, ImageData
+from spsa_mix.data.batches import Batches
+from spsa_mix.data.images import ImageData
+from spsa_mix.experiment.training import progress_bar, train_model
 
 __all__ = [
     "TrainSpec",
@@ -69,7 +71,6 @@ __all__ = [
     "expert_key",
     "expert_seed",
     "model_signature",
-    "train_model",
     "train_or_load_experts",
     "CACHE_FORMAT",
 ]
@@ -215,67 +216,6 @@ class ExpertCache:
         return weights
 
 
-def train_model(
-    model: nn.Module,
-    batches: Batches,
-    *,
-    epochs: int,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    after_epoch: Callable[[int, nn.Module], dict[str, float] | None] | None = None,
-    progress: Any = None,
-) -> list[dict[str, float]]:
-    """Train every weight of ``model`` with Adam for ``epochs`` passes over ``batches``.
-
-    Used for the experts (GLUE 5: Adam, lr 1e-3, betas (0.9, 0.999)) and for the
-    fine-tuning of a blended model. ``after_epoch(epoch, model)`` may return metrics
-    (e.g. test accuracy), stored with the epoch's mean training loss. ``progress`` is a
-    tqdm bar advanced once per batch. Leaves the model in eval mode.
-
-    Returns
-    -------
-    list of dict
-        One row per epoch: ``epoch`` (1-based), ``train_loss``, plus ``after_epoch``'s.
-
-    >>> m = torch.nn.Linear(2, 2)
-    >>> data = [(torch.randn(8, 2, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 2)]
-    >>> rows = train_model(m, data, epochs=2)
-    >>> [r["epoch"] for r in rows]
-    [1, 2]
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, but got {epochs!r}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    rows = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        for x, y in batches:
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * int(y.shape[0])
-            n += int(y.shape[0])
-            if progress is not None:
-                progress.update(1)
-        row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n, 1)}
-        model.eval()
-        if after_epoch is not None:
-            row.update(after_epoch(epoch, model) or {})
-        rows.append(row)
-    model.eval()
-    return rows
-
-
-def _progress(total: int, desc: str, enabled: bool, **kw: Any) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, **kw)
-
-
 def train_or_load_experts(
     model_fn: Callable[[], nn.Module],
     data: ImageData,
@@ -334,7 +274,7 @@ def train_or_load_experts(
         else:
             batches = Batches(data, indices, batch_size=spec.batch_size, shuffle=True, device=device,
                               generator=torch.Generator().manual_seed(seed))
-            bar = _progress(spec.epochs * len(batches), f"expert {index + 1}/{len(expert_indices)}", progress,
+            bar = progress_bar(spec.epochs * len(batches), f"expert {index + 1}/{len(expert_indices)}", progress,
                             leave=False)
             start = time.perf_counter()
             try:

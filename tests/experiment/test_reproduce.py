@@ -19,10 +19,10 @@ RECORDED = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "glu
 
 @pytest.mark.slow
 def test_the_default_run_reproduces_the_recorded_results(tmp_path):
-    from spsa_mix.glue import GlueConfig, run_glue
+    from spsa_mix.experiment import ExperimentConfig, run_experiment
 
     recorded = json.loads(RECORDED.read_text())
-    results = run_glue(GlueConfig(cache_dir=str(tmp_path / "cache")), output=tmp_path / "r.json", progress=False)
+    results = run_experiment(ExperimentConfig(cache_dir=str(tmp_path / "cache")), output=tmp_path / "r.json", progress=False)
     assert results["status"] == "complete" and not results["errors"]
 
     def accuracies(res):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spsa_mix.glue.report import (
+from spsa_mix.experiment.report import (
     compare,
     experts_table,
     markdown_table,

@@ -1,6 +1,6 @@
 """Results of a GLUE run: summary over seeds, markdown tables, the figure, JSON.
 
-All functions take the results dict the pipeline builds (:mod:`spsa_mix.glue.pipeline`):
+All functions take the results dict the pipeline builds (:mod:`spsa_mix.experiment.pipeline`):
 ``results["runs"]`` holds one row per (configuration, seed) with ``prior_accuracy`` and
 ``test_accuracy`` (the accuracy after each fine-tuning epoch, epoch 0 being the prior),
 ``evaluations``, ``images`` and ``alpha_seconds``; ``results["experts"]`` one row per

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import spsa_mix.glue.pipeline as pipeline_mod
-from spsa_mix.glue.config import ALL_CONFIGS, GlueConfig
-from spsa_mix.glue.pipeline import run_glue
+import spsa_mix.experiment.pipeline as pipeline_mod
+from spsa_mix.experiment.config import ALL_CONFIGS, ExperimentConfig
+from spsa_mix.experiment.pipeline import run_experiment
 
 
 def _strict_json(path: Path) -> dict:
@@ -21,8 +21,8 @@ def _strict_json(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("run")
-    cfg = GlueConfig.quick(cache_dir=str(out / "cache"), seeds=(0, 1))
-    res = run_glue(cfg, output=out / "r.json", markdown=out / "r.md", plot=out / "f.png", progress=False)
+    cfg = ExperimentConfig.quick(cache_dir=str(out / "cache"), seeds=(0, 1))
+    res = run_experiment(cfg, output=out / "r.json", markdown=out / "r.md", plot=out / "f.png", progress=False)
     return res, out
 
 
@@ -53,8 +53,8 @@ def test_what_a_seed_varies(full_run) -> None:
 
 def test_second_run_reuses_the_experts_and_reproduces_the_numbers(full_run, tmp_path) -> None:
     res, out = full_run
-    cfg = GlueConfig.quick(cache_dir=str(out / "cache"), seeds=(0,), configs=("uniform", "glue"))
-    again = run_glue(cfg, progress=False)
+    cfg = ExperimentConfig.quick(cache_dir=str(out / "cache"), seeds=(0,), configs=("uniform", "glue"))
+    again = run_experiment(cfg, progress=False)
     assert all(e["cached"] for e in again["experts"])
     first = {(r["config"], r["seed"]): r for r in res["runs"]}
     for run in again["runs"]:
@@ -70,8 +70,8 @@ def test_a_failing_configuration_is_recorded_and_the_rest_runs(tmp_path, monkeyp
 
     original = pipeline_mod.set_alpha
     monkeypatch.setattr(pipeline_mod, "set_alpha", boom)
-    cfg = GlueConfig.quick(cache_dir=str(tmp_path / "c"), configs=("glue", "uniform"))
-    res = run_glue(cfg, output=tmp_path / "r.json", progress=False)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("glue", "uniform"))
+    res = run_experiment(cfg, output=tmp_path / "r.json", progress=False)
     saved = _strict_json(tmp_path / "r.json")
     assert saved["status"] == "complete with errors" == res["status"]
     assert [e["config"] for e in saved["errors"]] == ["glue"] and "simulated failure" in saved["errors"][0]["error"]
@@ -89,9 +89,9 @@ def test_an_interrupted_run_keeps_its_results(tmp_path, monkeypatch) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(pipeline_mod, "finetune", interrupt_second)
-    cfg = GlueConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "data-size"))
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "data-size"))
     with pytest.raises(KeyboardInterrupt):
-        run_glue(cfg, output=tmp_path / "r.json", progress=False)
+        run_experiment(cfg, output=tmp_path / "r.json", progress=False)
     saved = _strict_json(tmp_path / "r.json")
     assert saved["status"] == "interrupted" and [r["config"] for r in saved["runs"]] == ["uniform"]
     assert len(saved["experts"]) == 3 and len(list((tmp_path / "c" / "experts").glob("*.json"))) == 3
@@ -101,15 +101,15 @@ def test_any_module_through_the_python_api(tmp_path) -> None:
     def mlp() -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
 
-    cfg = GlueConfig.quick(cache_dir=str(tmp_path), arch="my-mlp", configs=("glue", "backprop", "forward-grad"))
-    res = run_glue(cfg, model_fn=mlp, progress=False)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path), arch="my-mlp", configs=("glue", "backprop", "forward-grad"))
+    res = run_experiment(cfg, model_fn=mlp, progress=False)
     assert res["status"] == "complete", res["errors"]
     assert set(res["summary"]) == {"glue", "backprop", "forward-grad"}
 
 
 def test_bad_input_fails_before_any_training(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"unknown architecture 'vgg'; available: \['mobilenet_v2', 'resnet20'"):
-        run_glue(GlueConfig.quick(cache_dir=str(tmp_path), arch="vgg"), output=tmp_path / "r.json", progress=False)
+        run_experiment(ExperimentConfig.quick(cache_dir=str(tmp_path), arch="vgg"), output=tmp_path / "r.json", progress=False)
     with pytest.raises(ValueError, match="the training split holds 1297 images but the sizes need"):
-        run_glue(GlueConfig.quick(cache_dir=str(tmp_path), k=40, per_expert=40), progress=False)
+        run_experiment(ExperimentConfig.quick(cache_dir=str(tmp_path), k=40, per_expert=40), progress=False)
     assert not (tmp_path / "experts").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spsa_mix.cli import glue as glue_cli
+from spsa_mix.cli import experiment as glue_cli
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -20,7 +20,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_importing_the_command_does_not_import_torch() -> None:
-    code = "import sys, spsa_mix.cli.glue as g, argparse; g.add_arguments(argparse.ArgumentParser()); " \
+    code = "import sys, spsa_mix.cli.experiment as g, argparse; g.add_arguments(argparse.ArgumentParser()); " \
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

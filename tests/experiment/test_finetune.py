@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spsa_mix.glue.data import Batches, load_dataset
-from spsa_mix.glue.finetune import finetune
+from spsa_mix.data.batches import Batches
+from spsa_mix.data.images import load_dataset
+from spsa_mix.experiment.finetune import finetune
 
 
 def _model() -> torch.nn.Module:

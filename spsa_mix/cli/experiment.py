@@ -28,11 +28,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spsa_mix.glue.config import ALL_CONFIGS, GlueConfig
+from spsa_mix.experiment.config import ALL_CONFIGS, ExperimentConfig
 
 __all__ = ["add_arguments", "run", "config_from_args"]
 
-_D = GlueConfig()
+_D = ExperimentConfig()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,8 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "the report and write the markdown and the figure (beside it unless --markdown/--plot)")
 
 
-def config_from_args(args: argparse.Namespace) -> GlueConfig:
-    """The :class:`GlueConfig` the options describe (sizes default by dataset).
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` the options describe (sizes default by dataset).
 
     >>> import argparse
     >>> p = argparse.ArgumentParser(); add_arguments(p)
@@ -128,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> GlueConfig:
     explicit = {"per_expert": args.per_expert, "target_size": args.target_size, "holdout_size": args.holdout_size,
                 "budget": args.budget, "threads": args.threads}
     if args.quick:
-        quick = GlueConfig.quick()
+        quick = ExperimentConfig.quick()
         for name in ("k", "expert_epochs", "finetune_epochs"):  # quick sizes unless the option was changed
             if values[name] == getattr(_D, name):
                 values[name] = getattr(quick, name)
@@ -138,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> GlueConfig:
     elif args.dataset.lower().replace("-", "").replace("_", "") == "digits":
         base = _D
     else:
-        base = GlueConfig.paper(args.dataset)
+        base = ExperimentConfig.paper(args.dataset)
     for name, value in explicit.items():
         values[name] = value if value is not None else getattr(base, name)
     if isinstance(values["per_expert"], list) and len(values["per_expert"]) == 1:
@@ -146,7 +146,7 @@ def config_from_args(args: argparse.Namespace) -> GlueConfig:
     if args.quick:
         values["sail_max_points"] = base.sail_max_points
         values["eval_batch_size"] = base.eval_batch_size
-    return GlueConfig(**values)
+    return ExperimentConfig(**values)
 
 
 def _default_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -159,7 +159,7 @@ def _default_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 def _render(args: argparse.Namespace) -> int:
     import json
 
-    from spsa_mix.glue.report import plot_curves, refresh, render_markdown, write_json
+    from spsa_mix.experiment.report import plot_curves, refresh, render_markdown, write_json
 
     path = Path(args.render)
     try:
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         output, markdown, plot = _default_paths(args)
         from spsa_mix.blend import resolve_device
-        from spsa_mix.glue.report import render_markdown
+        from spsa_mix.experiment.report import render_markdown
 
         resolve_device(cfg.device)  # a bad device fails before any work
         from spsa_mix.models import available_models
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"spsa-mix glue: error: {e}", file=sys.stderr)
         return 2
-    from spsa_mix.glue.pipeline import run_glue
+    from spsa_mix.experiment.pipeline import run_experiment
 
     def log(line: str) -> None:
         if args.no_progress:
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(line, file=sys.stderr)
 
     try:
-        results = run_glue(cfg, output=output, markdown=markdown, plot=plot, progress=not args.no_progress, log=log)
+        results = run_experiment(cfg, output=output, markdown=markdown, plot=plot, progress=not args.no_progress, log=log)
     except ValueError as e:
         print(f"spsa-mix glue: error: {e}", file=sys.stderr)
         return 2

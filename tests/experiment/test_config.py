@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import pytest
 
-from spsa_mix.glue.config import ALL_CONFIGS, GlueConfig, default_cache_dir
+from spsa_mix.experiment.config import ALL_CONFIGS, ExperimentConfig, default_cache_dir
 
 
 def test_defaults_follow_the_paper_where_it_says() -> None:
-    cfg = GlueConfig()
+    cfg = ExperimentConfig()
     assert (cfg.k, cfg.dirichlet_alpha, cfg.expert_lr, cfg.expert_betas, cfg.expert_batch_size) == (
         10, 0.5, 1e-3, (0.9, 0.999), 64)
     assert (cfg.m, cfg.alpha_lr, cfg.alpha_betas, cfg.seeds) == (1, 1e-2, (0.9, 0.99), (0, 1, 2))
     assert cfg.configs == ALL_CONFIGS and len(ALL_CONFIGS) == 11
-    paper = GlueConfig.paper()
+    paper = ExperimentConfig.paper()
     assert (paper.per_expert, paper.target_size, paper.expert_epochs) == (2000, 10_000, 40)
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("SPSA_MIX_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
-    assert GlueConfig().resolved_cache_dir() == tmp_path
-    assert GlueConfig(cache_dir=str(tmp_path / "x")).resolved_cache_dir() == tmp_path / "x"
+    assert ExperimentConfig().resolved_cache_dir() == tmp_path
+    assert ExperimentConfig(cache_dir=str(tmp_path / "x")).resolved_cache_dir() == tmp_path / "x"
 
 
 def test_to_dict_is_json_ready() -> None:
-    d = GlueConfig(per_expert=[1, 2], k=2).to_dict()
+    d = ExperimentConfig(per_expert=[1, 2], k=2).to_dict()
     assert d["per_expert"] == [1, 2] and d["seeds"] == [0, 1, 2] and d["expert_betas"] == [0.9, 0.999]
 
 
@@ -46,4 +46,4 @@ def test_to_dict_is_json_ready() -> None:
 )
 def test_bad_values_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        GlueConfig(**kwargs)
+        ExperimentConfig(**kwargs)

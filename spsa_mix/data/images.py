@@ -1,4 +1,4 @@
-"""Datasets held in memory, the Dirichlet non-IID split among experts, minibatches.
+"""Image datasets held in memory: scikit-learn's digits, Fashion-MNIST's idx files, torchvision.
 
 Datasets (:func:`load_dataset`)
 -------------------------------
@@ -23,20 +23,12 @@ Images are kept as ``uint8`` (N, C, H, W) with a ``scale`` (1/16 for digits, 1/2
 otherwise) and per-channel ``mean``/``std`` of the training split; :class:`Batches`
 normalises each batch as it is drawn.
 
-Split (:func:`make_splits`)
----------------------------
-From the training split, in this order and without overlap: the target set (IID,
-uniformly at random: it learns alpha and is fine-tuned on; GLUE 5), a held-out target
-split (IID, the same way: proxy accuracy, best single, greedy soup), then the K expert splits
-from what remains (:func:`dirichlet_split`). The test split only evaluates.
 
 Example
 -------
->>> import numpy as np
->>> labels = np.repeat(np.arange(4), 50)
->>> parts = dirichlet_split(labels, k=3, per_expert=40, concentration=0.5, rng=np.random.default_rng(0))
->>> [len(p) for p in parts], len(np.unique(np.concatenate(parts)))
-([40, 40, 40], 120)
+>>> d = load_dataset("digits")
+>>> d.num_classes, d.in_channels, d.image_size
+(10, 1, 8)
 """
 
 from __future__ import annotations
@@ -44,30 +36,26 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
+
+from spsa_mix.data.splits import stratified_pick
 
 __all__ = [
     "ImageData",
-    "Splits",
-    "Batches",
     "available_datasets",
     "load_dataset",
     "default_data_roots",
     "read_idx",
-    "dirichlet_split",
-    "make_splits",
     "DIGITS_TEST_SIZE",
     "TORCHVISION_DATASETS",
 ]
 
-IntArray = NDArray[np.int64]
 DIGITS_TEST_SIZE = 500  # ours: 1797 digits -> 1297 train, 500 test (stratified, rng 0)
 
 # name -> (torchvision class, train kwargs, test kwargs)
@@ -91,7 +79,7 @@ _FASHION_FILES = {
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                     "Bag", "Ankle boot")
 _HOW_TO_PROVIDE = (
-    "Provide it with --data-root PATH (Python: GlueConfig(data_root=PATH)) where {layout}; "
+    "Provide it with --data-root PATH (Python: ExperimentConfig(data_root=PATH)) where {layout}; "
     "or set SPSA_MIX_DATA=PATH."
 )
 
@@ -187,7 +175,7 @@ def default_data_roots(cache_dir: str | os.PathLike[str] | None = None) -> list[
     >>> all(isinstance(p, Path) for p in default_data_roots("/tmp/c"))
     True
     """
-    from spsa_mix.glue.config import default_cache_dir
+    from spsa_mix.experiment.config import default_cache_dir
 
     roots: list[Path] = []
     if os.environ.get("SPSA_MIX_DATA"):
@@ -269,19 +257,11 @@ def _load_digits() -> ImageData:
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), values 0..16
     labels = bunch.target.astype(np.int64)
-    test = _stratified_pick(labels, DIGITS_TEST_SIZE, np.random.default_rng(0))
+    test = stratified_pick(labels, DIGITS_TEST_SIZE, np.random.default_rng(0))
     train = np.setdiff1d(np.arange(len(labels)), test)
     return ImageData.from_arrays("digits", images[train], labels[train], images[test], labels[test], scale=1 / 16,
                                  classes=[str(c) for c in range(10)],
                                  source="sklearn.datasets.load_digits (UCI optical digits, shipped with scikit-learn)")
-
-
-def _stratified_pick(labels: IntArray, n: int, rng: np.random.Generator) -> IntArray:
-    """``n`` indices with class shares as in ``labels`` (largest remainder), sorted."""
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = _round_to_total(counts / counts.sum() * n, np.minimum(counts, n), n)
-    picked = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)]
-    return np.sort(np.concatenate(picked))
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -422,264 +402,3 @@ def _resize(data: ImageData, size: int) -> ImageData:
 
     return ImageData.from_arrays(data.name, rs(data.x_train), data.y_train, rs(data.x_test), data.y_test,
                                  scale=data.scale, classes=data.classes, source=data.source + f", resized to {size}")
-
-
-# ---------------------------------------------------------------------------- splits
-def _round_to_total(real: NDArray[np.float64], cap: NDArray[np.int64], total: int) -> IntArray:
-    """Integers ``<= cap`` summing to ``total``, closest to ``real`` (largest remainder)."""
-    out = np.minimum(np.floor(real).astype(np.int64), cap)
-    rest = total - int(out.sum())
-    frac = np.where(out < cap, real - np.floor(real), -np.inf)
-    order = np.argsort(-frac, kind="stable")
-    for i in order:
-        if rest <= 0:
-            break
-        if out[i] < cap[i]:
-            out[i] += 1
-            rest -= 1
-    if rest > 0:  # remainders exhausted: fill any spare capacity, in class order
-        for i in range(len(out)):
-            take = min(rest, int(cap[i] - out[i]))
-            out[i] += take
-            rest -= take
-    return out
-
-
-def _capped_counts(q: NDArray[np.float64], avail: IntArray, n: int) -> IntArray:
-    """Counts as close as possible to ``n * q`` with ``counts <= avail``, summing to ``n``.
-
-    Water filling: ``min(avail, t q)`` with the level ``t >= n`` at which the sum is
-    ``n`` (bisection), then rounded. Classes an expert wants more of than remain are
-    taken whole, and the shortfall goes to the other classes in proportion to ``q``.
-    """
-    q = np.maximum(q, 1e-300)
-    lo, hi = float(n), float(n)
-    while np.minimum(avail, hi * q).sum() < n:
-        hi *= 2.0
-        if hi > 1e300:
-            break
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if np.minimum(avail, mid * q).sum() < n:
-            lo = mid
-        else:
-            hi = mid
-    return _round_to_total(np.minimum(avail, hi * q), avail, n)
-
-
-def dirichlet_split(
-    labels: Any,
-    *,
-    k: int,
-    per_expert: int | Sequence[int],
-    concentration: float = 0.5,
-    rng: np.random.Generator,
-    pool: Any = None,
-) -> list[IntArray]:
-    """Disjoint non-IID subsets: class proportions of each from Dirichlet(concentration).
-
-    For each expert in turn, draw ``q ~ Dirichlet(concentration * 1_C)`` (GLUE 5,
-    concentration 0.5) and take ``per_expert`` images without replacement from those
-    still unused, with class counts as close to ``per_expert * q`` as the remaining
-    images allow (a class that runs short is taken whole and the rest of the quota
-    goes to the other classes in proportion to ``q``).
-
-    Parameters
-    ----------
-    labels:
-        Integer labels of the whole set, shape ``(N,)``.
-    k, per_expert:
-        Number of subsets and images in each (one size, or ``k`` sizes).
-    concentration:
-        Dirichlet concentration; small is skewed (0.5: GLUE 5), large approaches IID.
-    rng:
-        Generator for the proportions and the draws; same generator state, same split.
-    pool:
-        Indices allowed (default: all).
-
-    Returns
-    -------
-    list of arrays
-        ``k`` sorted index arrays into ``labels``, disjoint, of the sizes asked.
-
-    Raises
-    ------
-    ValueError
-        If the sizes add up to more than the pool, naming the numbers.
-
-    Example
-    -------
-    >>> labels = np.repeat(np.arange(3), 10)
-    >>> dirichlet_split(labels, k=4, per_expert=10, rng=np.random.default_rng(0))
-    Traceback (most recent call last):
-    ...
-    ValueError: cannot split 30 images into k=4 experts of per_expert=10 (needs 40): lower k or per_expert
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-d integer array, but got dtype {labels.dtype} shape {labels.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
-    sizes = _sizes(per_expert, k)
-    if not (isinstance(concentration, (int, float)) and concentration > 0 and math.isfinite(concentration)):
-        raise ValueError(f"concentration must be a positive number, but got {concentration!r}")
-    idx = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
-    if sum(sizes) > len(idx):
-        raise ValueError(
-            f"cannot split {len(idx)} images into k={k} experts of per_expert={per_expert} "
-            f"(needs {sum(sizes)}): lower k or per_expert"
-        )
-    num_classes = int(labels.max()) + 1
-    remaining = [list(rng.permutation(idx[labels[idx] == c])) for c in range(num_classes)]
-    parts = []
-    for size in sizes:
-        q = rng.dirichlet(np.full(num_classes, float(concentration)))
-        avail = np.array([len(r) for r in remaining], dtype=np.int64)
-        counts = _capped_counts(q, avail, size)
-        chosen = []
-        for c in range(num_classes):
-            chosen += remaining[c][: counts[c]]
-            remaining[c] = remaining[c][counts[c]:]
-        parts.append(np.sort(np.asarray(chosen, dtype=np.int64)))
-    return parts
-
-
-def _sizes(per_expert: Any, k: int) -> list[int]:
-    sizes = list(per_expert) if isinstance(per_expert, (list, tuple, np.ndarray)) else [per_expert] * k
-    if len(sizes) != k:
-        raise ValueError(f"per_expert must be one size or k={k} sizes, but got {len(sizes)} sizes {sizes}")
-    for size in sizes:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"per_expert must be an integer >= 1 (or k of them), but got {per_expert!r}")
-    return [int(s) for s in sizes]
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Index arrays into the training split: target, held-out target, one per expert."""
-
-    target: IntArray
-    holdout: IntArray
-    experts: list[IntArray]
-
-    def describe(self, labels: Any) -> dict[str, Any]:
-        """Sizes and class counts, for the results file."""
-        labels = np.asarray(labels)
-        c = int(labels.max()) + 1
-
-        def counts(ix: IntArray) -> list[int]:
-            return np.bincount(labels[ix], minlength=c).tolist()
-
-        return {"target_size": len(self.target), "holdout_size": len(self.holdout),
-                "target_class_counts": counts(self.target), "holdout_class_counts": counts(self.holdout),
-                "expert_sizes": [len(e) for e in self.experts],
-                "expert_class_counts": [counts(e) for e in self.experts]}
-
-
-def make_splits(
-    labels: Any,
-    *,
-    k: int,
-    per_expert: int | Sequence[int],
-    target_size: int,
-    holdout_size: int,
-    concentration: float = 0.5,
-    rng: np.random.Generator,
-) -> Splits:
-    """Target (IID), held-out target (IID), then K Dirichlet expert splits; disjoint.
-
-    Raises
-    ------
-    ValueError
-        If the sizes need more images than the training split holds, saying how many
-        each part needs and what to lower.
-
-    Example
-    -------
-    >>> labels = np.repeat(np.arange(10), 30)
-    >>> s = make_splits(labels, k=4, per_expert=30, target_size=100, holdout_size=50, rng=np.random.default_rng(0))
-    >>> len(s.target), len(s.holdout), [len(e) for e in s.experts]
-    (100, 50, [30, 30, 30, 30])
-    >>> make_splits(labels, k=10, per_expert=30, target_size=100, holdout_size=50, rng=np.random.default_rng(0))
-    Traceback (most recent call last):
-    ...
-    ValueError: the training split holds 300 images but the sizes need 450: target_size=100 + holdout_size=50 + k=10 x per_expert=30 (300); lower k, per_expert, target_size or holdout_size
-    """
-    labels = np.asarray(labels)
-    for name, value in (("target_size", target_size), ("holdout_size", holdout_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
-    experts_need = sum(_sizes(per_expert, k))
-    need = target_size + holdout_size + experts_need
-    if need > len(labels):
-        shown = f"k={k} x per_expert={per_expert}" if not isinstance(per_expert, (list, tuple)) else \
-            f"per_expert={list(per_expert)}"
-        raise ValueError(
-            f"the training split holds {len(labels)} images but the sizes need {need}: "
-            f"target_size={target_size} + holdout_size={holdout_size} + {shown} ({experts_need}); "
-            f"lower k, per_expert, target_size or holdout_size"
-        )
-    perm = rng.permutation(len(labels))
-    target = np.sort(perm[:target_size])
-    holdout = np.sort(perm[target_size: target_size + holdout_size])
-    experts = dirichlet_split(labels, k=k, per_expert=per_expert, concentration=concentration, rng=rng,
-                              pool=np.sort(perm[target_size + holdout_size:]))
-    return Splits(target=target, holdout=holdout, experts=experts)
-
-
-# ---------------------------------------------------------------------------- batches
-class Batches:
-    """Minibatches ``(x, y)`` of a subset of an :class:`ImageData` split, normalised.
-
-    An iterable: each pass draws a new order from ``generator`` when ``shuffle`` (so
-    :class:`~spsa_mix.blend.BlendedObjective` can cycle it). The subset is moved to
-    ``device`` once, as uint8.
-
-    >>> d = ImageData.from_arrays("toy", np.zeros((10, 1, 2, 2), np.uint8), np.arange(10) % 2,
-    ...                           np.zeros((2, 1, 2, 2), np.uint8), np.arange(2), scale=1 / 255)
-    >>> b = Batches(d, np.arange(10), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
-    >>> [tuple(x.shape) for x, _ in b], len(b)
-    ([(4, 1, 2, 2), (4, 1, 2, 2), (2, 1, 2, 2)], 3)
-    """
-
-    def __init__(self, data: ImageData, indices: Any = None, *, split: str = "train", batch_size: int = 64,
-                 shuffle: bool = False, generator: torch.Generator | None = None,
-                 device: str | torch.device = "cpu", drop_last: bool = False) -> None:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', but got {split!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
-        if shuffle and generator is None:
-            raise ValueError("shuffle=True needs a torch.Generator (generator=...) so the order is reproducible")
-        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-        if indices is not None:
-            ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-            x, y = x[ix], y[ix]
-        self.data = data
-        self.device = torch.device(device)
-        self.x = x.to(self.device)  # (n, C, H, W) uint8
-        self.y = y.to(self.device)  # (n,)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
-        self.drop_last = drop_last
-
-    def __len__(self) -> int:
-        n = int(self.y.shape[0])
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.y.shape[0])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = self.num_samples
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            ix = order[start: start + self.batch_size]
-            yield self.data.normalize(self.x[ix]), self.y[ix]

@@ -15,7 +15,8 @@ afterwards.
 Example
 -------
 >>> import numpy as np, torch
->>> from spsa_mix.glue.data import Batches, ImageData
+>>> from spsa_mix.data.batches import Batches
+>>> from spsa_mix.data.images import ImageData
 >>> rng = np.random.default_rng(0)
 >>> d = ImageData.from_arrays("toy", rng.integers(0, 255, (32, 1, 4, 4)), np.arange(32) % 2,
 ...                           rng.integers(0, 255, (8, 1, 4, 4)), np.arange(8) % 2, scale=1 / 255)
@@ -34,8 +35,8 @@ import torch
 from torch import nn
 
 from spsa_mix.blend import evaluate
-from spsa_mix.glue.data import Batches
-from spsa_mix.glue.experts import train_model
+from spsa_mix.data.batches import Batches
+from spsa_mix.experiment.training import train_model
 
 __all__ = ["finetune", "FINETUNE_BETAS"]
 

@@ -1,0 +1,101 @@
+"""Image datasets: digits, idx files, torchvision datasets present locally, resizing."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spsa_mix.data.images import ImageData, available_datasets, default_data_roots, load_dataset, read_idx
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageData:
+    return load_dataset("digits")
+
+
+def test_digits_is_built_in(digits: ImageData) -> None:
+    assert tuple(digits.x_train.shape) == (1297, 1, 8, 8) and tuple(digits.x_test.shape) == (500, 1, 8, 8)
+    assert digits.num_classes == 10 and digits.x_train.dtype == torch.uint8
+    # stratified test split: each class's share of the 1797 digits, within one image
+    total = np.bincount(np.concatenate([digits.y_train.numpy(), digits.y_test.numpy()]))
+    assert np.abs(np.bincount(digits.y_test.numpy()) - total / total.sum() * 500).max() < 1
+    assert "scikit-learn" in digits.source
+
+
+def test_unknown_dataset_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown dataset 'foo'; available: digits, fashion-mnist, cifar10"):
+        load_dataset("foo")
+    assert available_datasets()[:2] == ["digits", "fashion-mnist"]
+
+
+def _write_idx(path: Path, array: np.ndarray, *, compress: bool) -> None:
+    header = struct.pack(">HBB", 0, 8, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def _fake_mnist_layout(root: Path, folder: str, *, compress: bool, n: int = 30) -> None:
+    rng = np.random.default_rng(0)
+    raw = root / folder / "raw"
+    _write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)), compress=compress)
+    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(n) % 10, compress=compress)
+    _write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 255, (10, 28, 28)), compress=compress)
+    _write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(10), compress=compress)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fashion_mnist_reads_idx_files_gz_or_not(tmp_path: Path, compress: bool) -> None:
+    _fake_mnist_layout(tmp_path, "FashionMNIST", compress=compress)
+    d = load_dataset("fashion-mnist", data_root=tmp_path)
+    assert tuple(d.x_train.shape) == (30, 1, 28, 28) and d.classes[0] == "T-shirt/top"
+    assert d.y_train.tolist() == [i % 10 for i in range(30)]
+
+
+def test_missing_data_root_says_where_it_looked_and_how_to_provide(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"Fashion-MNIST not found: looked for train-images-idx3-ubyte\[\.gz\].* in "
+                                         + str(tmp_path) + r"/FashionMNIST/raw\. Provide it with --data-root PATH"):
+        load_dataset("fashion-mnist", data_root=tmp_path)
+    with pytest.raises(ValueError, match="data_root '/nonexistent/x' is not a folder"):
+        load_dataset("fashion-mnist", data_root="/nonexistent/x")
+
+
+def test_default_roots_include_shared_data_beside_the_repo_and_the_cache(tmp_path: Path) -> None:
+    roots = default_data_roots(tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    assert repo.parent / "shared" / "data" in roots
+    assert roots[-1] == tmp_path / "data"
+
+
+def test_torchvision_dataset_present_locally_by_name(tmp_path: Path) -> None:
+    _fake_mnist_layout(tmp_path, "MNIST", compress=False)  # torchvision's MNIST layout, unpacked
+    d = load_dataset("MNIST", data_root=tmp_path)
+    assert tuple(d.x_train.shape) == (30, 1, 28, 28) and d.num_classes == 10
+    assert "torchvision.datasets.MNIST" in d.source
+
+
+def test_torchvision_dataset_missing_lists_roots(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"dataset 'cifar10' not found locally: torchvision.datasets.CIFAR10\(root, "
+                                         r"download=False\) failed for every root it looked in \(" + str(tmp_path)):
+        load_dataset("cifar-10", data_root=tmp_path)
+
+
+def test_resize(digits: ImageData) -> None:
+    d = load_dataset("digits", image_size=16)
+    assert tuple(d.x_train.shape[1:]) == (1, 16, 16)
+
+
+def test_read_idx_rejects_other_files(tmp_path: Path) -> None:
+    p = tmp_path / "bad"
+    p.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="is not an idx file of uint8"):
+        read_idx(p)
