@@ -2,9 +2,11 @@
 
 Every function returns, per model, a dict ``{"loss": float, "accuracy": float, "n": int}``:
 ``loss`` is the batch losses weighted by batch size (the mean over examples for a
-mean-reduced ``loss_fn``), ``accuracy`` the fraction of examples whose arg-max output is
-the target (``nan`` when the targets are not class indices of the outputs), ``n`` the
-number of examples. Evaluation runs under :func:`torch.inference_mode` with the model in
+mean-reduced ``loss_fn``), ``accuracy`` the accuracy that goes with the loss
+(:func:`spsa_mix.blend.losses.correct_counts`: the fraction of examples whose arg-max output
+is the target, or of tokens whose next token is predicted for ``causal-lm``; ``nan`` when
+the targets are not class indices of the outputs, or for ``entropy``), ``n`` the number of
+examples. Evaluation runs under :func:`torch.inference_mode` with the model in
 eval mode: it leaves no gradient and no graph, and restores the model's mode.
 
 * :func:`evaluate` -- any ``nn.Module``;
@@ -39,6 +41,7 @@ from torch import nn
 
 from spsa_mix.blend.batches import iterate_once
 from spsa_mix.blend.devices import resolve_device
+from spsa_mix.blend.losses import correct_counts
 
 if TYPE_CHECKING:
     from spsa_mix.blend.objective import BlendedObjective
@@ -48,19 +51,11 @@ __all__ = ["evaluate", "evaluate_blend", "evaluate_experts", "Metrics"]
 Metrics = dict[str, float]
 
 
-def _correct(out: Any, targets: Any) -> torch.Tensor:
-    """Number of arg-max hits, or -1 when the targets are not class indices of ``out``."""
-    if (isinstance(out, torch.Tensor) and isinstance(targets, torch.Tensor) and out.ndim >= 1
-            and not targets.is_floating_point() and not targets.is_complex() and tuple(out.shape[:-1]) == tuple(targets.shape)):
-        return (out.argmax(dim=-1) == targets).sum()
-    ref = out if isinstance(out, torch.Tensor) else targets
-    return torch.tensor(-1, device=ref.device if isinstance(ref, torch.Tensor) else None)
-
-
-def _finish(loss_sum: float, correct: float, n: int) -> Metrics:
+def _finish(loss_sum: float, correct: float, scored: float, n: int) -> Metrics:
     if n == 0:
         raise ValueError("data yielded no batch: nothing to evaluate")
-    return {"loss": loss_sum / n, "accuracy": (correct / n) if correct >= 0 else math.nan, "n": n}
+    accuracy = correct / scored if correct >= 0 and scored > 0 else math.nan
+    return {"loss": loss_sum / n, "accuracy": accuracy, "n": n}
 
 
 def _check_max_batches(max_batches: Any) -> int | None:
@@ -103,18 +98,19 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Callable[[Any, Any], torch
         dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0.0, 0
+    loss_sum, correct, scored, n = 0.0, 0.0, 0.0, 0
     try:
         with torch.inference_mode():
             for batch in iterate_once(data, dev, max_batches=max_batches):
                 out = model(*batch.args, **batch.kwargs)
                 loss_sum += float(loss_fn(out, batch.targets)) * batch.size
-                hits = float(_correct(out, batch.targets))
-                correct = correct + hits if (hits >= 0 and correct >= 0) else -1.0
+                hits, count = correct_counts(loss_fn, out, batch.targets)
+                correct = correct + float(hits) if (float(hits) >= 0 and correct >= 0) else -1.0
+                scored += count
                 n += batch.size
     finally:
         model.train(was_training)
-    return _finish(loss_sum, correct, n)
+    return _finish(loss_sum, correct, scored, n)
 
 
 def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
@@ -150,20 +146,24 @@ def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
     n = pts.shape[0]
     loss_sum = np.zeros(n)
     correct = np.zeros(n)
+    scored = np.zeros(n)
     total = 0
 
-    def score(out: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return objective._check_loss(objective.loss_fn(out, targets)), _correct(out, targets)
+    def score(out: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hits, count = correct_counts(objective.loss_fn, out, targets)
+        loss = objective._check_loss(objective.loss_fn(out, targets))
+        return loss, torch.as_tensor(hits, device=loss.device), torch.as_tensor(count, device=loss.device)
 
     with torch.inference_mode():
         points = torch.as_tensor(pts, dtype=objective.dtype, device=objective.device)
         for batch in iterate_once(data, objective.device, max_batches=max_batches, dtype=objective.dtype):
-            losses, hits = objective._probe(points, batch, score)  # (n,), (n,)
+            losses, hits, counts = objective._probe(points, batch, score)  # (n,) each
             loss_sum += losses.to(torch.float64).cpu().numpy() * batch.size
             hits_np = hits.to(torch.float64).cpu().numpy()
             correct = np.where((hits_np >= 0) & (correct >= 0), correct + hits_np, -1.0)
+            scored += counts.to(torch.float64).cpu().numpy()
             total += batch.size
-    results = [_finish(float(loss_sum[i]), float(correct[i]), total) for i in range(n)]
+    results = [_finish(float(loss_sum[i]), float(correct[i]), float(scored[i]), total) for i in range(n)]
     return results[0] if single else results
 
 

@@ -1,0 +1,216 @@
+"""Losses of a blended network on target data, each with the accuracy it implies.
+
+Every loss is called as ``loss(outputs, targets) -> scalar tensor`` (the mean over the
+batch), the signature :class:`~spsa_mix.blend.BlendedObjective` and
+:func:`~spsa_mix.blend.evaluate` use. ``outputs`` may be a tensor of logits, a Hugging
+Face ``ModelOutput`` (its ``.logits`` is used) or a tuple whose first entry is the logits.
+
+==================  ==========================================================  ===================
+name                what it is                                                  accuracy it reports
+==================  ==========================================================  ===================
+``cross-entropy``   ``F.cross_entropy(logits (B, C), labels (B,))``: images,    arg-max hits per
+                    sequence classification                                     example
+``causal-lm``       next-token cross-entropy: logits ``(B, T, V)`` at position  next-token hits per
+                    ``t`` scored against ``labels[:, t + 1]``; ``labels`` is    scored token
+                    ``input_ids`` with padding set to ``-100`` (ignored), as
+                    Hugging Face's ``labels`` convention
+``entropy``         mean Shannon entropy of the predicted distribution          none (``nan``)
+                    (AdaMerging's test-time objective: no labels needed); for
+                    ``(B, T, V)`` logits the mean over the tokens that
+                    ``targets`` marks as real (``!= -100``), when given
+==================  ==========================================================  ===================
+
+:func:`resolve_loss` turns a name, a callable or ``"package.module:callable"`` into one.
+A loss may carry a ``correct(outputs, targets) -> (hits, count)`` method;
+:func:`correct_counts` uses it, and falls back to arg-max hits per example.
+
+Example
+-------
+>>> import torch
+>>> logits = torch.tensor([[[0.0, 5.0], [5.0, 0.0], [0.0, 0.0]]])       # (B=1, T=3, V=2)
+>>> labels = torch.tensor([[0, 1, 0]])                                   # position t predicts t+1
+>>> loss = resolve_loss("causal-lm")
+>>> round(float(loss(logits, labels)), 4), [int(v) for v in loss.correct(logits, labels)]
+(0.0067, [2, 2])
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LOSSES",
+    "IGNORE_INDEX",
+    "logits_of",
+    "CrossEntropy",
+    "CausalLM",
+    "Entropy",
+    "resolve_loss",
+    "correct_counts",
+    "LossFn",
+]
+
+IGNORE_INDEX = -100  # torch's cross_entropy default and Hugging Face's padding label
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def logits_of(outputs: Any) -> torch.Tensor:
+    """The logits in a model's outputs: a tensor, ``outputs.logits``, or ``outputs[0]``.
+
+    >>> logits_of((torch.zeros(2, 3), "other")).shape
+    torch.Size([2, 3])
+    """
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    logits = getattr(outputs, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+        return outputs[0]
+    raise ValueError(f"cannot find logits in the model's outputs: got {type(outputs).__name__} "
+                     "(expected a tensor, an object with .logits, or a tuple starting with one)")
+
+
+def _argmax_hits(logits: torch.Tensor, targets: Any) -> tuple[torch.Tensor, int]:
+    if (isinstance(targets, torch.Tensor) and logits.ndim >= 1 and not targets.is_floating_point()
+            and not targets.is_complex() and tuple(logits.shape[:-1]) == tuple(targets.shape)):
+        valid = targets != IGNORE_INDEX
+        hits = ((logits.argmax(dim=-1) == targets) & valid).sum()
+        return hits, int(valid.sum())
+    return torch.tensor(-1, device=logits.device), 0
+
+
+class CrossEntropy:
+    """Mean cross-entropy of class logits ``(B, C)`` against labels ``(B,)`` (labels of
+    ``-100`` are ignored, as in :func:`torch.nn.functional.cross_entropy`).
+
+    >>> round(float(CrossEntropy()(torch.zeros(4, 2), torch.tensor([0, 1, 1, 0]))), 4)
+    0.6931
+    """
+
+    name = "cross-entropy"
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        return F.cross_entropy(logits_of(outputs), targets)
+
+    def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+        """Arg-max hits and the number of examples scored."""
+        return _argmax_hits(logits_of(outputs), targets)
+
+    def __repr__(self) -> str:
+        return "CrossEntropy()"
+
+
+class CausalLM:
+    """Next-token cross-entropy of logits ``(B, T, V)`` against ``labels`` ``(B, T)``:
+    position ``t`` predicts ``labels[:, t + 1]``; ``-100`` marks padding (ignored). The mean
+    is over the scored tokens of the whole batch, as Hugging Face's causal-LM loss.
+
+    >>> round(float(CausalLM()(torch.zeros(2, 4, 8), torch.tensor([[1, 2, 3, -100], [4, 5, 6, 7]]))), 4)
+    2.0794
+    """
+
+    name = "causal-lm"
+
+    @staticmethod
+    def _shifted(outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits_of(outputs)
+        if not isinstance(labels, torch.Tensor) or logits.ndim != 3 or labels.shape != logits.shape[:2]:
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"causal-lm needs logits (B, T, V) and labels (B, T), but got logits "
+                             f"{tuple(logits.shape)} and labels {got}")
+        return logits[:, :-1, :], labels[:, 1:]
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        logits, labels = self._shifted(outputs, targets)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+
+    def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+        """Next-token arg-max hits and the number of scored tokens."""
+        logits, labels = self._shifted(outputs, targets)
+        return _argmax_hits(logits, labels)
+
+    def __repr__(self) -> str:
+        return "CausalLM()"
+
+
+class Entropy:
+    """Mean Shannon entropy (nats) of ``softmax(logits)``: a label-free objective
+    (AdaMerging). ``targets`` may be ``None``; for ``(B, T, V)`` logits, a ``(B, T)`` tensor
+    of labels restricts the mean to the tokens that are not ``-100``.
+
+    >>> round(float(Entropy()(torch.zeros(3, 4), None)), 4)        # log 4
+    1.3863
+    """
+
+    name = "entropy"
+
+    def __call__(self, outputs: Any, targets: Any = None) -> torch.Tensor:
+        logits = logits_of(outputs).float()
+        logp = F.log_softmax(logits, dim=-1)
+        h = -(logp.exp() * logp).sum(dim=-1)  # (B,) or (B, T)
+        if h.ndim == 2 and isinstance(targets, torch.Tensor) and targets.shape == h.shape:
+            mask = (targets != IGNORE_INDEX).to(h.dtype)
+            return (h * mask).sum() / mask.sum().clamp_min(1.0)
+        return h.mean()
+
+    def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+        """No accuracy: entropy needs no labels."""
+        return torch.tensor(-1), 0
+
+    def __repr__(self) -> str:
+        return "Entropy()"
+
+
+LOSSES: dict[str, Callable[[], LossFn]] = {"cross-entropy": CrossEntropy, "causal-lm": CausalLM, "entropy": Entropy}
+
+
+def resolve_loss(spec: Any) -> LossFn:
+    """A loss from a name of :data:`LOSSES`, a callable, or ``"package.module:callable"``.
+
+    >>> resolve_loss("entropy"), resolve_loss("torch.nn.functional:cross_entropy").__name__
+    (Entropy(), 'cross_entropy')
+    >>> resolve_loss("mse")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss must be one of ['cross-entropy', 'causal-lm', 'entropy'], a callable or 'package.module:callable', but got 'mse'
+    """
+    if callable(spec):
+        return spec  # type: ignore[no-any-return]
+    if isinstance(spec, str):
+        if spec in LOSSES:
+            return LOSSES[spec]()
+        module, sep, attr = spec.partition(":")
+        if sep and module and attr:
+            try:
+                fn = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as e:
+                raise ValueError(f"loss {spec!r}: cannot import {attr!r} from {module!r} ({e})") from None
+            if not callable(fn):
+                raise ValueError(f"loss {spec!r} is not callable (it is a {type(fn).__name__})")
+            return fn  # type: ignore[no-any-return]
+    raise ValueError(f"loss must be one of {list(LOSSES)}, a callable or 'package.module:callable', but got {spec!r}")
+
+
+def correct_counts(loss_fn: Any, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+    """``(hits, count)`` for the accuracy that goes with ``loss_fn``: its own ``correct``
+    method if it has one, else arg-max hits per example; ``hits`` is ``-1`` (and ``count``
+    0) when the targets are not class indices of the outputs.
+
+    >>> [int(v) for v in correct_counts(F.cross_entropy, torch.eye(3), torch.tensor([0, 1, 0]))]
+    [2, 3]
+    """
+    own = getattr(loss_fn, "correct", None)
+    if callable(own):
+        return own(outputs, targets)  # type: ignore[no-any-return]
+    try:
+        logits = logits_of(outputs)
+    except ValueError:
+        return torch.tensor(-1), 0
+    return _argmax_hits(logits, targets)

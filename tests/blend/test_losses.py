@@ -1,0 +1,89 @@
+"""The losses of spsa_mix.blend.losses, checked against PyTorch and Hugging Face conventions."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spsa_mix.blend import evaluate
+from spsa_mix.blend.losses import CausalLM, CrossEntropy, Entropy, correct_counts, logits_of, resolve_loss
+
+
+def test_causal_lm_equals_a_hand_shifted_cross_entropy_over_real_tokens() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 11, generator=gen)
+    labels = torch.randint(0, 11, (3, 6), generator=gen)
+    labels[0, 4:] = -100  # padding
+    terms = [F.cross_entropy(logits[b, t], labels[b, t + 1], reduction="sum")
+             for b in range(3) for t in range(5) if labels[b, t + 1] != -100]
+    expected = torch.stack(terms).sum() / len(terms)
+    assert torch.allclose(CausalLM()(logits, labels), expected, atol=1e-6)
+    hits, count = CausalLM().correct(logits, labels)
+    manual = sum(int(logits[b, t].argmax() == labels[b, t + 1]) for b in range(3) for t in range(5)
+                 if labels[b, t + 1] != -100)
+    assert (int(hits), count) == (manual, len(terms))
+
+
+def test_causal_lm_matches_transformers_own_loss() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 32, (2, 7))
+    labels = ids.clone()
+    labels[1, 5:] = -100
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=labels)
+    assert torch.allclose(CausalLM()(out, labels), out.loss, atol=1e-5)
+
+
+def test_entropy_is_log_k_for_uniform_predictions_and_masks_padding() -> None:
+    assert math.isclose(float(Entropy()(torch.zeros(5, 7), None)), math.log(7), rel_tol=1e-6)
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 2] = torch.tensor([50.0, 0.0, 0.0, 0.0])  # a confident token, padded out below
+    mask_all = torch.tensor([[1, 1, 1]])
+    mask_two = torch.tensor([[1, 1, -100]])
+    assert float(Entropy()(logits, mask_all)) < math.log(4) - 0.1
+    assert math.isclose(float(Entropy()(logits, mask_two)), math.log(4), rel_tol=1e-6)
+
+
+def test_logits_are_found_in_model_outputs() -> None:
+    t = torch.zeros(2, 3)
+    assert logits_of(t) is t and logits_of(SimpleNamespace(logits=t)) is t and logits_of((t, 1)) is t
+    with pytest.raises(ValueError, match="cannot find logits in the model's outputs: got dict"):
+        logits_of({"x": t})
+
+
+def test_resolve_loss_names_callables_and_import_paths() -> None:
+    assert isinstance(resolve_loss("cross-entropy"), CrossEntropy)
+    assert resolve_loss(F.mse_loss) is F.mse_loss
+    assert resolve_loss("torch.nn.functional:cross_entropy") is F.cross_entropy
+    with pytest.raises(ValueError, match="cannot import 'nope' from 'torch.nn.functional'"):
+        resolve_loss("torch.nn.functional:nope")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        resolve_loss(3)
+
+
+def test_correct_counts_falls_back_to_argmax_per_example() -> None:
+    hits, count = correct_counts(F.cross_entropy, torch.eye(3), torch.tensor([0, 2, 2]))
+    assert (int(hits), count) == (2, 3)
+    hits, _ = correct_counts(F.mse_loss, torch.zeros(3), torch.zeros(3))  # float targets: no accuracy
+    assert int(hits) == -1
+
+
+def test_evaluate_reports_token_accuracy_for_a_causal_lm() -> None:
+    class Echo(torch.nn.Module):  # predicts token t+1 = token t
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return F.one_hot(ids, 5).float() * 10
+
+    ids = torch.tensor([[1, 1, 2, 2], [3, 3, 3, 0]])
+    labels = ids.clone()
+    labels[1, 3] = -100
+    m = evaluate(Echo(), (ids, labels), loss_fn=CausalLM())
+    # scored tokens: (1->1 hit, 1->2 miss, 2->2 hit), (3->3 hit, 3->3 hit); 4 of 5
+    assert m["n"] == 2 and math.isclose(m["accuracy"], 4 / 5)
