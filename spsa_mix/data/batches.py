@@ -1,4 +1,13 @@
-"""Minibatches of a subset of an in-memory dataset, normalised as they are drawn.
+"""Minibatches of a subset of an in-memory dataset, drawn on the device.
+
+:class:`Batches` works with any source that stores its examples and collates a batch:
+an :class:`~spsa_mix.data.images.ImageData` (normalised images and labels), a
+:class:`~spsa_mix.data.text.TextData` or a :class:`~spsa_mix.data.tasks.Task` (whose
+batches carry the targets its loss needs). The subset is moved to the device once, in
+its stored form (uint8 images, int64 tokens); each batch is collated from it as it is drawn.
+
+A source implements ``take(split, indices, device) -> (stored, labels)`` and
+``collate(stored, labels, ix) -> (inputs, targets)``.
 
 Example
 -------
@@ -14,66 +23,115 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from spsa_mix.data.images import ImageData
+__all__ = ["Batches", "BatchSource"]
 
-__all__ = ["Batches"]
+
+class BatchSource(Protocol):
+    """What :class:`Batches` needs from a dataset."""
+
+    def take(self, split: str, indices: Any, device: torch.device) -> tuple[Any, torch.Tensor]: ...
+
+    def collate(self, stored: Any, labels: torch.Tensor, ix: torch.Tensor) -> tuple[Any, Any]: ...
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
+    return value
 
 
 class Batches:
-    """Minibatches ``(x, y)`` of a subset of an :class:`ImageData` split, normalised.
+    """Minibatches ``(inputs, targets)`` of a subset of a dataset split.
 
     An iterable: each pass draws a new order from ``generator`` when ``shuffle`` (so
-    :class:`~spsa_mix.blend.BlendedObjective` can cycle it). The subset is moved to
-    ``device`` once, as uint8.
+    :class:`~spsa_mix.blend.BlendedObjective` can cycle it).
 
+    Parameters
+    ----------
+    data:
+        A :class:`BatchSource` (:class:`~spsa_mix.data.images.ImageData`,
+        :class:`~spsa_mix.data.tasks.Task`, ...).
+    indices:
+        Examples of ``split`` to use (default: all), in this order when not shuffled.
+    split:
+        ``"train"`` or ``"test"``.
+    batch_size, drop_last:
+        Examples per batch; drop a last, smaller batch.
+    shuffle, generator:
+        A new permutation per pass, from ``generator`` (a ``torch.Generator``, required).
+    replacement, num_batches:
+        Instead of passes over a permutation, each pass is ``num_batches`` batches of
+        ``min(batch_size, n)`` examples drawn uniformly with replacement from ``generator``.
+    min_batch_size:
+        Skip batches smaller than this (BatchNorm in training mode needs 2).
+    device:
+        Where the subset is kept and the batches are made.
+
+    >>> from spsa_mix.data.images import ImageData
     >>> d = ImageData.from_arrays("toy", np.zeros((10, 1, 2, 2), np.uint8), np.arange(10) % 2,
     ...                           np.zeros((2, 1, 2, 2), np.uint8), np.arange(2), scale=1 / 255)
     >>> b = Batches(d, np.arange(10), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     >>> [tuple(x.shape) for x, _ in b], len(b)
     ([(4, 1, 2, 2), (4, 1, 2, 2), (2, 1, 2, 2)], 3)
+    >>> r = Batches(d, batch_size=3, replacement=True, num_batches=2, generator=torch.Generator().manual_seed(0))
+    >>> [tuple(y.shape) for _, y in r]
+    [(3,), (3,)]
     """
 
-    def __init__(self, data: ImageData, indices: Any = None, *, split: str = "train", batch_size: int = 64,
+    def __init__(self, data: BatchSource, indices: Any = None, *, split: str = "train", batch_size: int = 64,
                  shuffle: bool = False, generator: torch.Generator | None = None,
-                 device: str | torch.device = "cpu", drop_last: bool = False) -> None:
+                 device: str | torch.device = "cpu", drop_last: bool = False, replacement: bool = False,
+                 num_batches: int | None = None, min_batch_size: int = 1) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', but got {split!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
-        if shuffle and generator is None:
-            raise ValueError("shuffle=True needs a torch.Generator (generator=...) so the order is reproducible")
-        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-        if indices is not None:
-            ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-            x, y = x[ix], y[ix]
+        _positive_int(batch_size, "batch_size")
+        _positive_int(min_batch_size, "min_batch_size")
+        for flag, on in (("shuffle", shuffle), ("replacement", replacement)):
+            if on and generator is None:
+                raise ValueError(f"{flag}=True needs a torch.Generator (generator=...) so the order is reproducible")
+        if replacement:
+            _positive_int(num_batches, "num_batches")
+        elif num_batches is not None:
+            raise ValueError(f"num_batches applies with replacement=True, but got num_batches={num_batches!r}")
         self.data = data
         self.device = torch.device(device)
-        self.x = x.to(self.device)  # (n, C, H, W) uint8
-        self.y = y.to(self.device)  # (n,)
+        self.stored, self.y = data.take(split, indices, self.device)  # the subset, as stored; (n,) labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+        self.replacement = replacement
+        self.num_batches = num_batches
+        self.min_batch_size = min_batch_size
 
     def __len__(self) -> int:
+        if self.replacement:
+            return int(self.num_batches)  # type: ignore[arg-type]
         n = int(self.y.shape[0])
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        full, rest = divmod(n, self.batch_size)
+        keep_last = rest >= self.min_batch_size and not self.drop_last
+        return full + (1 if rest and keep_last else 0)
 
     @property
     def num_samples(self) -> int:
         return int(self.y.shape[0])
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
         n = self.num_samples
+        if self.replacement:
+            for _ in range(len(self)):
+                ix = torch.randint(0, n, (min(self.batch_size, n),), generator=self.generator).to(self.device)
+                yield self.data.collate(self.stored, self.y, ix)
+            return
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             ix = order[start: start + self.batch_size]
-            yield self.data.normalize(self.x[ix]), self.y[ix]
+            yield self.data.collate(self.stored, self.y, ix)

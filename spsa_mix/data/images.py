@@ -34,6 +34,7 @@ Example
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -123,8 +124,10 @@ class ImageData:
 
     @classmethod
     def from_arrays(cls, name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, scale: float,
-                    classes: Sequence[str] | None = None, source: str = "arrays") -> ImageData:
-        """Build from arrays (channels-first uint8 images, integer labels)."""
+                    classes: Sequence[str] | None = None, source: str = "arrays",
+                    standardize: bool = True) -> ImageData:
+        """Build from arrays (channels-first uint8 images, integer labels); the test split
+        may be empty. With ``standardize=False`` images are only scaled (``mean`` 0, ``std`` 1)."""
         xt = torch.as_tensor(np.asarray(x_train), dtype=torch.uint8)
         xs = torch.as_tensor(np.asarray(x_test), dtype=torch.uint8)
         if xt.ndim != 4 or xs.ndim != 4 or xt.shape[1:] != xs.shape[1:]:
@@ -132,10 +135,14 @@ class ImageData:
                              f"and {tuple(xs.shape)}")
         yt = torch.as_tensor(np.asarray(y_train), dtype=torch.int64)
         ys = torch.as_tensor(np.asarray(y_test), dtype=torch.int64)
-        n_classes = int(max(int(yt.max()), int(ys.max()))) + 1
-        flat = xt.transpose(0, 1).reshape(xt.shape[1], -1).to(torch.float64) * scale  # (C, N*H*W)
-        mean = flat.mean(dim=1).to(torch.float32)
-        std = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
+        n_classes = int(max(int(y.max()) for y in (yt, ys) if y.numel())) + 1
+        channels = xt.shape[1]
+        if standardize:
+            flat = xt.transpose(0, 1).reshape(channels, -1).to(torch.float64) * scale  # (C, N*H*W)
+            mean = flat.mean(dim=1).to(torch.float32)
+            std = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
+        else:
+            mean, std = torch.zeros(channels), torch.ones(channels)
         return cls(name, xt, yt, xs, ys, float(scale), mean, std,
                    tuple(classes) if classes is not None else tuple(str(c) for c in range(n_classes)), source)
 
@@ -157,11 +164,55 @@ class ImageData:
         std = self.std.to(x.device).view(1, -1, 1, 1)
         return (x.to(torch.float32) * self.scale - mean) / std
 
+    def labels(self, split: str = "train") -> torch.Tensor:
+        """The ``(N,)`` int64 labels of ``split`` (``"train"`` or ``"test"``)."""
+        return self.y_train if _check_split(split) == "train" else self.y_test
+
+    # ------------------------------------------------------------------ what Batches uses
+    def take(self, split: str, indices: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored images and labels of a subset of ``split``, on ``device`` (uint8 kept)."""
+        x, y = (self.x_train, self.y_train) if _check_split(split) == "train" else (self.x_test, self.y_test)
+        if indices is not None:
+            ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+            x, y = x[ix], y[ix]
+        return x.to(device), y.to(device)
+
+    def collate(self, stored: torch.Tensor, labels: torch.Tensor, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch ``(normalised images, labels)`` of the stored subset."""
+        return self.normalize(stored[ix]), labels[ix]
+
+    # ------------------------------------------------------------------ what the experiments use
+    def features(self, indices: Any) -> torch.Tensor:
+        """Normalised training images of ``indices``, ``(n, C, H, W)`` (SAIL's input features)."""
+        return self.normalize(self.x_train[torch.as_tensor(np.asarray(indices, dtype=np.int64))])
+
+    def digest(self, indices: Any) -> str:
+        """SHA-256 of the training examples ``indices`` and the normalisation: what an
+        expert trained on them saw."""
+        ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        h = hashlib.sha256()
+        h.update(self.x_train[ix].contiguous().numpy().tobytes())
+        h.update(self.y_train[ix].contiguous().numpy().tobytes())
+        h.update(np.asarray([self.scale], dtype=np.float64).tobytes())
+        h.update(self.mean.numpy().tobytes())
+        h.update(self.std.numpy().tobytes())
+        return h.hexdigest()
+
+    def model_dims(self) -> dict[str, int]:
+        """The sizes an image architecture is built from (:func:`spsa_mix.models.build_model`)."""
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size}
+
     def describe(self) -> dict[str, Any]:
         """Sizes and shape, for the results file."""
         return {"name": self.name, "source": self.source, "n_train": int(self.x_train.shape[0]),
                 "n_test": int(self.x_test.shape[0]), "image_shape": list(self.x_train.shape[1:]),
                 "num_classes": self.num_classes, "classes": list(self.classes)}
+
+
+def _check_split(split: Any) -> str:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', but got {split!r}")
+    return str(split)
 
 
 # ---------------------------------------------------------------------------- roots
@@ -192,7 +243,8 @@ def default_data_roots(cache_dir: str | os.PathLike[str] | None = None) -> list[
 
 # ---------------------------------------------------------------------------- loaders
 def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None, image_size: int | None = None) -> ImageData:
+                 cache_dir: str | os.PathLike[str] | None = None, image_size: int | None = None,
+                 standardize: bool = True, test_size: int | None = None) -> ImageData:
     """Load a dataset by name into memory (see the module docstring for the names).
 
     Parameters
@@ -208,6 +260,13 @@ def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
     image_size:
         Resize (shorter side) and centre-crop to this size; needed for datasets whose
         images differ in size (Imagenette: 64 by default).
+    standardize:
+        Normalise each channel by the training split's mean and standard deviation
+        (default); ``False`` only scales to ``[0, 1]``.
+    test_size:
+        ``"digits"`` only (it has no official split): images held out as the test split
+        (default :data:`DIGITS_TEST_SIZE`, stratified); ``0`` keeps all 1797 images, in
+        scikit-learn's order, as the training split.
 
     Raises
     ------
@@ -224,19 +283,22 @@ def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
     if not isinstance(name, str):
         raise ValueError(f"dataset must be a name, one of {available_datasets()}, but got {name!r}")
     key = _canonical(name)
+    if test_size is not None and key != "digits":
+        raise ValueError(f"test_size applies to 'digits' only (the others have their own test split), "
+                         f"but got test_size={test_size!r} for {name!r}")
     if key == "digits":
-        data = _load_digits()
+        data = _load_digits(DIGITS_TEST_SIZE if test_size is None else test_size, standardize)
     elif key == "fashionmnist":
-        data = _load_fashion_mnist(_roots(data_root, cache_dir))
+        data = _load_fashion_mnist(_roots(data_root, cache_dir), standardize)
     elif key in TORCHVISION_DATASETS:
-        data = _load_torchvision(key, _roots(data_root, cache_dir), image_size)
+        data = _load_torchvision(key, _roots(data_root, cache_dir), image_size, standardize)
     else:
         raise ValueError(
             f"unknown dataset {name!r}; available: {', '.join(available_datasets())} "
             f"(the torchvision ones must be present locally under the data root)"
         )
     if image_size is not None and data.image_size != image_size and key != "imagenette":
-        data = _resize(data, image_size)
+        data = _resize(data, image_size, standardize)
     return data
 
 
@@ -249,7 +311,7 @@ def _roots(data_root: str | os.PathLike[str] | None, cache_dir: str | os.PathLik
     return default_data_roots(cache_dir)
 
 
-def _load_digits() -> ImageData:
+def _load_digits(test_size: int, standardize: bool) -> ImageData:
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - scikit-learn is a dependency of the torch extra
@@ -257,11 +319,15 @@ def _load_digits() -> ImageData:
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), values 0..16
     labels = bunch.target.astype(np.int64)
-    test = stratified_pick(labels, DIGITS_TEST_SIZE, np.random.default_rng(0))
+    if isinstance(test_size, bool) or not isinstance(test_size, int) or not 0 <= test_size < len(labels):
+        raise ValueError(f"test_size must be an integer in [0, {len(labels)}), but got {test_size!r}")
+    test = stratified_pick(labels, test_size, np.random.default_rng(0)) if test_size else np.zeros(0, np.int64)
     train = np.setdiff1d(np.arange(len(labels)), test)
+    source = "sklearn.datasets.load_digits (UCI optical digits, shipped with scikit-learn)"
+    if test_size != DIGITS_TEST_SIZE:
+        source += f", test_size={test_size}"
     return ImageData.from_arrays("digits", images[train], labels[train], images[test], labels[test], scale=1 / 16,
-                                 classes=[str(c) for c in range(10)],
-                                 source="sklearn.datasets.load_digits (UCI optical digits, shipped with scikit-learn)")
+                                 classes=[str(c) for c in range(10)], source=source, standardize=standardize)
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -303,7 +369,7 @@ def _find_fashion(root: Path) -> dict[str, Path] | None:
     return None
 
 
-def _load_fashion_mnist(roots: list[Path]) -> ImageData:
+def _load_fashion_mnist(roots: list[Path], standardize: bool) -> ImageData:
     for root in roots:
         files = _find_fashion(root)
         if files is not None:
@@ -311,7 +377,7 @@ def _load_fashion_mnist(roots: list[Path]) -> ImageData:
             return ImageData.from_arrays(
                 "fashion-mnist", arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
                 arrays["y_test"], scale=1 / 255, classes=_FASHION_CLASSES,
-                source=f"idx files in {files['x_train'].parent}",
+                source=f"idx files in {files['x_train'].parent}", standardize=standardize,
             )
     looked = ", ".join(str(r / "FashionMNIST" / "raw") for r in roots)
     raise ValueError(
@@ -321,7 +387,7 @@ def _load_fashion_mnist(roots: list[Path]) -> ImageData:
     )
 
 
-def _load_torchvision(key: str, roots: list[Path], image_size: int | None) -> ImageData:
+def _load_torchvision(key: str, roots: list[Path], image_size: int | None, standardize: bool) -> ImageData:
     import torchvision.datasets as tvd
 
     cls_name, train_kw, test_kw = TORCHVISION_DATASETS[key]
@@ -343,7 +409,8 @@ def _load_torchvision(key: str, roots: list[Path], image_size: int | None) -> Im
         if isinstance(classes, (list, tuple)) and classes and not isinstance(classes[0], str):
             classes = [str(c[0]) if isinstance(c, (tuple, list)) else str(c) for c in classes]
         return ImageData.from_arrays(key, x_train, y_train, x_test, y_test, scale=1 / 255, classes=classes,
-                                     source=f"torchvision.datasets.{cls_name}(root={str(root)!r}, download=False)")
+                                     source=f"torchvision.datasets.{cls_name}(root={str(root)!r}, download=False)",
+                                     standardize=standardize)
     raise ValueError(
         f"dataset {key!r} not found locally: torchvision.datasets.{cls_name}(root, download=False) failed for "
         f"every root it looked in ({'; '.join(errors)}). "
@@ -393,7 +460,7 @@ def _to_arrays(ds: Any, image_size: int | None) -> tuple[np.ndarray, np.ndarray]
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 
-def _resize(data: ImageData, size: int) -> ImageData:
+def _resize(data: ImageData, size: int, standardize: bool) -> ImageData:
     import torch.nn.functional as F
 
     def rs(x: torch.Tensor) -> torch.Tensor:
@@ -401,4 +468,5 @@ def _resize(data: ImageData, size: int) -> ImageData:
         return out.round().clamp(0, 255).to(torch.uint8)
 
     return ImageData.from_arrays(data.name, rs(data.x_train), data.y_train, rs(data.x_test), data.y_test,
-                                 scale=data.scale, classes=data.classes, source=data.source + f", resized to {size}")
+                                 scale=data.scale, classes=data.classes, source=data.source + f", resized to {size}",
+                                 standardize=standardize)

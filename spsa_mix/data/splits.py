@@ -1,10 +1,29 @@
 """Splits of a labelled set among a target, a held-out target split and K non-IID experts.
 
----------------------------
-From the training split, in this order and without overlap: the target set (IID,
-uniformly at random: it learns alpha and is fine-tuned on; GLUE 5), a held-out target
-split (IID, the same way: proxy accuracy, best single, greedy soup), then the K expert splits
-from what remains (:func:`dirichlet_split`). The test split only evaluates.
+:func:`make_splits` (the experiments' split, GLUE 5): from the training split, in this
+order and without overlap, the target set (IID, uniformly at random: it learns alpha and
+is fine-tuned on), a held-out target split (IID, the same way: proxy accuracy, best
+single, greedy soup), then the K expert splits from what remains
+(:func:`dirichlet_split`). The test split only evaluates.
+
+Three ways to give K experts non-IID shares of a pool, all driven by Dirichlet class
+proportions of concentration ``delta`` (0.5 in GLUE 5; small is skewed, large near IID):
+
+=========================  ==============================================================
+:func:`dirichlet_split`    each expert in turn draws ``q ~ Dir(delta)`` and takes its
+                           ``per_expert`` images with class counts as close to
+                           ``per_expert * q`` as what is left allows; disjoint, sizes
+                           fixed (GLUE 5)
+:func:`dirichlet_partition` each class is divided among the K experts in ``Dir(delta)``
+                           proportions; every image of the pool goes to one expert, sizes
+                           vary (Hsu, Qi and Brown 2019, the usual federated-learning split)
+:func:`dirichlet_sample`   each expert draws ``q ~ Dir(delta)`` and samples ``per_expert``
+                           images of the whole pool with probability ``q[label]``; experts
+                           may share images, so K can be large for a small pool
+=========================  ==============================================================
+
+:func:`random_parts` carves disjoint IID subsets (the target, held-out and test parts)
+from one permutation.
 
 Example
 -------
@@ -25,7 +44,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Splits", "dirichlet_split", "make_splits", "stratified_pick"]
+__all__ = ["Splits", "dirichlet_split", "dirichlet_partition", "dirichlet_sample", "make_splits", "random_parts",
+           "stratified_pick"]
 
 IntArray = NDArray[np.int64]
 
@@ -132,11 +152,9 @@ def dirichlet_split(
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 1-d integer array, but got dtype {labels.dtype} shape {labels.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
+    k = _check_k(k)
     sizes = _sizes(per_expert, k)
-    if not (isinstance(concentration, (int, float)) and concentration > 0 and math.isfinite(concentration)):
-        raise ValueError(f"concentration must be a positive number, but got {concentration!r}")
+    _check_concentration(concentration)
     idx = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
     if sum(sizes) > len(idx):
         raise ValueError(
@@ -158,6 +176,122 @@ def dirichlet_split(
     return parts
 
 
+def random_parts(n: int, sizes: Sequence[int], rng: np.random.Generator, *, sort: bool = True) -> list[IntArray]:
+    """Disjoint uniformly random subsets of ``range(n)`` of the given sizes, then the rest:
+    ``len(sizes) + 1`` arrays cut from one ``rng.permutation(n)``, each sorted when ``sort``.
+
+    >>> [p.tolist() for p in random_parts(6, [2, 1], np.random.default_rng(0))]
+    [[2, 3], [5], [0, 1, 4]]
+    """
+    if sum(sizes) > n:
+        raise ValueError(f"cannot cut parts of sizes {list(sizes)} (total {sum(sizes)}) from {n} items")
+    perm = rng.permutation(n)
+    cuts = np.cumsum([0, *sizes])
+    parts = [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)] + [perm[cuts[-1]:]]
+    return [np.sort(p) for p in parts] if sort else parts
+
+
+def dirichlet_partition(
+    labels: Any,
+    *,
+    k: int,
+    concentration: float = 0.5,
+    rng: np.random.Generator,
+    pool: Any = None,
+    min_size: int = 5,
+    attempts: int = 100,
+) -> list[IntArray]:
+    """Divide each class of the pool among ``k`` experts in Dirichlet proportions.
+
+    For each class (in increasing order) the pool's images of that class are permuted and
+    cut at the cumulative sums of ``q ~ Dir(concentration * 1_k)``; expert ``i`` gets the
+    ``i``-th piece of every class. Every image goes to exactly one expert; sizes vary. The
+    whole draw is repeated (up to ``attempts`` times) until every expert has at least
+    ``min_size`` images.
+
+    Returns
+    -------
+    list of arrays
+        ``k`` index arrays into ``labels``, in class order (not sorted), disjoint, covering the pool.
+
+    >>> labels = np.repeat(np.arange(3), 20)
+    >>> parts = dirichlet_partition(labels, k=3, rng=np.random.default_rng(0))
+    >>> sum(len(p) for p in parts), len(np.unique(np.concatenate(parts)))
+    (60, 60)
+    """
+    labels = np.asarray(labels)
+    k = _check_k(k)
+    _check_concentration(concentration)
+    idx = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
+    sub = labels[idx]
+    for _ in range(attempts):
+        shares: list[list[int]] = [[] for _ in range(k)]
+        for c in np.unique(sub):
+            members = rng.permutation(np.flatnonzero(sub == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(k, float(concentration))))[:-1] * len(members)).astype(int)
+            for i, part in enumerate(np.split(members, cuts)):
+                shares[i].extend(part.tolist())
+        if min(len(s) for s in shares) >= min_size:
+            return [idx[np.asarray(s, dtype=np.int64)] for s in shares]
+    raise ValueError(f"could not split {len(idx)} images among k={k} experts with at least {min_size} each "
+                     f"in {attempts} draws; lower k")
+
+
+def dirichlet_sample(
+    labels: Any,
+    *,
+    k: int,
+    per_expert: int,
+    concentration: float = 0.5,
+    rng: np.random.Generator,
+    pool: Any = None,
+    with_seeds: bool = False,
+) -> Any:
+    """Each expert samples its own share of the whole pool with Dirichlet class proportions.
+
+    For each expert in turn: ``q ~ Dir(concentration * 1_C)``, then ``per_expert`` images
+    of the pool (all of it if smaller) without replacement, with probabilities
+    proportional to ``q[label]``; with ``with_seeds``, then a seed for the order of its
+    training minibatches (``rng.integers(2**31)``). Experts may share images.
+
+    Returns
+    -------
+    list of arrays, or (list of arrays, tuple of seeds) with ``with_seeds``
+        ``k`` index arrays into ``labels`` in the order drawn.
+
+    >>> parts, seeds = dirichlet_sample(np.repeat(np.arange(2), 5), k=3, per_expert=4,
+    ...                                 rng=np.random.default_rng(0), with_seeds=True)
+    >>> [len(p) for p in parts], len(seeds)
+    ([4, 4, 4], 3)
+    """
+    labels = np.asarray(labels)
+    k = _check_k(k)
+    _check_concentration(concentration)
+    size = _sizes(per_expert, 1)[0]
+    idx = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
+    num_classes = int(labels.max()) + 1
+    pool_labels = labels[idx]
+    parts, seeds = [], []
+    for _ in range(k):
+        q = rng.dirichlet(np.full(num_classes, float(concentration)))
+        w = q[pool_labels]
+        parts.append(idx[rng.choice(idx.size, size=min(size, idx.size), replace=False, p=w / w.sum())])
+        if with_seeds:
+            seeds.append(int(rng.integers(2**31)))
+    return (parts, tuple(seeds)) if with_seeds else parts
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
+    return int(k)
+
+
+def _check_concentration(concentration: Any) -> None:
+    if not (isinstance(concentration, (int, float)) and concentration > 0 and math.isfinite(concentration)):
+        raise ValueError(f"concentration must be a positive number, but got {concentration!r}")
+
+
 def _sizes(per_expert: Any, k: int) -> list[int]:
     sizes = list(per_expert) if isinstance(per_expert, (list, tuple, np.ndarray)) else [per_expert] * k
     if len(sizes) != k:
@@ -170,11 +304,17 @@ def _sizes(per_expert: Any, k: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Splits:
-    """Index arrays into the training split: target, held-out target, one per expert."""
+    """Index arrays into the training split: target, held-out target, one per expert.
+
+    ``seeds``, when given, holds one seed per expert for the order of its training
+    minibatches (drawn with the split, as :func:`dirichlet_sample` can); otherwise the
+    training derives them (:func:`spsa_mix.experiment.experts.expert_seed`).
+    """
 
     target: IntArray
     holdout: IntArray
     experts: list[IntArray]
+    seeds: tuple[int, ...] | None = None
 
     def describe(self, labels: Any) -> dict[str, Any]:
         """Sizes and class counts, for the results file."""
@@ -223,8 +363,7 @@ def make_splits(
     for name, value in (("target_size", target_size), ("holdout_size", holdout_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
+    k = _check_k(k)
     experts_need = sum(_sizes(per_expert, k))
     need = target_size + holdout_size + experts_need
     if need > len(labels):
@@ -235,9 +374,6 @@ def make_splits(
             f"target_size={target_size} + holdout_size={holdout_size} + {shown} ({experts_need}); "
             f"lower k, per_expert, target_size or holdout_size"
         )
-    perm = rng.permutation(len(labels))
-    target = np.sort(perm[:target_size])
-    holdout = np.sort(perm[target_size: target_size + holdout_size])
-    experts = dirichlet_split(labels, k=k, per_expert=per_expert, concentration=concentration, rng=rng,
-                              pool=np.sort(perm[target_size + holdout_size:]))
+    target, holdout, rest = random_parts(len(labels), [target_size, holdout_size], rng)
+    experts = dirichlet_split(labels, k=k, per_expert=per_expert, concentration=concentration, rng=rng, pool=rest)
     return Splits(target=target, holdout=holdout, experts=experts)

@@ -38,3 +38,25 @@ def test_batches_bad_arguments(digits: ImageData) -> None:
         Batches(digits, batch_size=0)
     with pytest.raises(ValueError, match="split must be 'train' or 'test', but got 'val'"):
         Batches(digits, split="val")
+
+
+def test_replacement_batches_draw_uniform_indices_from_the_generator(digits: ImageData) -> None:
+    b = Batches(digits, np.arange(50), batch_size=8, replacement=True, num_batches=3,
+                generator=torch.Generator().manual_seed(3))
+    got = [y for _, y in b]
+    gen = torch.Generator().manual_seed(3)
+    expected = [digits.y_train[torch.randint(0, 50, (8,), generator=gen)] for _ in range(3)]
+    assert len(b) == 3 and all(torch.equal(a, e) for a, e in zip(got, expected, strict=True))
+    with pytest.raises(ValueError, match="num_batches must be an integer >= 1, but got None"):
+        Batches(digits, replacement=True, generator=torch.Generator())
+    with pytest.raises(ValueError, match="replacement=True needs a torch.Generator"):
+        Batches(digits, replacement=True, num_batches=2)
+    with pytest.raises(ValueError, match="num_batches applies with replacement=True"):
+        Batches(digits, num_batches=2)
+
+
+def test_min_batch_size_skips_a_small_last_batch(digits: ImageData) -> None:
+    sizes = [int(y.shape[0]) for _, y in Batches(digits, np.arange(9), batch_size=4, min_batch_size=2)]
+    assert sizes == [4, 4]
+    sizes = [int(y.shape[0]) for _, y in Batches(digits, np.arange(10), batch_size=4, min_batch_size=2)]
+    assert sizes == [4, 4, 2]
