@@ -21,11 +21,9 @@ Example
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 __all__ = ["Batches", "BatchSource"]
@@ -72,6 +70,7 @@ class Batches:
     device:
         Where the subset is kept and the batches are made.
 
+    >>> import numpy as np
     >>> from spsa_mix.data.images import ImageData
     >>> d = ImageData.from_arrays("toy", np.zeros((10, 1, 2, 2), np.uint8), np.arange(10) % 2,
     ...                           np.zeros((2, 1, 2, 2), np.uint8), np.arange(2), scale=1 / 255)
