@@ -21,6 +21,17 @@ shape ``(B, in_channels, image_size, image_size)`` to logits ``(B, num_classes)`
     3 heads and an MLP of 384 (this package's small choice), its patch embedding taking
     ``in_channels``; head ``heads``. ``image_size`` must be divisible by 8.
 
+A text architecture maps token ids ``(B, T)`` (with an ``attention_mask``, as keyword
+arguments) to next-token logits ``(B, T, vocab_size)``, or, given ``num_classes``, to class
+logits ``(B, num_classes)`` of each sequence:
+
+``"tiny-llama"``
+    a Hugging Face Llama built from a config (transformers, no download): 2 layers, hidden
+    size 32, 4 attention heads (2 key/value heads), an MLP of 64, untied embeddings, padding
+    token 0; ``LlamaForCausalLM`` (head ``lm_head``), or ``LlamaForSequenceClassification``
+    (head ``score``) with ``num_classes``. About 9k parameters plus ``64 * vocab_size`` per
+    embedding; built for tests and the built-in text task.
+
 :func:`head_name` gives the prefix of each architecture's classification head, the
 ``head=`` argument of :class:`~spsa_mix.blend.BlendedObjective` when experts have
 different heads.
@@ -32,7 +43,7 @@ Example
 >>> net(torch.zeros(2, 1, 8, 8)).shape
 torch.Size([2, 10])
 >>> available_models()
-['mobilenet_v2', 'resnet20', 'small-cnn', 'vit']
+['mobilenet_v2', 'resnet20', 'small-cnn', 'tiny-llama', 'vit']
 """
 
 from __future__ import annotations
@@ -160,6 +171,21 @@ def _vit(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return net
 
 
+def _tiny_llama(*, vocab_size: int, max_length: int, num_classes: int | None) -> nn.Module:
+    try:
+        import transformers
+    except ImportError as e:
+        raise ValueError("the architecture 'tiny-llama' needs transformers (pip install 'spsa-mix[hf]')") from e
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_length,
+                                   tie_word_embeddings=False, pad_token_id=0, use_cache=False,
+                                   num_labels=num_classes or 2)
+    if num_classes is None:
+        return transformers.LlamaForCausalLM(cfg)
+    return transformers.LlamaForSequenceClassification(cfg)
+
+
+_TEXT = frozenset({"tiny-llama"})
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": lambda *, num_classes, in_channels, image_size: SmallCNN(num_classes=num_classes,
                                                                            in_channels=in_channels),
@@ -167,8 +193,9 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
                                                                           in_channels=in_channels),
     "mobilenet_v2": _mobilenet_v2,
     "vit": _vit,
+    "tiny-llama": _tiny_llama,
 }
-_HEADS = {"small-cnn": "fc", "resnet20": "fc", "mobilenet_v2": "classifier", "vit": "heads"}
+_HEADS = {"small-cnn": "fc", "resnet20": "fc", "mobilenet_v2": "classifier", "vit": "heads", "tiny-llama": "lm_head"}
 _MIN_SIZE = {"small-cnn": 4, "resnet20": 4, "mobilenet_v2": 1, "vit": VIT_PATCH_SIZE}
 
 
@@ -202,7 +229,8 @@ def _check_int(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
-def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int,
+def build_model(name: str, *, num_classes: int | None = None, in_channels: int | None = None,
+                image_size: int | None = None, vocab_size: int | None = None, max_length: int | None = None,
                 seed: int | None = None) -> nn.Module:
     """A freshly initialised architecture by name (see the module docstring).
 
@@ -211,7 +239,11 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
     name:
         One of :func:`available_models`.
     num_classes, in_channels, image_size:
-        Output logits, input channels and the side of the (square) input images.
+        Image architectures: output logits, input channels and the side of the (square)
+        input images (all three required).
+    vocab_size, max_length, num_classes:
+        Text architectures: the vocabulary, the longest sequence, and ``num_classes`` for a
+        sequence classifier (``None``: a causal language model).
     seed:
         Seed of the initialisation, drawn from a forked torch RNG so the global state is
         left untouched; ``None`` draws from the global RNG.
@@ -224,8 +256,9 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
     Raises
     ------
     ValueError
-        For an unknown name (the message lists the available ones), non-positive sizes, or
-        an ``image_size`` the architecture cannot take (``"vit"`` needs a multiple of 8).
+        For an unknown name (the message lists the available ones), missing or
+        non-positive sizes, or an ``image_size`` the architecture cannot take (``"vit"``
+        needs a multiple of 8).
 
     Examples
     --------
@@ -235,19 +268,25 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
     >>> build_model("vgg", num_classes=10, in_channels=3, image_size=32)
     Traceback (most recent call last):
     ...
-    ValueError: unknown model name 'vgg'; available: ['mobilenet_v2', 'resnet20', 'small-cnn', 'vit']
+    ValueError: unknown model name 'vgg'; available: ['mobilenet_v2', 'resnet20', 'small-cnn', 'tiny-llama', 'vit']
     """
     _check_name(name)
-    num_classes = _check_int(num_classes, "num_classes", 1)
-    in_channels = _check_int(in_channels, "in_channels", 1)
-    image_size = _check_int(image_size, "image_size", 1)
-    if image_size < _MIN_SIZE[name]:
-        raise ValueError(f"image_size must be at least {_MIN_SIZE[name]} for {name!r}, but got {image_size}")
     if seed is not None:
         seed = _check_int(seed, "seed", 0)
     build = _BUILDERS[name]
+    if name in _TEXT:
+        dims: dict[str, int | None] = {"vocab_size": _check_int(vocab_size, "vocab_size", 2),
+                                       "max_length": _check_int(max_length, "max_length", 2),
+                                       "num_classes": None if num_classes is None else
+                                       _check_int(num_classes, "num_classes", 2)}
+    else:
+        dims = {"num_classes": _check_int(num_classes, "num_classes", 1),
+                "in_channels": _check_int(in_channels, "in_channels", 1),
+                "image_size": _check_int(image_size, "image_size", 1)}
+        if dims["image_size"] < _MIN_SIZE[name]:  # type: ignore[operator]
+            raise ValueError(f"image_size must be at least {_MIN_SIZE[name]} for {name!r}, but got {image_size}")
     if seed is None:
-        return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+        return build(**dims)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+        return build(**dims)

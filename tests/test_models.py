@@ -54,7 +54,7 @@ def test_seed_is_reproducible_and_leaves_the_global_rng_alone():
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("vgg", {}, r"unknown model name 'vgg'; available: \['mobilenet_v2', 'resnet20', 'small-cnn', 'vit'\]"),
+        ("vgg", {}, r"unknown model name 'vgg'; available: \['mobilenet_v2', 'resnet20', 'small-cnn', 'tiny-llama', 'vit'\]"),
         ("vit", {"image_size": 28}, "image_size must be divisible by the ViT patch size 8 for 'vit', but got 28"),
         ("small-cnn", {"num_classes": 0}, "num_classes must be an integer >= 1, but got 0"),
         ("small-cnn", {"in_channels": 1.5}, "in_channels must be an integer >= 1, but got 1.5"),
@@ -69,6 +69,21 @@ def test_errors(name, kwargs, message):
 
 
 def test_available_models_and_head_name():
-    assert available_models() == ["mobilenet_v2", "resnet20", "small-cnn", "vit"]
+    assert available_models() == ["mobilenet_v2", "resnet20", "small-cnn", "tiny-llama", "vit"]
     with pytest.raises(ValueError, match="unknown model name 'x'"):
         head_name("x")
+
+
+def test_tiny_llama_is_a_causal_lm_or_a_sequence_classifier():
+    pytest.importorskip("transformers")
+    ids = torch.randint(1, 50, (3, 7))
+    lm = build_model("tiny-llama", vocab_size=50, max_length=16, seed=0)
+    assert lm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (3, 7, 50)
+    cls = build_model("tiny-llama", vocab_size=50, max_length=16, num_classes=4, seed=0)
+    assert cls(input_ids=ids).logits.shape == (3, 4)
+    again = build_model("tiny-llama", vocab_size=50, max_length=16, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(lm.state_dict().values(), again.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= 2, but got None"):
+        build_model("tiny-llama", max_length=16)
+    with pytest.raises(ValueError, match="in_channels must be an integer >= 1, but got None"):
+        build_model("small-cnn", num_classes=10, image_size=8)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Batch", "BatchStream", "split_batch", "is_fixed_batch", "iterate_once"]
+__all__ = ["Batch", "BatchStream", "split_batch", "is_fixed_batch", "iterate_once", "call_model"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,20 @@ def split_batch(batch: Any, device: torch.device, dtype: torch.dtype | None = No
     if isinstance(inputs, (tuple, list)):
         return Batch(args=tuple(inputs), targets=targets)
     return Batch(args=(inputs,), targets=targets)
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """``model`` applied to the inputs of a batch: a dict as keyword arguments, a tuple or
+    list as positional arguments, anything else as the one argument (as :class:`Batch`).
+
+    >>> call_model(lambda a, b=0: a + b, {"a": 1, "b": 2}), call_model(lambda a, b: a * b, (3, 4))
+    (3, 12)
+    """
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 def is_fixed_batch(data: Any) -> bool:

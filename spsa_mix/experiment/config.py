@@ -1,8 +1,10 @@
-"""The configuration of one GLUE experiment: every size and hyperparameter in one place.
+"""The configuration of one experiment: every size and hyperparameter in one place.
 
-Two scales share one dataclass. :class:`ExperimentConfig` itself holds the scaled-down defaults
-of the built-in run (``spsa-mix glue`` with no arguments: scikit-learn's digits, a few
-minutes on a 2-core CPU); :meth:`ExperimentConfig.paper` holds GLUE section 5's sizes (2000
+The experiment follows the protocol of the GLUE paper's section 5 (K experts on Dirichlet
+splits, every way to set alpha, fine-tuning). Two scales share one dataclass.
+:class:`ExperimentConfig` itself holds the scaled-down defaults of the built-in run
+(``spsa-mix experiment`` with no arguments: scikit-learn's digits, a few minutes on a
+2-core CPU); :meth:`ExperimentConfig.paper` holds GLUE section 5's sizes (2000
 images per expert, 10,000 target images, 40 expert epochs) for a dataset large enough to
 hold them. Each default names its source: "GLUE 5" is section 5 of the GLUE paper, "ours"
 marks a choice of this package, made because the paper does not state one.
@@ -27,9 +29,12 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spsa_mix.core.directions import DIRECTION_KINDS
+
+if TYPE_CHECKING:
+    from spsa_mix.experiment.pool import PoolSpec
 
 __all__ = ["ExperimentConfig", "ALL_CONFIGS", "DEFAULT_CONFIGS", "default_cache_dir"]
 
@@ -84,6 +89,7 @@ class ExperimentConfig:
 
     # ---- data and split
     dataset: str = "digits"  # ours: real 8x8 digits shipped in scikit-learn, no download
+    task: str | None = None  # ours: None is the dataset's own (images: classification; text: causal-lm)
     data_root: str | None = None  # where to look for files (not needed for digits)
     image_size: int | None = None  # resize for datasets of mixed sizes (Imagenette); None: native
     k: int = 10  # GLUE 5: K = 10 experts
@@ -93,7 +99,7 @@ class ExperimentConfig:
     holdout_size: int = 100  # ours: IID held-out target split: proxy accuracy, best single, greedy soup
     data_seed: int = 0  # ours: fixes the split and the experts (same across alpha seeds)
     # ---- experts
-    arch: str = "small-cnn"  # the issue: the CPU default
+    arch: str = "small-cnn"  # ours: small and fast on a CPU (spsa_mix.models)
     expert_epochs: int = 40  # GLUE 5: 40 epochs
     expert_lr: float = 1e-3  # GLUE 5: Adam, learning rate 0.001
     expert_betas: tuple[float, float] = (0.9, 0.999)  # GLUE 5
@@ -167,6 +173,10 @@ class ExperimentConfig:
             raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {self.directions!r}")
         if self.sail_features not in ("pixels", "penultimate"):
             raise ValueError(f"sail_features must be 'pixels' or 'penultimate', but got {self.sail_features!r}")
+        if self.task is not None and self.task not in ("image-classification", "sequence-classification",
+                                                       "causal-lm"):
+            raise ValueError(f"task must be None, 'image-classification', 'sequence-classification' or 'causal-lm', "
+                             f"but got {self.task!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string ('auto', 'cpu', 'cuda', 'cuda:0'), but got {self.device!r}")
 
@@ -225,3 +235,19 @@ class ExperimentConfig:
     def resolved_cache_dir(self) -> Path:
         """``cache_dir`` or the default cache folder."""
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+    def pool_spec(self) -> PoolSpec:
+        """The expert pool this configuration describes (:func:`spsa_mix.experiment.pool.build_pool`).
+
+        >>> ExperimentConfig(k=4).pool_spec().k
+        4
+        """
+        from spsa_mix.experiment.experts import TrainSpec
+        from spsa_mix.experiment.pool import PoolSpec
+
+        train = TrainSpec(epochs=self.expert_epochs, lr=self.expert_lr, betas=self.expert_betas,
+                          batch_size=self.expert_batch_size, data_seed=self.data_seed, shared_init=self.shared_init)
+        return PoolSpec(dataset=self.dataset, kind=self.task, data_root=self.data_root, image_size=self.image_size,
+                        arch=self.arch, k=self.k, per_expert=self.per_expert, target_size=self.target_size,
+                        holdout_size=self.holdout_size, concentration=self.dirichlet_alpha, data_seed=self.data_seed,
+                        train=train)

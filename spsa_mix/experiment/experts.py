@@ -1,11 +1,12 @@
 """Train the K experts and keep them in a cache, so the expensive part runs once.
 
-Each expert is trained on its Dirichlet split with Adam (GLUE 5: lr 1e-3, betas
-(0.9, 0.999), batch 64, 40 epochs by default) and saved as soon as it is trained: a
-``<key>.safetensors`` file with its weights and a ``<key>.json`` file with everything
-that determined it (architecture, its parameter shapes, the dataset, a SHA-256 of the
-exact images and labels it saw, the training hyperparameters and seed), its data indices
-and size, class counts, training losses and test accuracy. ``key`` is the SHA-256 of
+Each expert is trained on its split of a task's data (:class:`~spsa_mix.data.tasks.Task`:
+images, or token sequences for a language model or a sequence classifier) with Adam and the
+task's loss (GLUE 5: lr 1e-3, betas (0.9, 0.999), batch 64, 40 epochs by default) and saved
+as soon as it is trained: a ``<key>.safetensors`` file with its weights and a
+``<key>.json`` file with everything that determined it (architecture, its parameter
+shapes, the task, a SHA-256 of the exact examples it saw, the training hyperparameters and
+seeds), its data indices and size, class counts, training losses and test metrics. ``key`` is the SHA-256 of
 that specification (:func:`expert_key`), so a later run with the same configuration
 loads the file instead of training, a changed configuration trains a new expert, and an
 interrupted run keeps every expert finished before the interruption. The JSON is
@@ -19,18 +20,21 @@ differ by permutations of their hidden units. Measured on the built-in digits ru
 (``docs/glue.md``): with independent initialisations the uniform blend is at chance.
 ``shared_init=False`` gives each expert its own initialisation.
 
-Randomness: the initialisation seed is ``expert_seed(data_seed, 0)`` when shared, else
-``expert_seed(data_seed, index)``; the minibatch order always comes from
-``expert_seed(data_seed, index)``. The initialisation runs under
+Randomness: the initialisation seed is ``TrainSpec.init_seed`` if given, else
+``expert_seed(data_seed, 0)`` when shared and ``expert_seed(data_seed, index)`` otherwise;
+the minibatch order comes from the split's own seeds when it has them
+(:class:`~spsa_mix.data.splits.Splits`), else from ``expert_seed(data_seed, index)``. The initialisation runs under
 :func:`torch.random.fork_rng`, which restores the global generator afterwards.
 
 Example
 -------
 >>> import tempfile, numpy as np, torch
 >>> from spsa_mix.data.images import ImageData
+>>> from spsa_mix.data.tasks import Task
 >>> rng = np.random.default_rng(0)
->>> d = ImageData.from_arrays("toy", rng.integers(0, 255, (40, 1, 4, 4)), np.arange(40) % 2,
-...                           rng.integers(0, 255, (10, 1, 4, 4)), np.arange(10) % 2, scale=1 / 255)
+>>> d = Task(ImageData.from_arrays("toy", rng.integers(0, 255, (40, 1, 4, 4)), np.arange(40) % 2,
+...                                rng.integers(0, 255, (10, 1, 4, 4)), np.arange(10) % 2, scale=1 / 255),
+...          "image-classification")
 >>> make = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
 >>> cache = ExpertCache(tempfile.mkdtemp())
 >>> spec = TrainSpec(epochs=1)
@@ -62,6 +66,7 @@ from spsa_mix.blend import evaluate
 from spsa_mix.core.result import atomic_write_text
 from spsa_mix.data.batches import Batches
 from spsa_mix.data.images import ImageData
+from spsa_mix.data.tasks import Task, as_task
 from spsa_mix.experiment.training import progress_bar, train_model
 
 __all__ = [
@@ -75,7 +80,7 @@ __all__ = [
     "CACHE_FORMAT",
 ]
 
-CACHE_FORMAT = 1  # bump when the file layout or the training code changes what a key means
+CACHE_FORMAT = 2  # bump when the file layout or the training code changes what a key means (2: tasks)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,13 @@ class TrainSpec:
     batch_size: int = 64  # GLUE 5
     data_seed: int = 0  # ours: with the expert's index, seeds its initialisation and order
     shared_init: bool = True  # ours: one initialisation for all experts (federated-averaging style)
+    steps: int | None = None  # ours: None trains for `epochs` passes; else this many minibatches drawn with replacement
+    min_batch_size: int = 1  # ours: skip smaller batches (2 for BatchNorm in training mode)
+    init_seed: int | None = None  # ours: the shared initialisation's seed; None derives it from data_seed
+
+    def __post_init__(self) -> None:
+        if self.init_seed is not None and not self.shared_init:
+            raise ValueError(f"init_seed={self.init_seed!r} sets the shared initialisation; it needs shared_init=True")
 
 
 @dataclass
@@ -106,7 +118,9 @@ class Expert:
 
     @property
     def test_accuracy(self) -> float:
-        return float(self.meta["test_accuracy"])
+        """Accuracy on the task's test split (``nan`` when the task has no test split)."""
+        value = self.meta.get("test_accuracy")
+        return float("nan") if value is None else float(value)
 
 
 def expert_seed(data_seed: int, index: int) -> int:
@@ -119,6 +133,8 @@ def expert_seed(data_seed: int, index: int) -> int:
 
 
 def _init_seed(spec: TrainSpec, index: int) -> int:
+    if spec.init_seed is not None:
+        return int(spec.init_seed)
     return expert_seed(spec.data_seed, 0 if spec.shared_init else index)
 
 
@@ -131,17 +147,6 @@ def model_signature(model: nn.Module) -> list[list[Any]]:
     return [[name, list(t.shape), str(t.dtype).replace("torch.", "")] for name, t in model.state_dict().items()]
 
 
-def _data_digest(data: ImageData, indices: np.ndarray) -> str:
-    ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-    h = hashlib.sha256()
-    h.update(data.x_train[ix].contiguous().numpy().tobytes())
-    h.update(data.y_train[ix].contiguous().numpy().tobytes())
-    h.update(np.asarray([data.scale], dtype=np.float64).tobytes())
-    h.update(data.mean.numpy().tobytes())
-    h.update(data.std.numpy().tobytes())
-    return h.hexdigest()
-
-
 def expert_key(spec: dict[str, Any]) -> str:
     """SHA-256 (first 24 hex digits) of a JSON specification, keys sorted.
 
@@ -151,18 +156,20 @@ def expert_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _expert_spec(arch: str, model: nn.Module, data: ImageData, indices: np.ndarray, train: TrainSpec,
-                 index: int) -> dict[str, Any]:
+def _expert_spec(arch: str, model: nn.Module, task: Task, indices: np.ndarray, train: TrainSpec,
+                 index: int, seed: int) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
         "arch": arch,
         "module": type(model).__qualname__,
         "signature": model_signature(model),
-        "dataset": data.name,
-        "data_sha256": _data_digest(data, indices),
+        "dataset": task.name,
+        "task": task.kind,
+        "loss": repr(task.loss),
+        "data_sha256": task.digest(indices),
         "size": int(len(indices)),
         "train": {**asdict(train), "betas": list(train.betas)},
-        "seed": expert_seed(train.data_seed, index),
+        "seed": seed,
         "init_seed": _init_seed(train, index),
     }
 
@@ -218,12 +225,13 @@ class ExpertCache:
 
 def train_or_load_experts(
     model_fn: Callable[[], nn.Module],
-    data: ImageData,
+    task: Task | ImageData,
     expert_indices: Sequence[np.ndarray],
     *,
     spec: TrainSpec,
     cache: ExpertCache | None,
     arch: str,
+    seeds: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     eval_batch_size: int = 1000,
     progress: bool = True,
@@ -235,18 +243,21 @@ def train_or_load_experts(
     ----------
     model_fn:
         Builds a fresh, untrained module (same architecture for every expert).
-    data, expert_indices:
-        The dataset and one array of training indices per expert.
+    task, expert_indices:
+        The task (data, loss, metric; an :class:`~spsa_mix.data.images.ImageData` is image
+        classification) and one array of training indices per expert.
     spec:
         Training hyperparameters and the data seed.
     cache:
         Where experts are kept; ``None`` trains without saving.
     arch:
         A name for the architecture, part of the cache key (with the parameter shapes).
+    seeds:
+        One seed per expert for its minibatch order (default ``expert_seed(spec.data_seed, i)``).
     device:
         Where to train.
     eval_batch_size:
-        Batch size of the test-accuracy evaluation.
+        Batch size of the test evaluation (skipped when the task has no test split).
     progress:
         Show a tqdm bar over each expert's training batches.
     on_expert:
@@ -258,41 +269,56 @@ def train_or_load_experts(
         In index order, each in eval mode on ``device``.
     """
     device = torch.device(device)
-    test = Batches(data, split="test", batch_size=eval_batch_size, device=device)
+    task = as_task(task)
+    if seeds is not None and len(seeds) != len(expert_indices):
+        raise ValueError(f"seeds must give one seed per expert ({len(expert_indices)}), but got {len(seeds)}")
+    has_test = int(task.labels("test").shape[0]) > 0
+    test = Batches(task, split="test", batch_size=eval_batch_size, device=device) if has_test else None
     experts = []
     for index, indices in enumerate(expert_indices):
-        seed = expert_seed(spec.data_seed, index)
+        seed = int(seeds[index]) if seeds is not None else expert_seed(spec.data_seed, index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_init_seed(spec, index))  # scoped: fork_rng restores the global generator
             model = model_fn()
         model.to(device)
-        key = expert_key(_expert_spec(arch, model, data, indices, spec, index))
+        key = expert_key(_expert_spec(arch, model, task, indices, spec, index, seed))
         meta = cache.load(key, model) if cache is not None else None
         if meta is not None:
             model.eval()
             expert = Expert(index, model, meta, cached=True, path=cache.paths(key)[0] if cache else None)
         else:
-            batches = Batches(data, indices, batch_size=spec.batch_size, shuffle=True, device=device,
-                              generator=torch.Generator().manual_seed(seed))
-            bar = progress_bar(spec.epochs * len(batches), f"expert {index + 1}/{len(expert_indices)}", progress,
-                            leave=False)
+            gen = torch.Generator().manual_seed(seed)
+            if spec.steps is None:
+                batches = Batches(task, indices, batch_size=spec.batch_size, shuffle=True, device=device,
+                                  generator=gen, min_batch_size=spec.min_batch_size)
+                epochs = spec.epochs
+            else:
+                batches = Batches(task, indices, batch_size=spec.batch_size, replacement=True,
+                                  num_batches=spec.steps, device=device, generator=gen,
+                                  min_batch_size=spec.min_batch_size)
+                epochs = 1
+            bar = progress_bar(epochs * len(batches), f"expert {index + 1}/{len(expert_indices)}", progress,
+                               leave=False)
             start = time.perf_counter()
             try:
-                rows = train_model(model, batches, epochs=spec.epochs, lr=spec.lr, betas=spec.betas, progress=bar)
+                rows = train_model(model, batches, epochs=epochs, lr=spec.lr, betas=spec.betas, loss_fn=task.loss,
+                                   progress=bar)
             finally:
                 if bar is not None:
                     bar.close()
             seconds = time.perf_counter() - start
-            labels = data.y_train.numpy()[np.asarray(indices)]
+            labels = task.labels().numpy()[np.asarray(indices)]
+            metrics = evaluate(model, test, loss_fn=task.loss) if test is not None else None
             meta = {
-                "spec": _expert_spec(arch, model, data, indices, spec, index),
+                "spec": _expert_spec(arch, model, task, indices, spec, index, seed),
                 "index": index,
                 "size": int(len(indices)),
                 "indices": np.asarray(indices).tolist(),
-                "class_counts": np.bincount(labels, minlength=data.num_classes).tolist(),
+                "class_counts": np.bincount(labels, minlength=task.data.num_classes).tolist(),
                 "train_loss": [r["train_loss"] for r in rows],
                 "train_seconds": seconds,
-                "test_accuracy": evaluate(model, test)["accuracy"],
+                "test_accuracy": None if metrics is None else metrics["accuracy"],
+                "test_loss": None if metrics is None else metrics["loss"],
                 "device": str(device),
                 "torch": torch.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -304,4 +330,3 @@ def train_or_load_experts(
             on_expert(expert)
         experts.append(expert)
     return experts
-

@@ -29,9 +29,11 @@ Example
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spsa_mix.blend import evaluate
@@ -52,6 +54,7 @@ def finetune(
     lr: float = 1e-3,
     betas: tuple[float, float] = FINETUNE_BETAS,
     seed: int = 0,
+    loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
     progress: bool = False,
     desc: str = "fine-tune",
 ) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def finetune(
         Adam on every weight (defaults: the experts' settings).
     seed:
         The minibatch order and any dropout.
+    loss_fn:
+        The training and evaluation loss (a task's :attr:`~spsa_mix.data.tasks.Task.loss`).
     progress:
         A tqdm bar over batches.
     desc:
@@ -83,11 +88,11 @@ def finetune(
     start = time.perf_counter()
     if train.shuffle and train.generator is not None:
         train.generator.manual_seed(int(seed))
-    prior = evaluate(model, test)
+    prior = evaluate(model, test, loss_fn=loss_fn)
     accuracies, losses = [prior["accuracy"]], [prior["loss"]]
 
     def after_epoch(epoch: int, m: nn.Module) -> dict[str, float]:
-        metrics = evaluate(m, test)
+        metrics = evaluate(m, test, loss_fn=loss_fn)
         accuracies.append(metrics["accuracy"])
         losses.append(metrics["loss"])
         return {"test_accuracy": metrics["accuracy"]}
@@ -100,7 +105,8 @@ def finetune(
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))  # scoped: restored on exit
-            rows = train_model(model, train, epochs=epochs, lr=lr, betas=betas, after_epoch=after_epoch, progress=bar)
+            rows = train_model(model, train, epochs=epochs, lr=lr, betas=betas, loss_fn=loss_fn,
+                               after_epoch=after_epoch, progress=bar)
     finally:
         if bar is not None:
             bar.close()

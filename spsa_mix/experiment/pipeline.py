@@ -52,13 +52,14 @@ import torch
 from torch import nn
 
 from spsa_mix.blend import evaluate, evaluate_blend, resolve_device
+from spsa_mix.blend.batches import call_model
 from spsa_mix.data.batches import Batches
-from spsa_mix.data.images import ImageData, load_dataset
 from spsa_mix.data.splits import make_splits
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
-from spsa_mix.experiment.experts import Expert, ExpertCache, TrainSpec, train_or_load_experts
+from spsa_mix.experiment.experts import Expert, ExpertCache
 from spsa_mix.experiment.finetune import finetune
+from spsa_mix.experiment.pool import build_pool, default_model_fn, load_pool_task
 from spsa_mix.experiment.report import compare, plot_curves, render_markdown, summarize, write_json
 
 __all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT"]
@@ -88,11 +89,10 @@ def _environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def _features(data: ImageData, indices: np.ndarray, rng: np.random.Generator, max_points: int) -> torch.Tensor:
+def _subsample(indices: np.ndarray, rng: np.random.Generator, max_points: int) -> np.ndarray:
     if len(indices) > max_points:
         indices = np.sort(rng.choice(indices, size=max_points, replace=False))
-    x = data.x_train[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
-    return data.normalize(x)  # (n, C, H, W)
+    return indices
 
 
 def _last_linear(model: nn.Module) -> nn.Linear:
@@ -103,29 +103,38 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def _penultimate(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int) -> tuple[np.ndarray, int]:
+def _penultimate(model: nn.Module, batches: Batches) -> tuple[np.ndarray, int]:
+    """Inputs of the last linear layer, one row per example (averaged over the real tokens
+    of a sequence), and the number of forward passes."""
     captured: list[torch.Tensor] = []
-    hook = _last_linear(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().cpu()))
+    hook = _last_linear(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
     model.eval()
-    calls = 0
+    rows, calls = [], 0
     try:
-        for start in range(0, x.shape[0], batch):
-            model(x[start: start + batch].to(device))
+        for inputs, _ in batches:
+            captured.clear()
+            call_model(model, inputs)
+            h = captured[-1]  # (B, p), or (B, T, p) for a sequence model
+            if h.ndim == 3:
+                mask = inputs["attention_mask"].to(h.dtype)[..., None] if isinstance(inputs, dict) \
+                    else torch.ones(h.shape[:2] + (1,), dtype=h.dtype, device=h.device)
+                h = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            rows.append(h.flatten(1).cpu())
             calls += 1
     finally:
         hook.remove()
-    return torch.cat(captured).flatten(1).numpy().astype(np.float64), calls
+    return torch.cat(rows).numpy().astype(np.float64), calls
 
 
 class Experiment:
-    """The state of one GLUE run: data, split, experts, the results dict.
+    """The state of one experiment: task, split, expert pool, the results dict.
 
     :func:`run_experiment` drives it; use it directly to get the blended objective of trained
-    experts (``spsa-mix bench compare --problem network`` does): :meth:`prepare` loads
-    and splits the data, :meth:`train_experts` trains or loads the experts, then
-    :meth:`objective` gives a :class:`~spsa_mix.blend.BlendedObjective` on target
-    minibatches, :meth:`holdout_accuracy` scores theta(alpha) on the held-out split and
-    :meth:`problem` gathers everything :func:`~spsa_mix.experiment.alpha.set_alpha` needs.
+    experts: :meth:`prepare` loads the task and splits its data, :meth:`train_experts`
+    builds the expert pool (:func:`~spsa_mix.experiment.pool.build_pool`: trains or loads
+    the experts), then :meth:`objective` gives a :class:`~spsa_mix.blend.BlendedObjective`
+    on target minibatches, :meth:`holdout_accuracy` scores theta(alpha) on the held-out
+    split and :meth:`problem` gathers everything :func:`~spsa_mix.experiment.alpha.set_alpha` needs.
 
     >>> import tempfile
     >>> exp = Experiment(ExperimentConfig.quick(cache_dir=tempfile.mkdtemp(), expert_epochs=1, per_expert=20))
@@ -160,10 +169,12 @@ class Experiment:
     def prepare(self) -> None:
         cfg = self.cfg
         start = time.perf_counter()
-        self.data = load_dataset(cfg.dataset, data_root=cfg.data_root, cache_dir=cfg.resolved_cache_dir(),
-                                 image_size=cfg.image_size)
-        self.results["dataset"] = self.data.describe()
-        labels = self.data.y_train.numpy()
+        self.spec = cfg.pool_spec()
+        self.task = load_pool_task(self.spec, cfg.resolved_cache_dir())
+        self.results["dataset"] = self.task.data.describe()
+        if self.task.kind != "image-classification":
+            self.results["task"] = {"kind": self.task.kind, "loss": repr(self.task.loss), "metric": self.task.metric}
+        labels = self.task.labels().numpy()
         sizes = cfg.per_expert if isinstance(cfg.per_expert, int) else list(cfg.per_expert)
         self.splits = make_splits(labels, k=cfg.k, per_expert=sizes, target_size=cfg.target_size,
                                   holdout_size=cfg.holdout_size, concentration=cfg.dirichlet_alpha,
@@ -171,30 +182,21 @@ class Experiment:
         self.results["split"] = self.splits.describe(labels)
         self.results["timings"]["data_seconds"] = time.perf_counter() - start
         if self.model_fn is None:
-            from spsa_mix.models import available_models, build_model
-
-            if cfg.arch not in available_models():
-                raise ValueError(f"unknown architecture {cfg.arch!r}; available: {available_models()} "
-                                 "(any nn.Module through the Python API: run_experiment(cfg, model_fn=...))")
-            d = self.data
-            self.model_fn = lambda: build_model(cfg.arch, num_classes=d.num_classes, in_channels=d.in_channels,
-                                                image_size=d.image_size)
-        self.test = Batches(self.data, split="test", batch_size=cfg.eval_batch_size, device=self.device)
-        self.holdout = Batches(self.data, self.splits.holdout, batch_size=cfg.eval_batch_size, device=self.device)
-        self.log(f"data: {self.data.name} ({self.data.source}); train {len(labels)}, test "
-                 f"{self.data.x_test.shape[0]}; target {cfg.target_size}, held-out {cfg.holdout_size}, "
-                 f"{cfg.k} experts of {cfg.per_expert} images"
+            self.model_fn = default_model_fn(cfg.arch, self.task)
+        self.test = Batches(self.task, split="test", batch_size=cfg.eval_batch_size, device=self.device)
+        self.holdout = Batches(self.task, self.splits.holdout, batch_size=cfg.eval_batch_size, device=self.device)
+        n_test = int(self.task.labels("test").shape[0])
+        self.log(f"data: {self.task.name} ({self.task.data.source}); train {len(labels)}, test "
+                 f"{n_test}; target {cfg.target_size}, held-out {cfg.holdout_size}, "
+                 f"{cfg.k} experts of {cfg.per_expert} examples"
                  + (f"; results: {self.output}" if self.output is not None else ""))
 
     def train_experts(self) -> None:
         cfg = self.cfg
         start = time.perf_counter()
-        spec = TrainSpec(epochs=cfg.expert_epochs, lr=cfg.expert_lr, betas=cfg.expert_betas,
-                         batch_size=cfg.expert_batch_size, data_seed=cfg.data_seed, shared_init=cfg.shared_init)
-        cache = ExpertCache(cfg.resolved_cache_dir() / "experts")
 
         def on_expert(e: Expert) -> None:
-            acc = evaluate(e.model, self.holdout)["accuracy"]
+            acc = evaluate(e.model, self.holdout, loss_fn=self.task.loss)["accuracy"]
             row = {k: e.meta.get(k) for k in ("index", "size", "class_counts", "test_accuracy", "train_seconds",
                                               "key")}
             row.update(holdout_accuracy=acc, cached=e.cached, path=str(e.path) if e.path else None)
@@ -204,23 +206,18 @@ class Experiment:
                      f"{100 * e.test_accuracy:.2f}%, held-out {100 * acc:.2f}%")
 
         assert self.model_fn is not None
-        self.experts = train_or_load_experts(
-            self.model_fn, self.data, self.splits.experts, spec=spec, cache=cache, arch=cfg.arch,
-            device=self.device, eval_batch_size=cfg.eval_batch_size, progress=self.progress, on_expert=on_expert)
+        self.pool = build_pool(self.spec, task=self.task, splits=self.splits, model_fn=self.model_fn,
+                               cache=ExpertCache(cfg.resolved_cache_dir() / "experts"), device=self.device,
+                               eval_batch_size=cfg.eval_batch_size, progress=self.progress, on_expert=on_expert)
+        self.experts = self.pool.experts
         self.results["timings"]["experts_seconds"] = time.perf_counter() - start
 
     # ------------------------------------------------------------------ alpha
     def objective(self, seed: int | None) -> Any:
         """A blended objective on target minibatches whose order comes from ``seed``."""
-        from spsa_mix.blend import BlendedObjective
-
-        cfg = self.cfg
-        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
-        target = Batches(self.data, self.splits.target, batch_size=cfg.alpha_batch_size, shuffle=True,
-                         generator=gen, device=self.device)
-        assert self.model_fn is not None
-        return BlendedObjective(self.model_fn(), [e.model for e in self.experts],
-                                loss_fn=torch.nn.functional.cross_entropy, data=target, device=self.device)
+        target = self.pool.target_batches(self.cfg.alpha_batch_size,
+                                          seed=derive_seed(seed if seed is not None else 0, "alpha"))
+        return self.pool.objective(data=target)
 
     @property
     def base_objective(self) -> Any:
@@ -242,16 +239,16 @@ class Experiment:
     def sail_features(self) -> tuple[list[np.ndarray], np.ndarray, int]:
         cfg = self.cfg
         rng = np.random.default_rng(derive_seed(cfg.data_seed, "sail"))
-        experts_x = [_features(self.data, ix, rng, cfg.sail_max_points) for ix in self.splits.experts]
-        target_x = _features(self.data, self.splits.target, rng, cfg.sail_max_points)
+        subsets = [_subsample(ix, rng, cfg.sail_max_points) for ix in [*self.splits.experts, self.splits.target]]
         if cfg.sail_features == "pixels":
-            return ([x.flatten(1).numpy().astype(np.float64) for x in experts_x],
-                    target_x.flatten(1).numpy().astype(np.float64), 0)
+            feats = [self.task.features(ix) for ix in subsets]
+            return feats[:-1], feats[-1], 0
         reference = self.blended(np.full(cfg.k, 1.0 / cfg.k))
         passes = 0
         feats = []
-        for x in [*experts_x, target_x]:
-            f, calls = _penultimate(reference, x, self.device, cfg.eval_batch_size)
+        for ix in subsets:
+            f, calls = _penultimate(reference, Batches(self.task, ix, batch_size=cfg.eval_batch_size,
+                                                       device=self.device))
             feats.append(f)
             passes += calls
         return feats[:-1], feats[-1], passes
@@ -293,10 +290,11 @@ class Experiment:
         cfg = self.cfg
         model = self.blended(result.alpha)
         gen = torch.Generator().manual_seed(derive_seed(seed, "finetune"))
-        target = Batches(self.data, self.splits.target, batch_size=cfg.finetune_batch_size, shuffle=True,
+        target = Batches(self.task, self.splits.target, batch_size=cfg.finetune_batch_size, shuffle=True,
                          generator=gen, device=self.device)
         ft = finetune(model, target, self.test, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                      seed=derive_seed(seed, "finetune"), progress=self.progress, desc=f"fine-tune {name} s{seed}")
+                      seed=derive_seed(seed, "finetune"), loss_fn=self.task.loss, progress=self.progress,
+                      desc=f"fine-tune {name} s{seed}")
         run = {
             "config": name, "seed": seed, "alpha": result.alpha.tolist(),
             "prior_accuracy": ft["test_accuracy"][0], "test_accuracy": ft["test_accuracy"],

@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from spsa_mix.blend.batches import call_model
 
 __all__ = ["train_model", "progress_bar"]
 
@@ -27,13 +30,17 @@ def train_model(
     epochs: int,
     lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
+    loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
     after_epoch: Callable[[int, nn.Module], dict[str, float] | None] | None = None,
     progress: Any = None,
 ) -> list[dict[str, float]]:
     """Train every weight of ``model`` with Adam for ``epochs`` passes over ``batches``.
 
     Used for the experts (GLUE 5: Adam, lr 1e-3, betas (0.9, 0.999)) and for the
-    fine-tuning of a blended model. ``after_epoch(epoch, model)`` may return metrics
+    fine-tuning of a blended model. ``batches`` yields ``(inputs, targets)``; inputs that
+    are a dict are passed as keyword arguments (:func:`spsa_mix.blend.batches.call_model`),
+    and ``loss_fn(outputs, targets)`` is minimised (a task's loss,
+    :attr:`spsa_mix.data.tasks.Task.loss`). ``after_epoch(epoch, model)`` may return metrics
     (e.g. test accuracy), stored with the epoch's mean training loss. ``progress`` is a
     tqdm bar advanced once per batch. Leaves the model in eval mode.
 
@@ -55,13 +62,14 @@ def train_model(
     for epoch in range(1, epochs + 1):
         model.train()
         total, n = 0.0, 0
-        for x, y in batches:
+        for inputs, targets in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss = loss_fn(call_model(model, inputs), targets)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * int(y.shape[0])
-            n += int(y.shape[0])
+            size = int(targets.shape[0])
+            total += float(loss.detach()) * size
+            n += size
             if progress is not None:
                 progress.update(1)
         row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n, 1)}
