@@ -49,7 +49,7 @@ def test_unknown_configuration_is_an_argparse_error(capsys) -> None:
     ("argv", "message"),
     [
         (["--dataset", "foo"], "unknown dataset 'foo'; available: digits, fashion-mnist, cifar10"),
-        (["--arch", "vgg"], "unknown architecture 'vgg'; available: mobilenet_v2, resnet20, small-cnn, vit"),
+        (["--arch", "vgg"], "unknown architecture 'vgg'; available: mobilenet_v2, resnet20, small-cnn, tiny-llama, vit"),
         (["--k", "30"], "the training split holds 1297 images but the sizes need 2800: target_size=300 + "
                         "holdout_size=100 + k=30 x per_expert=80 (2400); lower k, per_expert"),
         (["--k", "1"], "k must be an integer >= 2 (a blend needs at least two experts), but got 1"),
