@@ -38,7 +38,6 @@ Example
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,7 +68,7 @@ from spsa_mix.variance.theory import (
     project,
 )
 
-__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid", "finite_or_none"]
+__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid"]
 
 SCALES: tuple[str, ...] = ("unbiased", "paper")
 ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, "network")
@@ -340,22 +339,3 @@ def _rows_for(
                 "paper_prop1": paper,
             })
     return rows
-
-
-def finite_or_none(x: Any) -> Any:
-    """JSON-safe numbers: NaN and infinities become ``None`` (recursively).
-
-    >>> finite_or_none({"a": [1.0, float("nan")], "b": float("inf")})
-    {'a': [1.0, None], 'b': None}
-    """
-    if isinstance(x, dict):
-        return {key: finite_or_none(v) for key, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite_or_none(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
