@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from spsa_mix.core.driver import Run
-from spsa_mix.core.errors import check_positive, check_positive_int, normalize_rng, normalize_shape
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
 from spsa_mix.core.result import OptimizeResult
+from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng, normalize_shape
 
 __all__ = ["minimize", "check_method", "MethodSpec", "register_method", "available_methods", "DEFAULT_MAXITER"]
 

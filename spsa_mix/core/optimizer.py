@@ -47,14 +47,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, sample_directions
-from spsa_mix.core.errors import (
-    NonFiniteLossError,
-    check_positive,
-    check_positive_int,
-    check_probability,
-    normalize_rng,
-    normalize_shape,
-)
+from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
 from spsa_mix.core.simplex import (
     check_simplex_point,
@@ -65,6 +58,13 @@ from spsa_mix.core.simplex import (
     softmax_vjp,
 )
 from spsa_mix.core.updates import AdamState, adam_update, directional_gradient, sgd_update, two_point_gradient
+from spsa_mix.core.validation import (
+    check_positive,
+    check_positive_int,
+    check_probability,
+    normalize_rng,
+    normalize_shape,
+)
 
 __all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
 
