@@ -37,12 +37,13 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from spsa_mix.core.validation import check_int
 
 __all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20"]
 
@@ -196,12 +197,6 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model name {name!r}; available: {available_models()}")
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, but got {value!r}")
-    return int(value)
-
-
 def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int,
                 seed: int | None = None) -> nn.Module:
     """A freshly initialised architecture by name (see the module docstring).
@@ -238,13 +233,13 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
     ValueError: unknown model name 'vgg'; available: ['mobilenet_v2', 'resnet20', 'small-cnn', 'vit']
     """
     _check_name(name)
-    num_classes = _check_int(num_classes, "num_classes", 1)
-    in_channels = _check_int(in_channels, "in_channels", 1)
-    image_size = _check_int(image_size, "image_size", 1)
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
+    in_channels = check_int(in_channels, "in_channels", minimum=1)
+    image_size = check_int(image_size, "image_size", minimum=1)
     if image_size < _MIN_SIZE[name]:
         raise ValueError(f"image_size must be at least {_MIN_SIZE[name]} for {name!r}, but got {image_size}")
     if seed is not None:
-        seed = _check_int(seed, "seed", 0)
+        seed = check_int(seed, "seed", minimum=0)
     build = _BUILDERS[name]
     if seed is None:
         return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
