@@ -24,7 +24,6 @@ Writes ``benchmarks/results/bn_refresh.json`` and ``bn_refresh.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 import spsa_mix
 from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend, evaluate_experts, refresh_batchnorm
+from spsa_mix.io import atomic_write_text, write_json
 from spsa_mix.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -141,12 +141,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"{(f - b).mean():+.1f} (min {(f - b).min():+.1f}) |")
     table = "\n".join(lines)
     print(table)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"benchmark": "bn_refresh", "torch": torch.__version__, "python": platform.python_version(),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "args": vars(args),
             "wall_s": time.time() - t0, "summary": summary, "runs": runs}
-    args.output.write_text(json.dumps(meta, indent=2))
-    args.output.with_suffix(".md").write_text(table + "\n")
+    write_json(meta, args.output, indent=2)
+    atomic_write_text(args.output.with_suffix(".md"), table + "\n")
     return 0
 
 

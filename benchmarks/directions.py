@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import spsa_mix
+from spsa_mix.io import write_json
 from spsa_mix.problems import Quadratic
 
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
               f"orth={cfg['orthogonal']!s:5s} m={cfg['m']} mu={cfg['mu']:<5g} "
               f"median={rows[-1]['median']:.2e} p90={rows[-1]['p90']:.2e}", flush=True)
     return dict(
-        benchmark="directions", argv={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        benchmark="directions", argv=vars(args),
         seconds=time.perf_counter() - t0,
         machine=dict(python=platform.python_version(), processor=platform.processor() or platform.machine()),
         rows=rows,
@@ -123,8 +123,7 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/directions.json"))
     args = p.parse_args()
     out = run(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1))
+    write_json(out, args.output, indent=1)
     print(f"wrote {args.output} ({out['seconds']:.0f} s)")
 
 

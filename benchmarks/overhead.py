@@ -40,7 +40,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before NumPy is imported (see the module docstring)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -52,6 +51,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 import spsa_mix  # noqa: E402
+from spsa_mix.io import atomic_write_text, write_json  # noqa: E402
 
 METHODS = ("spsa", "optuna:tpe", "optuna:cmaes", "nevergrad:NGOpt", "nevergrad:CMA")
 
@@ -197,16 +197,15 @@ def main() -> None:
     text = markdown(rows, args.k, note)
     print(text)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(dict(
-            benchmark="overhead", argv={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        write_json(dict(
+            benchmark="overhead", argv=vars(args),
             seconds=total, load_average=load, note=note,
             blas_threads={v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-            versions={"spsa_mix": spsa_mix.__version__, **_versions()}, rows=rows), indent=1) + "\n")
+            versions={"spsa_mix": spsa_mix.__version__, **_versions()}, rows=rows), args.output, indent=1)
     if args.markdown is not None:
-        args.markdown.write_text("# Optimiser overhead per evaluation (objective excluded)\n\n"
-                                 "Command: `python benchmarks/overhead.py --output benchmarks/results/overhead.json "
-                                 "--markdown benchmarks/results/overhead.md`\n\n" + text)
+        atomic_write_text(args.markdown, "# Optimiser overhead per evaluation (objective excluded)\n\n"
+                                         "Command: `python benchmarks/overhead.py --output benchmarks/results/overhead.json "
+                                         "--markdown benchmarks/results/overhead.md`\n\n" + text)
 
 
 def _versions() -> dict[str, str]:

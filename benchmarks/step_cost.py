@@ -51,7 +51,6 @@ Dependencies: torch, torchvision, numpy (and this package).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -68,6 +67,7 @@ import torch
 
 from spsa_mix.blend import BlendedObjective
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
+from spsa_mix.io import atomic_write_text, write_json
 from spsa_mix.models import available_models, build_model
 
 DEFAULT_SPSA_M = (1, 4)  # issue 3: "SPSA (m=1; m=4 looped and batched)"
@@ -318,14 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": device_name, "command": command.strip(),
         "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "load_average": load,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": vars(args),
         "memory_method": ("torch.cuda.max_memory_allocated" if args.device == "cuda"
                           else "torch.profiler allocation events (profile_memory=True), running-sum peak"),
         "wall_s": time.time() - t_start, "note": args.note, "rows": rows,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2, default=str))
-    output.with_suffix(".md").write_text(md)
+    write_json(result, output, indent=2)
+    atomic_write_text(output.with_suffix(".md"), md)
     print(f"wrote {output} and {output.with_suffix('.md')}", file=sys.stderr)
     return 0
 

@@ -48,12 +48,13 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from spsa_mix.core.validation import check_int
 
 __all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20"]
 
@@ -223,12 +224,6 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model name {name!r}; available: {available_models()}")
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, but got {value!r}")
-    return int(value)
-
-
 def build_model(name: str, *, num_classes: int | None = None, in_channels: int | None = None,
                 image_size: int | None = None, vocab_size: int | None = None, max_length: int | None = None,
                 seed: int | None = None) -> nn.Module:
@@ -272,17 +267,17 @@ def build_model(name: str, *, num_classes: int | None = None, in_channels: int |
     """
     _check_name(name)
     if seed is not None:
-        seed = _check_int(seed, "seed", 0)
+        seed = check_int(seed, "seed", minimum=0)
     build = _BUILDERS[name]
     if name in _TEXT:
-        dims: dict[str, int | None] = {"vocab_size": _check_int(vocab_size, "vocab_size", 2),
-                                       "max_length": _check_int(max_length, "max_length", 2),
+        dims: dict[str, int | None] = {"vocab_size": check_int(vocab_size, "vocab_size", minimum=2),
+                                       "max_length": check_int(max_length, "max_length", minimum=2),
                                        "num_classes": None if num_classes is None else
-                                       _check_int(num_classes, "num_classes", 2)}
+                                       check_int(num_classes, "num_classes", minimum=2)}
     else:
-        dims = {"num_classes": _check_int(num_classes, "num_classes", 1),
-                "in_channels": _check_int(in_channels, "in_channels", 1),
-                "image_size": _check_int(image_size, "image_size", 1)}
+        dims = {"num_classes": check_int(num_classes, "num_classes", minimum=1),
+                "in_channels": check_int(in_channels, "in_channels", minimum=1),
+                "image_size": check_int(image_size, "image_size", minimum=1)}
         if dims["image_size"] < _MIN_SIZE[name]:  # type: ignore[operator]
             raise ValueError(f"image_size must be at least {_MIN_SIZE[name]} for {name!r}, but got {image_size}")
     if seed is None:

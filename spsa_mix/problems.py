@@ -25,8 +25,8 @@ import numpy as np
 import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 
-from spsa_mix.core.errors import check_positive_int, normalize_rng
 from spsa_mix.core.simplex import project_onto_simplex
+from spsa_mix.core.validation import check_positive_int, normalize_rng
 
 __all__ = ["Quadratic"]
 
@@ -74,7 +74,7 @@ class Quadratic:
         ``optimum="interior"`` ``c`` is an interior point of the simplex (so it is the
         minimiser), with ``"boundary"`` ``c`` lies outside it, beyond a face, so that the
         minimiser has zero coordinates."""
-        k = check_positive_int(k, "k")  # type: ignore[assignment]
+        k = check_positive_int(k, "k")
         g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
         q, _ = np.linalg.qr(g.standard_normal((k, k)))
         eig = scale * np.logspace(-np.log10(condition), 0.0, k)

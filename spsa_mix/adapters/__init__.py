@@ -6,7 +6,9 @@
 library's ask/tell interface on a parametrisation of the simplex
 (:mod:`spsa_mix.adapters._parametrization`) inside the core's run loop
 (:mod:`spsa_mix.adapters._asktell`): the same objective, budget in objective evaluations
-(never exceeded), seed handling, result type and history as ``method="spsa"``. The
+(never exceeded), seed handling, result type and history as ``method="spsa"``.
+:func:`spsa_mix.minimize` finds them through the ``nevergrad`` and ``optuna`` entry points of
+the group ``spsa_mix.methods`` (``pyproject.toml``, :mod:`spsa_mix.core.methods`), and the
 libraries are imported only when such a method is asked for.
 
 Example

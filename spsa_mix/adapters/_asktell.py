@@ -21,7 +21,6 @@ Example
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -34,6 +33,7 @@ from spsa_mix.core.driver import Run
 from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.result import OptimizeResult
 from spsa_mix.core.simplex import check_simplex_point
+from spsa_mix.core.validation import check_int
 
 __all__ = ["AskTellBackend", "parse_options", "run_ask_tell", "make_parametrization", "batch_size_of"]
 
@@ -87,9 +87,7 @@ def batch_size_of(given: Mapping[str, Any]) -> int:
     """
     options = given.get("options")
     value = options.get("batch_size", 1) if isinstance(options, Mapping) else 1
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"options['batch_size'] must be an integer >= 1, but got {value!r}")
-    return int(value)
+    return check_int(value, "options['batch_size']", minimum=1)
 
 
 def make_parametrization(shape: tuple[int, ...], opts: Mapping[str, Any]) -> SimplexParametrization:

@@ -84,7 +84,7 @@ from numpy.typing import NDArray
 
 from spsa_mix.adapters._asktell import batch_size_of, make_parametrization, parse_options, run_ask_tell
 from spsa_mix.adapters._parametrization import DEFAULT_LOWER, SimplexParametrization
-from spsa_mix.core.minimize import MethodSpec
+from spsa_mix.core.methods import MethodSpec
 from spsa_mix.core.result import OptimizeResult
 
 __all__ = ["method_spec", "DEFAULT_OPTIONS"]

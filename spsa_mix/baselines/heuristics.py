@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from spsa_mix.core.validation import check_int
+
 __all__ = [
     "uniform_weights",
     "data_size_weights",
@@ -68,9 +70,8 @@ def uniform_weights(k: int) -> FloatArray:
     ...
     ValueError: k must be an integer >= 1, but got 0
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
-    return np.full(int(k), 1.0 / int(k))
+    k = check_int(k, "k", minimum=1)
+    return np.full(k, 1.0 / k)
 
 
 def data_size_weights(sizes: Sequence[float]) -> FloatArray:

@@ -66,6 +66,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from spsa_mix.core.validation import check_int
+
 __all__ = ["sail_weights", "sail_from_distances", "mmd2_matrix", "median_bandwidth", "simplex_qp"]
 
 logger = logging.getLogger("spsa_mix")
@@ -288,8 +290,7 @@ def sail_weights(
                          f"{type(expert_features).__name__}")
     if kernel not in ("rbf", "linear"):
         raise ValueError(f"kernel must be 'rbf' or 'linear', but got {kernel!r}")
-    if isinstance(max_points, bool) or not isinstance(max_points, numbers.Integral) or max_points < 2:
-        raise ValueError(f"max_points must be an integer >= 2, but got {max_points!r}")
+    max_points = check_int(max_points, "max_points", minimum=2)
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     target = _check_array(target_features, "target_features", ndim=2)
     sets = [_check_array(f, f"expert_features[{i}]", ndim=2) for i, f in enumerate(expert_features)]

@@ -9,7 +9,12 @@
     (:mod:`spsa_mix.cli.variance`).
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
-``run(args) -> int``, imported only when used, so ``spsa-mix --help`` needs no PyTorch.
+``run(args) -> int``. Only the module of the subcommand named on the command line is
+imported: ``spsa-mix --help`` lists the subcommands from the table ``_COMMANDS`` without
+importing any of them, and ``spsa-mix bench compare --help`` imports
+:mod:`spsa_mix.cli.compare` alone to show its full help; so the help needs no PyTorch, and
+a subcommand that fails to import (a missing optional dependency) does not break the
+others.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "selected_command"]
 
 _COMMANDS = {
     ("glue",): ("spsa_mix.cli.experiment", "run the GLUE experiment end to end (experts, every way to set alpha, fine-tuning)"),
@@ -29,24 +34,36 @@ _COMMANDS = {
 }
 
 
-class _LazyModule:
-    def __init__(self, name: str) -> None:
-        self.name = name
+def selected_command(argv: Sequence[str]) -> tuple[str, ...] | None:
+    """The subcommand that ``argv`` names (a key of the table), or ``None``.
 
-    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
-        return getattr(importlib.import_module(self.name), attr)
+    The top-level options take no value, so the first words of ``argv`` that are not
+    options name the subcommand.
+
+    >>> selected_command(["-v", "bench", "compare", "--k", "3"]), selected_command(["--help"])
+    (('bench', 'compare'), None)
+    """
+    words = [a for a in argv if not a.startswith("-")]
+    for path in _COMMANDS:
+        if tuple(words[: len(path)]) == path:
+            return path
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand.
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser: every subcommand, listed from the table; only the one ``argv``
+    names (see :func:`selected_command`) gets its arguments, and only its module is imported.
 
     >>> build_parser().prog
     'spsa-mix'
+    >>> build_parser(["bench", "compare"]).parse_args(["bench", "compare", "--k", "3"]).k
+    3
     """
+    chosen = selected_command(argv)
     parser = argparse.ArgumentParser(prog="spsa-mix", description="Blend pretrained experts with forward passes only.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    groups: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for path, (module, help_text) in _COMMANDS.items():
         if len(path) == 1:
             sub = top.add_parser(path[0], help=help_text, description=help_text)
@@ -55,15 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
                 grp = top.add_parser(path[0], help="benchmarks: " + ", ".join(p[1] for p in _COMMANDS if p[0] == path[0]))
                 groups[path[0]] = grp.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
             sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
-        mod = _LazyModule(module)
-        mod.add_arguments(sub)
-        sub.set_defaults(_run=mod.run)
+        if path == chosen:
+            mod = importlib.import_module(module)
+            mod.add_arguments(sub)
+            sub.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spsa-mix`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -500,7 +500,7 @@ def _run(args: argparse.Namespace) -> int:
     network = load_network_problem(args) if args.problem == "network" else None
     from tqdm.auto import tqdm
 
-    from spsa_mix.core.result import atomic_write_text
+    from spsa_mix.io import atomic_write_text
 
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []

@@ -23,7 +23,6 @@ Example
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -102,8 +101,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the grid, print the table, write the JSON, the figure and the CSV."""
-    from spsa_mix.core.result import atomic_write_text
-    from spsa_mix.variance.bench import CI_METHODS, finite_or_none, run_grid
+    from spsa_mix.io import write_json
+    from spsa_mix.variance.bench import CI_METHODS, run_grid
     from spsa_mix.variance.report import plot_rows, render_proposition1, render_table, write_csv
 
     settings = _settings(args)
@@ -156,13 +155,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         doc = document(finished, [], time.perf_counter() - t0, "interrupted")
-        atomic_write_text(output, json.dumps(finite_or_none(doc), indent=1, allow_nan=False) + "\n")
+        write_json(doc, output, indent=1)
         print(f"spsa-mix bench variance: interrupted; the {len(finished)} finished rows are in {output}",
               file=sys.stderr)
         return 130
     rows = result["rows"]
     doc = document(rows, result["skipped"], result["elapsed_seconds"], "complete")
-    atomic_write_text(output, json.dumps(finite_or_none(doc), indent=1, allow_nan=False) + "\n")
+    write_json(doc, output, indent=1)
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot_rows(rows, args.plot, title=f"two-point estimate at the uniform mixture: {args.problem}, "

@@ -1,9 +1,20 @@
 """``minimize``: one entry point for every method, dispatching on ``method``.
 
 Built in: ``"spsa"`` (two-point SPSA, GLUE), ``"forward-grad"`` (exact directional
-derivatives by forward-mode AD) and ``"backprop"`` (exact gradients). Adapters add
-``"nevergrad:<optimizer>"`` and ``"optuna:<sampler>"`` (see :mod:`spsa_mix.adapters`),
-loaded on first use so that the core needs only NumPy and SciPy.
+derivatives by forward-mode AD) and ``"backprop"`` (exact gradients). Methods outside the
+core, such as ``"nevergrad:<optimizer>"`` and ``"optuna:<sampler>"`` (the ``adapters``
+extra), come from installed packages through :mod:`spsa_mix.core.methods` and are loaded on
+first use, so that the core needs only NumPy and SciPy.
+
+Options are declared once, in the signature of :func:`minimize`: every keyword argument
+not in ``_RUN_ARGUMENTS`` (the ones ``minimize`` uses itself) is a method option
+(:data:`OPTION_NAMES`), forwarded to the method when given and an error for a method that
+does not accept it. A built-in method accepts the keyword arguments of its optimiser
+class's constructor (:class:`~spsa_mix.core.optimizer.SimplexSPSA` and its bases) that are
+options, plus ``initial_state`` (and ``backward_cost`` for ``"backprop"``); other methods
+declare theirs in :attr:`MethodSpec.options`. Adding a hyperparameter to an optimiser and to
+``minimize`` is therefore one line in each signature (and its line in the docstring of
+``minimize``, which a test checks).
 
 Example
 -------
@@ -19,78 +30,29 @@ True
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from spsa_mix.core.driver import Run
-from spsa_mix.core.errors import check_positive, check_positive_int, normalize_rng, normalize_shape
+from spsa_mix.core.methods import MethodSpec, lookup_method, register_method
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
 from spsa_mix.core.result import OptimizeResult
+from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng, normalize_shape
 
-__all__ = ["minimize", "check_method", "MethodSpec", "register_method", "available_methods", "DEFAULT_MAXITER"]
+__all__ = ["minimize", "check_method", "planned_steps", "OPTION_NAMES", "DEFAULT_MAXITER"]
 
 DEFAULT_MAXITER = 1000  # steps, when neither max_evals nor maxiter is given
 
-# Options a method may accept; each method declares its subset (MethodSpec.options).
-_OPTION_NAMES = (
-    "x0", "m", "lr", "betas", "eps", "update", "momentum", "mu", "mu_schedule", "lr_schedule",
-    "directions", "sum_zero", "orthogonal", "initial_state", "backward_cost", "options",
-)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method of :func:`minimize`.
-
-    ``run(objective, shape, rng=..., run_kwargs=..., **options)`` returns the result;
-    ``options`` names the keyword arguments of :func:`minimize` it uses beyond the common
-    ones; ``final_eval`` says whether it reserves one evaluation to score its answer.
-    """
-
-    name: str
-    run: Callable[..., OptimizeResult]
-    options: frozenset[str]
-    final_eval: bool = True
-    cost_per_step: Callable[[dict[str, Any]], float] = lambda opts: 1.0
-    description: str = ""
-
-
-_METHODS: dict[str, MethodSpec] = {}
-_PREFIXES: dict[str, str] = {
-    "nevergrad": "spsa_mix.adapters.nevergrad",
-    "optuna": "spsa_mix.adapters.optuna",
-}
-
-
-def register_method(spec: MethodSpec) -> None:
-    """Add a method under ``spec.name`` (used by adapters)."""
-    _METHODS[spec.name] = spec
-
-
-def available_methods() -> list[str]:
-    """Names accepted by ``method``; prefixed families are listed as ``prefix:<name>``.
-
-    >>> available_methods()[:3]
-    ['backprop', 'forward-grad', 'spsa']
-    """
-    return sorted(_METHODS) + [f"{p}:<name>" for p in sorted(_PREFIXES)]
-
-
-def _lookup(method: Any) -> MethodSpec:
-    if not isinstance(method, str):
-        raise ValueError(f"method must be a string, but got {method!r}")
-    if method in _METHODS:
-        return _METHODS[method]
-    prefix, sep, suffix = method.partition(":")
-    if sep and prefix in _PREFIXES:
-        module = importlib.import_module(_PREFIXES[prefix])
-        return module.method_spec(suffix)  # type: ignore[no-any-return]
-    raise ValueError(f"unknown method {method!r}; available: {available_methods()}")
+# The arguments minimize uses itself; every other keyword argument of its signature is a
+# method option (OPTION_NAMES, derived below).
+_RUN_ARGUMENTS = frozenset({
+    "objective", "k", "method", "max_evals", "maxiter", "seed", "rng", "vectorized", "callback",
+    "val_objective", "val_every", "patience", "final_eval", "show_progress_bar",
+})
 
 
 def minimize(
@@ -131,17 +93,16 @@ def minimize(
     Parameters
     ----------
     objective:
-        ``objective(alpha) -> float`` with ``alpha`` of shape ``(k,)`` (or ``(groups, k)``);
-        with ``vectorized=True``, ``objective(points) -> losses`` for ``points`` of shape
-        ``(n, *shape)``: all probes of one step in one call, so a stochastic objective can
-        score them on one minibatch.
+        ``objective(alpha) -> float`` with ``alpha`` of shape ``(k,)`` (or ``(groups, k)``).
     k:
         Number of vertices, or ``(groups, k)`` for one simplex per row.
     method:
         ``"spsa"`` (default), ``"forward-grad"``, ``"backprop"``, ``"nevergrad:<name>"``,
-        ``"optuna:<sampler>"``. Passing an option the method does not use is an error.
+        ``"optuna:<sampler>"``: see :func:`~spsa_mix.core.methods.available_methods`.
+        Passing an option the method does not use is an error.
     x0, m, lr, betas, eps, update, momentum, mu, mu_schedule, lr_schedule, directions, sum_zero, orthogonal:
-        See :class:`~spsa_mix.core.optimizer.SimplexSPSA`; defaults there.
+        Options of the optimiser: see :class:`~spsa_mix.core.optimizer.SimplexSPSA`;
+        defaults there (``None`` means the default).
     max_evals:
         Budget in evaluations, never exceeded (see :mod:`spsa_mix.core.driver` for how
         gradient methods count a backward pass).
@@ -149,6 +110,10 @@ def minimize(
         Budget in steps. With neither budget, ``maxiter=1000``.
     seed, rng:
         An integer seed or a ``numpy.random.Generator``; same seed, same run, bit for bit.
+    vectorized:
+        Call ``objective(points) -> losses`` for ``points`` of shape ``(n, *shape)``: all
+        probes of one step in one call, so a stochastic objective can score them on one
+        minibatch.
     callback:
         ``callback(intermediate_result)`` after each step; raise ``StopIteration`` to stop.
     val_objective, val_every, patience:
@@ -165,7 +130,7 @@ def minimize(
     show_progress_bar:
         A tqdm bar over steps.
     options:
-        Method-specific extras (adapters).
+        A dict of method-specific settings (methods outside the core).
 
     Returns
     -------
@@ -182,7 +147,9 @@ def minimize(
     ObjectiveError
         If the objective raises; ``.partial_result`` holds the steps completed.
     """
-    spec = _lookup(method)
+    arguments = dict(locals())  # before any other name is bound
+    given = {name: arguments[name] for name in OPTION_NAMES if arguments[name] is not None}
+    spec = lookup_method(method)
     if not callable(objective):
         raise ValueError(f"objective must be callable, but got {type(objective).__name__}")
     shape = normalize_shape(k)
@@ -196,19 +163,12 @@ def minimize(
         raise ValueError(f"callback must be callable, but got {callback!r}")
     if val_objective is not None and not callable(val_objective):
         raise ValueError(f"val_objective must be callable, but got {val_objective!r}")
-    val_every = check_positive_int(val_every, "val_every")  # type: ignore[assignment]
+    val_every = check_positive_int(val_every, "val_every")
     patience = check_positive_int(patience, "patience", allow_none=True)
     if patience is not None and val_objective is None:
         raise ValueError(f"patience={patience} needs val_objective (patience counts validation checks)")
     generator = normalize_rng(seed, rng)
 
-    given = {
-        "x0": x0, "m": m, "lr": lr, "betas": betas, "eps": eps, "update": update, "momentum": momentum,
-        "mu": mu, "mu_schedule": mu_schedule, "lr_schedule": lr_schedule, "directions": directions,
-        "sum_zero": sum_zero, "orthogonal": orthogonal, "initial_state": initial_state,
-        "backward_cost": backward_cost, "options": options,
-    }
-    given = {name: value for name, value in given.items() if value is not None}
     _reject_unused_options(spec, method, given)
     if backward_cost is not None:
         backward_cost = check_positive(backward_cost, "backward_cost")
@@ -244,8 +204,8 @@ def check_method(method: str, settings: dict[str, Any] | None = None) -> None:
     ...
     ValueError: method 'backprop' does not use mu=0.1; it accepts ['backward_cost', 'betas', ...]
     """
-    spec = _lookup(method)
-    given = {n: v for n, v in (settings or {}).items() if n in _OPTION_NAMES and v is not None}
+    spec = lookup_method(method)
+    given = {n: v for n, v in (settings or {}).items() if n in OPTION_NAMES and v is not None}
     _reject_unused_options(spec, method, given)
 
 
@@ -261,9 +221,27 @@ def planned_steps(max_evals: int | None, maxiter: int | None, cost: float, reser
     return max(min(steps), 0) if steps else None
 
 
+#: The method options of :func:`minimize`: its keyword arguments that it does not use itself.
+OPTION_NAMES: tuple[str, ...] = tuple(
+    name for name, p in inspect.signature(minimize).parameters.items()
+    if p.kind is p.KEYWORD_ONLY and name not in _RUN_ARGUMENTS
+)
+
+
 # ---------------------------------------------------------------------- built-in methods
-_COMMON = frozenset({"x0", "lr", "betas", "eps", "update", "momentum", "lr_schedule", "initial_state"})
-_DIRECTIONAL = frozenset({"m", "directions", "sum_zero", "orthogonal"})
+def _constructor_options(cls: type) -> frozenset[str]:
+    """The options of :func:`minimize` among the keyword-only arguments of ``cls``'s
+    constructor and of its bases' (the optimisers pass ``**kwargs`` up to their base).
+
+    >>> sorted(_constructor_options(SimplexGradient))
+    ['betas', 'eps', 'lr', 'lr_schedule', 'momentum', 'update', 'x0']
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__[:-1]:  # object's constructor takes nothing
+        init = vars(klass).get("__init__")
+        if init is not None:
+            names.update(n for n, p in inspect.signature(init).parameters.items() if p.kind is p.KEYWORD_ONLY)
+    return frozenset(names.intersection(OPTION_NAMES))
 
 
 def _build(cls: type, shape: tuple[int, ...], rng: np.random.Generator, total_steps: int | None,
@@ -340,16 +318,18 @@ def _m_of(opts: dict[str, Any]) -> int:
     return int(m) if isinstance(m, numbers.Integral) and int(m) >= 1 else 1
 
 
+_RESUMABLE = frozenset({"initial_state"})  # the built-in runners restore a state_dict
+
 register_method(MethodSpec(
-    "spsa", _run_spsa, _COMMON | _DIRECTIONAL | {"mu", "mu_schedule"},
+    "spsa", _run_spsa, _constructor_options(SimplexSPSA) | _RESUMABLE,
     cost_per_step=lambda o: 2.0 * _m_of(o), description="two-point SPSA with Adam on softmax logits (GLUE)",
 ))
 register_method(MethodSpec(
-    "forward-grad", _run_forward_grad, _COMMON | _DIRECTIONAL,
+    "forward-grad", _run_forward_grad, _constructor_options(SimplexForwardGradient) | _RESUMABLE,
     cost_per_step=lambda o: 1.0 + _m_of(o), description="forward-gradient (jvp) estimator with Adam",
 ))
 register_method(MethodSpec(
-    "backprop", _run_backprop, _COMMON | {"backward_cost"},
+    "backprop", _run_backprop, _constructor_options(SimplexGradient) | _RESUMABLE | {"backward_cost"},
     cost_per_step=lambda o: 1.0 + float(o.get("backward_cost", 2.0)),
     description="exact gradients through the softmax with Adam (GLUE Config 3)",
 ))

@@ -47,14 +47,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, sample_directions
-from spsa_mix.core.errors import (
-    NonFiniteLossError,
-    check_positive,
-    check_positive_int,
-    check_probability,
-    normalize_rng,
-    normalize_shape,
-)
+from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
 from spsa_mix.core.simplex import (
     check_simplex_point,
@@ -65,6 +58,13 @@ from spsa_mix.core.simplex import (
     softmax_vjp,
 )
 from spsa_mix.core.updates import AdamState, adam_update, directional_gradient, sgd_update, two_point_gradient
+from spsa_mix.core.validation import (
+    check_positive,
+    check_positive_int,
+    check_probability,
+    normalize_rng,
+    normalize_shape,
+)
 
 __all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
 
@@ -101,8 +101,6 @@ class ForwardProbe(NamedTuple):
 class _SimplexOptimizer:
     """State and update shared by the three optimisers: logits, Adam or SGD, schedules."""
 
-    _uses_mu = False
-
     def __init__(
         self,
         k: int | Sequence[int],
@@ -136,7 +134,6 @@ class _SimplexOptimizer:
         self.update = update
         self.momentum = check_probability(momentum, "momentum")
         self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
-        self.lr_schedule_spec = lr_schedule
         self._lr_schedule = resolve_schedule(lr_schedule, name="lr_schedule", total_steps=self.total_steps)
         self.rng = normalize_rng(seed, rng)
 
@@ -341,8 +338,6 @@ class SimplexSPSA(_DirectionalOptimizer):
     (4, 2, 3)
     """
 
-    _uses_mu = True
-
     def __init__(
         self,
         k: int | Sequence[int],
@@ -353,7 +348,6 @@ class SimplexSPSA(_DirectionalOptimizer):
     ) -> None:
         super().__init__(k, **kwargs)
         self.mu = check_positive(mu, "mu")
-        self.mu_schedule_spec = mu_schedule
         self._mu_schedule = resolve_schedule(mu_schedule, name="mu_schedule", total_steps=self.total_steps)
 
     def current_mu(self) -> float:

@@ -28,14 +28,13 @@ Example
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OptimizeResult", "Status", "History", "atomic_write_text"]
+from spsa_mix.io import to_jsonable
+
+__all__ = ["OptimizeResult", "Status", "History"]
 
 
 class Status(enum.IntEnum):
@@ -92,7 +91,7 @@ class OptimizeResult(dict[str, Any]):
         >>> OptimizeResult(x=np.array([0.5, 0.5]), status=Status.BUDGET).to_json()
         {'x': [0.5, 0.5], 'status': 'BUDGET'}
         """
-        return {k: _jsonable(v) for k, v in self.items() if k != "state"}
+        return {k: to_jsonable(v) for k, v in self.items() if k != "state"}
 
 
 class History:
@@ -139,40 +138,3 @@ def _short(v: Any) -> str:
     if isinstance(v, enum.Enum):
         return f"{v.name} ({v.value})" if isinstance(v, enum.IntEnum) else v.name
     return repr(v)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, enum.Enum):
-        return v.name
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, np.generic):
-        return _jsonable(v.item())
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and not np.isfinite(v):
-        return None  # JSON has no NaN or infinity
-    return v
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
-    so that a reader, or a run interrupted mid-write, never sees a half-written file.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "sub" / "r.json"
-    >>> atomic_write_text(p, "{}"); p.read_text()
-    '{}'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -63,11 +63,11 @@ import torch
 from torch import nn
 
 from spsa_mix.blend import evaluate
-from spsa_mix.core.result import atomic_write_text
 from spsa_mix.data.batches import Batches
 from spsa_mix.data.images import ImageData
 from spsa_mix.data.tasks import Task, as_task
 from spsa_mix.experiment.training import progress_bar, train_model
+from spsa_mix.io import atomic_write_text
 
 __all__ = [
     "TrainSpec",

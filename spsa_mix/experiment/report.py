@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from spsa_mix.core.result import atomic_write_text
+from spsa_mix.io import atomic_write_text
 
 __all__ = [
     "refresh",

@@ -38,7 +38,6 @@ Example
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, space_dim
-from spsa_mix.core.errors import check_positive, check_positive_int
+from spsa_mix.core.validation import check_positive, check_positive_int
 from spsa_mix.variance.empirical import (
     DEFAULT_CONFIDENCE,
     DERIVATIVES,
@@ -69,7 +68,7 @@ from spsa_mix.variance.theory import (
     project,
 )
 
-__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid", "finite_or_none"]
+__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid"]
 
 SCALES: tuple[str, ...] = ("unbiased", "paper")
 ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, "network")
@@ -180,10 +179,10 @@ def run_grid(
     """
     if problem not in ALL_PROBLEMS:
         raise ValueError(f"problem must be one of {list(ALL_PROBLEMS)}, but got {problem!r}")
-    ks = [int(check_positive_int(k, "k")) for k in _check_list(ks, "ks")]  # type: ignore[arg-type]
+    ks = [check_positive_int(k, "k") for k in _check_list(ks, "ks")]
     if min(ks) < 2:
         raise ValueError(f"every K must be at least 2 (one expert has nothing to blend), but got ks={ks}")
-    ms = sorted(int(check_positive_int(m, "m")) for m in _check_list(ms, "ms"))  # type: ignore[arg-type]
+    ms = sorted(check_positive_int(m, "m") for m in _check_list(ms, "ms"))
     kinds = _check_list(kinds, "kinds", DIRECTION_KINDS)
     sum_zero = [bool(s) for s in _check_list(sum_zero, "sum_zero", (True, False))]
     orthogonal = [bool(o) for o in _check_list(orthogonal, "orthogonal", (True, False))]
@@ -192,7 +191,7 @@ def run_grid(
     mus = [check_positive(mu, "mu") for mu in _check_list(mus, "mus")]
     if derivative not in DERIVATIVES:
         raise ValueError(f"derivative must be one of {list(DERIVATIVES)}, but got {derivative!r}")
-    n_samples = int(check_positive_int(n_samples, "n_samples"))  # type: ignore[arg-type]
+    n_samples = check_positive_int(n_samples, "n_samples")
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2, but got {n_samples}")
     confidence = _check_confidence(confidence)
@@ -340,22 +339,3 @@ def _rows_for(
                 "paper_prop1": paper,
             })
     return rows
-
-
-def finite_or_none(x: Any) -> Any:
-    """JSON-safe numbers: NaN and infinities become ``None`` (recursively).
-
-    >>> finite_or_none({"a": [1.0, float("nan")], "b": float("inf")})
-    {'a': [1.0, None], 'b': None}
-    """
-    if isinstance(x, dict):
-        return {key: finite_or_none(v) for key, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite_or_none(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x

@@ -57,7 +57,7 @@ import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
 from spsa_mix.core.directions import sample_directions
-from spsa_mix.core.errors import check_positive, check_positive_int
+from spsa_mix.core.validation import check_positive, check_positive_int
 from spsa_mix.variance.problems import FixedPoint
 
 __all__ = [
@@ -182,7 +182,7 @@ def average_estimates(derivs: ArrayLike, directions: ArrayLike, *, m: int, scale
     >>> average_estimates([1.0, 3.0], [[1.0, 0.0], [0.0, 1.0]], m=2, scale=2.0).tolist()
     [[1.0, 3.0]]
     """
-    m = _positive_int(m, "m")
+    m = check_positive_int(m, "m")
     c = check_positive(scale, "scale")
     d = np.asarray(derivs, dtype=np.float64)
     u = np.asarray(directions, dtype=np.float64)
@@ -262,8 +262,8 @@ def sample_estimates(
     """
     if not isinstance(ms, Sequence) or isinstance(ms, str) or len(ms) == 0:
         raise ValueError(f"ms must be a non-empty list of integers >= 1, but got {ms!r}")
-    ms_list = [_positive_int(v, "m") for v in ms]
-    n_samples = _positive_int(n_samples, "n_samples")
+    ms_list = [check_positive_int(v, "m") for v in ms]
+    n_samples = check_positive_int(n_samples, "n_samples")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, but got {type(rng).__name__}")
     _check_derivative(derivative)
@@ -300,10 +300,6 @@ def sample_estimates(
         if progress is not None:
             progress(b * m_max)
     return {m: np.concatenate(parts) for m, parts in parts_by_m.items()}
-
-
-def _positive_int(value: Any, name: str) -> int:
-    return int(check_positive_int(value, name))  # type: ignore[arg-type]
 
 
 def _z(confidence: float) -> float:

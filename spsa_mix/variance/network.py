@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from spsa_mix.blend import BlendedObjective
-from spsa_mix.core.errors import check_positive, check_positive_int
+from spsa_mix.core.validation import check_positive, check_positive_int
 from spsa_mix.models import build_model
 from spsa_mix.variance.problems import SPACES, FixedPoint, at_point
 

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from spsa_mix.core.errors import check_positive, check_positive_int, normalize_rng
 from spsa_mix.core.simplex import check_simplex_point, logits_from_simplex, softmax, softmax_vjp
+from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng
 from spsa_mix.problems import Quadratic
 
 __all__ = ["Linear", "FixedPoint", "SPACES", "PROBLEMS", "at_point", "problem_at_uniform", "third_derivative_terms"]
@@ -66,7 +66,7 @@ class Linear:
     @classmethod
     def random(cls, k: int, *, rng: np.random.Generator | int | None = None) -> Linear:
         """Standard normal weights ``w``."""
-        k = check_positive_int(k, "k")  # type: ignore[assignment]
+        k = check_positive_int(k, "k")
         g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
         return cls(g.standard_normal(k))
 
@@ -167,7 +167,7 @@ def at_point(
         raise ValueError(f"space must be 'alpha' or 'beta', but got {space!r}")
     a = np.asarray(alpha, dtype=np.float64)
     a = check_simplex_point(a, a.shape, name="alpha")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")  # type: ignore[assignment]
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
 
     def grad_alpha(point: FloatArray) -> FloatArray:
         return np.asarray(objective.value_and_grad(point)[1], dtype=np.float64).reshape(a.shape)
@@ -214,7 +214,7 @@ def problem_at_uniform(
     """
     if name not in PROBLEMS:
         raise ValueError(f"problem must be one of {list(PROBLEMS)}, but got {name!r}")
-    k = check_positive_int(k, "k")  # type: ignore[assignment]
+    k = check_positive_int(k, "k")
     if k < 2:
         raise ValueError(f"k must be at least 2 (one expert has nothing to blend), but got {k}")
     g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from spsa_mix.core.directions import DIRECTION_KINDS, space_dim
-from spsa_mix.core.errors import check_positive, check_positive_int, normalize_shape
+from spsa_mix.core.validation import check_positive, check_positive_int, normalize_shape
 
 __all__ = [
     "DirectionMoments",
@@ -201,7 +201,7 @@ def estimator_theory(
     ValueError: orthogonal=True is defined for kind='normalized-gaussian' or 'gaussian', but got kind='rademacher'
     """
     mom = direction_moments(kind, shape, sum_zero=sum_zero)
-    m = check_positive_int(m, "m")  # type: ignore[assignment]
+    m = check_positive_int(m, "m")
     c = _check_scale(scale)
     h2 = _check_norm(target_norm, "target_norm") ** 2
     d, kappa = mom.dim, mom.second
@@ -245,8 +245,8 @@ def cosine_theory(kind: str, dim: int, m: int, *, orthogonal: bool = False) -> f
     True
     """
     _check_kind(kind)
-    dim = check_positive_int(dim, "dim")  # type: ignore[assignment]
-    m = check_positive_int(m, "m")  # type: ignore[assignment]
+    dim = check_positive_int(dim, "dim")
+    m = check_positive_int(m, "m")
     if kind == "rademacher":
         return None
     if m == 1 or (orthogonal and kind == "normalized-gaussian"):
@@ -272,8 +272,8 @@ def paper_proposition1(k: int, m: int, *, grad_norm: float) -> float:
     >>> paper_proposition1(2, 1, grad_norm=2.0)
     2.0
     """
-    k = check_positive_int(k, "k")  # type: ignore[assignment]
-    m = check_positive_int(m, "m")  # type: ignore[assignment]
+    k = check_positive_int(k, "k")
+    m = check_positive_int(m, "m")
     g = _check_norm(grad_norm, "grad_norm")
     return (k - 1) / (m * k) * g * g
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from spsa_mix.variance.bench import finite_or_none, run_grid
+from spsa_mix.io import to_jsonable
+from spsa_mix.variance.bench import run_grid
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_rows_and_skipped_combinations(grid):
         assert r["scale"] == (r["dim"] if r["scale_kind"] == "unbiased" and r["directions"] == "normalized-gaussian"
                               else 1.0)
         assert r["dim"] == (r["k"] - 1 if r["sum_zero"] else r["k"])
-    json.dumps(finite_or_none(grid), allow_nan=False)
+    json.dumps(to_jsonable(grid), allow_nan=False)
 
 
 def test_mu_squared_term_is_needed_in_beta_space():
@@ -97,8 +97,3 @@ def test_same_seed_same_rows():
 def test_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         run_grid(**{"ks": [3], "ms": [1], "n_samples": 10, **kwargs})
-
-
-def test_finite_or_none():
-    assert finite_or_none({"a": (np.float64(1.5), np.int64(2), np.bool_(True)), "b": [np.inf, -np.nan]}) == {
-        "a": [1.5, 2, True], "b": [None, None]}

@@ -1,0 +1,206 @@
+"""Files written whole or not at all, and the one JSON serialiser.
+
+Every file the package writes (results, reports, cached experts) goes through
+:func:`atomic_write_bytes` (or :func:`atomic_path` for writers that only take a path): the
+data is written to a temporary file in the destination folder, flushed and fsynced, then
+renamed over the destination, so a reader, a crash or a Ctrl-C never leaves a half-written
+file, and an existing file is replaced only by a complete one. The file gets the mode a
+newly created file gets (``0o666`` less the umask: ``0644`` under the usual ``022``).
+
+:func:`to_jsonable` is the one conversion to JSON values (NumPy arrays and scalars, tuples,
+paths, enums, non-finite floats); :func:`dumps_json` and :func:`write_json` use it and write
+strict JSON (no ``NaN`` literal). NumPy is the only dependency: every layer may import this
+module.
+
+Example
+-------
+>>> import tempfile, numpy as np
+>>> from pathlib import Path
+>>> p = write_json({"x": np.array([0.5, np.nan])}, Path(tempfile.mkdtemp()) / "out" / "r.json")
+>>> p.read_text()
+'{\\n "x": [\\n  0.5,\\n  null\\n ]\\n}\\n'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "to_jsonable", "dumps_json", "write_json"]
+
+_ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably; return ``path`` as a :class:`Path`.
+
+    Parent folders are created. On any failure the temporary file is removed and a file
+    already at ``path`` is left as it was.
+
+    >>> import tempfile
+    >>> p = atomic_write_bytes(Path(tempfile.mkdtemp()) / "sub" / "b.bin", b"\\x00\\x01")
+    >>> p.read_bytes()
+    b'\\x00\\x01'
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, but got {type(data).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, _ = _create_temporary(path, suffix=".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data reaches the disk before the name does
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` as :func:`atomic_write_bytes` does.
+
+    >>> import tempfile
+    >>> p = atomic_write_text(Path(tempfile.mkdtemp()) / "sub" / "r.json", "{}")
+    >>> p.read_text()
+    '{}'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, but got {type(text).__name__}")
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path next to ``path``, renamed onto ``path`` when the block ends normally.
+
+    For writers that only take a path (``safetensors.torch.save_model``, ``savefig``): the
+    temporary file exists (empty) when the block starts and its name ends with
+    ``.tmp<suffix of path>``, for writers that choose a format from the suffix. When the
+    block ends normally the file is fsynced, given the mode of a new file and renamed onto
+    ``path``; when the block raises it is removed and ``path`` is untouched.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "w.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("weights")
+    ...     target.exists()
+    False
+    >>> target.read_text()
+    'weights'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, mode = _create_temporary(path, suffix=".tmp" + path.suffix)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows syncs writable handles only
+        try:
+            os.fsync(fd)  # the data reaches the disk before the name does
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)  # the writer may have replaced the file with one of its own mode
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _create_temporary(path: Path, *, suffix: str) -> tuple[Path, int]:
+    """Create an empty file ``.<stem>.<random><suffix>`` next to ``path`` as
+    ``open(..., "x")`` would, so that the umask applies (``tempfile.mkstemp`` creates
+    ``0600``); return it and its mode."""
+    for _ in range(_ATTEMPTS):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(8)}{suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode & 0o777
+        finally:
+            os.close(fd)
+        return tmp, mode
+    raise FileExistsError(f"no free temporary name next to {path} after {_ATTEMPTS} attempts")
+
+
+def _remove(tmp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; best effort (some systems cannot open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with every part turned into a JSON value, recursively.
+
+    Mappings become dicts with ``str`` keys, tuples and lists lists, NumPy arrays lists,
+    NumPy scalars Python numbers, paths strings, enums their name, and NaN and infinities
+    ``None`` (JSON has neither). Anything else is returned as is.
+
+    >>> import enum
+    >>> class Color(enum.IntEnum):
+    ...     RED = 1
+    >>> to_jsonable({1: (np.float32(2), np.int64(3), np.bool_(True)), "c": Color.RED,
+    ...              "a": np.array([1.0, np.inf]), "p": Path("r.json"), "n": float("nan")})
+    {'1': [2.0, 3, True], 'c': 'RED', 'a': [1.0, None], 'p': 'r.json', 'n': None}
+    """
+    if isinstance(value, enum.Enum):  # before int and str: IntEnum and StrEnum are both
+        return value.name
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(value: Any, *, indent: int | None = 1) -> str:
+    """Strict JSON text of ``to_jsonable(value)`` with a final newline.
+
+    >>> dumps_json({"loss": np.float64("nan"), "k": (2, 3)}, indent=None)
+    '{"loss": null, "k": [2, 3]}\\n'
+    """
+    return json.dumps(to_jsonable(value), indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(value: Any, path: str | os.PathLike[str], *, indent: int | None = 1) -> Path:
+    """Write :func:`dumps_json` of ``value`` to ``path`` atomically; return the path.
+
+    >>> import tempfile
+    >>> write_json([1, 2], Path(tempfile.mkdtemp()) / "l.json", indent=None).read_text()
+    '[1, 2]\\n'
+    """
+    return atomic_write_text(path, dumps_json(value, indent=indent))
