@@ -163,7 +163,7 @@ def minimize(
     backward_cost:
         What a backward pass counts in the budget for ``method="backprop"`` (default 2).
     show_progress_bar:
-        A tqdm bar over steps.
+        A tqdm bar over steps; without tqdm (an optional dependency) a ``ValueError``.
     options:
         Method-specific extras (adapters).
 

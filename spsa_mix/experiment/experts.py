@@ -62,7 +62,8 @@ from spsa_mix.blend import evaluate
 from spsa_mix.core.result import atomic_write_text
 from spsa_mix.data.batches import Batches
 from spsa_mix.data.images import ImageData
-from spsa_mix.experiment.training import progress_bar, train_model
+from spsa_mix.experiment.training import train_model
+from spsa_mix.progress import progress_bar
 
 __all__ = [
     "TrainSpec",
@@ -248,7 +249,7 @@ def train_or_load_experts(
     eval_batch_size:
         Batch size of the test-accuracy evaluation.
     progress:
-        Show a tqdm bar over each expert's training batches.
+        Show a tqdm bar over each expert's training batches (where tqdm is installed).
     on_expert:
         Called with each expert as soon as it is ready (the pipeline writes partial results).
 
@@ -275,7 +276,7 @@ def train_or_load_experts(
             batches = Batches(data, indices, batch_size=spec.batch_size, shuffle=True, device=device,
                               generator=torch.Generator().manual_seed(seed))
             bar = progress_bar(spec.epochs * len(batches), f"expert {index + 1}/{len(expert_indices)}", progress,
-                            leave=False)
+                               unit="batch", leave=False)
             start = time.perf_counter()
             try:
                 rows = train_model(model, batches, epochs=spec.epochs, lr=spec.lr, betas=spec.betas, progress=bar)

@@ -37,6 +37,7 @@ from torch import nn
 from spsa_mix.blend import evaluate
 from spsa_mix.data.batches import Batches
 from spsa_mix.experiment.training import train_model
+from spsa_mix.progress import progress_bar
 
 __all__ = ["finetune", "FINETUNE_BETAS"]
 
@@ -70,7 +71,7 @@ def finetune(
     seed:
         The minibatch order and any dropout.
     progress:
-        A tqdm bar over batches.
+        A tqdm bar over batches (where tqdm is installed).
     desc:
         The bar's label.
 
@@ -92,11 +93,7 @@ def finetune(
         losses.append(metrics["loss"])
         return {"test_accuracy": metrics["accuracy"]}
 
-    bar = None
-    if progress and epochs > 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * len(train), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = progress_bar(epochs * len(train), desc, bool(progress) and epochs > 0, unit="batch", leave=False)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))  # scoped: restored on exit

@@ -346,7 +346,8 @@ def run_experiment(
     plot:
         PNG of test accuracy against fine-tuning epochs, written at the end.
     progress:
-        tqdm bars for expert training, alpha learning and fine-tuning.
+        tqdm bars for expert training, alpha learning and fine-tuning (none, with one warning,
+        where tqdm is not installed).
     log:
         Called with one line per step (default: the ``spsa_mix.experiment`` logger at INFO).
 

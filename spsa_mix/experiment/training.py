@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["train_model", "progress_bar"]
+__all__ = ["train_model"]
 
 
 def train_model(
@@ -35,7 +35,7 @@ def train_model(
     Used for the experts (GLUE 5: Adam, lr 1e-3, betas (0.9, 0.999)) and for the
     fine-tuning of a blended model. ``after_epoch(epoch, model)`` may return metrics
     (e.g. test accuracy), stored with the epoch's mean training loss. ``progress`` is a
-    tqdm bar advanced once per batch. Leaves the model in eval mode.
+    bar advanced once per batch (:func:`spsa_mix.progress.progress_bar`), or ``None``. Leaves the model in eval mode.
 
     Returns
     -------
@@ -72,11 +72,3 @@ def train_model(
     model.eval()
     return rows
 
-
-def progress_bar(total: int, desc: str, enabled: bool, **kw: Any) -> Any:
-    """A tqdm bar over ``total`` batches, or ``None`` when not ``enabled``."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, **kw)
