@@ -57,6 +57,7 @@ from spsa_mix.data.images import ImageData, load_dataset
 from spsa_mix.data.splits import make_splits
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
+from spsa_mix.experiment.environment import bit_exact_environment
 from spsa_mix.experiment.experts import Expert, ExpertCache, TrainSpec, train_or_load_experts
 from spsa_mix.experiment.finetune import finetune
 from spsa_mix.experiment.report import compare, plot_curves, render_markdown, summarize, write_json
@@ -83,6 +84,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
     env = {"spsa_mix": spsa_mix.__version__, "python": platform.python_version(), "torch": torch.__version__,
            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "device": str(device), "argv": list(sys.argv)}
+    env.update(bit_exact_environment())  # with the above, what bit-exactness depends on (experiment.environment)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
