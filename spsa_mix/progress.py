@@ -61,7 +61,7 @@ def progress_enabled(enabled: bool) -> bool:
         return True
     if not _warned:
         _warned = True
-        logger.warning("tqdm is not installed, so no progress bars are shown (%s)", INSTALL_HINT)
+        logger.warning("tqdm is not installed, so no progress bars are shown; to see them: %s", INSTALL_HINT)
     return False
 
 

@@ -26,7 +26,7 @@ def test_without_tqdm_default_bars_are_off_with_one_warning(no_tqdm, caplog):
         assert progress.progress_enabled(True) is False
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "tqdm is not installed, so no progress bars are shown (pip install tqdm" in warnings[0].getMessage()
+    assert "tqdm is not installed, so no progress bars are shown; to see them: pip install tqdm" in warnings[0].getMessage()
 
 
 def test_without_tqdm_an_explicit_bar_is_an_error_that_names_the_fix(no_tqdm):
@@ -65,7 +65,7 @@ def test_without_tqdm_the_experiment_runs_with_progress_on(no_tqdm, tmp_path, ca
         res = run_experiment(cfg, progress=True)
     assert res["status"] == "complete", res["errors"]
     assert [r.getMessage() for r in caplog.records if "tqdm" in r.getMessage()] == [
-        f"tqdm is not installed, so no progress bars are shown ({progress.INSTALL_HINT})"]
+        f"tqdm is not installed, so no progress bars are shown; to see them: {progress.INSTALL_HINT}"]
 
 
 def test_without_tqdm_the_commands_run_with_progress_on(no_tqdm, tmp_path, caplog):
