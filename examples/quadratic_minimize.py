@@ -1,5 +1,8 @@
 """Minimise a quadratic over the probability simplex with ``spsa_mix.minimize``.
 
+The minimiser ``c`` is known (a Dirichlet draw inside the simplex), so the script prints
+how far the answer lands from it: within 0.01 in every coordinate on 4000 evaluations.
+
 Run: ``python examples/quadratic_minimize.py``
 """
 
@@ -18,6 +21,14 @@ def loss(alpha: np.ndarray) -> float:
     return 0.5 * float(d @ A @ d)
 
 
-res = spsa_mix.minimize(loss, k=k, max_evals=4000, lr=0.05, lr_schedule="cosine", seed=0)
-print(res)
-print("max |x - c| =", np.abs(res.x - c).max())
+def main() -> dict[str, float]:
+    """Run the optimiser; returns what the script prints (``key=value``) and the test checks."""
+    res = spsa_mix.minimize(loss, k=k, max_evals=4000, lr=0.05, lr_schedule="cosine", seed=0)
+    print(res)
+    return {"success": res.success, "nfev": res.nfev, "fun": res.fun,
+            "max_abs_error": float(np.abs(res.x - c).max())}  # max |x - c|
+
+
+if __name__ == "__main__":
+    for key, value in main().items():
+        print(f"{key}={value}")

@@ -498,9 +498,8 @@ def _run(args: argparse.Namespace) -> int:
     methods = _check_args(args)
     labels = [m[0] for m in methods]
     network = load_network_problem(args) if args.problem == "network" else None
-    from tqdm.auto import tqdm
-
     from spsa_mix.io import atomic_write_text
+    from spsa_mix.progress import progress_bar
 
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -530,7 +529,7 @@ def _run(args: argparse.Namespace) -> int:
             atomic_write_text(args.output, json.dumps(_jsonable(out), indent=1, allow_nan=False) + "\n")
         return out
 
-    bar = tqdm(total=len(methods) * args.seeds, desc="compare", unit="run", disable=args.no_progress or None)
+    bar = progress_bar(len(methods) * args.seeds, "compare", not args.no_progress, unit="run", disable=None)
     try:
         for seed in range(args.seeds):
             for label, method, kwargs in methods:
@@ -541,14 +540,16 @@ def _run(args: argparse.Namespace) -> int:
                 else:
                     problem = quadratic_problem(args.k, seed, optimum=args.optimum, condition=args.condition,
                                                 noise=args.noise)
-                bar.set_postfix_str(f"{label} seed={seed}")
+                if bar is not None:
+                    bar.set_postfix_str(f"{label} seed={seed}")
                 try:
                     rows.append(_run_one(label, method, kwargs, problem, seed, args.budget, args.vectorized))
                 except Exception as e:  # one failing method does not stop the others
                     errors.append({"method": label, "seed": seed, "error": f"{type(e).__name__}: {e}"})
                     print(f"spsa-mix bench compare: {label} seed={seed} failed: {type(e).__name__}: {e}", file=sys.stderr)
                 write("running")
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
     except KeyboardInterrupt:
         out = write("interrupted")
         if not args.quiet:
@@ -557,7 +558,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"spsa-mix bench compare: interrupted after {len(rows)} runs{where}", file=sys.stderr)
         return 130
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     out = write("complete with errors" if errors else "complete")
     table = out["table"]
     if not args.quiet:

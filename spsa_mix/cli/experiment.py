@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from spsa_mix.experiment.config import ALL_CONFIGS, ExperimentConfig
+from spsa_mix.progress import write
 
 __all__ = ["add_arguments", "run", "config_from_args"]
 
@@ -204,9 +205,7 @@ def run(args: argparse.Namespace) -> int:
         if args.no_progress:
             print(line, file=sys.stderr)
         else:
-            from tqdm.auto import tqdm
-
-            tqdm.write(line, file=sys.stderr)
+            write(line, file=sys.stderr)  # tqdm.write: keeps the bars intact
 
     try:
         results = run_experiment(cfg, output=output, markdown=markdown, plot=plot, progress=not args.no_progress, log=log)

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
 from spsa_mix.core.result import History, OptimizeResult, Status
+from spsa_mix.progress import require_tqdm
 
 __all__ = ["Run"]
 
@@ -94,9 +95,8 @@ class Run:
         self._last_loss = math.nan
         self._limit = ""
         self._bar = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
+        if show_progress_bar:  # asked for explicitly: no tqdm is an error, before any evaluation
+            tqdm = require_tqdm("show_progress_bar=True")
             self._bar = tqdm(total=total_steps, desc=method, unit="step", dynamic_ncols=True)
 
     # ------------------------------------------------------------------ budget

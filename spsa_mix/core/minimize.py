@@ -128,7 +128,7 @@ def minimize(
     backward_cost:
         What a backward pass counts in the budget for ``method="backprop"`` (default 2).
     show_progress_bar:
-        A tqdm bar over steps.
+        A tqdm bar over steps; without tqdm (an optional dependency) a ``ValueError``.
     options:
         A dict of method-specific settings (methods outside the core).
 

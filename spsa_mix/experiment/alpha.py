@@ -132,10 +132,11 @@ def glue_steps(budget: int, m: int) -> int:
 def _minimize(problem: AlphaProblem, method: str, seed: int, **kwargs: Any) -> AlphaResult:
     import spsa_mix
     from spsa_mix.core.result import Status
+    from spsa_mix.progress import progress_enabled
 
     objective = problem.make_objective(seed)
     res = spsa_mix.minimize(objective, k=problem.k, method=method, vectorized=True, seed=seed,
-                            show_progress_bar=problem.progress, **kwargs)
+                            show_progress_bar=progress_enabled(problem.progress), **kwargs)
     if res.status == Status.INTERRUPTED:  # the core returns what it had on Ctrl-C; the experiment stops
         raise KeyboardInterrupt
     if not res.success:

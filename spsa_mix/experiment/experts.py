@@ -66,8 +66,9 @@ from spsa_mix.blend import evaluate
 from spsa_mix.data.batches import Batches
 from spsa_mix.data.images import ImageData
 from spsa_mix.data.tasks import Task, as_task
-from spsa_mix.experiment.training import progress_bar, train_model
+from spsa_mix.experiment.training import train_model
 from spsa_mix.io import atomic_write_text
+from spsa_mix.progress import progress_bar
 
 __all__ = [
     "TrainSpec",
@@ -259,7 +260,7 @@ def train_or_load_experts(
     eval_batch_size:
         Batch size of the test evaluation (skipped when the task has no test split).
     progress:
-        Show a tqdm bar over each expert's training batches.
+        Show a tqdm bar over each expert's training batches (where tqdm is installed).
     on_expert:
         Called with each expert as soon as it is ready (the pipeline writes partial results).
 
@@ -298,7 +299,7 @@ def train_or_load_experts(
                                   min_batch_size=spec.min_batch_size)
                 epochs = 1
             bar = progress_bar(epochs * len(batches), f"expert {index + 1}/{len(expert_indices)}", progress,
-                               leave=False)
+                               unit="batch", leave=False)
             start = time.perf_counter()
             try:
                 rows = train_model(model, batches, epochs=epochs, lr=spec.lr, betas=spec.betas, loss_fn=task.loss,

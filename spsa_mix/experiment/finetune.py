@@ -39,6 +39,7 @@ from torch import nn
 from spsa_mix.blend import evaluate
 from spsa_mix.data.batches import Batches
 from spsa_mix.experiment.training import train_model
+from spsa_mix.progress import progress_bar
 
 __all__ = ["finetune", "FINETUNE_BETAS"]
 
@@ -75,7 +76,7 @@ def finetune(
     loss_fn:
         The training and evaluation loss (a task's :attr:`~spsa_mix.data.tasks.Task.loss`).
     progress:
-        A tqdm bar over batches.
+        A tqdm bar over batches (where tqdm is installed).
     desc:
         The bar's label.
 
@@ -97,11 +98,7 @@ def finetune(
         losses.append(metrics["loss"])
         return {"test_accuracy": metrics["accuracy"]}
 
-    bar = None
-    if progress and epochs > 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * len(train), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = progress_bar(epochs * len(train), desc, bool(progress) and epochs > 0, unit="batch", leave=False)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))  # scoped: restored on exit

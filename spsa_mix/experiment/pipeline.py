@@ -57,6 +57,7 @@ from spsa_mix.data.batches import Batches
 from spsa_mix.data.splits import make_splits
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
+from spsa_mix.experiment.environment import bit_exact_environment
 from spsa_mix.experiment.experts import Expert, ExpertCache
 from spsa_mix.experiment.finetune import finetune
 from spsa_mix.experiment.pool import build_pool, default_model_fn, load_pool_task
@@ -84,6 +85,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
     env = {"spsa_mix": spsa_mix.__version__, "python": platform.python_version(), "torch": torch.__version__,
            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "device": str(device), "argv": list(sys.argv)}
+    env.update(bit_exact_environment())  # with the above, what bit-exactness depends on (experiment.environment)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -344,7 +346,8 @@ def run_experiment(
     plot:
         PNG of test accuracy against fine-tuning epochs, written at the end.
     progress:
-        tqdm bars for expert training, alpha learning and fine-tuning.
+        tqdm bars for expert training, alpha learning and fine-tuning (none, with one warning,
+        where tqdm is not installed).
     log:
         Called with one line per step (default: the ``spsa_mix.experiment`` logger at INFO).
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from spsa_mix.blend.batches import call_model
 
-__all__ = ["train_model", "progress_bar"]
+__all__ = ["train_model"]
 
 
 def train_model(
@@ -42,7 +42,7 @@ def train_model(
     and ``loss_fn(outputs, targets)`` is minimised (a task's loss,
     :attr:`spsa_mix.data.tasks.Task.loss`). ``after_epoch(epoch, model)`` may return metrics
     (e.g. test accuracy), stored with the epoch's mean training loss. ``progress`` is a
-    tqdm bar advanced once per batch. Leaves the model in eval mode.
+    bar advanced once per batch (:func:`spsa_mix.progress.progress_bar`), or ``None``. Leaves the model in eval mode.
 
     Returns
     -------
@@ -80,11 +80,3 @@ def train_model(
     model.eval()
     return rows
 
-
-def progress_bar(total: int, desc: str, enabled: bool, **kw: Any) -> Any:
-    """A tqdm bar over ``total`` batches, or ``None`` when not ``enabled``."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, **kw)

@@ -46,6 +46,7 @@ import numpy as np
 
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, space_dim
 from spsa_mix.core.validation import check_positive, check_positive_int
+from spsa_mix.progress import progress_bar
 from spsa_mix.variance.empirical import (
     DEFAULT_CONFIDENCE,
     DERIVATIVES,
@@ -148,7 +149,7 @@ def run_grid(
     network_options:
         Keyword arguments of :class:`~spsa_mix.variance.network.DigitsBlend`.
     progress:
-        Show a tqdm progress bar over the directions evaluated.
+        Show a tqdm progress bar over the directions evaluated (where tqdm is installed).
     log:
         Called with a line of text for each skipped combination.
     rows_out:
@@ -224,11 +225,7 @@ def run_grid(
     for (_, kind, sz, orth, _), k in itertools.product(draws, ks):
         vm = valid_ms(k, kind, sz, orth)
         total += n_samples * (sum(vm) if orth else (max(vm) if vm else 0))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="dir", desc="variance", dynamic_ncols=True)
+    bar = progress_bar(total, "variance", progress, unit="dir")
 
     rows: list[dict[str, Any]] = rows_out if rows_out is not None else []
     problems: dict[tuple[str, int], FixedPoint] = {}

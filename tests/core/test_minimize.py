@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -245,7 +246,19 @@ def test_minimize_argument_errors(kwargs, match):
 def test_progress_bar_and_logging(caplog, capsys):
     import logging
 
+    pytest.importorskip("tqdm")  # an optional dependency (the extras extra)
     with caplog.at_level(logging.INFO, logger="spsa_mix"):
         spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, show_progress_bar=True)
     assert "spsa finished: maxiter=5 reached" in caplog.text
     assert "5/5" in capsys.readouterr().err
+
+
+def test_progress_bar_without_tqdm_fails_before_any_evaluation(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # what `import tqdm` meets when it is not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    calls = []
+    with pytest.raises(ValueError, match=r"show_progress_bar=True needs tqdm, which is not installed: "
+                                         r"pip install tqdm \(or pip install 'spsa-mix\[extras\]'\)"):
+        spsa_mix.minimize(lambda a: calls.append(a) or 0.0, k=3, maxiter=5, seed=0, show_progress_bar=True)
+    assert calls == []
+    assert spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0).nit == 5  # no bar asked: no tqdm needed
