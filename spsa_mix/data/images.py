@@ -321,12 +321,20 @@ def _load_digits(test_size: int, standardize: bool) -> ImageData:
     labels = bunch.target.astype(np.int64)
     if isinstance(test_size, bool) or not isinstance(test_size, int) or not 0 <= test_size < len(labels):
         raise ValueError(f"test_size must be an integer in [0, {len(labels)}), but got {test_size!r}")
-    test = stratified_pick(labels, test_size, np.random.default_rng(0)) if test_size else np.zeros(0, np.int64)
-    train = np.setdiff1d(np.arange(len(labels)), test)
     source = "sklearn.datasets.load_digits (UCI optical digits, shipped with scikit-learn)"
-    if test_size != DIGITS_TEST_SIZE:
-        source += f", test_size={test_size}"
-    return ImageData.from_arrays("digits", images[train], labels[train], images[test], labels[test], scale=1 / 16,
+    if test_size == 0:  # every image, in scikit-learn's order, as stored (no copy)
+        x_train, y_train, x_test, y_test = images, labels, images[:0], labels[:0]
+        source += ", test_size=0"
+    else:
+        test = stratified_pick(labels, test_size, np.random.default_rng(0))
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        x_train, y_train, x_test, y_test = images[train], labels[train], images[test], labels[test]
+        if test_size != DIGITS_TEST_SIZE:
+            source += f", test_size={test_size}"
+    # The strides numpy gives the channel axis of (N, 1, 8, 8) differ between a copy made by
+    # indexing (1) and the array itself (0); they decide which convolution kernels PyTorch
+    # picks, hence the last bits of every result. Both paths are kept as they have always been.
+    return ImageData.from_arrays("digits", x_train, y_train, x_test, y_test, scale=1 / 16,
                                  classes=[str(c) for c in range(10)], source=source, standardize=standardize)
 
 

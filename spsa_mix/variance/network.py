@@ -1,6 +1,7 @@
 """A blended network objective for the variance study: a small CNN on scikit-learn's digits.
 
-:class:`DigitsBlend` trains a pool of experts once (the ``"small-cnn"`` of
+:class:`DigitsBlend` trains a pool of experts once with
+:func:`spsa_mix.experiment.pool.build_pool` (the ``"small-cnn"`` of
 :func:`spsa_mix.models.build_model` on 8x8 digits, shipped inside scikit-learn: no
 download) and serves, for any ``K`` up to the pool size, the blend of the first ``K``
 experts on one fixed target batch (:class:`spsa_mix.blend.BlendedObjective` with
@@ -11,7 +12,9 @@ gradient comes from autograd (``value_and_grad``).
 The experts follow GLUE section 5 in miniature: every expert starts from the same
 initialisation (seeded) and is trained with Adam on its own non-IID subset, whose class
 proportions are drawn from a Dirichlet distribution of concentration 0.5 (GLUE's
-``delta = 0.5``); the target batch is an IID sample of held-out digits.
+``delta = 0.5``; :func:`spsa_mix.data.splits.dirichlet_sample`: each expert samples the
+digits outside the target batch, so a pool of 50 experts of 200 images fits in 1797
+digits); the target batch is an IID sample of the digits.
 
 Example
 -------
@@ -24,16 +27,15 @@ Example
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 from spsa_mix.blend import BlendedObjective
 from spsa_mix.core.validation import check_positive, check_positive_int
-from spsa_mix.models import build_model
+from spsa_mix.data.splits import Splits, dirichlet_sample, random_parts
+from spsa_mix.data.tasks import Task
+from spsa_mix.experiment.experts import TrainSpec
+from spsa_mix.experiment.pool import PoolSpec, build_pool, load_pool_task
 from spsa_mix.variance.problems import SPACES, FixedPoint, at_point
 
 __all__ = ["DigitsBlend"]
@@ -88,42 +90,44 @@ class DigitsBlend:
         target_size: int = 64,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.n_experts = int(check_positive_int(n_experts, "n_experts"))  # type: ignore[arg-type]
-        per_expert = int(check_positive_int(per_expert, "per_expert"))  # type: ignore[arg-type]
-        steps = int(check_positive_int(steps, "steps"))  # type: ignore[arg-type]
-        batch_size = int(check_positive_int(batch_size, "batch_size"))  # type: ignore[arg-type]
-        target_size = int(check_positive_int(target_size, "target_size"))  # type: ignore[arg-type]
+        self.n_experts = check_positive_int(n_experts, "n_experts")
+        per_expert = check_positive_int(per_expert, "per_expert")
+        steps = check_positive_int(steps, "steps")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        target_size = check_positive_int(target_size, "target_size")
         lr = check_positive(lr, "lr")
-        digits = load_digits()
-        images = torch.tensor(digits.images / 16.0, dtype=torch.float32)[:, None]  # (N, 1, 8, 8)
-        labels = torch.tensor(digits.target, dtype=torch.long)
-        n_total = images.shape[0]
+        spec = PoolSpec(dataset="digits", test_size=0, standardize=False, arch=ARCH, k=self.n_experts,
+                        train=TrainSpec(steps=steps, batch_size=batch_size, lr=lr, init_seed=seed))
+        task = load_pool_task(spec)
+        n_total = int(task.labels().shape[0])
         if target_size >= n_total // 2:
             raise ValueError(f"target_size must be below {n_total // 2} (half of the digits), but got {target_size}")
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(n_total)
-        target_idx, pool_idx = order[:target_size], order[target_size:]
-        self.data = (images[target_idx].to(dtype), labels[target_idx])
+
+        def split(task: Task) -> Splits:
+            # target first, then each expert's Dirichlet(0.5) draw from the rest (experts may overlap)
+            labels = task.labels().numpy()
+            rng = np.random.default_rng(seed)
+            target, rest = random_parts(n_total, [target_size], rng, sort=False)
+            experts, seeds = dirichlet_sample(labels, k=self.n_experts, per_expert=per_expert,
+                                              concentration=DIRICHLET_CONCENTRATION, rng=rng, pool=rest,
+                                              with_seeds=True)
+            return Splits(target=target, holdout=np.zeros(0, dtype=np.int64), experts=experts, seeds=seeds)
+
+        pool = build_pool(spec, task=task, splits=split, cache=None, progress=False)
+        x, y = pool.whole("target")
+        self.data = (x.to(dtype), y)
         self.dtype = dtype
         self.seed = seed
-        pool_labels = digits.target[pool_idx]
-        self.experts: list[dict[str, torch.Tensor]] = []
-        for _ in range(self.n_experts):
-            props = rng.dirichlet(np.full(10, DIRICHLET_CONCENTRATION))
-            w = props[pool_labels]
-            idx = pool_idx[rng.choice(pool_idx.size, size=min(per_expert, pool_idx.size), replace=False, p=w / w.sum())]
-            self.experts.append(
-                _train(images[idx], labels[idx], seed=seed, order_seed=int(rng.integers(2**31)), steps=steps,
-                       batch_size=batch_size, lr=lr)
-            )
+        self._model_fn = pool.model_fn
+        self.experts: list[dict[str, torch.Tensor]] = [
+            {name: t.detach().clone() for name, t in m.state_dict().items()} for m in pool.models]
 
     def objective(self, k: int) -> BlendedObjective:
         """The blend of the first ``k`` experts on the fixed target batch (any alpha allowed)."""
-        k = int(check_positive_int(k, "k"))  # type: ignore[arg-type]
+        k = check_positive_int(k, "k")
         if not 2 <= k <= self.n_experts:
             raise ValueError(f"k must be between 2 and n_experts={self.n_experts}, but got {k}")
-        model = build_model(ARCH, num_classes=10, in_channels=1, image_size=8, seed=self.seed)
-        return BlendedObjective(model, self.experts[:k], data=self.data, device="cpu", dtype=self.dtype,
+        return BlendedObjective(self._model_fn(), self.experts[:k], data=self.data, device="cpu", dtype=self.dtype,
                                 simplex_atol=None)
 
     def problem(self, k: int, *, space: str = "alpha", chunk_size: int = 256) -> FixedPoint:
@@ -137,18 +141,3 @@ class DigitsBlend:
     def __repr__(self) -> str:
         return f"DigitsBlend(n_experts={self.n_experts}, seed={self.seed}, target_size={self.data[0].shape[0]})"
 
-
-def _train(x: torch.Tensor, y: torch.Tensor, *, seed: int, order_seed: int, steps: int, batch_size: int,
-           lr: float) -> dict[str, Any]:
-    """Adam from the shared initialisation ``seed``; returns the trained state dict."""
-    net = build_model(ARCH, num_classes=10, in_channels=1, image_size=8, seed=seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(order_seed)
-    net.train()
-    for _ in range(steps):
-        b = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=gen)
-        loss = F.cross_entropy(net(x[b]), y[b])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return {name: t.detach().clone() for name, t in net.state_dict().items()}

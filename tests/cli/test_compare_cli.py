@@ -1,11 +1,11 @@
 import argparse
 import csv
 import json
-import math
 
 import numpy as np
 import pytest
 
+from spsa_mix import compare as library
 from spsa_mix.cli import compare
 
 
@@ -53,7 +53,7 @@ def test_final_loss_is_the_exact_gap_of_res_x(tmp_path):
     assert compare.run(parse("--k", "3", "--budget", "20", "--seeds", "1", "--noise", "0.1", "--methods", "spsa",
                              "--output", str(out), "--no-progress", "--quiet")) == 0
     run = strict_json(out)["runs"][0]
-    p = compare.quadratic_problem(3, 0, noise=0.1)
+    p = library.quadratic_problem(3, 0, noise=0.1)
     expected = p.objective.value(np.asarray(run["x"])) - p.info["f_star"]
     assert run["final_loss"] == pytest.approx(expected, rel=1e-12)
 
@@ -64,14 +64,6 @@ def test_nan_values_become_null(tmp_path):
                              "--output", str(out), "--no-progress", "--quiet")) == 0
     data = strict_json(out)
     assert data["summary"][0]["overhead_per_eval_s_mean"] is None  # NaN in Python, null in JSON
-
-
-def test_parse_method():
-    assert compare.parse_method("spsa") == ("spsa", "spsa", {})
-    label, method, kw = compare.parse_method("nevergrad:CMA@batch_size=4,parametrization=stick,x0=[0.5,0.5]")
-    assert method == "nevergrad:CMA" and kw == {"x0": (0.5, 0.5), "options": {"batch_size": 4, "parametrization": "stick"}}
-    with pytest.raises(ValueError, match="method settings must be key=value, but got '=3' in 'spsa@=3'"):
-        compare.parse_method("spsa@=3")
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -85,15 +77,6 @@ def test_bad_arguments_return_2(argv, message, capsys):
     assert compare.run(parse(*argv, "--budget", "10", "--seeds", "1", "--no-progress", "--quiet")
                        if "--seeds" not in argv else parse(*argv, "--budget", "10", "--no-progress", "--quiet")) == 2
     assert message in capsys.readouterr().err
-
-
-def test_summary_and_table():
-    rows = [dict(method="a", seed=s, final_loss=v, rel=v, cost=10.0, wall_s=1.0, overhead_per_eval_s=1e-4,
-                 status="BUDGET") for s, v in enumerate([1.0, 3.0])]
-    (s,) = compare.summarize(rows, ["a"])
-    assert s["final_loss_mean"] == 2.0 and s["final_loss_std"] == pytest.approx(math.sqrt(2))
-    table = compare.format_table([s], problem="quadratic")
-    assert "| `a` | 2.000e+00 ± 1.4e+00 | 2.000 | 10 | 1.00 | 100 | BUDGET |" in table
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -119,14 +102,14 @@ def test_network_problem_end_to_end(tmp_path):
 
 def test_a_failing_run_loses_nothing_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     """A method that raises mid-benchmark: its error is recorded, every other run is kept."""
-    real = compare._run_one
+    real = library.run_one
 
     def flaky(label, method, kwargs, problem, seed, budget, vectorized):
         if label == "spsa@lr=0.05" and seed == 1:
             raise RuntimeError("boom")
         return real(label, method, kwargs, problem, seed, budget, vectorized)
 
-    monkeypatch.setattr(compare, "_run_one", flaky)
+    monkeypatch.setattr(library, "run_one", flaky)
     out = tmp_path / "r.json"
     rc = compare.run(parse("--k", "4", "--budget", "40", "--seeds", "2", "--methods", "spsa", "spsa@lr=0.05",
                            "--no-progress", "--quiet", "--output", str(out)))
@@ -139,7 +122,7 @@ def test_a_failing_run_loses_nothing_and_the_others_still_run(tmp_path, monkeypa
 
 
 def test_ctrl_c_keeps_the_runs_so_far(tmp_path, monkeypatch):
-    real = compare._run_one
+    real = library.run_one
     calls = []
 
     def interrupted(*args):
@@ -148,7 +131,7 @@ def test_ctrl_c_keeps_the_runs_so_far(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(compare, "_run_one", interrupted)
+    monkeypatch.setattr(library, "run_one", interrupted)
     out = tmp_path / "r.json"
     rc = compare.run(parse("--k", "4", "--budget", "40", "--seeds", "3", "--methods", "spsa",
                            "--no-progress", "--quiet", "--output", str(out)))
