@@ -3,7 +3,7 @@
 #
 #   benchmarks/glue_fashion_mnist.sh cpu        # small CNN on a CPU, the same settings as the GPU run (~1 h, 2 cores)
 #   benchmarks/glue_fashion_mnist.sh gpu        # small CNN and ResNet-20 on one GPU, GLUE's sizes (~5 and ~8 min on an H100)
-#   benchmarks/glue_fashion_mnist.sh digits     # the default `spsa-mix glue` (built-in digits), timed
+#   benchmarks/glue_fashion_mnist.sh digits     # the default `spsa-mix experiment` (built-in digits), timed
 #
 # Data: Fashion-MNIST's four idx files under $SPSA_MIX_DATA/FashionMNIST/raw/ (or ../shared/data
 # beside the repository, found by default). Trained experts are cached in $SPSA_MIX_CACHE
@@ -17,19 +17,19 @@ COMMON=(--dataset fashion-mnist --k 10 --per-expert 2000 --holdout-size 1000 --b
 case "${1:-cpu}" in
   cpu)
     # The GPU run's settings (GLUE 5's sizes), on the CPU, one torch thread.
-    $SPSA_MIX glue "${COMMON[@]}" --arch small-cnn --target-size 10000 --expert-epochs 40 --finetune-epochs 5 \
+    $SPSA_MIX experiment "${COMMON[@]}" --arch small-cnn --target-size 10000 --expert-epochs 40 --finetune-epochs 5 \
       --device cpu --threads 1 --output $OUT/glue_fashion_mnist_small_cnn_cpu.json --markdown $OUT/glue_fashion_mnist_small_cnn_cpu.md \
       --plot $OUT/glue_fashion_mnist_small_cnn_cpu.png
     ;;
   gpu)
     # GLUE 5's sizes; ResNet-20 with 20 expert epochs and 3 fine-tuning epochs to fit a 10-minute slot.
-    $SPSA_MIX glue "${COMMON[@]}" --arch small-cnn --target-size 10000 --expert-epochs 40 --finetune-epochs 5 \
+    $SPSA_MIX experiment "${COMMON[@]}" --arch small-cnn --target-size 10000 --expert-epochs 40 --finetune-epochs 5 \
       --device cuda --output $OUT/glue_fashion_mnist_small_cnn_h100.json --plot $OUT/glue_fashion_mnist_small_cnn_h100.png
-    $SPSA_MIX glue "${COMMON[@]}" --arch resnet20 --target-size 10000 --expert-epochs 20 --finetune-epochs 3 \
+    $SPSA_MIX experiment "${COMMON[@]}" --arch resnet20 --target-size 10000 --expert-epochs 20 --finetune-epochs 3 \
       --device cuda --output $OUT/glue_fashion_mnist_resnet20_h100.json --plot $OUT/glue_fashion_mnist_resnet20_h100.png
     ;;
   digits)
-    /usr/bin/time -p $SPSA_MIX glue --no-progress --output $OUT/glue_digits_small_cnn.json \
+    /usr/bin/time -p $SPSA_MIX experiment --no-progress --output $OUT/glue_digits_small_cnn.json \
       --markdown $OUT/glue_digits_small_cnn.md --plot $OUT/glue_digits_small_cnn.png
     ;;
   *)

@@ -13,8 +13,8 @@ benchmark to bring the docs up to date::
     python benchmarks/sync_docs.py           # rewrite the blocks in place
     python benchmarks/sync_docs.py --check   # exit 1 if a block is stale
 
-Kinds: ``glue-table`` (one row per way of setting alpha, as in the run's own report), ``glue-experts`` (the experts'
-test accuracies), ``glue-gaps`` (GLUE's paired gaps to the paper's comparisons),
+Kinds: ``experiment-table`` (one row per way of setting alpha, as in the run's own report), ``experiment-experts`` (the experts'
+test accuracies), ``experiment-gaps`` (GLUE's paired gaps to the paper's comparisons),
 ``compare-table`` (the table of ``spsa-mix bench compare``), ``directions-table`` (the
 summary of ``benchmarks/directions.py``), ``md-tables`` (the tables and bullet lines of a
 markdown report written by a benchmark).
@@ -39,13 +39,13 @@ def _load(path: str) -> Any:
     return json.loads((ROOT / path).read_text())
 
 
-def glue_table(path: str) -> str:
+def experiment_table(path: str) -> str:
     from spsa_mix.experiment.report import markdown_table, refresh
 
     return markdown_table(refresh(_load(path))["summary"])
 
 
-def glue_experts(path: str) -> str:
+def experiment_experts(path: str) -> str:
     results = _load(path)
     accs = [100 * e["test_accuracy"] for e in results["experts"]]
     listed = ", ".join(f"{a:.1f}" for a in accs)
@@ -53,7 +53,7 @@ def glue_experts(path: str) -> str:
             f"best {max(accs):.1f}).")
 
 
-def glue_gaps(path: str) -> str:
+def experiment_gaps(path: str) -> str:
     from spsa_mix.experiment.report import comparison_lines, refresh
 
     return "\n".join(comparison_lines(refresh(_load(path))["comparison"]))
@@ -128,9 +128,9 @@ def md_tables(path: str) -> str:
 
 
 RENDERERS: dict[str, Callable[[str], str]] = {
-    "glue-table": glue_table,
-    "glue-experts": glue_experts,
-    "glue-gaps": glue_gaps,
+    "experiment-table": experiment_table,
+    "experiment-experts": experiment_experts,
+    "experiment-gaps": experiment_gaps,
     "compare-table": compare_table,
     "directions-table": directions_table,
     "directions-tails": directions_tails,

@@ -60,7 +60,7 @@ def test_without_tqdm_the_experiment_runs_with_progress_on(no_tqdm, tmp_path, ca
     """The pipeline's bars (experts, alpha through minimize, fine-tuning) fall back, once."""
     from spsa_mix.experiment import ExperimentConfig, run_experiment
 
-    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path), configs=("glue", "uniform"))
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path), configs=("spsa", "uniform"))
     with caplog.at_level(logging.WARNING, logger="spsa_mix"):
         res = run_experiment(cfg, progress=True)
     assert res["status"] == "complete", res["errors"]
@@ -76,7 +76,7 @@ def test_without_tqdm_the_commands_run_with_progress_on(no_tqdm, tmp_path, caplo
                      "--quiet", "--output", str(tmp_path / "c.json")]) == 0
         assert main(["bench", "variance", "--k", "2", "--m", "1", "--samples", "50", "--space", "alpha",
                      "--directions", "gaussian", "--output", str(tmp_path / "v.json"), "--plot", ""]) == 0
-        assert main(["glue", "--quick", "--configs", "uniform", "--cache-dir", str(tmp_path / "cache"),
+        assert main(["experiment", "--quick", "--configs", "uniform", "--cache-dir", str(tmp_path / "cache"),
                      "--output", str(tmp_path / "g.json")]) == 0  # its log lines go through progress.write
     assert sum("tqdm is not installed" in r.getMessage() for r in caplog.records) == 1
     assert all((tmp_path / name).is_file() for name in ("c.json", "v.json", "g.json"))

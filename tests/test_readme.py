@@ -33,8 +33,8 @@ def test_ci_runs_the_readme_test_command_word_for_word():
     assert "pytest" in command.group(1) and '".[all,test]"' in command.group(1)
 
 
-def test_the_main_command_installs_and_runs_the_glue_demo_with_no_arguments():
-    mains = [b for b in _bash_blocks(README) if b.endswith("spsa-mix glue")]
+def test_the_main_command_installs_and_runs_the_experiment_with_no_arguments():
+    mains = [b for b in _bash_blocks(README) if b.endswith("spsa-mix experiment")]
     assert len(mains) == 1
     words = shlex.split(mains[0].replace("&&", " && "))
     assert words[:4] == ["python3", "-m", "venv", ".venv"]

@@ -1,7 +1,8 @@
 """The ``spsa-mix`` command line.
 
-``spsa-mix glue``
-    the GLUE experiment end to end (:mod:`spsa_mix.cli.experiment`);
+``spsa-mix experiment``
+    the GLUE paper's experiment end to end on any dataset (:mod:`spsa_mix.cli.experiment`;
+    ``spsa-mix experiment``, its name before 0.2, still works);
 ``spsa-mix bench compare``
     methods side by side on one objective at equal budgets (:mod:`spsa_mix.cli.compare`);
 ``spsa-mix bench variance``
@@ -28,10 +29,12 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser", "selected_command"]
 
 _COMMANDS = {
-    ("glue",): ("spsa_mix.cli.experiment", "run the GLUE experiment end to end (experts, every way to set alpha, fine-tuning)"),
+    ("experiment",): ("spsa_mix.cli.experiment",
+                      "train experts on non-IID splits, set alpha every way, fine-tune: the GLUE paper's experiment"),
     ("bench", "compare"): ("spsa_mix.cli.compare", "compare methods on one objective at equal budgets"),
     ("bench", "variance"): ("spsa_mix.cli.variance", "bias, variance and MSE of the gradient estimate versus K and m"),
 }
+_ALIASES = {"glue": "experiment"}  # old names of commands, still accepted
 
 
 def selected_command(argv: Sequence[str]) -> tuple[str, ...] | None:
@@ -42,8 +45,11 @@ def selected_command(argv: Sequence[str]) -> tuple[str, ...] | None:
 
     >>> selected_command(["-v", "bench", "compare", "--k", "3"]), selected_command(["--help"])
     (('bench', 'compare'), None)
+    >>> selected_command(["glue", "--quick"])
+    ('experiment',)
     """
     words = [a for a in argv if not a.startswith("-")]
+    words = [_ALIASES.get(words[0], words[0]), *words[1:]] if words else words
     for path in _COMMANDS:
         if tuple(words[: len(path)]) == path:
             return path
@@ -66,7 +72,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for path, (module, help_text) in _COMMANDS.items():
         if len(path) == 1:
-            sub = top.add_parser(path[0], help=help_text, description=help_text)
+            aliases = [old for old, new in _ALIASES.items() if new == path[0]]
+            sub = top.add_parser(path[0], help=help_text, description=help_text, aliases=aliases)
         else:
             if path[0] not in groups:
                 grp = top.add_parser(path[0], help="benchmarks: " + ", ".join(p[1] for p in _COMMANDS if p[0] == path[0]))

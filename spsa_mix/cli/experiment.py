@@ -1,11 +1,18 @@
-"""``spsa-mix glue``: the GLUE experiment end to end.
+"""``spsa-mix experiment``: the experiment of the GLUE paper's section 5, end to end.
 
-With no arguments: scikit-learn's digits (built in, no download), a small CNN, K=10
-experts, every way to set alpha, 3 seeds; a few minutes on a CPU. Prints the markdown
-report and writes ``results.json``, ``results.md`` and ``figure.png`` under
-``runs/glue_<dataset>_<arch>/`` (or where ``--output``, ``--markdown`` and ``--plot``
-say). Datasets other than digits default to GLUE section 5's sizes (2000 images per
+K experts trained on Dirichlet non-IID splits of a dataset, every way to set the mixing
+weights alpha, the prior and fine-tuned test accuracy of each blend over seeds
+(:func:`spsa_mix.experiment.run_experiment`). With no arguments: scikit-learn's digits
+(built in, no download), a small CNN, K=10 experts, every way to set alpha, 3 seeds; a
+few minutes on a CPU. Prints the markdown report and writes ``results.json``,
+``results.md`` and ``figure.png`` under ``runs/experiment_<dataset>_<arch>/`` (or where
+``--output``, ``--markdown`` and ``--plot`` say). The built-in sets (``digits``,
+``text-domains``) default to small sizes, the others to GLUE section 5's (2000 images per
 expert, 10,000 target images); every size can be set.
+
+The command was called ``spsa-mix experiment`` before 0.2 and that name still works; it was
+renamed because "GLUE" is also the NLP benchmark that SST-2 belongs to, and the command
+runs an experiment on any dataset, not that benchmark.
 
 Exit status: 0 when every configuration ran, 1 when some failed (their errors are in
 the report and the JSON), 2 for bad input (the message says what and why), 130 when
@@ -16,9 +23,9 @@ Example
 >>> import argparse
 >>> p = argparse.ArgumentParser()
 >>> add_arguments(p)
->>> a = p.parse_args(["--k", "5", "--configs", "glue", "uniform"])
+>>> a = p.parse_args(["--k", "5", "--configs", "spsa", "uniform"])
 >>> a.k, a.configs
-(5, ['glue', 'uniform'])
+(5, ['spsa', 'uniform'])
 """
 
 from __future__ import annotations
@@ -34,15 +41,19 @@ from spsa_mix.progress import write
 __all__ = ["add_arguments", "run", "config_from_args"]
 
 _D = ExperimentConfig()
+_SMALL = ("digits", "textdomains")  # the built-in sets: the small default sizes; the others GLUE 5's
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``spsa-mix glue`` (no PyTorch import here)."""
+    """The options of ``spsa-mix experiment`` (no PyTorch import here)."""
     data = parser.add_argument_group("data and split")
     data.add_argument("--dataset", default=_D.dataset,
-                      help="digits (built in, scikit-learn; the default), fashion-mnist (idx files under the data "
-                           "root), or a torchvision dataset present locally: cifar10, cifar100, svhn, imagenette, "
-                           "mnist, kmnist, stl10, usps, gtsrb")
+                      help="digits (built in, scikit-learn; the default), text-domains (built in, generated token "
+                           "sequences of 10 domains), fashion-mnist (idx files under the data root), or a torchvision "
+                           "dataset present locally: cifar10, cifar100, svhn, imagenette, mnist, kmnist, stl10, usps, "
+                           "gtsrb")
+    data.add_argument("--task", default=None, choices=["image-classification", "sequence-classification", "causal-lm"],
+                      help="what the experts learn (default: image-classification for images, causal-lm for text)")
     data.add_argument("--data-root", default=None,
                       help="folder with the dataset files (default: $SPSA_MIX_DATA, ../shared/data beside the "
                            "repository or the working directory, then <cache-dir>/data)")
@@ -60,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Dirichlet concentration of the experts' class proportions (default: %(default)s, as GLUE)")
     data.add_argument("--data-seed", type=int, default=_D.data_seed, help="seed of the split and the experts (default: %(default)s)")
     exp = parser.add_argument_group("experts")
-    exp.add_argument("--arch", default=_D.arch, help="small-cnn (the default), resnet20, mobilenet_v2 or vit")
+    exp.add_argument("--arch", default=_D.arch,
+                     help="small-cnn (the default), resnet20, mobilenet_v2, vit, or tiny-llama for text")
     exp.add_argument("--expert-epochs", type=int, default=_D.expert_epochs, help="epochs per expert (default: %(default)s, as GLUE)")
     exp.add_argument("--independent-init", action="store_true",
                      help="give each expert its own initialisation (default: one shared initialisation, as in "
@@ -71,12 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     alpha.add_argument("--configs", nargs="+", default=list(ALL_CONFIGS), choices=list(ALL_CONFIGS),
                        metavar="CONFIG", help=f"ways to set alpha, any of: {' '.join(ALL_CONFIGS)} (default: all)")
     alpha.add_argument("--budget", type=int, default=None,
-                       help="forward passes for learning alpha (GLUE, Nevergrad, Optuna; backprop and forward-grad "
-                            "take as many steps as GLUE) (default: 400 for digits, 1000 otherwise)")
+                       help="forward passes for learning alpha (spsa, Nevergrad, Optuna; backprop and forward-grad "
+                            "take as many steps as spsa) (default: 400 for digits, 1000 otherwise)")
     alpha.add_argument("--m", type=int, default=_D.m, help="random directions per SPSA step (default: %(default)s, as GLUE)")
     alpha.add_argument("--directions", default=_D.directions,
                        choices=["normalized-gaussian", "gaussian", "rademacher"],
-                       help="SPSA direction distribution of the glue and forward-grad rows (default: %(default)s, "
+                       help="SPSA direction distribution of the spsa and forward-grad rows (default: %(default)s, "
                             "as GLUE 3.2; spsa_mix.minimize defaults to rademacher, see docs/directions.md)")
     alpha.add_argument("--alpha-batch-size", type=int, default=_D.alpha_batch_size,
                        help="target images per objective evaluation (default: %(default)s)")
@@ -96,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ft.add_argument("--quick", action="store_true",
                     help="a tiny run (K=3, a few images, 2 expert epochs, 1 seed) to check the installation")
     out = parser.add_argument_group("output")
-    out.add_argument("--output", default=None, help="JSON with every number (default: runs/glue_<dataset>_<arch>/results.json)")
+    out.add_argument("--output", default=None, help="JSON with every number (default: runs/experiment_<dataset>_<arch>/results.json)")
     out.add_argument("--markdown", default=None, help="markdown report (default: beside the JSON, results.md)")
     out.add_argument("--plot", default=None, help="PNG figure (default: beside the JSON, figure.png)")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -119,7 +131,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if len(args.seeds) == 1 and args.seeds[0] < 1:
         raise ValueError(f"--seeds must be a count >= 1 or a list of seeds, but got {args.seeds[0]}")
     values: dict[str, Any] = dict(
-        dataset=args.dataset, data_root=args.data_root, image_size=args.image_size, k=args.k,
+        dataset=args.dataset, task=args.task, data_root=args.data_root, image_size=args.image_size, k=args.k,
         dirichlet_alpha=args.dirichlet_alpha, data_seed=args.data_seed, arch=args.arch,
         expert_epochs=args.expert_epochs, shared_init=not args.independent_init, cache_dir=args.cache_dir, configs=tuple(args.configs), m=args.m, directions=args.directions,
         alpha_batch_size=args.alpha_batch_size, nevergrad_optimizer=args.nevergrad_optimizer,
@@ -136,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         if len(args.seeds) == 1 and args.seeds[0] == len(_D.seeds):
             values["seeds"] = quick.seeds
         base = quick
-    elif args.dataset.lower().replace("-", "").replace("_", "") == "digits":
+    elif args.dataset.lower().replace("-", "").replace("_", "") in _SMALL:
         base = _D
     else:
         base = ExperimentConfig.paper(args.dataset)
@@ -151,33 +163,22 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _default_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
-    output = Path(args.output) if args.output else Path("runs") / f"glue_{args.dataset}_{args.arch}" / "results.json"
+    output = Path(args.output) if args.output else Path("runs") / f"experiment_{args.dataset}_{args.arch}" / "results.json"
     markdown = Path(args.markdown) if args.markdown else output.with_suffix(".md")
     plot = Path(args.plot) if args.plot else output.with_name("figure.png")
     return output, markdown, plot
 
 
 def _render(args: argparse.Namespace) -> int:
-    import json
+    from spsa_mix.experiment.report import render_results
 
-    from spsa_mix.experiment.report import plot_curves, refresh, render_markdown, write_json
-
-    path = Path(args.render)
     try:
-        results = refresh(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError) as e:
-        print(f"spsa-mix glue: error: cannot read results file {str(path)!r}: {e}", file=sys.stderr)
+        text, paths = render_results(args.render, markdown=args.markdown, plot=args.plot)
+    except ValueError as e:
+        print(f"spsa-mix experiment: error: {e}", file=sys.stderr)
         return 2
-    markdown = Path(args.markdown) if args.markdown else path.with_suffix(".md")
-    plot = Path(args.plot) if args.plot else path.with_suffix(".png")
-    write_json(results, path)
-    text = render_markdown(results)
-    markdown.write_text(text)
-    cfg = results.get("config", {})
-    plot_curves(results["summary"], plot, title=f"GLUE on {cfg.get('dataset')} ({cfg.get('arch')}, K={cfg.get('k')}, "
-                                                f"{len(cfg.get('seeds', []))} seeds)")
     print(text)
-    print(f"Wrote {path}, {markdown}, {plot}.")
+    print(f"Wrote {', '.join(str(p) for p in paths)}.")
     return 0
 
 
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.arch not in available_models():
             raise ValueError(f"unknown architecture {cfg.arch!r}; available: {', '.join(available_models())}")
     except ValueError as e:
-        print(f"spsa-mix glue: error: {e}", file=sys.stderr)
+        print(f"spsa-mix experiment: error: {e}", file=sys.stderr)
         return 2
     from spsa_mix.experiment.pipeline import run_experiment
 
@@ -210,10 +211,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_experiment(cfg, output=output, markdown=markdown, plot=plot, progress=not args.no_progress, log=log)
     except ValueError as e:
-        print(f"spsa-mix glue: error: {e}", file=sys.stderr)
+        print(f"spsa-mix experiment: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spsa-mix glue: interrupted; results so far in {output}; trained experts stay cached", file=sys.stderr)
+        print(f"spsa-mix experiment: interrupted; results so far in {output}; trained experts stay cached", file=sys.stderr)
         return 130
     print(render_markdown(results))
     total = results["timings"].get("total_seconds", 0.0)

@@ -1,15 +1,17 @@
-"""The GLUE experiment end to end (GLUE section 5 at a size a CPU runs).
+"""Experiments with expert pools: the protocol of the GLUE paper's section 5, on any task.
 
-K experts trained on Dirichlet non-IID splits of a dataset, every way to set the mixing
-weights alpha (data-size, proxy-accuracy, backprop, GLUE's SPSA, forward-gradient,
-uniform, best single expert, greedy soup, SAIL, Nevergrad, Optuna), the prior and the
-fine-tuned test accuracy of theta(alpha) over seeds, a markdown report, a figure and JSON.
+K experts trained on Dirichlet non-IID splits of a task's data, every way to set the mixing
+weights alpha (data-size, proxy-accuracy, backprop, SPSA, forward-gradient, uniform, best
+single expert, greedy soup, SAIL, Nevergrad, Optuna), the prior and the fine-tuned test
+accuracy of theta(alpha) over seeds, a markdown report, a figure and JSON.
 
-Modules: :mod:`~spsa_mix.experiment.config` (the configuration), :mod:`spsa_mix.data`
-(datasets, the Dirichlet split, minibatches), :mod:`~spsa_mix.experiment.experts` (training and
-caching experts), :mod:`~spsa_mix.experiment.alpha` (every way to set alpha),
-:mod:`~spsa_mix.experiment.finetune`, :mod:`~spsa_mix.experiment.pipeline` (:func:`run_experiment`),
-:mod:`~spsa_mix.experiment.report`. Names are imported lazily, so importing this package does
+Modules: :mod:`~spsa_mix.experiment.config` (the configuration),
+:mod:`~spsa_mix.experiment.pool` (the expert pool: task, split, trained experts;
+:func:`build_pool`), :mod:`~spsa_mix.experiment.experts` (training and caching experts),
+:mod:`~spsa_mix.experiment.training` (the training loop), :mod:`~spsa_mix.experiment.alpha`
+(every way to set alpha), :mod:`~spsa_mix.experiment.finetune`,
+:mod:`~spsa_mix.experiment.pipeline` (:func:`run_experiment`),
+:mod:`~spsa_mix.experiment.report`; the data, splits and tasks are in :mod:`spsa_mix.data`. Names are imported lazily, so importing this package does
 not import PyTorch until one of them is used.
 
 Example
@@ -41,7 +43,11 @@ __all__ = [
     "markdown_table",
     "render_markdown",
     "plot_curves",
-    "write_json",
+    "figure_title",
+    "render_results",
+    "ExpertPool",
+    "PoolSpec",
+    "build_pool",
 ]
 
 _WHERE = {
@@ -52,7 +58,8 @@ _WHERE = {
     "AlphaProblem": "alpha", "AlphaResult": "alpha", "set_alpha": "alpha",
     "finetune": "finetune",
     "summarize": "report", "markdown_table": "report", "render_markdown": "report", "plot_curves": "report",
-    "write_json": "report",
+    "figure_title": "report", "render_results": "report",
+    "ExpertPool": "pool", "PoolSpec": "pool", "build_pool": "pool",
 }
 
 

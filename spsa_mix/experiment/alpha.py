@@ -6,7 +6,7 @@ name               how alpha is set                                             
 ``data-size``      GLUE Config 1: ``alpha_i ∝ n_i`` (expert split sizes)        nothing
 ``proxy-accuracy`` GLUE Config 2: ``alpha_i ∝`` expert i's held-out accuracy    nothing
 ``backprop``       GLUE Config 3: Adam on softmax logits, exact gradients       minibatches
-``glue``           GLUE Config 4: two-point SPSA, ``m`` directions per step     minibatches, directions
+``spsa``           GLUE Config 4: two-point SPSA, ``m`` directions per step     minibatches, directions
 ``forward-grad``   SPSA's estimator with exact jvps (forward-mode AD)           minibatches, directions
 ``uniform``        ``alpha_i = 1/K``                                            nothing
 ``best-single``    one-hot on the expert with the best held-out accuracy        nothing
@@ -16,7 +16,7 @@ name               how alpha is set                                             
 ``optuna``         ``minimize(method="optuna:<sampler>")`` (TPE)                minibatches, sampler
 =================  ===========================================================  =============
 
-Budgets. ``glue``, ``nevergrad`` and ``optuna`` get the same ``max_evals`` (forward
+Budgets. ``spsa``, ``nevergrad`` and ``optuna`` get the same ``max_evals`` (forward
 passes on target minibatches, one reserved for scoring the answer). ``backprop`` and
 ``forward-grad`` run as many steps as GLUE does, on the same minibatch sequence (GLUE 5:
 "the same mini-batch schedule as GLUE"); their cost is what those steps cost in the
@@ -34,7 +34,7 @@ of the uniform blend theta(1/K), a reference network that favours no expert. At 
 Example
 -------
 >>> sorted(SEED_DEPENDENT)
-['backprop', 'forward-grad', 'glue', 'nevergrad', 'optuna']
+['backprop', 'forward-grad', 'nevergrad', 'optuna', 'spsa']
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["AlphaProblem", "AlphaResult", "set_alpha", "SEED_DEPENDENT", "CONFIG_FUNCTIONS", "glue_steps"]
+__all__ = ["AlphaProblem", "AlphaResult", "set_alpha", "SEED_DEPENDENT", "CONFIG_FUNCTIONS", "spsa_steps"]
 
 FloatArray = NDArray[np.float64]
-SEED_DEPENDENT = frozenset({"backprop", "glue", "forward-grad", "nevergrad", "optuna"})
+SEED_DEPENDENT = frozenset({"backprop", "spsa", "forward-grad", "nevergrad", "optuna"})
 
 
 @dataclass
@@ -120,10 +120,10 @@ class AlphaResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def glue_steps(budget: int, m: int) -> int:
-    """Steps GLUE's SPSA takes on ``budget`` evaluations (``2 m`` each, one reserved).
+def spsa_steps(budget: int, m: int) -> int:
+    """Steps SPSA takes on ``budget`` evaluations (``2 m`` each, one reserved).
 
-    >>> glue_steps(400, 1), glue_steps(400, 4)
+    >>> spsa_steps(400, 1), spsa_steps(400, 4)
     (199, 49)
     """
     return max((budget - 1) // (2 * m), 1)
@@ -150,18 +150,18 @@ def _minimize(problem: AlphaProblem, method: str, seed: int, **kwargs: Any) -> A
                        "forward passes on target minibatches (a backward pass counts 2)", details=details)
 
 
-def _glue(problem: AlphaProblem, seed: int) -> AlphaResult:
+def _spsa(problem: AlphaProblem, seed: int) -> AlphaResult:
     return _minimize(problem, "spsa", seed, max_evals=problem.budget, m=problem.m,
                      directions=problem.directions, lr=problem.lr, betas=problem.betas)
 
 
 def _backprop(problem: AlphaProblem, seed: int) -> AlphaResult:
-    return _minimize(problem, "backprop", seed, maxiter=glue_steps(problem.budget, problem.m), lr=problem.lr,
+    return _minimize(problem, "backprop", seed, maxiter=spsa_steps(problem.budget, problem.m), lr=problem.lr,
                      betas=problem.betas, final_eval=False)
 
 
 def _forward_grad(problem: AlphaProblem, seed: int) -> AlphaResult:
-    return _minimize(problem, "forward-grad", seed, maxiter=glue_steps(problem.budget, problem.m), m=problem.m,
+    return _minimize(problem, "forward-grad", seed, maxiter=spsa_steps(problem.budget, problem.m), m=problem.m,
                      directions=problem.directions, lr=problem.lr, betas=problem.betas, final_eval=False)
 
 
@@ -243,7 +243,7 @@ CONFIG_FUNCTIONS: dict[str, Callable[[AlphaProblem, int], AlphaResult]] = {
     "data-size": _data_size,
     "proxy-accuracy": _proxy_accuracy,
     "backprop": _backprop,
-    "glue": _glue,
+    "spsa": _spsa,
     "forward-grad": _forward_grad,
     "uniform": _uniform,
     "best-single": _best_single,

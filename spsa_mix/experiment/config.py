@@ -43,7 +43,7 @@ ALL_CONFIGS: tuple[str, ...] = (
     "data-size",  # GLUE Config 1
     "proxy-accuracy",  # GLUE Config 2
     "backprop",  # GLUE Config 3
-    "glue",  # GLUE Config 4 (two-point SPSA)
+    "spsa",  # GLUE Config 4 (two-point SPSA, the GLUE paper's method)
     "forward-grad",
     "uniform",
     "best-single",

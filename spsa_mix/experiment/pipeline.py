@@ -1,4 +1,4 @@
-"""The GLUE experiment end to end: data, experts, every way to set alpha, fine-tuning.
+"""The experiment end to end: data, experts, every way to set alpha, fine-tuning.
 
 :func:`run_experiment` follows GLUE section 5 at the size a :class:`~spsa_mix.experiment.config.ExperimentConfig`
 asks for:
@@ -29,10 +29,10 @@ Example
 -------
 >>> import tempfile
 >>> from spsa_mix.experiment.config import ExperimentConfig
->>> cfg = ExperimentConfig.quick(configs=("uniform", "glue"), cache_dir=tempfile.mkdtemp(), expert_epochs=1)
+>>> cfg = ExperimentConfig.quick(configs=("uniform", "spsa"), cache_dir=tempfile.mkdtemp(), expert_epochs=1)
 >>> res = run_experiment(cfg, progress=False)
 >>> res["status"], sorted(res["summary"]), len(res["runs"])
-('complete', ['glue', 'uniform'], 2)
+('complete', ['spsa', 'uniform'], 2)
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ from spsa_mix.experiment.environment import bit_exact_environment
 from spsa_mix.experiment.experts import Expert, ExpertCache
 from spsa_mix.experiment.finetune import finetune
 from spsa_mix.experiment.pool import build_pool, default_model_fn, load_pool_task
-from spsa_mix.experiment.report import compare, plot_curves, render_markdown, summarize, write_json
+from spsa_mix.experiment.report import compare, figure_title, plot_curves, render_markdown, summarize
+from spsa_mix.io import atomic_write_text, write_json
 
 __all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT"]
 
@@ -165,7 +166,7 @@ class Experiment:
 
     def save(self) -> None:
         if self.output is not None:
-            write_json(self.results, self.output)
+            write_json(self.results, self.output, indent=2)
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> None:
@@ -329,7 +330,7 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the GLUE experiment and return every number it produced.
+    """Run the experiment and return every number it produced.
 
     Parameters
     ----------
@@ -356,7 +357,7 @@ def run_experiment(
     dict
         ``config``, ``environment``, ``dataset``, ``split``, ``experts``, ``runs`` (one per
         configuration and seed), ``summary`` (per configuration over seeds),
-        ``comparison`` (GLUE's gaps to data-size, proxy-accuracy and backprop),
+        ``comparison`` (SPSA's gaps to data-size, proxy-accuracy and backprop, as GLUE compares),
         ``errors``, ``timings``, ``status``.
 
     Raises
@@ -391,10 +392,7 @@ def run_experiment(
     exp.results["environment"]["torch_threads"] = cfg.threads or threads
     exp.finalize("complete with errors" if exp.results["errors"] else "complete")
     if markdown is not None:
-        path = Path(markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_markdown(exp.results))
+        atomic_write_text(markdown, render_markdown(exp.results))
     if plot is not None and exp.results["summary"]:
-        title = f"GLUE on {cfg.dataset} ({cfg.arch}, K={cfg.k}, {len(cfg.seeds)} seeds)"  # as --render writes it
-        plot_curves(exp.results["summary"], plot, title=title)
+        plot_curves(exp.results["summary"], plot, title=figure_title(exp.results["config"]))
     return exp.results

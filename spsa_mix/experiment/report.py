@@ -1,4 +1,4 @@
-"""Results of a GLUE run: summary over seeds, markdown tables, the figure, JSON.
+"""Results of an experiment: summary over seeds, markdown tables, the figure, JSON.
 
 All functions take the results dict the pipeline builds (:mod:`spsa_mix.experiment.pipeline`):
 ``results["runs"]`` holds one row per (configuration, seed) with ``prior_accuracy`` and
@@ -10,18 +10,17 @@ range (min, max) is kept in the JSON.
 
 Example
 -------
->>> runs = [{"config": "glue", "seed": s, "alpha": [0.5, 0.5], "prior_accuracy": p, "test_accuracy": [p, p + 0.1],
+>>> runs = [{"config": "spsa", "seed": s, "alpha": [0.5, 0.5], "prior_accuracy": p, "test_accuracy": [p, p + 0.1],
 ...          "evaluations": 10, "images": 640, "alpha_seconds": 0.1} for s, p in enumerate([0.5, 0.7])]
 >>> s = summarize({"runs": runs})
->>> s["glue"]["prior"]["mean"], s["glue"]["final"]["mean"], s["glue"]["n_seeds"]
+>>> s["spsa"]["prior"]["mean"], s["spsa"]["final"]["mean"], s["spsa"]["n_seeds"]
 (0.6, 0.7, 2)
 >>> print(markdown_table(s).splitlines()[2])
-| GLUE SPSA (Config 4) | 60.00 ± 14.14 | 70.00 ± 14.14 | 70.00 ± 14.14 | 10 | 640 | 0.10 | 2.00 |
+| SPSA (GLUE Config 4) | 60.00 ± 14.14 | 70.00 ± 14.14 | 70.00 ± 14.14 | 10 | 640 | 0.10 | 2.00 |
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from spsa_mix.io import atomic_write_text
+from spsa_mix.io import atomic_write_text, write_json
 
 __all__ = [
     "refresh",
@@ -42,8 +41,8 @@ __all__ = [
     "comparison_lines",
     "render_markdown",
     "plot_curves",
-    "to_jsonable",
-    "write_json",
+    "figure_title",
+    "render_results",
     "LABELS",
 ]
 
@@ -52,7 +51,7 @@ LABELS = {
     "data-size": "data-size (Config 1)",
     "proxy-accuracy": "proxy-accuracy (Config 2)",
     "backprop": "backprop (Config 3)",
-    "glue": "GLUE SPSA (Config 4)",
+    "spsa": "SPSA (GLUE Config 4)",
 }
 
 
@@ -100,9 +99,9 @@ def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def compare(results: Mapping[str, Any], *, ours: str = "glue",
+def compare(results: Mapping[str, Any], *, ours: str = "spsa",
             others: Sequence[str] = ("data-size", "proxy-accuracy", "backprop")) -> dict[str, dict[str, Any]]:
-    """GLUE minus each other configuration, in accuracy points (percent), paired by seed.
+    """SPSA (``ours``) minus each other configuration, in accuracy points (percent), paired by seed.
 
     For each seed run by both, the difference of the test-accuracy curves; then, over
     seeds: ``prior`` and ``final`` (mean and sd of the difference at epoch 0 and at the
@@ -112,7 +111,7 @@ def compare(results: Mapping[str, Any], *, ours: str = "glue",
     present in ``results["runs"]``.
 
     >>> runs = [{"config": c, "seed": 0, "test_accuracy": t} for c, t in
-    ...         (("glue", [0.6, 0.8, 0.9]), ("backprop", [0.5, 0.85, 0.8]))]
+    ...         (("spsa", [0.6, 0.8, 0.9]), ("backprop", [0.5, 0.85, 0.8]))]
     >>> g = compare({"runs": runs})["backprop"]
     >>> round(g["prior"]["mean"], 2), round(g["final"]["mean"], 2), round(g["finetune_mean"]["mean"], 2)
     (10.0, 10.0, 2.5)
@@ -216,7 +215,7 @@ def comparison_lines(gaps: Mapping[str, Mapping[str, Any]]) -> list[str]:
         ft = g["finetune_mean"]
         mean_ft = "n/a" if ft["mean"] is None else f"{ft['mean']:+.2f} ± {ft['std']:.2f}"
         out.append(
-            f"- GLUE minus {other} (paired by seed, {g['n_seeds']} seeds): prior {g['prior']['mean']:+.2f} ± "
+            f"- SPSA minus {other} (paired by seed, {g['n_seeds']} seeds): prior {g['prior']['mean']:+.2f} ± "
             f"{g['prior']['std']:.2f}; last epoch {g['final']['mean']:+.2f} ± {g['final']['std']:.2f}; "
             f"mean over fine-tuning epochs {mean_ft}; seed-averaged gap from {g['min_over_epochs']:+.2f} to "
             f"{g['max_over_epochs']:+.2f} over epochs ({claims.get(other, '')})"
@@ -231,13 +230,15 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     data = results.get("dataset", {})
     n_epochs = cfg.get("finetune_epochs", "?")
     head = [
-        f"## GLUE on {data.get('name', cfg.get('dataset', '?'))} ({cfg.get('arch', '?')}, K={cfg.get('k', '?')})",
+        f"## Blending experts on {data.get('name', cfg.get('dataset', '?'))} ({cfg.get('arch', '?')}, K={cfg.get('k', '?')})",
         "",
         f"Experts: {cfg.get('per_expert', '?')} images each (Dirichlet({cfg.get('dirichlet_alpha', '?')}) classes), "
         f"{cfg.get('expert_epochs', '?')} epochs. Target: {cfg.get('target_size', '?')} IID images (learn alpha, "
         f"fine-tune), held-out: {cfg.get('holdout_size', '?')}, test: {data.get('n_test', '?')}. "
         f"Alpha budget: {cfg.get('budget', '?')} evaluations (m={cfg.get('m', '?')}); fine-tuning: {n_epochs} "
         f"epochs; seeds: {cfg.get('seeds', '?')}. Status: {results.get('status', '?')}.",
+        *([f"Task: {results['task']['kind']} (loss {results['task']['loss']}); accuracy below is "
+           f"{results['task']['metric']}."] if results.get("task") else []),
         "",
         "### Experts (GLUE Table 1)",
         "",
@@ -249,7 +250,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     ]
     gaps = results.get("comparison") or compare(results)
     if gaps:
-        head += ["", "### GLUE against the paper's comparisons (accuracy points)", "", *comparison_lines(gaps)]
+        head += ["", "### SPSA against the GLUE paper's comparisons (accuracy points)", "", *comparison_lines(gaps)]
     if results.get("errors"):
         head += ["", "### Errors", ""] + [f"- {e['config']} seed {e.get('seed')}: {e['error']}" for e in results["errors"]]
     return "\n".join(head) + "\n"
@@ -265,7 +266,7 @@ def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    styles: dict[str, dict[str, Any]] = {"glue": dict(lw=2.6, color="C3"), "backprop": dict(lw=2.0, color="C2", ls="--"),
+    styles: dict[str, dict[str, Any]] = {"spsa": dict(lw=2.6, color="C3"), "backprop": dict(lw=2.0, color="C2", ls="--"),
               "data-size": dict(lw=1.8, color="C0"), "proxy-accuracy": dict(lw=1.8, color="C1")}
     others = iter([f"C{i}" for i in range(4, 10)] + ["black", "darkgoldenrod", "navy"] * 3)
     for name, s in summary.items():
@@ -292,37 +293,37 @@ def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     return path
 
 
-def to_jsonable(value: Any) -> Any:
-    """Arrays to lists, NumPy scalars to Python, NaN and infinities to ``None``.
+def figure_title(config: Mapping[str, Any]) -> str:
+    """The title of an experiment's figure, from its configuration.
 
-    >>> to_jsonable({"a": np.array([1.0, np.nan]), "b": np.float32(2)})
-    {'a': [1.0, None], 'b': 2.0}
+    >>> figure_title({"dataset": "digits", "arch": "small-cnn", "k": 10, "seeds": [0, 1, 2]})
+    'K=10 experts on digits (small-cnn, 3 seeds)'
     """
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return to_jsonable(value.item())
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, enum.Enum):
-        return value.name
-    return value
+    return (f"K={config.get('k')} experts on {config.get('dataset')} ({config.get('arch')}, "
+            f"{len(config.get('seeds', []))} seeds)")
 
 
-def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``results`` as strict JSON (no NaN literals), atomically.
+def render_results(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None,
+                   plot: str | os.PathLike[str] | None = None) -> tuple[str, list[Path]]:
+    """Re-render a results file (complete or partial): recompute its summary and gaps,
+    rewrite it, write the markdown report and the figure (beside it unless given).
 
-    >>> import tempfile
-    >>> p = write_json({"x": float("nan")}, Path(tempfile.mkdtemp()) / "r.json")
-    >>> p.read_text()
-    '{\\n  "x": null\\n}'
+    Returns the report's text and the paths written.
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read as an experiment's results.
     """
     path = Path(path)
-    atomic_write_text(path, json.dumps(to_jsonable(results), indent=2, allow_nan=False))
-    return path
+    try:
+        results = refresh(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read results file {str(path)!r}: {e}") from None
+    md = Path(markdown) if markdown else path.with_suffix(".md")
+    png = Path(plot) if plot else path.with_suffix(".png")
+    write_json(results, path, indent=2)
+    text = render_markdown(results)
+    atomic_write_text(md, text)
+    plot_curves(results["summary"], png, title=figure_title(results.get("config", {})))
+    return text, [path, md, png]

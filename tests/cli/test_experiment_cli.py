@@ -1,4 +1,4 @@
-"""``spsa-mix glue``: options, defaults by dataset, error messages, a tiny run."""
+"""``spsa-mix experiment``: options, defaults by dataset, error messages, a tiny run."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from spsa_mix.cli import experiment as glue_cli
+from spsa_mix.cli import experiment as experiment_cli
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="spsa-mix glue")
-    glue_cli.add_arguments(parser)
+    parser = argparse.ArgumentParser(prog="spsa-mix experiment")
+    experiment_cli.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -27,15 +27,15 @@ def test_importing_the_command_does_not_import_torch() -> None:
 
 
 def test_defaults_by_dataset() -> None:
-    digits = glue_cli.config_from_args(parse())
+    digits = experiment_cli.config_from_args(parse())
     assert (digits.dataset, digits.k, digits.per_expert, digits.target_size, digits.budget) == ("digits", 10, 80, 300, 400)
-    fashion = glue_cli.config_from_args(parse("--dataset", "fashion-mnist", "--expert-epochs", "10"))
+    fashion = experiment_cli.config_from_args(parse("--dataset", "fashion-mnist", "--expert-epochs", "10"))
     assert (fashion.per_expert, fashion.target_size, fashion.expert_epochs) == (2000, 10_000, 10)
-    custom = glue_cli.config_from_args(parse("--k", "3", "--per-expert", "10", "20", "30", "--seeds", "4", "9",
-                                             "--configs", "glue", "backprop", "--m", "2"))
-    assert custom.per_expert == (10, 20, 30) and custom.seeds == (4, 9) and custom.configs == ("glue", "backprop")
-    assert glue_cli.config_from_args(parse("--seeds", "2")).seeds == (0, 1)
-    quick = glue_cli.config_from_args(parse("--quick"))
+    custom = experiment_cli.config_from_args(parse("--k", "3", "--per-expert", "10", "20", "30", "--seeds", "4", "9",
+                                             "--configs", "spsa", "backprop", "--m", "2"))
+    assert custom.per_expert == (10, 20, 30) and custom.seeds == (4, 9) and custom.configs == ("spsa", "backprop")
+    assert experiment_cli.config_from_args(parse("--seeds", "2")).seeds == (0, 1)
+    quick = experiment_cli.config_from_args(parse("--quick"))
     assert (quick.k, quick.seeds) == (3, (0,))
 
 
@@ -60,14 +60,14 @@ def test_unknown_configuration_is_an_argparse_error(capsys) -> None:
 )
 def test_bad_input_exits_2_with_the_reason(argv, message, tmp_path, capsys) -> None:
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code = glue_cli.run(parse(*argv, "--no-progress", "--cache-dir", str(tmp_path / "c"),
+    code = experiment_cli.run(parse(*argv, "--no-progress", "--cache-dir", str(tmp_path / "c"),
                               "--output", str(tmp_path / "r.json")))
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
 
 
 def test_missing_data_root_says_how_to_provide_it(tmp_path, capsys) -> None:
-    code = glue_cli.run(parse("--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--no-progress"))
+    code = experiment_cli.run(parse("--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--no-progress"))
     err = capsys.readouterr().err
     assert code == 2 and str(tmp_path / "FashionMNIST" / "raw") in err and "Provide it with --data-root PATH" in err
 
@@ -77,17 +77,17 @@ def test_cuda_refused_without_a_gpu(tmp_path, capsys) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert glue_cli.run(parse("--device", "cuda", "--no-progress")) == 2
+    assert experiment_cli.run(parse("--device", "cuda", "--no-progress")) == 2
     assert "device='cuda' is not available: torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_quick_run_prints_the_table_and_writes_the_files(tmp_path, capsys) -> None:
     out = tmp_path / "o" / "results.json"
-    code = glue_cli.run(parse("--quick", "--configs", "glue", "data-size", "--no-progress", "--cache-dir",
+    code = experiment_cli.run(parse("--quick", "--configs", "spsa", "data-size", "--no-progress", "--cache-dir",
                               str(tmp_path / "c"), "--output", str(out)))
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| GLUE SPSA (Config 4) |" in captured.out and "| data-size (Config 1) |" in captured.out
+    assert "| SPSA (GLUE Config 4) |" in captured.out and "| data-size (Config 1) |" in captured.out
     saved = json.loads(out.read_text())
     assert saved["status"] == "complete" and saved["config"]["k"] == 3
     assert out.with_suffix(".md").is_file() and (out.parent / "figure.png").read_bytes()[:4] == b"\x89PNG"
@@ -95,18 +95,18 @@ def test_quick_run_prints_the_table_and_writes_the_files(tmp_path, capsys) -> No
     # --render rebuilds the report from the saved file, without running anything
     saved["summary"] = {}
     out.write_text(json.dumps(saved))
-    assert glue_cli.run(parse("--render", str(out))) == 0
-    assert "| GLUE SPSA (Config 4) |" in capsys.readouterr().out
-    assert json.loads(out.read_text())["summary"]["glue"]["n_seeds"] == 1
+    assert experiment_cli.run(parse("--render", str(out))) == 0
+    assert "| SPSA (GLUE Config 4) |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["summary"]["spsa"]["n_seeds"] == 1
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_render_of_a_missing_file_exits_2(tmp_path, capsys) -> None:
-    assert glue_cli.run(parse("--render", str(tmp_path / "none.json"))) == 2
+    assert experiment_cli.run(parse("--render", str(tmp_path / "none.json"))) == 2
     assert "cannot read results file" in capsys.readouterr().err
 
 
 def test_default_output_paths() -> None:
-    out, md, png = glue_cli._default_paths(parse("--dataset", "fashion-mnist"))
-    assert out == Path("runs/glue_fashion-mnist_small-cnn/results.json")
-    assert md == Path("runs/glue_fashion-mnist_small-cnn/results.md") and png == out.with_name("figure.png")
+    out, md, png = experiment_cli._default_paths(parse("--dataset", "fashion-mnist"))
+    assert out == Path("runs/experiment_fashion-mnist_small-cnn/results.json")
+    assert md == Path("runs/experiment_fashion-mnist_small-cnn/results.md") and png == out.with_name("figure.png")

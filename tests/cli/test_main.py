@@ -27,7 +27,7 @@ def _run(argv: list[str]) -> tuple[str, list[str]]:
 def test_top_level_help_imports_no_subcommand():
     text, modules = _run(["--help"])
     assert modules == []
-    assert "glue" in text and "bench" in text and "run the GLUE experiment end to end" in text
+    assert "experiment (glue)" in text and "bench" in text and "the GLUE paper's experiment" in text
 
 
 def test_bench_help_lists_its_benchmarks_without_importing_them():
@@ -39,6 +39,7 @@ def test_bench_help_lists_its_benchmarks_without_importing_them():
 @pytest.mark.parametrize("argv, module, option", [
     (["bench", "compare", "--help"], "spsa_mix.cli.compare", "--methods"),
     (["-v", "bench", "variance", "--help"], "spsa_mix.cli.variance", "--confidence"),
+    (["experiment", "--help"], "spsa_mix.cli.experiment", "--arch"),
     (["glue", "--help"], "spsa_mix.cli.experiment", "--arch"),
 ])
 def test_a_subcommand_help_imports_that_subcommand_only(argv, module, option):
@@ -48,7 +49,8 @@ def test_a_subcommand_help_imports_that_subcommand_only(argv, module, option):
 
 
 def test_selected_command_and_parser():
-    assert selected_command(["glue", "--quick"]) == ("glue",)
+    assert selected_command(["glue", "--quick"]) == ("experiment",)  # the old name of the command
+    assert selected_command(["experiment", "--quick"]) == ("experiment",)
     assert selected_command(["-vv", "bench", "variance"]) == ("bench", "variance")
     assert selected_command(["bench"]) is None and selected_command([]) is None
     args = build_parser(["bench", "variance"]).parse_args(["bench", "variance", "--k", "2", "3"])

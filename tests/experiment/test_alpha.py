@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import spsa_mix.experiment.alpha as alpha_mod
-from spsa_mix.experiment.alpha import AlphaResult, glue_steps, set_alpha
+from spsa_mix.experiment.alpha import AlphaResult, set_alpha, spsa_steps
 from spsa_mix.experiment.config import ALL_CONFIGS, ExperimentConfig
 from spsa_mix.experiment.pipeline import Experiment
 
@@ -28,15 +28,15 @@ def test_every_configuration_gives_a_point_of_the_simplex(experiment: Experiment
     assert res.alpha.shape == (3,)
     assert np.all(res.alpha >= 0) and res.alpha.sum() == pytest.approx(1.0, abs=1e-12)
     assert res.seconds >= 0 and res.evaluations >= 0 and res.images >= 0
-    if name in ("glue", "nevergrad", "optuna"):
+    if name in ("spsa", "nevergrad", "optuna"):
         assert 0 < res.evaluations <= BUDGET  # the same forward-pass budget
         assert res.images == res.evaluations * experiment.cfg.alpha_batch_size
-    steps = glue_steps(BUDGET, 1)
+    steps = spsa_steps(BUDGET, 1)
     if name == "backprop":  # GLUE's minibatch schedule: as many steps, each costs 1 + 2
         assert res.details["nit"] == steps and res.evaluations == 3 * steps
     if name == "forward-grad":
         assert res.details["nit"] == steps and res.evaluations == 2 * steps
-    if name == "glue":
+    if name == "spsa":
         assert res.details["nit"] == steps
 
 
@@ -60,16 +60,16 @@ def test_greedy_soup_counts_held_out_evaluations(experiment: Experiment) -> None
 
 def test_learned_alpha_is_reproducible_by_seed(experiment: Experiment) -> None:
     problem = experiment.problem()
-    a, b, c = (set_alpha("glue", problem, seed=s).alpha for s in (0, 0, 1))
+    a, b, c = (set_alpha("spsa", problem, seed=s).alpha for s in (0, 0, 1))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
-def test_glue_with_several_directions(experiment: Experiment) -> None:
+def test_spsa_with_several_directions(experiment: Experiment) -> None:
     problem = experiment.problem()
     problem.m = 3
-    res = set_alpha("glue", problem, seed=0)
-    assert res.details["nit"] == glue_steps(BUDGET, 3) == 3 and res.evaluations <= BUDGET
+    res = set_alpha("spsa", problem, seed=0)
+    assert res.details["nit"] == spsa_steps(BUDGET, 3) == 3 and res.evaluations <= BUDGET
 
 
 def test_sail_on_penultimate_features(tmp_path) -> None:

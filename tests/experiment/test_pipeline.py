@@ -36,7 +36,7 @@ def test_end_to_end_writes_valid_json_table_and_png(full_run) -> None:
         assert len(run["test_accuracy"]) == 2 and run["prior_accuracy"] == run["test_accuracy"][0]
         assert abs(sum(run["alpha"]) - 1) < 1e-9 and min(run["alpha"]) >= 0
     text = (out / "r.md").read_text()
-    assert "| GLUE SPSA (Config 4) |" in text and "### Experts (GLUE Table 1)" in text
+    assert "| SPSA (GLUE Config 4) |" in text and "### Experts (GLUE Table 1)" in text
     png = (out / "f.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -46,14 +46,14 @@ def test_what_a_seed_varies(full_run) -> None:
     alphas = {(r["config"], r["seed"]): np.asarray(r["alpha"]) for r in res["runs"]}
     for name in ("data-size", "proxy-accuracy", "uniform", "best-single", "greedy-soup", "sail"):
         np.testing.assert_array_equal(alphas[(name, 0)], alphas[(name, 1)])  # alpha fixed, fine-tuning varies
-    assert not np.array_equal(alphas[("glue", 0)], alphas[("glue", 1)])
+    assert not np.array_equal(alphas[("spsa", 0)], alphas[("spsa", 1)])
     curves = {(r["config"], r["seed"]): r["train_loss"] for r in res["runs"]}
     assert curves[("uniform", 0)] != curves[("uniform", 1)]  # another fine-tuning order
 
 
 def test_second_run_reuses_the_experts_and_reproduces_the_numbers(full_run, tmp_path) -> None:
     res, out = full_run
-    cfg = ExperimentConfig.quick(cache_dir=str(out / "cache"), seeds=(0,), configs=("uniform", "glue"))
+    cfg = ExperimentConfig.quick(cache_dir=str(out / "cache"), seeds=(0,), configs=("uniform", "spsa"))
     again = run_experiment(cfg, progress=False)
     assert all(e["cached"] for e in again["experts"])
     first = {(r["config"], r["seed"]): r for r in res["runs"]}
@@ -64,17 +64,17 @@ def test_second_run_reuses_the_experts_and_reproduces_the_numbers(full_run, tmp_
 
 def test_a_failing_configuration_is_recorded_and_the_rest_runs(tmp_path, monkeypatch) -> None:
     def boom(name, problem, *, seed=0):
-        if name == "glue":
+        if name == "spsa":
             raise RuntimeError("simulated failure")
         return original(name, problem, seed=seed)
 
     original = pipeline_mod.set_alpha
     monkeypatch.setattr(pipeline_mod, "set_alpha", boom)
-    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("glue", "uniform"))
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("spsa", "uniform"))
     res = run_experiment(cfg, output=tmp_path / "r.json", progress=False)
     saved = _strict_json(tmp_path / "r.json")
     assert saved["status"] == "complete with errors" == res["status"]
-    assert [e["config"] for e in saved["errors"]] == ["glue"] and "simulated failure" in saved["errors"][0]["error"]
+    assert [e["config"] for e in saved["errors"]] == ["spsa"] and "simulated failure" in saved["errors"][0]["error"]
     assert [r["config"] for r in saved["runs"]] == ["uniform"]
 
 
@@ -101,10 +101,10 @@ def test_any_module_through_the_python_api(tmp_path) -> None:
     def mlp() -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
 
-    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path), arch="my-mlp", configs=("glue", "backprop", "forward-grad"))
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path), arch="my-mlp", configs=("spsa", "backprop", "forward-grad"))
     res = run_experiment(cfg, model_fn=mlp, progress=False)
     assert res["status"] == "complete", res["errors"]
-    assert set(res["summary"]) == {"glue", "backprop", "forward-grad"}
+    assert set(res["summary"]) == {"spsa", "backprop", "forward-grad"}
 
 
 def test_bad_input_fails_before_any_training(tmp_path) -> None:
@@ -113,3 +113,22 @@ def test_bad_input_fails_before_any_training(tmp_path) -> None:
     with pytest.raises(ValueError, match="the training split holds 1297 images but the sizes need"):
         run_experiment(ExperimentConfig.quick(cache_dir=str(tmp_path), k=40, per_expert=40), progress=False)
     assert not (tmp_path / "experts").exists()
+
+
+@pytest.mark.parametrize("task", ["causal-lm", "sequence-classification"])
+def test_a_text_task_flows_through_the_same_pipeline_cache_and_report(task, tmp_path) -> None:
+    pytest.importorskip("transformers")
+    configs = ("uniform", "spsa", "backprop", "best-single", "sail")
+    cfg = ExperimentConfig.quick(dataset="text-domains", task=task, arch="tiny-llama", cache_dir=str(tmp_path / "c"),
+                                 configs=configs, sail_features="penultimate")
+    res = run_experiment(cfg, output=tmp_path / "r.json", markdown=tmp_path / "r.md", progress=False)
+    assert res["status"] == "complete", res["errors"]
+    assert res["task"]["kind"] == task and set(res["summary"]) == set(configs)
+    metric = "next-token accuracy" if task == "causal-lm" else "accuracy"
+    assert res["task"]["metric"] == metric and f"accuracy below is {metric}." in (tmp_path / "r.md").read_text()
+    for run in res["runs"]:
+        assert all(0.0 <= a <= 1.0 for a in run["test_accuracy"]) and all(np.isfinite(run["test_loss"]))
+    assert all(0.0 <= e["test_accuracy"] <= 1.0 for e in res["experts"])
+    again = run_experiment(cfg.replace(configs=("uniform",)), progress=False)
+    assert all(e["cached"] for e in again["experts"])  # the same cache, keyed by the task's data
+    assert again["runs"][0]["test_accuracy"] == next(r for r in res["runs"] if r["config"] == "uniform")["test_accuracy"]

@@ -16,14 +16,13 @@ from spsa_mix.experiment.report import (
     plot_curves,
     render_markdown,
     summarize,
-    to_jsonable,
-    write_json,
 )
+from spsa_mix.io import to_jsonable, write_json
 
 
 def _runs() -> list[dict]:
     rows = []
-    for config, base in (("glue", 0.6), ("data-size", 0.5), ("backprop", 0.62)):
+    for config, base in (("spsa", 0.6), ("data-size", 0.5), ("backprop", 0.62)):
         for seed in range(3):
             curve = [base + 0.01 * seed, base + 0.1 + 0.01 * seed, base + 0.2 + 0.01 * seed]
             rows.append({"config": config, "seed": seed, "alpha": [0.25, 0.75], "prior_accuracy": curve[0],
@@ -33,12 +32,12 @@ def _runs() -> list[dict]:
 
 def test_summary_statistics() -> None:
     s = summarize({"runs": _runs()})
-    assert list(s) == ["glue", "data-size", "backprop"]
-    assert s["glue"]["prior"]["mean"] == pytest.approx(0.61)
-    assert s["glue"]["prior"]["std"] == pytest.approx(0.01)  # sample sd of 0.60, 0.61, 0.62
-    assert s["glue"]["final"]["min"] == pytest.approx(0.8) and s["glue"]["final"]["max"] == pytest.approx(0.82)
-    assert len(s["glue"]["curve"]) == 3
-    assert s["glue"]["effective_experts"] == pytest.approx(1 / (0.25**2 + 0.75**2))
+    assert list(s) == ["spsa", "data-size", "backprop"]
+    assert s["spsa"]["prior"]["mean"] == pytest.approx(0.61)
+    assert s["spsa"]["prior"]["std"] == pytest.approx(0.01)  # sample sd of 0.60, 0.61, 0.62
+    assert s["spsa"]["final"]["min"] == pytest.approx(0.8) and s["spsa"]["final"]["max"] == pytest.approx(0.82)
+    assert len(s["spsa"]["curve"]) == 3
+    assert s["spsa"]["effective_experts"] == pytest.approx(1 / (0.25**2 + 0.75**2))
 
 
 def test_compare_in_points_paired_by_seed() -> None:
@@ -55,7 +54,7 @@ def test_compare_in_points_paired_by_seed() -> None:
 
 def test_tables() -> None:
     table = markdown_table(summarize({"runs": _runs()}))
-    assert table.splitlines()[2].startswith("| GLUE SPSA (Config 4) | 61.00 ± 1.00 | 81.00 ± 1.00 | 76.00 ± 1.00 | 100 | 6400 |")
+    assert table.splitlines()[2].startswith("| SPSA (GLUE Config 4) | 61.00 ± 1.00 | 81.00 ± 1.00 | 76.00 ± 1.00 | 100 | 6400 |")
     rows = experts_table([{"index": 3, "size": 80, "test_accuracy": 0.5, "holdout_accuracy": None,
                            "class_counts": [0, 70, 10], "cached": False}], ["a", "b", "c"])
     assert rows.splitlines()[2] == "| 3 | 80 | 50.00 | n/a | b:70, c:10 | no |"
@@ -65,7 +64,7 @@ def test_render_markdown_mentions_errors_and_paper_claims() -> None:
     text = render_markdown({"runs": _runs(), "config": {"dataset": "digits", "k": 2},
                             "errors": [{"config": "optuna", "seed": 0, "error": "boom"}]})
     assert "paper: GLUE beats it by up to 8.5 points" in text and "- optuna seed 0: boom" in text
-    assert "GLUE minus data-size (paired by seed, 3 seeds): prior +10.00 ± 0.00" in text
+    assert "SPSA minus data-size (paired by seed, 3 seeds): prior +10.00 ± 0.00" in text
 
 
 def test_json_is_strict(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The recorded default run (README, docs/glue.md) is what the current code gives.
 
-``spsa-mix glue`` with no arguments is re-run from scratch (experts trained again in a
+``spsa-mix experiment`` with no arguments is re-run from scratch (experts trained again in a
 fresh cache) and compared with ``benchmarks/results/glue_digits_small_cnn.json``, then
 re-run once more and compared with itself. Marked slow (a minute or two on a 2-core CPU);
 run it with ``python -m pytest -m slow``.
@@ -48,7 +48,7 @@ EPOCH_ATOL = 0.04  # one run's test accuracy at one epoch, the prior included (m
 MEAN_ATOL = 0.01  # a configuration's seed-mean accuracy: final, and over the fine-tuning epochs (<= 0.0047)
 ALPHA_ATOL = {  # max |alpha_i - recorded alpha_i|
     "data-size": 0.0, "uniform": 0.0,  # from the split sizes alone (measured 0)
-    "glue": 5e-3, "forward-grad": 5e-3, "backprop": 5e-3, "proxy-accuracy": 5e-3, "sail": 5e-3,  # <= 0.0017
+    "spsa": 5e-3, "forward-grad": 5e-3, "backprop": 5e-3, "proxy-accuracy": 5e-3, "sail": 5e-3,  # <= 0.0017
 }
 
 
@@ -104,7 +104,7 @@ def check_within_tolerances(results: dict, recorded: dict) -> None:
 
 
 def _default_run(folder: Path) -> dict:
-    """``spsa-mix glue`` with no arguments, experts trained in a fresh cache; its results JSON."""
+    """``spsa-mix experiment`` with no arguments, experts trained in a fresh cache; its results JSON."""
     from spsa_mix.experiment import ExperimentConfig, run_experiment
 
     run_experiment(ExperimentConfig(cache_dir=str(folder / "cache")), output=folder / "r.json", progress=False)
@@ -156,12 +156,12 @@ def test_one_test_image_breaks_the_bits_but_not_the_tolerances(recorded):
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    ("expert", r"^3\n"), ("epoch", r"^\('glue', 0\)"), ("seed-mean", r"^glue\n"), ("alpha", r"^\('glue', 1\)"),
-    ("evaluations", r"^\('glue', 2\)"), ("split", r"^split\n"),
+    ("expert", r"^3\n"), ("epoch", r"^\('spsa', 0\)"), ("seed-mean", r"^spsa\n"), ("alpha", r"^\('spsa', 1\)"),
+    ("evaluations", r"^\('spsa', 2\)"), ("split", r"^split\n"),
 ])
 def test_what_the_tolerances_and_exact_checks_catch(recorded, change, match):
     moved = copy.deepcopy(recorded)
-    glue = [r for r in moved["runs"] if r["config"] == "glue"]
+    glue = [r for r in moved["runs"] if r["config"] == "spsa"]
     if change == "expert":
         moved["experts"][3]["test_accuracy"] += 0.03
     elif change == "epoch":
