@@ -70,7 +70,7 @@ from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, Sim
 from spsa_mix.io import atomic_write_text, write_json
 from spsa_mix.models import available_models, build_model
 
-DEFAULT_SPSA_M = (1, 4)  # issue 3: "SPSA (m=1; m=4 looped and batched)"
+DEFAULT_SPSA_M = (1, 4)  # GLUE's m=1, and m=4 where batching the probes can pay
 
 
 def method_names(spsa_m: list[int]) -> list[str]:
@@ -79,8 +79,8 @@ def method_names(spsa_m: list[int]) -> list[str]:
 
 
 METHODS = tuple(method_names(list(DEFAULT_SPSA_M)))
-TARGET_SPSA_OVER_2FWD = 1.15  # issue 3: an SPSA step within 15 % of two bare forwards
-TARGET_MEMORY_RATIO = 0.5  # issue 3: SPSA's peak memory at most half of backprop's at batch 256
+TARGET_SPSA_OVER_2FWD = 1.15  # goal: an SPSA step within 15 % of two bare forwards
+TARGET_MEMORY_RATIO = 0.5  # goal: SPSA's peak memory at most half of backprop's at batch 256
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -70,9 +70,9 @@ def progress_bar(total: int | None, desc: str, enabled: bool = True, *, unit: st
 
     ``kw`` goes to tqdm (``leave=False``, ``disable=None`` for no bar off a terminal).
     """
-    if not progress_enabled(enabled):
+    tqdm = tqdm_class() if progress_enabled(enabled) else None
+    if tqdm is None:
         return None
-    tqdm = tqdm_class()
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, **kw)
 
 

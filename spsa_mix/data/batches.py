@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import torch
 
+from spsa_mix.core.validation import check_positive_int
+
 __all__ = ["Batches", "BatchSource"]
 
 
@@ -35,12 +37,6 @@ class BatchSource(Protocol):
     def take(self, split: str, indices: Any, device: torch.device) -> tuple[Any, torch.Tensor]: ...
 
     def collate(self, stored: Any, labels: torch.Tensor, ix: torch.Tensor) -> tuple[Any, Any]: ...
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
-    return value
 
 
 class Batches:
@@ -88,13 +84,13 @@ class Batches:
                  num_batches: int | None = None, min_batch_size: int = 1) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', but got {split!r}")
-        _positive_int(batch_size, "batch_size")
-        _positive_int(min_batch_size, "min_batch_size")
+        check_positive_int(batch_size, "batch_size")
+        check_positive_int(min_batch_size, "min_batch_size")
         for flag, on in (("shuffle", shuffle), ("replacement", replacement)):
             if on and generator is None:
                 raise ValueError(f"{flag}=True needs a torch.Generator (generator=...) so the order is reproducible")
         if replacement:
-            _positive_int(num_batches, "num_batches")
+            check_positive_int(num_batches, "num_batches")
         elif num_batches is not None:
             raise ValueError(f"num_batches applies with replacement=True, but got num_batches={num_batches!r}")
         self.data = data

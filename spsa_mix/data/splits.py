@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spsa_mix.core.validation import check_positive_int
+
 __all__ = ["Splits", "dirichlet_split", "dirichlet_partition", "dirichlet_sample", "make_splits", "random_parts",
            "stratified_pick"]
 
@@ -282,9 +284,7 @@ def dirichlet_sample(
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, but got {k!r}")
-    return int(k)
+    return check_positive_int(k, "k")
 
 
 def _check_concentration(concentration: Any) -> None:
@@ -361,8 +361,7 @@ def make_splits(
     """
     labels = np.asarray(labels)
     for name, value in (("target_size", target_size), ("holdout_size", holdout_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, but got {value!r}")
+        check_positive_int(value, name)
     k = _check_k(k)
     experts_need = sum(_sizes(per_expert, k))
     need = target_size + holdout_size + experts_need

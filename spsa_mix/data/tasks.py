@@ -97,9 +97,11 @@ class Task:
     def collate(self, stored: Any, labels: torch.Tensor, ix: torch.Tensor) -> tuple[Any, Any]:
         """One batch ``(inputs, targets)``; for ``causal-lm`` the targets are the token ids
         with padding set to ``-100``."""
+        inputs: Any
         inputs, targets = self.data.collate(stored, labels, ix)
         if self.kind == "causal-lm":
-            targets = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, IGNORE_INDEX)
+            ids, mask = inputs["input_ids"], inputs["attention_mask"]  # a TextData batch
+            targets = ids.masked_fill(mask == 0, IGNORE_INDEX)
         return inputs, targets
 
     # ------------------------------------------------------------------ the rest

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spsa_mix.core.directions import DIRECTION_KINDS
+from spsa_mix.core.validation import check_int
 
 if TYPE_CHECKING:
     from spsa_mix.experiment.pool import PoolSpec
@@ -66,8 +67,12 @@ def default_cache_dir() -> Path:
 
 
 def _check_int(value: Any, name: str, minimum: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{why}, but got {value!r}")
+    try:
+        check_int(value, name, minimum=minimum)
+    except ValueError:
+        if not why:
+            raise
+        raise ValueError(f"{name} must be an integer >= {minimum}{why}, but got {value!r}") from None
 
 
 def _check_pos(value: Any, name: str) -> None:

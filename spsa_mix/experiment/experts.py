@@ -51,7 +51,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -67,7 +66,7 @@ from spsa_mix.data.batches import Batches
 from spsa_mix.data.images import ImageData
 from spsa_mix.data.tasks import Task, as_task
 from spsa_mix.experiment.training import train_model
-from spsa_mix.io import atomic_write_text
+from spsa_mix.io import atomic_path, write_json
 from spsa_mix.progress import progress_bar
 
 __all__ = [
@@ -210,17 +209,10 @@ class ExpertCache:
         """Write the weights, then the record; each atomically (temporary file + rename)."""
         from safetensors.torch import save_model
 
-        self.root.mkdir(parents=True, exist_ok=True)
         weights, meta_path = self.paths(key)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".safetensors.tmp")
-        os.close(fd)
-        try:
-            save_model(model, tmp, metadata={"key": key})
-            os.replace(tmp, weights)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        atomic_write_text(meta_path, json.dumps({**meta, "key": key}, indent=1))
+        with atomic_path(weights) as tmp:
+            save_model(model, str(tmp), metadata={"key": key})
+        write_json({**meta, "key": key}, meta_path)
         return weights
 
 

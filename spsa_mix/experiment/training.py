@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spsa_mix.blend.batches import call_model
+from spsa_mix.core.validation import check_int
 
 __all__ = ["train_model"]
 
@@ -55,8 +56,7 @@ def train_model(
     >>> [r["epoch"] for r in rows]
     [1, 2]
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, but got {epochs!r}")
+    check_int(epochs, "epochs", minimum=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     rows = []
     for epoch in range(1, epochs + 1):
