@@ -202,42 +202,48 @@ class TorchCommunicator:
 
     # ------------------------------------------------------------------ failures
     def _failure(self, kind: str, what: str, error: Exception, elapsed: float) -> RankFailureError:
-        missing = self._unreported()
+        missing, late = self._unreported()
         cause = f"{type(error).__name__}: {str(error).strip()[:300]}"
+        when = (f"within {self.timeout:g} s" if elapsed >= 0.95 * self.timeout
+                else f"(the connection broke after {elapsed:.1f} s)")
         if missing is None:
-            who = (f"a rank did not answer within {self.timeout:g} s; it may have died or hung "
-                   "(the store could not be reached to find out which)")
+            who = f"a rank did not answer {when}; it may have died or hung (the store is out of reach to say which)"
+        elif late:
+            who = (f"the other ranks had given up on this collective before rank {self.rank} reached it (its "
+                   f"objective took longer than the timeout of {self.timeout:g} s?)")
         elif missing:
-            names = ", ".join(map(str, missing))
-            who = (f"rank{'s' if len(missing) > 1 else ''} {names} did not answer within {self.timeout:g} s; "
-                   f"{'they' if len(missing) > 1 else 'it'} may have died or hung, or made a different call "
-                   "(every rank must call the objective the same way, in the same order)")
+            many = len(missing) > 1
+            who = (f"rank{'s' if many else ''} {', '.join(map(str, missing))} did not answer {when}; "
+                   f"{'they' if many else 'it'} may have died or hung, or made a different call (every rank must "
+                   "call the objective the same way, in the same order)")
         else:
-            who = "every rank reported the failure (a network or backend error)"
+            who = "every rank reached the collective and saw it fail (a network or backend error)"
         message = (f"spsa_mix.distributed: {who}. The {kind} of {what} failed on rank {self.rank} of "
                    f"{self.world_size} after {elapsed:.1f} s. Cause: {cause}")
         logger.error(message)
         return RankFailureError(message, ranks=missing, timeout=self.timeout)
 
-    def _unreported(self) -> list[int] | None:
+    def _unreported(self) -> tuple[list[int] | None, bool]:
         """Post this rank's report of the failure in the store and wait (at most
-        ``GRACE_S``) for the others'; the ranks that did not report, or ``None`` if the
-        store is out of reach."""
+        ``GRACE_S``) for the others'. Returns the ranks that did not report (``None`` if
+        the store is out of reach) and whether all had reported before this one (it came late)."""
         if self.store is None:
-            return None
+            return None, False
         prefix = f"spsa_mix/failure/{self._id}/{self.collectives}/"
         grace = min(GRACE_S, self.timeout)
         try:
+            others = [r for r in range(self.world_size) if r != self.rank]
+            late = bool(others) and all(self.store.check([prefix + str(r)]) for r in others)
             self.store.set(prefix + str(self.rank), "1")
-            missing = [r for r in range(self.world_size) if r != self.rank]
+            missing = others
             deadline = time.monotonic() + grace
             while True:
                 missing = [r for r in missing if not self.store.check([prefix + str(r)])]
                 if not missing or time.monotonic() >= deadline:
-                    return missing
+                    return missing, late
                 time.sleep(0.05)
         except Exception:  # the store's host is gone too
-            return None
+            return None, False
 
     def __repr__(self) -> str:
         return (f"TorchCommunicator(rank={self.rank}, world_size={self.world_size}, backend={self.backend!r}, "

@@ -454,7 +454,8 @@ class DistributedObjective:
         differ = [r for r in range(self.world_size) if digests[r] != digests[0]]
         raise DivergenceError(
             f"spsa_mix.distributed: the ranks scored different points at {what}: rank"
-            f"{'s' if len(differ) > 1 else ''} {', '.join(map(str, differ))} differ from rank 0 "
+            f"{'s' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
+            f"differ{'' if len(differ) > 1 else 's'} from rank 0 "
             f"(checksums {[int(d) for d in digests]}). Every rank must build the optimiser with the same seed "
             "and options, start from the same state and call the objective the same way",
             ranks=differ,

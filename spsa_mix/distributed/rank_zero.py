@@ -163,7 +163,7 @@ def check_consistent(value: ArrayLike, *, name: str = "alpha", group: Any = None
     if differ:
         raise DivergenceError(
             f"spsa_mix.distributed: {name} differs across ranks: rank{'s' if len(differ) > 1 else ''} "
-            f"{', '.join(map(str, differ))} differ from rank 0. Every rank must build the optimiser with the "
+            f"{', '.join(map(str, differ))} differ{'' if len(differ) > 1 else 's'} from rank 0. Every rank must build the optimiser with the "
             "same seed and options, start from the same state and get the same losses",
             ranks=differ,
         )
