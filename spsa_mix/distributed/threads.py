@@ -4,8 +4,12 @@
 vectors through shared memory and a barrier; :meth:`ThreadWorld.run` calls a function once
 per rank, each in its own thread, and returns what each returned. The sums of
 ``all_reduce_sum`` are taken in rank order (``((r0 + r1) + r2) + ...``). When a rank's
-function raises, the barrier is broken, so the others fail at their next collective
-with :class:`~spsa_mix.distributed.errors.RankFailureError` instead of waiting.
+function returns or raises, the ranks waiting for it in a collective fail with
+:class:`~spsa_mix.distributed.errors.RankFailureError` naming it, instead of waiting.
+
+The ranks share the process: PyTorch's intra-op threads, the GIL, and global state such
+as forward-mode AD's levels (``torch.func.jvp`` calls in two threads at once break each
+other: run ``method="forward-grad"`` under ``torchrun``, or one ``jvp`` at a time).
 
 Example
 -------
@@ -47,8 +51,12 @@ class ThreadWorld:
     def __init__(self, world_size: int, *, timeout: float = 60.0) -> None:
         self.world_size = check_int(world_size, "world_size", minimum=1)
         self.timeout = check_positive(timeout, "timeout")
-        self._barrier = threading.Barrier(self.world_size)
-        self._slots: list[Any] = [None] * self.world_size
+        self._cond = threading.Condition()
+        self._entered = [0] * self.world_size  # exchanges each rank has entered
+        self._slots: dict[int, list[Any]] = {}  # exchange -> each rank's value
+        self._arrived: dict[int, int] = {}
+        self._read: dict[int, int] = {}
+        self._gone: set[int] = set()
 
     def communicator(self, rank: int) -> ThreadCommunicator:
         """The communicator of ``rank``."""
@@ -58,26 +66,46 @@ class ThreadWorld:
         return ThreadCommunicator(self, rank)
 
     def exchange(self, rank: int, value: Any, what: str) -> list[Any]:
-        """Every rank's ``value`` in rank order (the one primitive of the collectives)."""
-        self._slots[rank] = value
-        self._wait(rank, what)
-        values = list(self._slots)
-        self._wait(rank, what)  # nobody overwrites a slot before everyone has read them all
-        return values
+        """Every rank's ``value`` in rank order (the one primitive of the collectives).
 
-    def _wait(self, rank: int, what: str) -> None:
-        try:
-            self._barrier.wait(self.timeout)
-        except threading.BrokenBarrierError:
-            raise RankFailureError(f"spsa_mix.distributed: a rank did not answer within {self.timeout:g} s "
-                                   f"(or raised); the exchange of {what} failed on rank {rank}",
-                                   timeout=self.timeout) from None
+        Raises :class:`RankFailureError` naming the ranks that have not reached this
+        exchange when they are gone (their function returned or raised) or after the timeout.
+        """
+        with self._cond:
+            n = self._entered[rank]
+            self._entered[rank] += 1
+            self._slots.setdefault(n, [None] * self.world_size)[rank] = value
+            self._arrived[n] = self._arrived.get(n, 0) + 1
+            self._cond.notify_all()
+
+            def missing() -> list[int]:
+                return [r for r in range(self.world_size) if self._entered[r] <= n]
+
+            done = self._cond.wait_for(
+                lambda: self._arrived[n] == self.world_size or any(r in self._gone for r in missing()),
+                self.timeout)
+            if self._arrived[n] < self.world_size:
+                absent = missing()
+                reason = "left" if done else f"did not answer within {self.timeout:g} s"
+                raise RankFailureError(f"spsa_mix.distributed: rank{'s' if len(absent) > 1 else ''} "
+                                       f"{', '.join(map(str, absent))} {reason}; the exchange of {what} failed "
+                                       f"on rank {rank}", ranks=absent, timeout=self.timeout)
+            values = list(self._slots[n])
+            self._read[n] = self._read.get(n, 0) + 1
+            if self._read[n] == self.world_size:
+                del self._slots[n], self._arrived[n], self._read[n]
+            return values
+
+    def _leave(self, rank: int) -> None:
+        with self._cond:
+            self._gone.add(rank)
+            self._cond.notify_all()
 
     def run(self, fn: Callable[[ThreadCommunicator], T], *, return_exceptions: bool = False) -> list[Any]:
         """``fn(communicator)`` on every rank, each in a thread; the results in rank order.
 
         With ``return_exceptions`` an exception is returned in its rank's place; otherwise
-        the exception of the lowest rank that raised is re-raised.
+        the exception of the lowest rank that raised is re-raised. A world runs once.
         """
         results: list[Any] = [None] * self.world_size
         failed: list[BaseException | None] = [None] * self.world_size
@@ -87,7 +115,8 @@ class ThreadWorld:
                 results[rank] = fn(self.communicator(rank))
             except BaseException as e:  # noqa: B036 -- handed back to the caller's thread
                 failed[rank] = e
-                self._barrier.abort()
+            finally:
+                self._leave(rank)
 
         threads = [threading.Thread(target=target, args=(r,), name=f"spsa_mix-rank-{r}", daemon=True)
                    for r in range(self.world_size)]
@@ -95,7 +124,6 @@ class ThreadWorld:
             t.start()
         for t in threads:
             t.join()
-        self._barrier.reset()
         if return_exceptions:
             return [failed[r] if failed[r] is not None else results[r] for r in range(self.world_size)]
         for e in failed:
