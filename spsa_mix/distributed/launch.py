@@ -31,11 +31,13 @@ Example
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -47,11 +49,14 @@ from spsa_mix.distributed.comm import (
     TorchCommunicator,
     backend_for_device,
 )
+from spsa_mix.distributed.errors import RankFailureError
 from spsa_mix.distributed.layout import Layout
 from spsa_mix.distributed.objective import DistributedObjective
 from spsa_mix.distributed.shard import ShardedBatchSampler, shard_data
 
 __all__ = ["DistributedContext", "init_distributed", "torchrun_env", "local_device"]
+
+logger = logging.getLogger("spsa_mix")
 
 
 def _env_int(env: Mapping[str, str], name: str, minimum: int) -> int:
@@ -162,8 +167,13 @@ class DistributedContext:
         return ShardedBatchSampler(batch_sampler, rank=self.layout.data_rank, size=self.layout.data_size)
 
     def close(self) -> None:
-        """Destroy the process group if this context created it."""
+        """Destroy the process group if this context created it, once every rank is here
+        (gloo may abort a process whose peers tear down while it still talks to them)."""
         if self.owns_group and dist.is_initialized():
+            try:
+                self.communicator.all_reduce_sum(np.zeros(1), what="the closing barrier")
+            except RankFailureError as e:  # a rank is gone: nothing to wait for
+                logger.warning("closing without the other ranks: %s", e)
             dist.destroy_process_group()
         self.owns_group = False
 

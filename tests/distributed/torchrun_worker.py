@@ -50,7 +50,9 @@ def main(argv: list[str]) -> int:
             continue
         results[name] = run_scenario(name, ctx.communicator, world_size=ctx.world_size, rank=ctx.rank, workdir=outdir)
     write_json(results, outdir / f"rank{ctx.rank}.json")
-    if "hang" not in names:
+    if "hang" in names:  # the group is broken: no closing barrier, just tear it down
+        torch.distributed.destroy_process_group()
+    else:
         ctx.close()
     return 0
 
