@@ -31,13 +31,13 @@ Example
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -49,7 +49,6 @@ from spsa_mix.distributed.comm import (
     TorchCommunicator,
     backend_for_device,
 )
-from spsa_mix.distributed.errors import RankFailureError
 from spsa_mix.distributed.layout import Layout
 from spsa_mix.distributed.objective import DistributedObjective
 from spsa_mix.distributed.shard import ShardedBatchSampler, shard_data
@@ -167,12 +166,14 @@ class DistributedContext:
         return ShardedBatchSampler(batch_sampler, rank=self.layout.data_rank, size=self.layout.data_size)
 
     def close(self) -> None:
-        """Destroy the process group if this context created it, once every rank is here
-        (gloo may abort a process whose peers tear down while it still talks to them)."""
+        """Destroy the process group if this context created it: once no object that holds
+        it is left (a DDP module in a reference cycle), and after a barrier, so that no rank
+        tears down while another still talks to it (gloo may abort a process then)."""
         if self.owns_group and dist.is_initialized():
+            gc.collect()
             try:
-                self.communicator.all_reduce_sum(np.zeros(1), what="the closing barrier")
-            except RankFailureError as e:  # a rank is gone: nothing to wait for
+                dist.barrier()  # gloo's also waits for the group's work still in flight
+            except Exception as e:  # a rank is gone: nothing to wait for
                 logger.warning("closing without the other ranks: %s", e)
             dist.destroy_process_group()
         self.owns_group = False
