@@ -213,27 +213,31 @@ def init_distributed(
     Returns
     -------
     DistributedContext
-        Reuses the process group if one is already initialised.
+        With a process group already initialised (by the caller), its ranks and that group
+        (``backend`` is then ignored, and :meth:`DistributedContext.close` leaves it alone).
     """
     timeout = check_positive(timeout, "timeout")
     info = torchrun_env(env)
-    if info is None:
-        rank, world, local_rank = 0, 1, 0
-    else:
+    joined = dist.is_available() and dist.is_initialized()  # a group made by the caller (mp.spawn, ...)
+    if joined:
+        rank, world = int(dist.get_rank()), int(dist.get_world_size())
+        local_rank = info[2] if info is not None else 0
+    elif info is not None:
         rank, world, local_rank = info
+    else:
+        rank, world, local_rank = 0, 1, 0
     dev = local_device(device, local_rank)
     groups = world if probe_groups == "all" else probe_groups
     layout = Layout(world_size=world, rank=rank, probe_groups=groups)  # type: ignore[arg-type]
-    if info is None:
+    if not joined and info is None:
         return DistributedContext(layout, local_rank, dev, None, timeout, LocalCommunicator())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    name = backend if backend is not None else backend_for_device(dev)
-    owns, store = False, None
-    if not dist.is_initialized():
+    store = None
+    if not joined:
+        name = backend if backend is not None else backend_for_device(dev)
         span = datetime.timedelta(seconds=timeout)
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=span))
         dist.init_process_group(name, store=store, rank=rank, world_size=world, timeout=span)
-        owns = True
     comm = TorchCommunicator(None, timeout=timeout, store=store)
-    return DistributedContext(layout, local_rank, dev, comm.backend, timeout, comm, owns_group=owns)
+    return DistributedContext(layout, local_rank, dev, comm.backend, timeout, comm, owns_group=not joined)

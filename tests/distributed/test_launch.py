@@ -52,3 +52,24 @@ def test_without_torchrun_the_context_is_one_process():
         assert ctx.shard(data) is data
     with pytest.raises(ValueError, match=r"timeout must be"):
         init_distributed("cpu", env={}, timeout=0)
+
+
+def test_a_group_the_caller_made_is_joined_and_left_to_the_caller():
+    import numpy as np
+    import torch.distributed as dist
+
+    from spsa_mix.distributed import TorchCommunicator
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        ctx = init_distributed("cpu", env={})
+        assert isinstance(ctx.communicator, TorchCommunicator) and ctx.backend == "gloo" and not ctx.owns_group
+        obj = ctx.wrap(lambda p: (p ** 2).sum(axis=1), reduction="all-gather")
+        assert obj(np.array([[3.0, 4.0]])).tolist() == [25.0]
+        comm = ctx.communicator
+        assert comm.all_reduce_sum(np.array([1.5]), what="x").tolist() == [1.5]
+        assert comm.all_gather_object("a", what="x") == ["a"] and comm.bytes_sent > 0
+        ctx.close()
+        assert dist.is_initialized()  # not ours to destroy
+    finally:
+        dist.destroy_process_group()
