@@ -133,15 +133,18 @@ def _objective(args: argparse.Namespace, ctx: DistributedContext, *, sharded: bo
 
 
 def _time(step: Callable[[], Any], args: argparse.Namespace, ctx: DistributedContext) -> dict[str, float]:
-    """Median and best step (seconds) over ``args.repeats`` steps after ``args.warmup``."""
+    """Median and best step (wall seconds) over ``args.repeats`` steps after ``args.warmup``,
+    and the median CPU time this rank spent in a step (``time.process_time``: what the
+    step costs the rank, whatever else runs on the machine)."""
     for _ in range(args.warmup):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
-    return {"step_s": statistics.median(times), "best_step_s": min(times)}
+        cpu.append(time.process_time() - c0)
+    return {"step_s": statistics.median(times), "best_step_s": min(times), "cpu_step_s": statistics.median(cpu)}
 
 
 def _spsa(args: argparse.Namespace, ctx: DistributedContext, *, m: int, probe_parallel: bool) -> dict[str, Any]:
@@ -269,6 +272,7 @@ def summarise(args: argparse.Namespace, jobs: dict[int, dict[str, Any]]) -> dict
         c1, c2 = one["configs"][name], two["configs"][name]
         row = {"config": name, "steps_per_s_1": 1 / c1["step_s"], "steps_per_s_2": 1 / c2["step_s"],
                "speedup": c1["step_s"] / c2["step_s"], "best_speedup": c1["best_step_s"] / c2["best_step_s"],
+               "cpu_ms_1": 1e3 * c1["cpu_step_s"], "cpu_ms_2": 1e3 * c2["cpu_step_s"],
                "bytes_per_step": c2["bytes_per_step"],
                "floats_per_step": c2["floats_per_step"]}
         if name.startswith("spsa"):
@@ -290,13 +294,15 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace, command: str) ->
              "Steps per second (median step), payload bytes each rank sends per step, and the scaling model's "
              "step time from the 1-process inputs and the measured latency:", "",
              "| configuration | steps/s, 1 process | steps/s, 2 processes | speedup | speedup of best steps | "
-             "bytes/step | floats/step | model step, 1 (ms) | model step, 2 (ms) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "CPU ms/step of a rank, 1 / 2 processes | bytes/step | floats/step | model step, 1 (ms) | "
+             "model step, 2 (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         m1 = f"{1e3 * r['model_step_s_1']:.1f}" if "model_step_s_1" in r else "-"
         m2 = f"{1e3 * r['model_step_s_2']:.1f}" if "model_step_s_2" in r else "-"
         lines.append(f"| {r['config']} | {r['steps_per_s_1']:.2f} | {r['steps_per_s_2']:.2f} | {r['speedup']:.2f} | "
-                     f"{r['best_speedup']:.2f} | {r['bytes_per_step']:,} | {r['floats_per_step']:,} | {m1} | {m2} |")
+                     f"{r['best_speedup']:.2f} | {r['cpu_ms_1']:.1f} / {r['cpu_ms_2']:.1f} | {r['bytes_per_step']:,} | "
+                     f"{r['floats_per_step']:,} | {m1} | {m2} |")
     lines += ["", "All-reduce of float64 numbers over 2 gloo processes on this machine (microseconds; the "
               "wrapper's call includes the NumPy-to-tensor copies):", "",
               "| floats | bytes | wrapper median | wrapper p90 | bare all_reduce median |", "|---:|---:|---:|---:|---:|"]
