@@ -150,18 +150,23 @@ class TorchCommunicator:
         The key-value store of the group, through which the ranks that still run report a
         failure, so that the error can name the ranks that did not; default: the default
         group's store. Without one the error cannot name them.
+    grace:
+        After a failure, seconds to wait for the other ranks' reports (default
+        ``GRACE_S = 5``, at most ``timeout``).
 
     Every collective sends a float64 tensor on :func:`wire_device` of the group's backend;
     ``bytes_sent`` and ``collectives`` count what this rank put on the wire.
     """
 
-    def __init__(self, group: Any = None, *, timeout: float = DEFAULT_TIMEOUT_S, store: Any = None) -> None:
+    def __init__(self, group: Any = None, *, timeout: float = DEFAULT_TIMEOUT_S, store: Any = None,
+                 grace: float = GRACE_S) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise ValueError("TorchCommunicator needs an initialised torch.distributed process group: call "
                              "spsa_mix.distributed.init_distributed() (under torchrun) or "
                              "torch.distributed.init_process_group() first")
         self.group = group
         self.timeout = check_positive(timeout, "timeout")
+        self.grace = min(check_positive(grace, "grace"), self.timeout)
         self.rank = int(dist.get_rank(group))
         self.world_size = int(dist.get_world_size(group))
         self.backend = str(dist.get_backend(group))
@@ -225,18 +230,17 @@ class TorchCommunicator:
 
     def _unreported(self) -> tuple[list[int] | None, bool]:
         """Post this rank's report of the failure in the store and wait (at most
-        ``GRACE_S``) for the others'. Returns the ranks that did not report (``None`` if
+        ``grace`` seconds) for the others'. Returns the ranks that did not report (``None`` if
         the store is out of reach) and whether all had reported before this one (it came late)."""
         if self.store is None:
             return None, False
         prefix = f"spsa_mix/failure/{self._id}/{self.collectives}/"
-        grace = min(GRACE_S, self.timeout)
         try:
             others = [r for r in range(self.world_size) if r != self.rank]
             late = bool(others) and all(self.store.check([prefix + str(r)]) for r in others)
             self.store.set(prefix + str(self.rank), "1")
             missing = others
-            deadline = time.monotonic() + grace
+            deadline = time.monotonic() + self.grace
             while True:
                 missing = [r for r in missing if not self.store.check([prefix + str(r)])]
                 if not missing or time.monotonic() >= deadline:
