@@ -5,9 +5,13 @@ Parses the command line, builds the problem and runs :func:`spsa_mix.compare.com
 the table and writes JSON (``--output``, rewritten after every run), CSV (``--csv``) and
 loss-versus-evaluations curves (``--plot``, median over seeds, min-max band).
 
+Every option, every output path (:func:`spsa_mix.io.check_outputs`) and, for the network
+problem, the device are checked before any work.
+
 Exit status: 0 when every run succeeded, 1 when some raised (the others still ran; their
-errors are in the JSON), 2 for a bad argument, 130 when interrupted (the JSON keeps the
-runs so far, marked ``"interrupted"``).
+errors are in the JSON), 2 for a bad argument or an output path that cannot be written (one
+line says which and why), 130 when interrupted (the JSON keeps the runs so far, marked
+``"interrupted"``).
 
 Example
 -------
@@ -72,12 +76,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every option checked before any work (a bad value or path: ``ValueError``, exit 2)."""
     from spsa_mix.compare import check_methods
+    from spsa_mix.io import check_outputs
 
     for name, low in (("k", 2), ("budget", 1), ("seeds", 1)):
         if getattr(args, name) < low:
             raise ValueError(f"--{name} must be >= {low}, but got {getattr(args, name)}")
-    return check_methods(args.methods)  # an unknown method or setting fails before any run
+    methods = check_methods(args.methods)  # an unknown method or setting fails before any run
+    check_outputs({"--output": args.output, "--csv": args.csv, "--plot": args.plot})
+    if args.problem == "network":
+        from spsa_mix.blend import resolve_device
+
+        resolve_device(args.device)  # an absent GPU fails before the experts are trained
+    return methods
 
 
 def _run(args: argparse.Namespace) -> int:

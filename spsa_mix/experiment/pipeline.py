@@ -62,7 +62,7 @@ from spsa_mix.experiment.experts import Expert, ExpertCache
 from spsa_mix.experiment.finetune import finetune
 from spsa_mix.experiment.pool import build_pool, default_model_fn, load_pool_task
 from spsa_mix.experiment.report import compare, figure_title, plot_curves, render_markdown, summarize
-from spsa_mix.io import atomic_write_text, write_json
+from spsa_mix.io import atomic_write_text, check_outputs, write_json
 
 __all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT"]
 
@@ -363,10 +363,13 @@ def run_experiment(
     Raises
     ------
     ValueError
-        For a bad configuration, an unknown dataset or architecture, missing data, or
-        sizes the data cannot hold (before any training).
+        For a bad configuration, an unknown dataset or architecture, missing data, sizes
+        the data cannot hold, or an output path or cache folder that cannot be written
+        (:func:`spsa_mix.io.check_outputs`), all before any training.
     """
     cfg = cfg if cfg is not None else ExperimentConfig()
+    check_outputs({"output": output, "markdown": markdown, "plot": plot, "cache_dir": cfg.resolved_cache_dir()},
+                  folders=("cache_dir",))  # a bad path fails now, not after the work
     exp = Experiment(cfg, model_fn=model_fn, output=output, progress=progress, log=log)
     start = time.perf_counter()
     threads = torch.get_num_threads()

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from spsa_mix.io import atomic_write_text, write_json
+from spsa_mix.io import atomic_write_text, check_outputs, write_json
 
 __all__ = [
     "refresh",
@@ -43,6 +43,7 @@ __all__ = [
     "plot_curves",
     "figure_title",
     "render_results",
+    "render_paths",
     "LABELS",
 ]
 
@@ -303,6 +304,19 @@ def figure_title(config: Mapping[str, Any]) -> str:
             f"{len(config.get('seeds', []))} seeds)")
 
 
+def render_paths(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None,
+                 plot: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """Where :func:`render_results` writes the report and the figure: as given, else beside
+    the results file (``.md`` and ``.png``).
+
+    >>> [p.as_posix() for p in render_paths("runs/r.json", plot="fig.png")]
+    ['runs/r.md', 'fig.png']
+    """
+    path = Path(path)
+    return (Path(markdown) if markdown else path.with_suffix(".md"),
+            Path(plot) if plot else path.with_suffix(".png"))
+
+
 def render_results(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None,
                    plot: str | os.PathLike[str] | None = None) -> tuple[str, list[Path]]:
     """Re-render a results file (complete or partial): recompute its summary and gaps,
@@ -316,12 +330,12 @@ def render_results(path: str | os.PathLike[str], *, markdown: str | os.PathLike[
         If the file cannot be read as an experiment's results.
     """
     path = Path(path)
+    md, png = render_paths(path, markdown=markdown, plot=plot)
+    check_outputs({"path": path, "markdown": md, "plot": png})
     try:
         results = refresh(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read results file {str(path)!r}: {e}") from None
-    md = Path(markdown) if markdown else path.with_suffix(".md")
-    png = Path(plot) if plot else path.with_suffix(".png")
     write_json(results, path, indent=2)
     text = render_markdown(results)
     atomic_write_text(md, text)

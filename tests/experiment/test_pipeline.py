@@ -132,3 +132,17 @@ def test_a_text_task_flows_through_the_same_pipeline_cache_and_report(task, tmp_
     again = run_experiment(cfg.replace(configs=("uniform",)), progress=False)
     assert all(e["cached"] for e in again["experts"])  # the same cache, keyed by the task's data
     assert again["runs"][0]["test_accuracy"] == next(r for r in res["runs"] if r["config"] == "uniform")["test_accuracy"]
+
+
+def test_a_bad_output_path_fails_before_any_work(tmp_path, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may run before the paths are checked")
+
+    monkeypatch.setattr(pipeline_mod.Experiment, "prepare", refuse)
+    (tmp_path / "a-file").write_text("x")
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform",))
+    with pytest.raises(ValueError, match=r"^plot '.*a-file/f.png' cannot be written: '.*a-file' is a file, not a folder$"):
+        run_experiment(cfg, output=tmp_path / "r.json", plot=tmp_path / "a-file" / "f.png", progress=False)
+    with pytest.raises(ValueError, match=r"^cache_dir '.*a-file' cannot be used: it is a file, not a folder$"):
+        run_experiment(cfg.replace(cache_dir=str(tmp_path / "a-file")), output=tmp_path / "r.json", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
