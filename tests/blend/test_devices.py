@@ -31,3 +31,10 @@ def test_float_dtype():
     assert check_float_dtype(torch.float16) is torch.float16
     with pytest.raises(ValueError, match="dtype must be a floating-point torch dtype .* but got 'float32'"):
         check_float_dtype("float32")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("device", ["meta", torch.device("meta")])
+def test_meta_is_refused_it_holds_no_data(device):
+    with pytest.raises(ValueError, match=r"device=.*meta.* holds no data: nothing can be scored there; pass 'cpu', "
+                                         r"'cuda' or 'auto'"):
+        resolve_device(device)

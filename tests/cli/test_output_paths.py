@@ -103,3 +103,15 @@ def test_compare_network_refuses_an_absent_gpu_before_training(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "device='cuda' is not available: torch.cuda.is_available() is False" in err, err
     assert err.count("\n") == 1 and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("command", ["experiment", "compare"])
+def test_the_meta_device_is_refused_before_any_work(command, tmp_path, capsys):
+    pytest.importorskip("torch")
+    argv = [*COMMANDS[command], *_good_paths(command, tmp_path), "--device", "meta"]
+    if command == "compare":
+        argv += ["--problem", "network"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "device='meta' holds no data: nothing can be scored there" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
