@@ -27,6 +27,7 @@ Example
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,13 @@ def _check_args(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]
     from spsa_mix.compare import check_methods
     from spsa_mix.io import check_outputs
 
-    for name, low in (("k", 2), ("budget", 1), ("seeds", 1)):
+    for name, low in (("k", 2), ("budget", 1), ("seeds", 1), ("batch_size", 1), ("expert_epochs", 1),
+                      ("target_size", 1)):
         if getattr(args, name) < low:
-            raise ValueError(f"--{name} must be >= {low}, but got {getattr(args, name)}")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, but got {getattr(args, name)}")
+    for name, low in (("noise", 0.0), ("condition", 1.0)):  # NaN and infinity fail too
+        if not math.isfinite(getattr(args, name)) or not getattr(args, name) >= low:
+            raise ValueError(f"--{name} must be a number >= {low:g}, but got {getattr(args, name)}")
     methods = check_methods(args.methods)  # an unknown method or setting fails before any run
     check_outputs({"--output": args.output, "--csv": args.csv, "--plot": args.plot})
     if args.problem == "network":

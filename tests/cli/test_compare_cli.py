@@ -72,11 +72,19 @@ def test_nan_values_become_null(tmp_path):
     (["--methods", "nevergrad:Nope"], "unknown Nevergrad optimizer 'Nope'"),
     (["--methods", "sgd"], "unknown method 'sgd'"),
     (["--methods", "spsa@lrr=0.1"], "method 'spsa' does not use options="),
+    (["--noise", "-1"], "--noise must be a number >= 0, but got -1.0"),
+    (["--noise", "nan"], "--noise must be a number >= 0, but got nan"),
+    (["--condition", "0.5"], "--condition must be a number >= 1, but got 0.5"),
+    (["--condition", "inf"], "--condition must be a number >= 1, but got inf"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, but got 0"),
+    (["--expert-epochs", "0"], "--expert-epochs must be >= 1, but got 0"),
+    (["--target-size", "-3"], "--target-size must be >= 1, but got -3"),
 ])
 def test_bad_arguments_return_2(argv, message, capsys):
     assert compare.run(parse(*argv, "--budget", "10", "--seeds", "1", "--no-progress", "--quiet")
                        if "--seeds" not in argv else parse(*argv, "--budget", "10", "--no-progress", "--quiet")) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -185,3 +193,10 @@ def test_a_real_sigint_stops_the_comparison_exits_130_and_keeps_the_finished_run
     assert len(data["runs"]) >= runs_seen and len(data["runs"]) < 500
     assert all(r["status"] != "INTERRUPTED" for r in data["runs"])  # an interrupted run is not recorded as a result
     assert "interrupted after" in err and str(out) in err
+
+
+def test_the_quadratic_problem_refuses_what_it_cannot_build():
+    with pytest.raises(ValueError, match="noise_std must be a number >= 0, but got -1.0"):
+        library.quadratic_problem(3, 0, noise=-1.0)
+    with pytest.raises(ValueError, match="condition must be a number >= 1, but got 0.5"):
+        library.quadratic_problem(3, 0, condition=0.5)

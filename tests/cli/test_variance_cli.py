@@ -100,6 +100,8 @@ def one_thread_cli():
         (["--confidence", "1"], r"confidence must be a number in \(0, 1\), but got 1.0"),
         (["--seed", "-1"], "--seed must be >= 0, but got -1"),
         (["--problem", "network", "--threads", "0"], "--threads must be >= 1, but got 0"),
+        (["--target-size", "0"], "--target-size must be >= 1, but got 0"),  # checked whatever the problem
+        (["--expert-steps", "-2"], "--expert-steps must be >= 1, but got -2"),
     ],
 )
 def test_bad_input_exits_with_status_2(argv, message, tmp_path, capsys):
