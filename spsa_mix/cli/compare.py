@@ -85,9 +85,10 @@ def _check_args(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]
                       ("target_size", 1)):
         if getattr(args, name) < low:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, but got {getattr(args, name)}")
-    for name, low in (("noise", 0.0), ("condition", 1.0)):  # NaN and infinity fail too
-        if not math.isfinite(getattr(args, name)) or not getattr(args, name) >= low:
-            raise ValueError(f"--{name} must be a number >= {low:g}, but got {getattr(args, name)}")
+    for option, least in (("noise", 0.0), ("condition", 1.0)):  # NaN and infinity fail too
+        value = getattr(args, option)
+        if not math.isfinite(value) or not value >= least:
+            raise ValueError(f"--{option} must be a number >= {least:g}, but got {value}")
     methods = check_methods(args.methods)  # an unknown method or setting fails before any run
     check_outputs({"--output": args.output, "--csv": args.csv, "--plot": args.plot})
     if args.problem == "network":

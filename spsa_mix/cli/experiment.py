@@ -228,6 +228,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"spsa-mix experiment: interrupted; results so far in {output}; trained experts stay cached", file=sys.stderr)
         return 130
     print(render_markdown(results))
+    if results.get("reused_runs"):
+        from spsa_mix.experiment.report import runs_phrase
+
+        print(f"Reused {len(results['reused_runs'])} finished runs from {output} (same settings, not run again): "
+              f"{runs_phrase(results['reused_runs'])}.")
     total = results["timings"].get("total_seconds", 0.0)
     print(f"Wrote {output}, {markdown}, {plot} ({total:.0f} s).")
     return 1 if results["errors"] else 0

@@ -44,6 +44,7 @@ __all__ = [
     "figure_title",
     "render_results",
     "render_paths",
+    "runs_phrase",
     "LABELS",
 ]
 
@@ -249,12 +250,30 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "",
         markdown_table(summary),
     ]
+    if results.get("reused_runs"):
+        head += ["", f"Reused from the results file this run replaced (same settings, not run again): "
+                     f"{runs_phrase(results['reused_runs'])}."]
+    if results.get("previous_runs"):
+        head += ["", f"The file also keeps {len(results['previous_runs'])} finished runs of other settings, or not "
+                     "reached again yet, under `previous_runs` (not in the tables)."]
     gaps = results.get("comparison") or compare(results)
     if gaps:
         head += ["", "### SPSA against the GLUE paper's comparisons (accuracy points)", "", *comparison_lines(gaps)]
     if results.get("errors"):
         head += ["", "### Errors", ""] + [f"- {e['config']} seed {e.get('seed')}: {e['error']}" for e in results["errors"]]
     return "\n".join(head) + "\n"
+
+
+def runs_phrase(runs: Sequence[Mapping[str, Any]]) -> str:
+    """``config`` and ``seed`` of each run, grouped by configuration in order.
+
+    >>> runs_phrase([{"config": "spsa", "seed": 0}, {"config": "uniform", "seed": 0}, {"config": "spsa", "seed": 1}])
+    'spsa seeds 0, 1; uniform seed 0'
+    """
+    seeds: dict[str, list[str]] = {}
+    for run in runs:
+        seeds.setdefault(str(run["config"]), []).append(str(run["seed"]))
+    return "; ".join(f"{c} seed{'s' if len(v) > 1 else ''} {', '.join(v)}" for c, v in seeds.items())
 
 
 def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:

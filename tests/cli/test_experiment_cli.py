@@ -110,3 +110,17 @@ def test_default_output_paths() -> None:
     out, md, png = experiment_cli._default_paths(parse("--dataset", "fashion-mnist"))
     assert out == Path("runs/experiment_fashion-mnist_small-cnn/results.json")
     assert md == Path("runs/experiment_fashion-mnist_small-cnn/results.md") and png == out.with_name("figure.png")
+
+
+def test_a_rerun_into_the_same_output_says_which_runs_it_reused(tmp_path, capsys) -> None:
+    out = tmp_path / "results.json"
+    argv = ["--quick", "--configs", "uniform", "spsa", "--no-progress", "--cache-dir", str(tmp_path / "c"),
+            "--output", str(out)]
+    assert experiment_cli.run(parse(*argv)) == 0
+    capsys.readouterr()
+    assert experiment_cli.run(parse(*argv, "--seeds", "0", "1")) == 0
+    captured = capsys.readouterr()
+    assert f"Reused 2 finished runs from {out} (same settings, not run again): uniform seed 0; spsa seed 0." \
+        in captured.out
+    assert "uniform seed 0: reused from" in captured.err and "spsa seed 1: reused" not in captured.err
+    assert "Reused from the results file this run replaced" in out.with_suffix(".md").read_text()
