@@ -40,16 +40,23 @@ DEFAULT_METHODS = ("spsa", "nevergrad:NGOpt", "optuna:tpe")
 # ---------------------------------------------------------------------- arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``spsa-mix bench compare`` to ``parser``."""
+    import spsa_mix
+    from spsa_mix.cli import DefaultsHelpFormatter
+
+    parser.formatter_class = DefaultsHelpFormatter
+    names = ", ".join([*spsa_mix.available_methods(), "uniform (the starting point, for reference)"])
     parser.add_argument("--problem", choices=["quadratic", "network"], default="quadratic",
                         help="objective: an analytic quadratic, or a blended network of digits experts")
     parser.add_argument("--k", type=int, default=10, help="number of vertices (experts)")
     parser.add_argument("--budget", type=int, default=200, help="max_evals of every method")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (problem instance and method seed)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD[@key=value,...]",
-                        help="methods of spsa_mix.minimize, or 'uniform'; settings after '@'")
+                        help=f"methods of spsa_mix.minimize: {names}; settings after '@', as in "
+                             "spsa@lr=0.05,lr_schedule=cosine or optuna:tpe@parametrization=stick")
     parser.add_argument("--no-vectorized", dest="vectorized", action="store_false",
                         help="call the objective one point at a time (default: whole batches)")
-    parser.add_argument("--output", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write results as JSON here (rewritten after every run)")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per run as CSV here")
     parser.add_argument("--plot", type=Path, default=None, help="draw loss versus evaluations here (PNG, PDF...)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

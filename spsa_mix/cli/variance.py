@@ -45,7 +45,9 @@ _ON_OFF = {"on": True, "off": False}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``spsa-mix bench variance`` (no NumPy-heavy or PyTorch import here)."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    from spsa_mix.cli import DefaultsHelpFormatter
+
+    parser.formatter_class = DefaultsHelpFormatter
     grid = parser.add_argument_group("grid")
     grid.add_argument("--k", type=int, nargs="+", default=[2, 5, 10, 20, 50], help="numbers of experts K (>= 2)")
     grid.add_argument("--m", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="directions per estimate")

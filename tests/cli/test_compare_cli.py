@@ -200,3 +200,29 @@ def test_the_quadratic_problem_refuses_what_it_cannot_build():
         library.quadratic_problem(3, 0, noise=-1.0)
     with pytest.raises(ValueError, match="condition must be a number >= 1, but got 0.5"):
         library.quadratic_problem(3, 0, condition=0.5)
+
+
+def _help(*words):
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "spsa_mix", *words, "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    return re.sub(r"\s+", " ", out)  # argparse wraps lines
+
+
+def test_help_shows_every_default_once_and_the_method_names():
+    text = _help("bench", "compare").split("options:", 1)[1]  # past the usage lines
+    for option, default in [("--k K", "10"), ("--budget BUDGET", "200"), ("--seeds SEEDS", "3"),
+                            ("--problem {quadratic,network}", "quadratic"), ("--condition CONDITION", "10.0"),
+                            ("--noise NOISE", "0.0"), ("--batch-size BATCH_SIZE", "64"), ("--device DEVICE", "cpu"),
+                            ("--expert-epochs EXPERT_EPOCHS", "30"), ("--target-size TARGET_SIZE", "300")]:
+        assert option in text and f"(default: {default})" in text.split(option, 1)[1].split(" --", 1)[0], option
+    methods = text.split("--methods", 1)[1].split(" --", 1)[0]
+    for name in ("spsa", "forward-grad", "backprop", "nevergrad:<name>", "optuna:<name>", "uniform",
+                 "(default: spsa nevergrad:NGOpt optuna:tpe)"):
+        assert name in methods, name
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for option in text.split(" --")[1:]:
+        assert option.count("default") <= 1, option

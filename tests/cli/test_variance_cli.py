@@ -198,3 +198,16 @@ def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
     assert data["status"] == "interrupted" and rows <= len(data["rows"]) < 58
     assert data["summary"]["rows"] == len(data["rows"])
     assert "finished rows are in" in err
+
+
+def test_help_states_each_default_once():
+    import re
+
+    out = subprocess.run([sys.executable, "-m", "spsa_mix", "bench", "variance", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    text = re.sub(r"\s+", " ", out).split("options:", 1)[1]  # past the usage lines
+    assert "(default: 10000; 300 for network)" in text and "(default: None)" not in text
+    assert "(default: False)" not in text and "['" not in text  # lists as on the command line
+    assert "(default: 2 5 10 20 50)" in text and "(default: on off)" in text
+    for option in text.split(" --")[1:]:
+        assert option.count("default") <= 1, option
