@@ -289,6 +289,10 @@ def stack_experts(
     """
     aliases = dict(aliases or {})
     in_head = (lambda name: matches_prefix(name, head)) if head else (lambda name: False)
+    for alias, source in aliases.items():
+        if in_head(alias) != in_head(source):
+            raise ValueError(f"head={list(head)} covers only one of the tied tensors {alias!r} and {source!r} "
+                             "(one parameter under two names): keep both in the head or neither")
     names = [n for n in reference if n not in aliases]
     blended = [n for n in names if reference[n].is_floating_point() and not in_head(n)]
     integer = [n for n in names if not reference[n].is_floating_point() and not in_head(n)]
