@@ -126,10 +126,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             CausalLM()(model(**batch), ids)  # the forward and the loss, as a probe
         out["activations"] = p.peak - base
         return out
+    import transformers
+
     from spsa_mix.blend import BlendedObjective
     from spsa_mix.blend.losses import CausalLM
-
-    import transformers
 
     model = None
     if spec["mode"] == "module":
