@@ -78,6 +78,7 @@ from spsa_mix.blend.experts import (
     stack_experts,
     tied_aliases,
 )
+from spsa_mix.blend.export import blended_module, iter_blended
 from spsa_mix.blend.functional import (
     accumulation_dtype,
     bind_to_buffer,
@@ -88,7 +89,7 @@ from spsa_mix.blend.functional import (
 )
 from spsa_mix.blend.losses import resolve_loss
 from spsa_mix.blend.saving import SaveSource, save_blend
-from spsa_mix.blend.skeleton import meta_tensors, skeleton_of, tie
+from spsa_mix.blend.skeleton import meta_tensors, skeleton_of
 from spsa_mix.blend.spaces import BlendSpace, check_space
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
@@ -324,11 +325,12 @@ class BlendedObjective:
 
         Examples
         --------
-        >>> import tempfile, transformers                                  # doctest: +SKIP
-        >>> obj = BlendedObjective.from_pretrained(["ft/a", "ft/b"], data=batches,
-        ...                                        loss="causal-lm")         # doctest: +SKIP
-        >>> res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=400)  # doctest: +SKIP
-        >>> obj.save_pretrained(res.x, "merged/")                             # doctest: +SKIP
+        The whole round trip (a runnable version with tiny models is in
+        :mod:`spsa_mix.blend.pretrained`)::
+
+            obj = BlendedObjective.from_pretrained(["ft/a", "ft/b"], data=batches, loss="causal-lm")
+            res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=400)
+            obj.save_pretrained(res.x, "merged/")
         """
         from spsa_mix.blend.pretrained import load_pretrained
 
@@ -486,40 +488,9 @@ class BlendedObjective:
 
     # ------------------------------------------------------------------ checks
     def _check_points(self, points: ArrayLike, name: str = "points") -> tuple[FloatArray, bool]:
-        arr = np.asarray(points, dtype=np.float64)
-        shape = self.domain.point_shape
-        if arr.shape == shape:
-            arr, single = arr[None], True
-        elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape and arr.shape[0] >= 1:
-            single = False
-        else:
-            hint = (f" (granularity='layer': one row of {self.k} weights per group, {len(self.groups)} groups)"
-                    if self.granularity == "layer" else "")
-            if self._space.learned_scale:
-                hint += f" (scale='learned': the {self.domain.n_weights} weights, then the scale)"
-            raise ValueError(
-                f"{name} must have shape {shape} or (n, {', '.join(map(str, shape))}), "
-                f"but got shape {arr.shape}{hint}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite, but got {np.array2string(arr, threshold=20)}")
-        if self.simplex_atol is not None:
-            tol = self.simplex_atol
-            alpha, scale = self._space.split(arr)
-            rows = alpha.reshape(-1, self.k)
-            bad = np.flatnonzero((rows.min(axis=1) < -tol) | (np.abs(rows.sum(axis=1) - 1.0) > tol))
-            if bad.size:
-                row = rows[bad[0]]
-                raise ValueError(
-                    f"{name} must lie on the probability simplex (non-negative, each row summing to 1, "
-                    f"tolerance {tol:g}), but a row is {np.array2string(row, precision=4)} (sum {row.sum():.6g}); "
-                    "pass simplex_atol=None to allow any weights"
-                )
-            if self._space.learned_scale and not np.all(scale > 0):
-                raise ValueError(f"the scale (the last coordinate of {name}) must be positive, but got "
-                                 f"{float(scale[np.flatnonzero(~(scale > 0))[0]])!r}; pass simplex_atol=None "
-                                 "to allow any value")
-        return arr, single
+        """``(n, *point_shape)`` float64 points and whether one point was given (see
+        :meth:`BlendSpace.check_points <spsa_mix.blend.spaces.BlendSpace.check_points>`)."""
+        return self._space.check_points(points, name=name, simplex_atol=self.simplex_atol)
 
     def _check_point(self, alpha: ArrayLike) -> FloatArray:
         arr, single = self._check_points(alpha, "alpha")
@@ -766,61 +737,23 @@ class BlendedObjective:
         return value, d
 
     # ------------------------------------------------------------------ blended models
-    def _coefficient_rows(self, point: FloatArray) -> torch.Tensor:
-        """``(G, R)`` coefficients of one checked point, in the accumulation dtype."""
-        return self._space.coefficients(self._as_points(point[None]))[0]
-
-    def _blended_tensor(self, name: str, rows: torch.Tensor) -> torch.Tensor:
-        """One blended tensor in the accumulation dtype: its slice of the stack times its
-        group's coefficients (upcast block by block)."""
-        st = self._stack
-        start, stop = st.layout.offsets()[name]
-        out = torch.empty(stop - start, dtype=self._acc, device=self.device)
-        blend_into(out, st.weights[:, start:stop], rows[self._group_of.get(name, 0)])
-        return out.view(self._shapes[name])
-
     def iter_blended(self, alpha: ArrayLike, *, dtype: Callable[[str], torch.dtype] | torch.dtype | None = None
                      ) -> Iterator[tuple[str, torch.Tensor]]:
         """``(name, tensor)`` for every tensor of theta(alpha), in ``state_dict`` order, one
         at a time (the memory of one tensor beyond what is kept); tied names give the very
-        tensor of the name they are tied to.
+        tensor of the name they are tied to (:mod:`spsa_mix.blend.export`).
 
         Blended tensors are accumulated in float32 and cast to ``dtype`` (a dtype, or a
-        function of the name; default the objective's ``dtype``); the other tensors are the
-        constants (heads), and integer buffers (``num_batches_tracked``) the rounded
-        weighted average of the experts' values. For LoRA, the base's weights with the
-        blended update merged in (``W + sum_i alpha_i scaling_i B_i A_i``).
+        function of the name; default the objective's ``dtype``).
 
         >>> [name for name, _ in BlendedObjective._example().iter_blended(np.array([0.5, 0.5]))]
         ['weight', 'bias']
         """
         point = self._check_point(alpha)
-        st = self._stack
-        out_dtype = (dtype if callable(dtype) and not isinstance(dtype, torch.dtype)
-                     else (lambda name, d=dtype or self.dtype: d))
-        with torch.no_grad():
-            rows = self._coefficient_rows(point)  # (G, R)
-            if self._lora is not None:
-                yield from self._lora.merged(self._blend(self._as_points(point[None]))[0], st, out_dtype, self._acc)
-                return
-            rows64 = rows.to(torch.float64)
-            tied: dict[str, torch.Tensor] = {}
-            sources = set(st.aliases.values())
-            for name in st.names:
-                if name in st.aliases:
-                    tensor = tied[st.aliases[name]]
-                elif name in st.counters and st.counters[name][1] is not None and st.counters[name][0].dtype != torch.bool:
-                    stacked, group = st.counters[name]
-                    w = rows64[group].reshape((-1,) + (1,) * (stacked.ndim - 1))
-                    tensor = torch.round((w * stacked.to(torch.float64)).sum(0)).clamp_min(0).to(stacked.dtype)
-                elif name in st.constants:
-                    value = st.constants[name]
-                    tensor = value.to(out_dtype(name)).clone() if value.is_floating_point() else value.clone()
-                else:
-                    tensor = self._blended_tensor(name, rows).to(out_dtype(name))
-                if name in sources:
-                    tied[name] = tensor
-                yield name, tensor
+        if dtype is None or isinstance(dtype, torch.dtype):
+            fixed = check_float_dtype(dtype) if dtype is not None else self.dtype
+            return iter_blended(self, point, lambda name: fixed)
+        return iter_blended(self, point, dtype)
 
     def blended_state_dict(self, alpha: ArrayLike) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of theta(alpha): every tensor of the architecture, in order.
@@ -846,10 +779,7 @@ class BlendedObjective:
         >>> net.weight.tolist(), net.training, net.weight.requires_grad
         ([[0.0, 0.0], [1.0, -1.0]], True, True)
         """
-        net = copy.deepcopy(self._lora.base_arch if self._lora is not None else self._arch)
-        net.load_state_dict(self.blended_state_dict(alpha), assign=True)
-        tie(net, self._stack.aliases)
-        return net.requires_grad_(True).train()
+        return blended_module(self, self.blended_state_dict(alpha))
 
     def save_pretrained(self, alpha: ArrayLike, path: str | os.PathLike[str], *, overwrite: bool = False,
                         dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB") -> str:

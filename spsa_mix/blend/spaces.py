@@ -126,6 +126,50 @@ class BlendSpace:
         d = self.domain
         return d if self.learned_scale else d.simplex
 
+    def check_points(self, points: Any, *, name: str = "points", simplex_atol: float | None = 1e-6
+                     ) -> tuple[np.ndarray, bool]:
+        """``points`` as float64 ``(n, *point_shape)``, and whether one point was given.
+
+        Raises ``ValueError`` for another shape, values that are not finite, and (unless
+        ``simplex_atol`` is ``None``) a row of weights off the simplex or a learned scale
+        that is not positive.
+
+        >>> BlendSpace("convex", k=2).check_points([[0.5, 0.5], [0.9, 0.2]])
+        Traceback (most recent call last):
+        ...
+        ValueError: points must lie on the probability simplex (non-negative, each row summing to 1, tolerance 1e-06), but a row is [0.9 0.2] (sum 1.1); pass simplex_atol=None to allow any weights
+        """
+        arr = np.asarray(points, dtype=np.float64)
+        shape = self.domain.point_shape
+        if arr.shape == shape:
+            arr, single = arr[None], True
+        elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape and arr.shape[0] >= 1:
+            single = False
+        else:
+            hint = (f" (granularity='layer': one row of {self.k} weights per group, {self.groups} groups)"
+                    if self.layer_wise else "")
+            if self.learned_scale:
+                hint += f" (scale='learned': the {self.domain.n_weights} weights, then the scale)"
+            raise ValueError(f"{name} must have shape {shape} or (n, {', '.join(map(str, shape))}), "
+                             f"but got shape {arr.shape}{hint}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite, but got {np.array2string(arr, threshold=20)}")
+        if simplex_atol is None:
+            return arr, single
+        alpha, scale = self.split(arr)
+        rows = alpha.reshape(-1, self.k)
+        bad = np.flatnonzero((rows.min(axis=1) < -simplex_atol) | (np.abs(rows.sum(axis=1) - 1.0) > simplex_atol))
+        if bad.size:
+            row = rows[bad[0]]
+            raise ValueError(
+                f"{name} must lie on the probability simplex (non-negative, each row summing to 1, "
+                f"tolerance {simplex_atol:g}), but a row is {np.array2string(row, precision=4)} (sum {row.sum():.6g}); "
+                "pass simplex_atol=None to allow any weights")
+        if self.learned_scale and not np.all(scale > 0):
+            raise ValueError(f"the scale (the last coordinate of {name}) must be positive, but got "
+                             f"{float(scale[np.flatnonzero(~(scale > 0))[0]])!r}; pass simplex_atol=None to allow any value")
+        return arr, single
+
     def split(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(alpha (n, *simplex), scale (n,))`` of points ``(n, *point_shape)``."""
         if self.learned_scale:
