@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import spsa_mix
-from spsa_mix.blend import BlendedObjective
+from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend
 from spsa_mix.blend.losses import CausalLM
 from spsa_mix.core.domain import Domain
 
@@ -59,6 +59,22 @@ def test_dict_batches_with_labels_score_the_labels_and_never_pass_them_to_the_mo
     b = BlendedObjective.from_pretrained(llama_family.experts, data=[labelled], loss=loss, device="cpu")(POINTS)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert seen and all(s is None for s in seen)
+
+
+def test_the_entropy_objective_and_evaluation_on_dict_batches(llama_family):
+    batch = lm_batch()  # no labels: entropy over the real tokens only
+    obj = BlendedObjective.from_pretrained(llama_family.experts, data=batch, loss="entropy", device="cpu")
+    alpha = POINTS[0]
+    logp = torch.log_softmax(logits(obj.blended_model(alpha), batch).double(), dim=-1)
+    h = -(logp.exp() * logp).sum(-1)  # (B, T)
+    mask = batch["attention_mask"].bool()
+    assert obj(alpha) == pytest.approx(float(h[mask].mean()), rel=1e-5)
+    lm = BlendedObjective.from_pretrained(llama_family.experts, device="cpu")
+    data = [lm_batch(1), lm_batch(2, labels=True)]
+    got = evaluate_blend(lm, alpha, data)
+    want = evaluate(lm.blended_model(alpha), data, loss_fn=CausalLM())
+    assert got["n"] == want["n"] == 6 and 0 <= got["accuracy"] <= 1
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-6) and got["accuracy"] == pytest.approx(want["accuracy"])
 
 
 def test_tied_embeddings_stay_tied_in_the_blend_and_in_what_is_written(llama_family, tmp_path):
