@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spsa_mix.blend.functional import blend_into
+from spsa_mix.blend.functional import blend, blend_into
 from spsa_mix.blend.skeleton import tie
 
 if TYPE_CHECKING:
@@ -59,8 +59,10 @@ def iter_blended(obj: BlendedObjective, point: np.ndarray, out_dtype: Callable[[
     st = obj._stack
     with torch.no_grad():
         points = obj._as_points(point[None])
-        if obj._lora is not None:
-            yield from obj._lora.merged(obj._blend(points)[0], st, out_dtype, obj._acc)
+        if obj._lora is not None:  # the per-rank weights in the accumulation dtype, not the forward's
+            segments = st.segments if obj.granularity == "layer" else None
+            mix = blend(st.weights, obj._coefficients(points), segments, dtype=obj._acc)[0]
+            yield from obj._lora.merged(mix, st, out_dtype, obj._acc)
             return
         rows = obj._space.coefficients(points)[0]  # (G, R)
         rows64 = rows.to(torch.float64)

@@ -236,9 +236,10 @@ def save_blend(objective: BlendedObjective, point: np.ndarray, path: str | os.Pa
         with atomic_directory(path, overwrite=overwrite) as tmp:
             write_adapter(objective, point, tmp, source=source, dtype=dtype)
         return str(Path(path))
+    if source.config_dir is None:
+        raise RuntimeError("internal error: a Hugging Face blend without the directory of its config")
     aliases = objective._stack.aliases
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        assert source.config_dir is not None  # an "hf" source always has one
         _copy_config(source.config_dir, tmp, dtype)
         _copy_side_files(source.config_dir, tmp)
         tensors = ((n, t) for n, t in objective.iter_blended(point, dtype=out_dtype) if n not in aliases)
