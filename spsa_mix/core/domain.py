@@ -30,25 +30,18 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from spsa_mix.core.errors import normalize_shape
 from spsa_mix.core.simplex import logits_from_simplex, project_sum_zero, softmax, softmax_jvp
+from spsa_mix.core.validation import check_int, normalize_shape
 
 __all__ = ["Domain"]
 
 FloatArray = NDArray[np.float64]
-
-
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
-        raise ValueError(f"{name} must be an integer >= 0, but got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -80,8 +73,8 @@ class Domain:
 
     def __init__(self, simplex: Any, positive: int = 0, real: int = 0, names: Any = ()) -> None:
         object.__setattr__(self, "simplex", normalize_shape(simplex))
-        object.__setattr__(self, "positive", _count(positive, "positive"))
-        object.__setattr__(self, "real", _count(real, "real"))
+        object.__setattr__(self, "positive", check_int(positive, "positive", minimum=0))
+        object.__setattr__(self, "real", check_int(real, "real", minimum=0))
         extras = self.positive + self.real
         names = tuple(names) if names else tuple([f"positive_{i}" for i in range(self.positive)]
                                                  + [f"real_{i}" for i in range(self.real)])
