@@ -12,6 +12,12 @@ uniform point). ``options["batch_size"] = b`` creates the optimizer with
 ``vectorized=True`` each batch is one call of the objective. The random state of the
 parametrisation is seeded from ``rng``; same seed, same run.
 
+A :class:`~spsa_mix.core.domain.Domain` with coordinates beside the simplex is searched as
+``ng.p.Tuple(simplex, extras)``: the simplex's parametrisation as above, and an
+``ng.p.Array`` of the extra coordinates bounded by ``options["positive_bounds"]`` (in
+``log`` space) and ``options["real_bounds"]`` (see
+:mod:`spsa_mix.adapters._parametrization` for the defaults and why).
+
 Nevergrad may recommend a point it never evaluated (the centre of TBPSA or of an EDA, the
 average of its SPSA, NGOpt delegating to such an optimizer), which cannot be known before
 the run, so one evaluation is reserved (``final_eval=True``) and spent only when the
@@ -28,6 +34,9 @@ Options (``options={...}``)
     lower end of the box for ``"normalize"`` and ``"stick"`` (default ``1e-6``).
 ``batch_size``
     points asked per round (``num_workers``), default 1.
+``positive_bounds``, ``real_bounds``
+    the boxes of the positive (default ``(1/8, 8)``, searched in ``log`` space) and real
+    (default ``(-2, 2)``) coordinates of a domain that has them.
 
 Choice of the default parametrisation (measured)
 ------------------------------------------------
@@ -82,8 +91,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from spsa_mix.adapters._asktell import batch_size_of, make_parametrization, parse_options, run_ask_tell
-from spsa_mix.adapters._parametrization import DEFAULT_LOWER, SimplexParametrization
+from spsa_mix.adapters._asktell import (
+    Parametrization,
+    batch_size_of,
+    make_parametrization,
+    options_for,
+    parse_options,
+    run_ask_tell,
+)
+from spsa_mix.adapters._parametrization import (
+    DEFAULT_LOWER,
+    DEFAULT_POSITIVE_BOUNDS,
+    DEFAULT_REAL_BOUNDS,
+    DomainParametrization,
+)
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.methods import MethodSpec
 from spsa_mix.core.result import OptimizeResult
 
@@ -96,6 +118,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "bound": None,  # softmax logits unbounded: Nevergrad's own Array(init=0, sigma=1)
     "lower": DEFAULT_LOWER,
     "batch_size": 1,  # sequential: ask one, tell one
+    "positive_bounds": DEFAULT_POSITIVE_BOUNDS,  # see spsa_mix.adapters._parametrization
+    "real_bounds": DEFAULT_REAL_BOUNDS,
 }
 _POPULAR = ("NGOpt", "CMA", "TwoPointsDE", "OnePlusOne", "PSO", "DE", "RandomSearch", "NGOptBase")
 
@@ -133,26 +157,40 @@ def method_spec(suffix: str) -> MethodSpec:
         final_eval=True,
         cost_per_step=batch_size_of,
         description=f"Nevergrad {suffix} through ask/tell on a parametrisation of the simplex",
+        domains=True,
     )
 
 
-class _NevergradBackend:
-    """One Nevergrad optimizer on ``ng.p.Array`` of the free coordinates."""
+def _array(ng: Any, z0: FloatArray, bounds: tuple[Any, Any] | None) -> Any:
+    return ng.p.Array(init=z0) if bounds is None else ng.p.Array(init=z0, lower=bounds[0], upper=bounds[1])
 
-    def __init__(self, optimizer: str, param: SimplexParametrization, z0: FloatArray, budget: int,
+
+class _NevergradBackend:
+    """One Nevergrad optimizer on ``ng.p.Array`` of the free coordinates (a ``ng.p.Tuple``
+    of the simplex's and the extra coordinates' arrays for a domain that has some)."""
+
+    def __init__(self, optimizer: str, param: Parametrization, z0: FloatArray, budget: int,
                  *, batch_size: int, seed: int) -> None:
         ng = _import_nevergrad()
-        bounds = param.bounds
-        if bounds is None:
-            array = ng.p.Array(init=z0)
+        if isinstance(param, DomainParametrization):
+            split = param.simplex.dim
+            parametrization = ng.p.Tuple(_array(ng, z0[:split], param.simplex.bounds),
+                                         _array(ng, z0[split:], param.extra_bounds))
         else:
-            array = ng.p.Array(init=z0, lower=bounds[0], upper=bounds[1])
-        array.random_state = np.random.RandomState(seed)
-        self.opt = ng.optimizers.registry[optimizer](parametrization=array, budget=budget, num_workers=batch_size)
+            parametrization = _array(ng, z0, param.bounds)
+        parametrization.random_state = np.random.RandomState(seed)
+        self.opt = ng.optimizers.registry[optimizer](parametrization=parametrization, budget=budget,
+                                                     num_workers=batch_size)
+
+    @staticmethod
+    def _flat(value: Any) -> FloatArray:
+        if isinstance(value, tuple):
+            return np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in value])
+        return np.asarray(value, dtype=np.float64)
 
     def ask(self, n: int) -> tuple[list[Any], FloatArray]:
         candidates = [self.opt.ask() for _ in range(n)]
-        return candidates, np.stack([np.asarray(c.value, dtype=np.float64) for c in candidates])
+        return candidates, np.stack([self._flat(c.value) for c in candidates])
 
     def tell(self, handles: list[Any], losses: FloatArray) -> None:
         for candidate, loss in zip(handles, losses, strict=True):
@@ -161,7 +199,7 @@ class _NevergradBackend:
     def recommend(self) -> FloatArray | None:
         if self.opt.num_tell == 0:
             return None
-        return np.asarray(self.opt.provide_recommendation().value, dtype=np.float64)
+        return self._flat(self.opt.provide_recommendation().value)
 
     def close(self) -> None:
         """Stop the threads of Nevergrad's recast optimizers (SciPy's Cobyla, Powell,
@@ -236,15 +274,15 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _run(objective: Callable[..., Any], shape: tuple[int, ...], *, optimizer: str, rng: np.random.Generator,
-         run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None, x0: Any = None,
-         options: dict[str, Any] | None = None) -> OptimizeResult:
-    opts = parse_options(options, method=f"nevergrad:{optimizer}", allowed=DEFAULT_OPTIONS)
+def _run(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, optimizer: str,
+         rng: np.random.Generator, run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
+         x0: Any = None, options: dict[str, Any] | None = None) -> OptimizeResult:
+    opts = parse_options(options, method=f"nevergrad:{optimizer}", allowed=options_for(shape, DEFAULT_OPTIONS))
     batch_size = batch_size_of({"options": opts})
     param = make_parametrization(shape, opts)
     seed = int(rng.integers(2**32 - 1))
 
-    def make_backend(param: SimplexParametrization, z0: FloatArray, budget: int) -> _NevergradBackend:
+    def make_backend(param: Parametrization, z0: FloatArray, budget: int) -> _NevergradBackend:
         return _NevergradBackend(optimizer, param, z0, budget, batch_size=batch_size, seed=seed)
 
     return run_ask_tell(objective, shape, make_backend=make_backend, param=param, x0=x0, batch_size=batch_size,

@@ -13,6 +13,11 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
   objective raises, :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial
   result.
 
+The points are those of a :class:`~spsa_mix.core.domain.Domain`; with coordinates beside
+the simplex, ``res.x`` and the history's ``x`` are flat points, and the result (and the
+callback's) also carries ``alpha`` (the weights, shaped ``domain.simplex``) and ``extras``
+(the other coordinates by name).
+
 Budget currency: one evaluation of the objective at one point costs 1. Gradient methods
 count a backward pass as ``backward_cost`` (2 by default, GLUE section 4.1's
 ``gamma >= 2``) and a tangent (jvp) pass as 1; ``res.cost`` is the total, and
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
 from spsa_mix.core.result import History, OptimizeResult, Status
 
@@ -55,7 +61,7 @@ class Run:
     def __init__(
         self,
         objective: Callable[..., Any],
-        shape: tuple[int, ...],
+        shape: tuple[int, ...] | Domain,
         *,
         method: str,
         vectorized: bool = False,
@@ -71,7 +77,8 @@ class Run:
         backward_cost: float = 2.0,
     ) -> None:
         self.objective = objective
-        self.shape = shape
+        self.domain = Domain.of(shape)
+        self.shape = self.domain.point_shape
         self.method = method
         self.vectorized = vectorized
         self.max_evals = max_evals
@@ -228,7 +235,7 @@ class Run:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{loss:.4g}", nfev=self.nfev, refresh=False)
         if self.callback is not None:
-            info = OptimizeResult(x=np.array(x, copy=True), fun=loss, nit=self.nit, nfev=self.nfev, **extra)
+            info = OptimizeResult(**self._point_fields(x), fun=loss, nit=self.nit, nfev=self.nfev, **extra)
             try:
                 self.callback(info)
             except StopIteration:
@@ -320,7 +327,7 @@ class Run:
         extra: Callable[[], dict[str, Any]] | None,
     ) -> OptimizeResult:
         res = OptimizeResult(
-            x=np.array(x, copy=True),
+            **self._point_fields(x),
             fun=float(fun),
             nit=self.nit,
             nfev=self.nfev,
@@ -338,3 +345,11 @@ class Run:
             res.update(extra())
         logger.info("%s finished: %s (fun=%.6g, nit=%d, nfev=%d)", self.method, message, res.fun, self.nit, self.nfev)
         return res
+
+    def _point_fields(self, x: FloatArray) -> dict[str, Any]:
+        """``x`` (a copy), and ``alpha`` and ``extras`` when the domain has extra coordinates."""
+        fields: dict[str, Any] = {"x": np.array(x, copy=True)}
+        if not self.domain.simplex_only:
+            fields["alpha"] = self.domain.split(fields["x"])[0].copy()
+            fields["extras"] = self.domain.extras(fields["x"])
+        return fields

@@ -18,6 +18,18 @@ All three classes optimise unconstrained logits ``beta`` with Adam (or SGD) and 
     exact gradients: ``ask()`` returns the current point; ``tell(loss, grad_alpha)``, and the
     gradient is pulled back through the softmax.
 
+Beside the simplex weights, a point may hold positive and real coordinates (a learned
+scale ``s > 0``, say): give a :class:`~spsa_mix.core.domain.Domain` for ``k``. The
+optimisers then work on the unconstrained vector ``beta`` of the domain (the logits, ``log``
+of each positive coordinate, the real coordinates as they are); a point is one flat vector
+(weights row by row, then positive, then real coordinates), the directions are drawn in the
+space of ``beta`` (the extra coordinates with the same kind of entries, not projected), the
+tangents of the forward gradient are pushed through :meth:`Domain.jvp
+<spsa_mix.core.domain.Domain.jvp>` and exact gradients pulled back through
+:meth:`Domain.vjp <spsa_mix.core.domain.Domain.vjp>`. ``alpha`` is always the simplex part
+(shape ``simplex``) and ``x`` the whole point; with a simplex-only domain (an ``int`` or
+``(groups, k)``) the two are the same and nothing differs from before.
+
 Defaults follow GLUE section 5 for Adam (``lr=1e-2``, ``betas=(0.9, 0.99)``) and ``m=1``.
 The directions are this package's choice: Rademacher signs (Spall's SPSA) restricted to the
 sum-zero subspace, with ``mu=0.05``; GLUE's unit-sphere directions are
@@ -34,6 +46,16 @@ Example
 ...     _ = opt.tell(((probes - c) ** 2).sum(axis=1))          # two losses, same order
 >>> bool(np.abs(opt.alpha - c).max() < 0.02)
 True
+
+A learned positive coordinate beside the weights (minimum at ``alpha = c``, ``s = 2``):
+
+>>> from spsa_mix.core.domain import Domain
+>>> opt = SimplexSPSA(Domain(3, positive=1, names=("scale",)), seed=0, lr=0.05)
+>>> for _ in range(400):
+...     x = opt.ask()                                      # (2, 4): weights, then s
+...     _ = opt.tell(((x[:, :3] - c) ** 2).sum(axis=1) + np.log(x[:, 3] / 2) ** 2)
+>>> bool(np.abs(opt.alpha - c).max() < 0.02), round(float(opt.x[3]), 1)
+(True, 2.0)
 """
 
 from __future__ import annotations
@@ -47,6 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, sample_directions
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
 from spsa_mix.core.simplex import (
@@ -63,7 +86,6 @@ from spsa_mix.core.validation import (
     check_positive_int,
     check_probability,
     normalize_rng,
-    normalize_shape,
 )
 
 __all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
@@ -77,7 +99,8 @@ DEFAULT_MU = 0.05  # radius in logit space; measured in docs/directions.md
 DEFAULT_M = 1  # GLUE section 5: one direction per step
 DEFAULT_DIRECTIONS = "rademacher"  # GLUE 3.2 uses "normalized-gaussian"; measured in docs/directions.md
 DEFAULT_SUM_ZERO = True  # softmax ignores the all-ones direction; measured in docs/directions.md
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: the domain in the config; version 1 (a simplex shape) still loads
+_STATE_VERSIONS = (1, 2)
 
 
 class StepInfo(NamedTuple):
@@ -92,10 +115,11 @@ class StepInfo(NamedTuple):
 
 
 class ForwardProbe(NamedTuple):
-    """``ask()`` of :class:`SimplexForwardGradient`: a point and ``m`` tangents at it."""
+    """``ask()`` of :class:`SimplexForwardGradient`: a point and ``m`` tangents at it
+    (``alpha`` is the whole point: with extra coordinates, the flat point of the domain)."""
 
     alpha: FloatArray  # (*shape)
-    tangents: FloatArray  # (m, *shape), tangents in alpha space, each row summing to zero
+    tangents: FloatArray  # (m, *shape), tangents in point space, each simplex row summing to zero
 
 
 class _SimplexOptimizer:
@@ -103,7 +127,7 @@ class _SimplexOptimizer:
 
     def __init__(
         self,
-        k: int | Sequence[int],
+        k: int | Sequence[int] | Domain,
         *,
         x0: ArrayLike | None = None,
         lr: float = DEFAULT_LR,
@@ -116,7 +140,8 @@ class _SimplexOptimizer:
         seed: int | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        self.shape = normalize_shape(k)
+        self.domain = Domain.of(k)
+        self.shape = self.domain.point_shape  # of a point and of beta: the simplex shape, or (size,)
         self.lr = check_positive(lr, "lr")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
@@ -138,9 +163,11 @@ class _SimplexOptimizer:
         self.rng = normalize_rng(seed, rng)
 
         if x0 is None:
-            self._beta = np.zeros(self.shape)  # alpha = 1/k, GLUE section 3.3
-        else:
+            self._beta = np.zeros(self.shape)  # alpha = 1/k (GLUE section 3.3), positive coordinates 1, real 0
+        elif self.domain.simplex_only:
             self._beta = logits_from_simplex(check_simplex_point(x0, self.shape, name="x0"))
+        else:
+            self._beta = self.domain.from_point(self.domain.check_point(x0, name="x0"))
         self._adam = AdamState(np.zeros(self.shape), np.zeros(self.shape), 0)
         self._momentum_buf = np.zeros(self.shape)
         self._step = 0
@@ -149,12 +176,24 @@ class _SimplexOptimizer:
     # ------------------------------------------------------------------ properties
     @property
     def alpha(self) -> FloatArray:
-        """The current point, ``softmax(beta)`` row by row (a copy)."""
-        return softmax(self._beta)
+        """The current simplex weights, ``softmax`` of the logits row by row (a copy), of
+        shape ``domain.simplex``."""
+        if self.domain.simplex_only:
+            return softmax(self._beta)
+        return softmax(self.domain.split(self._beta)[0])
+
+    @property
+    def x(self) -> FloatArray:
+        """The current point (a copy): ``alpha`` for a simplex-only domain, else the flat
+        point of the domain (weights, then positive and real coordinates)."""
+        if self.domain.simplex_only:
+            return softmax(self._beta)
+        return self.domain.to_point(self._beta)
 
     @property
     def beta(self) -> FloatArray:
-        """The current logits (a copy)."""
+        """The current unconstrained coordinates (a copy): the logits, then ``log`` of the
+        positive coordinates and the real ones."""
         return self._beta.copy()
 
     @property
@@ -177,7 +216,8 @@ class _SimplexOptimizer:
             self._beta, self._momentum_buf = sgd_update(
                 self._beta, grad_beta, self._momentum_buf, lr=lr, momentum=self.momentum
             )
-        self._beta = project_sum_zero(self._beta)  # softmax ignores the shift
+        # softmax ignores the shift of a logit row; the other coordinates are kept
+        self._beta = project_sum_zero(self._beta) if self.domain.simplex_only else self.domain.project(self._beta)
         flat = grad_beta.reshape(-1)
         info = StepInfo(self._step, loss, mu, lr, math.sqrt(float(flat @ flat)))
         self._step += 1
@@ -208,6 +248,7 @@ class _SimplexOptimizer:
         return {
             "class": type(self).__name__,
             "shape": self.shape,
+            "domain": self.domain.to_dict(),
             "lr": self.lr,
             "betas": self.betas,
             "eps": self.eps,
@@ -218,7 +259,7 @@ class _SimplexOptimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: logits, moments, step, pending probes,
-        the generator's state and the hyperparameters (schedules only by name).
+        the generator's state, the domain and the hyperparameters (schedules only by name).
 
         >>> opt = SimplexSPSA(3, seed=0)
         >>> sorted(opt.state_dict())
@@ -237,18 +278,20 @@ class _SimplexOptimizer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the optimiser must have the same class and shape.
+        """Restore a :meth:`state_dict`; the optimiser must have the same class and domain
+        (shape). A state of version 1 (of a simplex shape, before the domain was stored)
+        loads too.
 
         Hyperparameters are restored from ``state``; schedules given as callables are kept
         as this instance was built with them.
         """
-        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state must be a dict from state_dict() (version {_STATE_VERSION}), but got {type(state).__name__}")
+        if not isinstance(state, dict) or state.get("version") not in _STATE_VERSIONS:
+            raise ValueError(f"state must be a dict from state_dict() (version {' or '.join(map(str, _STATE_VERSIONS))}), "
+                             f"but got {type(state).__name__}")
         cfg = state["config"]
         if cfg["class"] != type(self).__name__:
             raise ValueError(f"state was saved by {cfg['class']}, but this optimiser is {type(self).__name__}")
-        if tuple(cfg["shape"]) != self.shape:
-            raise ValueError(f"state has shape {tuple(cfg['shape'])}, but this optimiser has shape {self.shape}")
+        self._check_domain(cfg, state["version"])
         self._load_config(cfg)
         self._beta = np.array(state["beta"], dtype=np.float64)
         self._adam = AdamState(np.array(state["exp_avg"]), np.array(state["exp_avg_sq"]), int(state["step"]))
@@ -256,6 +299,13 @@ class _SimplexOptimizer:
         self._step = int(state["step"])
         self._pending = copy.deepcopy(state["pending"])
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+
+    def _check_domain(self, cfg: dict[str, Any], version: int) -> None:
+        saved = Domain.from_dict(cfg["domain"]) if version >= 2 else Domain.of(tuple(cfg["shape"]))
+        if saved != self.domain:
+            if saved.simplex_only and self.domain.simplex_only:
+                raise ValueError(f"state has shape {saved.simplex}, but this optimiser has shape {self.shape}")
+            raise ValueError(f"state has domain {saved!r}, but this optimiser has domain {self.domain!r}")
 
     def _load_config(self, cfg: dict[str, Any]) -> None:
         self.lr, self.betas, self.eps = cfg["lr"], tuple(cfg["betas"]), cfg["eps"]
@@ -267,7 +317,7 @@ class _DirectionalOptimizer(_SimplexOptimizer):
 
     def __init__(
         self,
-        k: int | Sequence[int],
+        k: int | Sequence[int] | Domain,
         *,
         m: int = DEFAULT_M,
         directions: str = DEFAULT_DIRECTIONS,
@@ -283,12 +333,12 @@ class _DirectionalOptimizer(_SimplexOptimizer):
         self.sum_zero = bool(sum_zero)
         self.orthogonal = bool(orthogonal)
         # Fail now, not at the first ask(), if orthogonal directions cannot be drawn.
-        sample_directions(np.random.default_rng(0), self.m, self.shape, kind=directions,
+        sample_directions(np.random.default_rng(0), self.m, self.domain, kind=directions,
                           sum_zero=self.sum_zero, orthogonal=self.orthogonal)
-        self.scale = estimator_scale(directions, self.shape, self.sum_zero)
+        self.scale = estimator_scale(directions, self.domain, self.sum_zero)
 
     def _draw(self) -> FloatArray:
-        return sample_directions(self.rng, self.m, self.shape, kind=self.directions,
+        return sample_directions(self.rng, self.m, self.domain, kind=self.directions,
                                  sum_zero=self.sum_zero, orthogonal=self.orthogonal)
 
     def _config(self) -> dict[str, Any]:
@@ -301,7 +351,7 @@ class _DirectionalOptimizer(_SimplexOptimizer):
             raise ValueError(f"state has m={cfg['m']}, but this optimiser has m={self.m}")
         super()._load_config(cfg)
         self.directions, self.sum_zero, self.orthogonal = cfg["directions"], cfg["sum_zero"], cfg["orthogonal"]
-        self.scale = estimator_scale(self.directions, self.shape, self.sum_zero)
+        self.scale = estimator_scale(self.directions, self.domain, self.sum_zero)
 
 
 class SimplexSPSA(_DirectionalOptimizer):
@@ -310,9 +360,12 @@ class SimplexSPSA(_DirectionalOptimizer):
     Parameters
     ----------
     k:
-        Number of vertices, or a shape ``(groups, k)`` for one simplex per row.
+        Number of vertices, a shape ``(groups, k)`` for one simplex per row, or a
+        :class:`~spsa_mix.core.domain.Domain` with positive and real coordinates beside the
+        weights (then points are flat vectors, see the module docstring).
     x0:
-        Starting point, strictly positive, each row summing to one; default ``1/k``.
+        Starting point, strictly positive, each row summing to one; default ``1/k``. With
+        a domain, the whole flat point (default: ``1/k``, positive coordinates 1, real 0).
     m:
         Directions averaged per step (GLUE eq. 3); each step asks for ``2 m`` probes.
     lr, betas, eps:
@@ -320,7 +373,8 @@ class SimplexSPSA(_DirectionalOptimizer):
     update:
         ``"adam"`` (default) or ``"sgd"`` (with ``momentum``).
     mu:
-        Perturbation radius in logit space at step 0.
+        Perturbation radius in logit space at step 0 (in ``log`` space for a positive
+        coordinate).
     mu_schedule, lr_schedule:
         ``"constant"``, ``"power"``, ``"cosine"`` or a callable of the step index that
         returns a factor (see :mod:`spsa_mix.core.schedules`).
@@ -340,7 +394,7 @@ class SimplexSPSA(_DirectionalOptimizer):
 
     def __init__(
         self,
-        k: int | Sequence[int],
+        k: int | Sequence[int] | Domain,
         *,
         mu: float = DEFAULT_MU,
         mu_schedule: str | Schedule | None = None,
@@ -355,8 +409,9 @@ class SimplexSPSA(_DirectionalOptimizer):
         return self.mu * evaluate_schedule(self._mu_schedule, self._step, name="mu_schedule")
 
     def ask(self) -> FloatArray:
-        """The ``2 m`` probes of the next step, shape ``(2 m, *shape)``; calling it again
-        before :meth:`tell` returns the same probes."""
+        """The ``2 m`` probes of the next step, shape ``(2 m, *shape)`` (flat points of the
+        domain with extra coordinates); calling it again before :meth:`tell` returns the
+        same probes."""
         if self._pending is None:
             mu = self.current_mu()
             self._pending = {"directions": self._draw(), "mu": mu}
@@ -364,7 +419,7 @@ class SimplexSPSA(_DirectionalOptimizer):
         betas = np.empty((2 * self.m, *self.shape))
         betas[0::2] = self._beta + mu * u
         betas[1::2] = self._beta - mu * u
-        return softmax(betas)
+        return softmax(betas) if self.domain.simplex_only else self.domain.to_point(betas)
 
     def tell(self, losses: ArrayLike) -> StepInfo:
         """Update with the ``2 m`` losses of the probes from :meth:`ask`, in the same order.
@@ -410,8 +465,11 @@ class SimplexForwardGradient(_DirectionalOptimizer):
     def ask(self) -> ForwardProbe:
         if self._pending is None:
             self._pending = {"directions": self._draw()}
-        alpha = self.alpha
-        return ForwardProbe(alpha, softmax_jvp(alpha, self._pending["directions"]))
+        u = self._pending["directions"]
+        if self.domain.simplex_only:
+            alpha = self.alpha
+            return ForwardProbe(alpha, softmax_jvp(alpha, u))
+        return ForwardProbe(self.x, self.domain.jvp(self._beta, u))
 
     def tell(self, loss: float, derivs: ArrayLike) -> StepInfo:
         pending = self._require_pending()
@@ -437,8 +495,10 @@ class SimplexGradient(_SimplexOptimizer):
     """
 
     def ask(self) -> FloatArray:
+        """The current point; :meth:`tell` takes the loss and the gradient there (of the
+        point's shape: with extra coordinates, with respect to them too)."""
         self._pending = True
-        return self.alpha
+        return self.x
 
     def tell(self, loss: float, grad: ArrayLike) -> StepInfo:
         self._require_pending()
@@ -447,5 +507,5 @@ class SimplexGradient(_SimplexOptimizer):
         if g.shape != self.shape:
             raise ValueError(f"tell() expects a gradient of shape {self.shape}, but got shape {g.shape}")
         self._check_losses(g.ravel(), g.size, "gradient entries")
-        grad_beta = softmax_vjp(self.alpha, g)
+        grad_beta = softmax_vjp(self.alpha, g) if self.domain.simplex_only else self.domain.vjp(self._beta, g)
         return self._apply(grad_beta, float(value), 0.0)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import spsa_mix
 from spsa_mix import ObjectiveError, OptimizeResult, Status
-from spsa_mix.problems import Quadratic
+from spsa_mix.problems import Quadratic, ScaledQuadratic
 
 # ---------------------------------------------------------------- convergence (properties)
 # Stated tolerance and budget: with max_evals=3000, m=1, lr=0.05 and a cosine step size,
@@ -249,3 +249,48 @@ def test_progress_bar_and_logging(caplog, capsys):
         spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, show_progress_bar=True)
     assert "spsa finished: maxiter=5 reached" in caplog.text
     assert "5/5" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- coordinates beside the simplex
+# SPSA's minimiser is biased by O(mu^2): here s = 2.95 with the default mu = 0.05 (log s moves
+# by +-0.05 in a probe) whatever the budget, 2.99 with mu = 0.02.
+@pytest.mark.parametrize(("method", "budget", "kw"), [("spsa", 3000, {"mu": 0.02}), ("forward-grad", 900, {}),
+                                                      ("backprop", 600, {})])
+def test_every_builtin_method_learns_the_scale(method, budget, kw):
+    p = ScaledQuadratic.random(4, rng=1, s_star=3.0)
+    res = spsa_mix.minimize(p, k=p.domain, method=method, max_evals=budget, lr=0.05, lr_schedule="cosine",
+                            seed=0, vectorized=True, **kw)
+    assert res.success and res.cost <= budget
+    assert res.x.shape == (5,) and res.alpha.shape == (4,) and list(res.extras) == ["scale"]
+    np.testing.assert_array_equal(res.alpha, res.x[:4])
+    assert res.extras["scale"] == res.x[4] == pytest.approx(3.0, rel=0.01)
+    np.testing.assert_allclose(res.alpha, p.c, atol=0.01)
+    assert res.history["x"].shape == (res.nit, 5)  # history rows keep the whole point
+    assert res.to_json()["extras"] == {"scale": res.x[4]}
+
+
+def test_extras_reach_the_callback_and_validation():
+    p = ScaledQuadratic.random(3, rng=0)
+    seen, checked = [], []
+    spsa_mix.minimize(p, k=p.domain, maxiter=3, seed=0, callback=lambda r: seen.append((r.x, r.alpha, r.extras)),
+                      val_objective=lambda x: (checked.append(x.shape), 0.0)[1], val_every=1)
+    assert [s[0].shape for s in seen] == [(4,)] * 3 and seen[0][1].shape == (3,) and "scale" in seen[0][2]
+    assert checked == [(4,)] * 4
+
+
+def test_plain_simplex_results_are_unchanged_by_the_domain():
+    q = Quadratic.random(4, rng=0)
+    a = spsa_mix.minimize(q, k=4, max_evals=60, seed=0)
+    b = spsa_mix.minimize(q, k=spsa_mix.Domain(4), max_evals=60, seed=0)
+    assert "alpha" not in a and "extras" not in a and set(a) == set(b)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.history["x"], b.history["x"])
+
+
+def test_x0_is_the_whole_point_of_the_domain():
+    p = ScaledQuadratic.random(3, rng=0)
+    res = spsa_mix.minimize(p, k=p.domain, maxiter=1, seed=0, x0=[0.2, 0.3, 0.5, 4.0], final_eval=False)
+    np.testing.assert_allclose(res.state["beta"][3], np.log(4.0), atol=0.05)  # one step from log 4
+    with pytest.raises(ValueError, match=r"x0 must be a point of Domain\(simplex=\(3,\), positive=1, "
+                                         r"names=\('scale',\)\) of shape \(4,\)"):
+        spsa_mix.minimize(p, k=p.domain, x0=[0.2, 0.3, 0.5])
