@@ -297,8 +297,8 @@ class TestConformanceMixedDomain:
 @pytest.mark.parametrize("method", BUILTIN)
 def test_mixed_domain_state_round_trip_is_bit_for_bit(method: str) -> None:
     """Stopped by the callback after 7 of 20 planned steps, resumed from res.state with the
-    rest of the budget: the uninterrupted run, bit for bit."""
-    kw = dict(maxiter=20, final_eval=False, seed=5)
+    rest of the budget: the uninterrupted run, bit for bit (schedules included)."""
+    kw = dict(maxiter=20, lr_schedule="cosine", final_eval=False, seed=5)
     full = run_mixed(method, MixedRecorder(), max_evals=None, **kw)
 
     def stop(info: OptimizeResult) -> None:

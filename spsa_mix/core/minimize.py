@@ -143,7 +143,12 @@ def minimize(
         Spend one evaluation (reserved in the budget) to score the returned point, so
         ``res.fun`` is ``objective(res.x)``; otherwise it is the last step's estimate.
     initial_state:
-        A ``res.state`` (or ``state_dict()``) to resume from.
+        A ``res.state`` (or ``state_dict()``) to resume from. As ``torch.optim``'s
+        ``load_state_dict``, the state brings its point, moments, generator state (so
+        ``seed`` and ``rng`` do not matter), hyperparameters and schedules, their planned
+        number of steps included (a run stopped early and resumed is the uninterrupted
+        one, bit for bit); a callable schedule, which a state cannot hold, must be given
+        again.
     backward_cost:
         What a backward pass counts in the budget for ``method="backprop"`` (default 2).
     show_progress_bar:

@@ -71,7 +71,16 @@ from numpy.typing import ArrayLike, NDArray
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, sample_directions
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
-from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
+from spsa_mix.core.schedules import (
+    Constant,
+    Cosine,
+    PowerDecay,
+    Schedule,
+    evaluate_schedule,
+    resolve_schedule,
+    schedule_from_spec,
+    schedule_spec,
+)
 from spsa_mix.core.simplex import (
     check_simplex_point,
     logits_from_simplex,
@@ -99,8 +108,9 @@ DEFAULT_MU = 0.05  # radius in logit space; measured in docs/directions.md
 DEFAULT_M = 1  # GLUE section 5: one direction per step
 DEFAULT_DIRECTIONS = "rademacher"  # GLUE 3.2 uses "normalized-gaussian"; measured in docs/directions.md
 DEFAULT_SUM_ZERO = True  # softmax ignores the all-ones direction; measured in docs/directions.md
-_STATE_VERSION = 2  # 2: the domain in the config; version 1 (a simplex shape) still loads
+_STATE_VERSION = 2  # 2: the domain and the schedules' parameters in the config; version 1 still loads
 _STATE_VERSIONS = (1, 2)
+_BUILTIN_SCHEDULES = (Constant, PowerDecay, Cosine)
 
 
 class StepInfo(NamedTuple):
@@ -255,11 +265,13 @@ class _SimplexOptimizer:
             "update": self.update,
             "momentum": self.momentum,
             "total_steps": self.total_steps,
+            "lr_schedule": schedule_spec(self._lr_schedule),
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: logits, moments, step, pending probes,
-        the generator's state, the domain and the hyperparameters (schedules only by name).
+        the generator's state and the hyperparameters, the domain and the schedules'
+        parameters (a callable schedule only as ``{"name": "callable"}``).
 
         >>> opt = SimplexSPSA(3, seed=0)
         >>> sorted(opt.state_dict())
@@ -278,12 +290,15 @@ class _SimplexOptimizer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the optimiser must have the same class and domain
-        (shape). A state of version 1 (of a simplex shape, before the domain was stored)
-        loads too.
+        """Restore a :meth:`state_dict`; the optimiser must have the same class, domain
+        (shape) and ``m``.
 
-        Hyperparameters are restored from ``state``; schedules given as callables are kept
-        as this instance was built with them.
+        As ``torch.optim``'s ``load_state_dict``, the hyperparameters (``lr``, ``mu``,
+        ``betas``, ...) and the built-in schedules, with their planned number of steps, are
+        restored from ``state``; a schedule given as a callable cannot be stored, so the
+        optimiser must have been built with one (the same, for the same run). A state of
+        version 1 (before the domain and the schedules were stored) keeps this instance's
+        schedules.
         """
         if not isinstance(state, dict) or state.get("version") not in _STATE_VERSIONS:
             raise ValueError(f"state must be a dict from state_dict() (version {' or '.join(map(str, _STATE_VERSIONS))}), "
@@ -310,6 +325,20 @@ class _SimplexOptimizer:
     def _load_config(self, cfg: dict[str, Any]) -> None:
         self.lr, self.betas, self.eps = cfg["lr"], tuple(cfg["betas"]), cfg["eps"]
         self.update, self.momentum, self.total_steps = cfg["update"], cfg["momentum"], cfg["total_steps"]
+        if "lr_schedule" in cfg:  # version 2
+            self._lr_schedule = self._restored_schedule(cfg["lr_schedule"], "lr_schedule", self._lr_schedule)
+
+    @staticmethod
+    def _restored_schedule(spec: Any, name: str, current: Schedule) -> Schedule:
+        """The schedule a state's spec gives; a callable one keeps ``current``, which must
+        then be a callable too."""
+        schedule = schedule_from_spec(spec, name=f"state['config'][{name!r}]")
+        if schedule is not None:
+            return schedule
+        if type(current) in _BUILTIN_SCHEDULES:
+            raise ValueError(f"state['config'][{name!r}] is a callable, which a state cannot hold: build this "
+                             f"optimiser with that callable ({name}=...) before loading the state")
+        return current
 
 
 class _DirectionalOptimizer(_SimplexOptimizer):
@@ -436,11 +465,14 @@ class SimplexSPSA(_DirectionalOptimizer):
     def _config(self) -> dict[str, Any]:
         cfg = super()._config()
         cfg["mu"] = self.mu
+        cfg["mu_schedule"] = schedule_spec(self._mu_schedule)
         return cfg
 
     def _load_config(self, cfg: dict[str, Any]) -> None:
         super()._load_config(cfg)
         self.mu = cfg["mu"]
+        if "mu_schedule" in cfg:  # version 2
+            self._mu_schedule = self._restored_schedule(cfg["mu_schedule"], "mu_schedule", self._mu_schedule)
 
 
 class SimplexForwardGradient(_DirectionalOptimizer):

@@ -294,3 +294,34 @@ def test_x0_is_the_whole_point_of_the_domain():
     with pytest.raises(ValueError, match=r"x0 must be a point of Domain\(simplex=\(3,\), positive=1, "
                                          r"names=\('scale',\)\) of shape \(4,\)"):
         spsa_mix.minimize(p, k=p.domain, x0=[0.2, 0.3, 0.5])
+
+
+# ---------------------------------------------------------------- resuming
+@pytest.mark.parametrize(("lr_schedule", "mu_schedule"), [("cosine", "power"), ("power", "cosine")])
+@pytest.mark.parametrize("method", ["spsa", "forward-grad", "backprop"])
+def test_a_run_stopped_early_and_resumed_is_the_uninterrupted_one_with_schedules(method, lr_schedule, mu_schedule):
+    q = Quadratic.random(4, rng=2)
+    kw = dict(method=method, lr_schedule=lr_schedule, final_eval=False, vectorized=True)
+    if method == "spsa":
+        kw["mu_schedule"] = mu_schedule
+    full = spsa_mix.minimize(q, k=4, maxiter=30, seed=1, **kw)
+
+    def stop(info):
+        if info.nit == 12:
+            raise StopIteration
+
+    first = spsa_mix.minimize(q, k=4, maxiter=30, seed=1, callback=stop, **kw)
+    rest = spsa_mix.minimize(q, k=4, maxiter=18, initial_state=first.state, **kw)  # plans 18 steps, not 30
+    np.testing.assert_array_equal(np.concatenate([first.history["lr"], rest.history["lr"]]), full.history["lr"])
+    np.testing.assert_array_equal(rest.x, full.x)
+
+
+def test_a_callable_schedule_must_be_given_again_to_resume():
+    q = Quadratic.random(3, rng=0)
+    halve = lambda n: 0.5 ** n  # noqa: E731
+    state = spsa_mix.minimize(q, k=3, maxiter=3, lr_schedule=halve, seed=0).state
+    with pytest.raises(ValueError, match=r"state\['config'\]\['lr_schedule'\] is a callable, which a state cannot "
+                                         r"hold: build this optimiser with that callable \(lr_schedule=\.\.\.\)"):
+        spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state)
+    res = spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state, lr_schedule=halve)
+    np.testing.assert_allclose(res.history["lr"], 0.01 * 0.5 ** np.arange(3, 6))

@@ -261,7 +261,7 @@ def test_mixed_domain_state_round_trip_is_bit_for_bit(cls, pending):
         first.ask()
     state = first.state_dict()
     assert state["config"]["domain"] == p.domain.to_dict()
-    resumed = cls(p.domain, seed=1, lr_schedule="cosine", total_steps=40)  # another seed: the state wins
+    resumed = cls(p.domain, seed=1, total_steps=5)  # another seed and schedule: the state wins
     resumed.load_state_dict(state)
     steps(resumed, 25)
     np.testing.assert_array_equal(resumed.x, ref.x)
@@ -282,8 +282,23 @@ def test_a_version_1_state_of_a_plain_simplex_still_loads():
     ref = _run(SimplexSPSA(4, seed=2), q, 30)
     first = _run(SimplexSPSA(4, seed=2), q, 10)
     state = first.state_dict()
-    state["version"] = 1  # what a state looked like before the domain was stored
-    del state["config"]["domain"]
+    state["version"] = 1  # what a state looked like before the domain and the schedules were stored
+    for key in ("domain", "lr_schedule", "mu_schedule"):
+        del state["config"][key]
     resumed = SimplexSPSA(4)
     resumed.load_state_dict(state)
     np.testing.assert_array_equal(_run(resumed, q, 20).alpha, ref.alpha)
+
+
+def test_the_state_restores_the_schedules_with_their_planned_steps():
+    q = Quadratic.random(5, rng=1)
+    kw = dict(seed=7, lr_schedule="cosine", mu_schedule="power")
+    ref = _run(SimplexSPSA(5, total_steps=80, **kw), q, 60)
+    first = _run(SimplexSPSA(5, total_steps=80, **kw), q, 25)
+    resumed = SimplexSPSA(5, total_steps=35, lr_schedule="power")  # built for another plan: the state's wins
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.current_lr() == first.current_lr() and resumed.current_mu() == first.current_mu()
+    np.testing.assert_array_equal(_run(resumed, q, 35).alpha, ref.alpha)
+    callable_state = SimplexSPSA(5, lr_schedule=lambda n: 1.0).state_dict()
+    with pytest.raises(ValueError, match=r"is a callable, which a state cannot hold"):
+        SimplexSPSA(5).load_state_dict(callable_state)
