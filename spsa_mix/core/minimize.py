@@ -51,6 +51,7 @@ from spsa_mix.core.driver import Run
 from spsa_mix.core.methods import MethodSpec, lookup_method, register_method
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
 from spsa_mix.core.result import OptimizeResult
+from spsa_mix.core.schedules import schedule_spec
 from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng
 
 __all__ = ["minimize", "check_method", "planned_steps", "OPTION_NAMES", "DEFAULT_MAXITER"]
@@ -147,8 +148,12 @@ def minimize(
         ``load_state_dict``, the state brings its point, moments, generator state (so
         ``seed`` and ``rng`` do not matter), hyperparameters and schedules, their planned
         number of steps included (a run stopped early and resumed is the uninterrupted
-        one, bit for bit); a callable schedule, which a state cannot hold, must be given
-        again.
+        one, bit for bit). An explicit option that would be ignored is refused, never
+        dropped: ``x0`` with ``initial_state`` is an error, and so is ``lr``, ``mu``,
+        ``betas``, ``eps``, ``update``, ``momentum``, ``m``, ``directions``, ``sum_zero``,
+        ``orthogonal``, ``lr_schedule`` or ``mu_schedule`` that differs from the state's
+        (the same value is accepted; a callable schedule, which a state cannot hold, must
+        be given again).
     backward_cost:
         What a backward pass counts in the budget for ``method="backprop"`` (default 2).
     show_progress_bar:
@@ -282,13 +287,50 @@ def _constructor_options(cls: type) -> frozenset[str]:
     return frozenset(names.intersection(OPTION_NAMES))
 
 
+# Options a state_dict restores: given with initial_state, they must agree with it.
+_RESTORED = ("lr", "betas", "eps", "update", "momentum", "mu", "m", "directions", "sum_zero", "orthogonal")
+
+
 def _build(cls: type, shape: tuple[int, ...] | Domain, rng: np.random.Generator, total_steps: int | None,
            opts: dict[str, Any]) -> Any:
     state = opts.pop("initial_state", None)
     opt = cls(shape, rng=rng, total_steps=total_steps if total_steps else None, **opts)
     if state is not None:
         opt.load_state_dict(state)
+        _refuse_conflicts(opt, opts)
     return opt
+
+
+def _refuse_conflicts(opt: Any, given: dict[str, Any]) -> None:
+    """Raise if an option given with ``initial_state`` differs from what the state restored
+    (``opt`` has the state loaded): an explicit value is never silently dropped."""
+    if "x0" in given:
+        raise ValueError("x0 conflicts with initial_state: a resumed run continues from the state's point; "
+                         "give one of them")
+    for name in _RESTORED:
+        if name in given and hasattr(opt, name) and not _same(given[name], getattr(opt, name)):
+            raise ValueError(f"{name}={given[name]!r} conflicts with initial_state, which has "
+                             f"{name}={getattr(opt, name)!r}: a resumed run keeps the state's hyperparameters; "
+                             f"drop {name} or give the state's value")
+    for name in ("lr_schedule", "mu_schedule"):
+        current = getattr(opt, f"_{name}", None)
+        if name not in given or current is None:
+            continue
+        wanted = given[name]
+        ok = current is wanted if callable(wanted) else schedule_spec(current)["name"] == wanted
+        if not ok:
+            raise ValueError(f"{name}={wanted!r} conflicts with initial_state, whose {name} is "
+                             f"{schedule_spec(current)}: a resumed run keeps the state's schedules; drop {name} "
+                             "or give the state's")
+
+
+def _same(given: Any, restored: Any) -> bool:
+    if isinstance(restored, tuple):
+        return isinstance(given, (tuple, list)) and len(given) == len(restored) and all(
+            _same(g, r) for g, r in zip(given, restored, strict=True))
+    if isinstance(restored, float) and isinstance(given, numbers.Real) and not isinstance(given, bool):
+        return float(given) == restored
+    return bool(given == restored)
 
 
 def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,

@@ -91,6 +91,9 @@ from spsa_mix.core.simplex import (
 )
 from spsa_mix.core.updates import AdamState, adam_update, directional_gradient, sgd_update, two_point_gradient
 from spsa_mix.core.validation import (
+    check_array,
+    check_bool,
+    check_int,
     check_positive,
     check_positive_int,
     check_probability,
@@ -110,6 +113,7 @@ DEFAULT_DIRECTIONS = "rademacher"  # GLUE 3.2 uses "normalized-gaussian"; measur
 DEFAULT_SUM_ZERO = True  # softmax ignores the all-ones direction; measured in docs/directions.md
 _STATE_VERSION = 2  # 2: the domain and the schedules' parameters in the config; version 1 still loads
 _STATE_VERSIONS = (1, 2)
+_STATE_KEYS = ("version", "config", "beta", "exp_avg", "exp_avg_sq", "momentum_buffer", "step", "pending", "rng")
 _BUILTIN_SCHEDULES = (Constant, PowerDecay, Cosine)
 
 
@@ -130,6 +134,41 @@ class ForwardProbe(NamedTuple):
 
     alpha: FloatArray  # (*shape)
     tangents: FloatArray  # (m, *shape), tangents in point space, each simplex row summing to zero
+
+
+# ---------------------------------------------------------------------- argument checks
+def _check_betas(betas: Any, where: str = "") -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas{where} must be a pair (beta1, beta2), but got {betas!r}")
+    for i, b in enumerate(betas):
+        try:
+            check_probability(b, "betas")
+        except ValueError:
+            raise ValueError(f"Invalid beta parameter at index {i}{where}: {b!r} (must be in [0, 1))") from None
+    return (float(betas[0]), float(betas[1]))
+
+
+def _check_eps(eps: Any, name: str = "eps") -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{name} must be a non-negative number, but got {eps!r}")
+    return float(eps)
+
+
+def _check_update(update: Any, name: str = "update") -> str:
+    if update not in ("adam", "sgd"):
+        raise ValueError(f"{name} must be 'adam' or 'sgd', but got {update!r}")
+    return str(update)
+
+
+def _check_directions(directions: Any, name: str = "directions") -> str:
+    if directions not in DIRECTION_KINDS:
+        raise ValueError(f"{name} must be one of {list(DIRECTION_KINDS)}, but got {directions!r}")
+    return str(directions)
+
+
+def _key(*path: str) -> str:
+    """How an error names an entry of a state: ``state['config']['lr']``."""
+    return "state" + "".join(f"[{p!r}]" for p in path)
 
 
 class _SimplexOptimizer:
@@ -153,20 +192,9 @@ class _SimplexOptimizer:
         self.domain = Domain.of(k)
         self.shape = self.domain.point_shape  # of a point and of beta: the simplex shape, or (size,)
         self.lr = check_positive(lr, "lr")
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
-        for i, b in enumerate(betas):
-            try:
-                check_probability(b, "betas")
-            except ValueError:
-                raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1))") from None
-        self.betas = (float(betas[0]), float(betas[1]))
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"eps must be a non-negative number, but got {eps!r}")
-        self.eps = float(eps)
-        if update not in ("adam", "sgd"):
-            raise ValueError(f"update must be 'adam' or 'sgd', but got {update!r}")
-        self.update = update
+        self.betas = _check_betas(betas)
+        self.eps = _check_eps(eps)
+        self.update = _check_update(update)
         self.momentum = check_probability(momentum, "momentum")
         self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
         self._lr_schedule = resolve_schedule(lr_schedule, name="lr_schedule", total_steps=self.total_steps)
@@ -299,46 +327,109 @@ class _SimplexOptimizer:
         optimiser must have been built with one (the same, for the same run). A state of
         version 1 (before the domain and the schedules were stored) keeps this instance's
         schedules.
+
+        Everything is checked before anything is changed: a missing key, an array of the
+        wrong shape or not finite, a negative step or second moment, a bad hyperparameter
+        or a generator state of another kind raises ``ValueError`` naming the key, and
+        leaves the optimiser as it was.
+
+        >>> opt = SimplexSPSA(3)
+        >>> state = opt.state_dict()
+        >>> state["step"] = -1
+        >>> opt.load_state_dict(state)
+        Traceback (most recent call last):
+        ...
+        ValueError: state['step'] must be an integer >= 0, but got -1
         """
+        parsed = self._parse_state(state)
+        rng_state = parsed.pop("rng")
+        for name, value in parsed.items():
+            setattr(self, name, value)
+        self.rng.bit_generator.state = rng_state
+
+    def _parse_state(self, state: Any) -> dict[str, Any]:
+        """The attributes ``state`` sets, every entry checked (nothing is changed here)."""
         if not isinstance(state, dict) or state.get("version") not in _STATE_VERSIONS:
+            got = f"a dict with version {state.get('version')!r}" if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"state must be a dict from state_dict() (version {' or '.join(map(str, _STATE_VERSIONS))}), "
-                             f"but got {type(state).__name__}")
+                             f"but got {got}")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"state lacks the keys {missing} (a state_dict() has {list(_STATE_KEYS)})")
         cfg = state["config"]
+        if not isinstance(cfg, dict):
+            raise ValueError(f"state['config'] must be a dict, but got {type(cfg).__name__}")
+        version = state["version"]
+        keys = self._config_keys(version)
+        missing = [k for k in keys if k not in cfg]
+        if missing:
+            raise ValueError(f"state['config'] lacks the keys {missing} (a state of {type(self).__name__} has {keys})")
         if cfg["class"] != type(self).__name__:
             raise ValueError(f"state was saved by {cfg['class']}, but this optimiser is {type(self).__name__}")
-        self._check_domain(cfg, state["version"])
-        self._load_config(cfg)
-        self._beta = np.array(state["beta"], dtype=np.float64)
-        self._adam = AdamState(np.array(state["exp_avg"]), np.array(state["exp_avg_sq"]), int(state["step"]))
-        self._momentum_buf = np.array(state["momentum_buffer"])
-        self._step = int(state["step"])
-        self._pending = copy.deepcopy(state["pending"])
-        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self._check_domain(cfg, version)
+        out = self._parse_config(cfg, version)
+        shape = self.shape
+        step = check_int(state["step"], _key("step"), minimum=0)
+        out["_beta"] = check_array(state["beta"], _key("beta"), shape)
+        out["_adam"] = AdamState(check_array(state["exp_avg"], _key("exp_avg"), shape),
+                                 check_array(state["exp_avg_sq"], _key("exp_avg_sq"), shape, nonnegative=True), step)
+        out["_momentum_buf"] = check_array(state["momentum_buffer"], _key("momentum_buffer"), shape)
+        out["_step"] = step
+        out["_pending"] = self._parse_pending(state["pending"])
+        out["rng"] = self._parse_rng(state["rng"])
+        return out
+
+    def _config_keys(self, version: int) -> list[str]:
+        keys = ["class", "shape", "lr", "betas", "eps", "update", "momentum", "total_steps"]
+        return keys + ["domain", "lr_schedule"] if version >= 2 else keys
 
     def _check_domain(self, cfg: dict[str, Any], version: int) -> None:
-        saved = Domain.from_dict(cfg["domain"]) if version >= 2 else Domain.of(tuple(cfg["shape"]))
+        try:
+            saved = Domain.from_dict(cfg["domain"]) if version >= 2 else Domain.of(tuple(cfg["shape"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{_key('config', 'domain' if version >= 2 else 'shape')} is not a domain: {e}") from e
         if saved != self.domain:
             if saved.simplex_only and self.domain.simplex_only:
                 raise ValueError(f"state has shape {saved.simplex}, but this optimiser has shape {self.shape}")
             raise ValueError(f"state has domain {saved!r}, but this optimiser has domain {self.domain!r}")
 
-    def _load_config(self, cfg: dict[str, Any]) -> None:
-        self.lr, self.betas, self.eps = cfg["lr"], tuple(cfg["betas"]), cfg["eps"]
-        self.update, self.momentum, self.total_steps = cfg["update"], cfg["momentum"], cfg["total_steps"]
-        if "lr_schedule" in cfg:  # version 2
-            self._lr_schedule = self._restored_schedule(cfg["lr_schedule"], "lr_schedule", self._lr_schedule)
+    def _parse_config(self, cfg: dict[str, Any], version: int) -> dict[str, Any]:
+        where = f" of {_key('config', 'betas')}"
+        out: dict[str, Any] = {
+            "lr": check_positive(cfg["lr"], _key("config", "lr")),
+            "betas": _check_betas(cfg["betas"], where),
+            "eps": _check_eps(cfg["eps"], _key("config", "eps")),
+            "update": _check_update(cfg["update"], _key("config", "update")),
+            "momentum": check_probability(cfg["momentum"], _key("config", "momentum")),
+            "total_steps": check_positive_int(cfg["total_steps"], _key("config", "total_steps"), allow_none=True),
+        }
+        if version >= 2:
+            out["_lr_schedule"] = self._parse_schedule(cfg["lr_schedule"], "lr_schedule", self._lr_schedule)
+        return out
 
     @staticmethod
-    def _restored_schedule(spec: Any, name: str, current: Schedule) -> Schedule:
+    def _parse_schedule(spec: Any, name: str, current: Schedule) -> Schedule:
         """The schedule a state's spec gives; a callable one keeps ``current``, which must
         then be a callable too."""
-        schedule = schedule_from_spec(spec, name=f"state['config'][{name!r}]")
+        schedule = schedule_from_spec(spec, name=_key("config", name))
         if schedule is not None:
             return schedule
         if type(current) in _BUILTIN_SCHEDULES:
-            raise ValueError(f"state['config'][{name!r}] is a callable, which a state cannot hold: build this "
-                             f"optimiser with that callable ({name}=...) before loading the state")
+            raise ValueError(f"{_key('config', name)} is a callable, which a state cannot hold: build this optimiser "
+                             f"with that callable ({name}=...) before loading the state")
         return current
+
+    def _parse_pending(self, pending: Any) -> Any:
+        raise NotImplementedError
+
+    def _parse_rng(self, rng_state: Any) -> dict[str, Any]:
+        probe = type(self.rng.bit_generator)(0)
+        try:
+            probe.state = copy.deepcopy(rng_state)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{_key('rng')} must be the state of a {type(probe).__name__} generator "
+                             f"(rng.bit_generator.state), but got {rng_state!r:.120}") from e
+        return dict(probe.state)
 
 
 class _DirectionalOptimizer(_SimplexOptimizer):
@@ -356,9 +447,7 @@ class _DirectionalOptimizer(_SimplexOptimizer):
     ) -> None:
         super().__init__(k, **kwargs)
         self.m = check_positive_int(m, "m")
-        if directions not in DIRECTION_KINDS:
-            raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {directions!r}")
-        self.directions = directions
+        self.directions = _check_directions(directions)
         self.sum_zero = bool(sum_zero)
         self.orthogonal = bool(orthogonal)
         # Fail now, not at the first ask(), if orthogonal directions cannot be drawn.
@@ -375,12 +464,28 @@ class _DirectionalOptimizer(_SimplexOptimizer):
         cfg.update(m=self.m, directions=self.directions, sum_zero=self.sum_zero, orthogonal=self.orthogonal)
         return cfg
 
-    def _load_config(self, cfg: dict[str, Any]) -> None:
+    def _config_keys(self, version: int) -> list[str]:
+        return super()._config_keys(version) + ["m", "directions", "sum_zero", "orthogonal"]
+
+    def _parse_config(self, cfg: dict[str, Any], version: int) -> dict[str, Any]:
         if cfg["m"] != self.m:
             raise ValueError(f"state has m={cfg['m']}, but this optimiser has m={self.m}")
-        super()._load_config(cfg)
-        self.directions, self.sum_zero, self.orthogonal = cfg["directions"], cfg["sum_zero"], cfg["orthogonal"]
-        self.scale = estimator_scale(self.directions, self.domain, self.sum_zero)
+        out = super()._parse_config(cfg, version)
+        out["directions"] = _check_directions(cfg["directions"], _key("config", "directions"))
+        out["sum_zero"] = check_bool(cfg["sum_zero"], _key("config", "sum_zero"))
+        out["orthogonal"] = check_bool(cfg["orthogonal"], _key("config", "orthogonal"))
+        try:
+            sample_directions(np.random.default_rng(0), self.m, self.domain, kind=out["directions"],
+                              sum_zero=out["sum_zero"], orthogonal=out["orthogonal"])
+        except ValueError as e:
+            raise ValueError(f"state['config'] asks for directions that cannot be drawn: {e}") from e
+        out["scale"] = estimator_scale(out["directions"], self.domain, out["sum_zero"])
+        return out
+
+    def _parse_directions(self, pending: dict[str, Any]) -> FloatArray:
+        if "directions" not in pending:
+            raise ValueError(f"{_key('pending')} must hold the pending 'directions', but has keys {sorted(pending)}")
+        return check_array(pending["directions"], _key("pending", "directions"), (self.m, *self.shape))
 
 
 class SimplexSPSA(_DirectionalOptimizer):
@@ -468,11 +573,25 @@ class SimplexSPSA(_DirectionalOptimizer):
         cfg["mu_schedule"] = schedule_spec(self._mu_schedule)
         return cfg
 
-    def _load_config(self, cfg: dict[str, Any]) -> None:
-        super()._load_config(cfg)
-        self.mu = cfg["mu"]
-        if "mu_schedule" in cfg:  # version 2
-            self._mu_schedule = self._restored_schedule(cfg["mu_schedule"], "mu_schedule", self._mu_schedule)
+    def _config_keys(self, version: int) -> list[str]:
+        return super()._config_keys(version) + (["mu", "mu_schedule"] if version >= 2 else ["mu"])
+
+    def _parse_config(self, cfg: dict[str, Any], version: int) -> dict[str, Any]:
+        out = super()._parse_config(cfg, version)
+        out["mu"] = check_positive(cfg["mu"], _key("config", "mu"))
+        if version >= 2:
+            out["_mu_schedule"] = self._parse_schedule(cfg["mu_schedule"], "mu_schedule", self._mu_schedule)
+        return out
+
+    def _parse_pending(self, pending: Any) -> Any:
+        if pending is None:
+            return None
+        if not isinstance(pending, dict):
+            raise ValueError(f"{_key('pending')} must be None or a dict of the pending probes, but got {pending!r:.80}")
+        u = self._parse_directions(pending)
+        if "mu" not in pending:
+            raise ValueError(f"{_key('pending')} must hold the pending 'mu', but has keys {sorted(pending)}")
+        return {"directions": u, "mu": check_positive(pending["mu"], _key("pending", "mu"))}
 
 
 class SimplexForwardGradient(_DirectionalOptimizer):
@@ -510,6 +629,13 @@ class SimplexForwardGradient(_DirectionalOptimizer):
         grad = directional_gradient(d, pending["directions"], scale=self.scale)
         return self._apply(grad, float(value), 0.0)
 
+    def _parse_pending(self, pending: Any) -> Any:
+        if pending is None:
+            return None
+        if not isinstance(pending, dict):
+            raise ValueError(f"{_key('pending')} must be None or a dict of the pending tangents, but got {pending!r:.80}")
+        return {"directions": self._parse_directions(pending)}
+
 
 class SimplexGradient(_SimplexOptimizer):
     """Adam on the logits with exact gradients (GLUE's Config 3 when they come from autograd).
@@ -541,3 +667,8 @@ class SimplexGradient(_SimplexOptimizer):
         self._check_losses(g.ravel(), g.size, "gradient entries")
         grad_beta = softmax_vjp(self.alpha, g) if self.domain.simplex_only else self.domain.vjp(self._beta, g)
         return self._apply(grad_beta, float(value), 0.0)
+
+    def _parse_pending(self, pending: Any) -> Any:
+        if pending is not None and pending is not True:
+            raise ValueError(f"{_key('pending')} must be None or True, but got {pending!r:.80}")
+        return pending

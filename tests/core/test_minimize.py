@@ -316,6 +316,26 @@ def test_a_run_stopped_early_and_resumed_is_the_uninterrupted_one_with_schedules
     np.testing.assert_array_equal(rest.x, full.x)
 
 
+def test_options_that_conflict_with_the_state_are_refused():
+    q = Quadratic.random(3, rng=0)
+    state = spsa_mix.minimize(q, k=3, maxiter=4, lr=0.02, mu=0.1, lr_schedule="cosine", seed=0).state
+    resume = dict(k=3, maxiter=4, initial_state=state)
+    spsa_mix.minimize(q, lr=0.02, mu=0.1, lr_schedule="cosine", **resume)  # the state's own values: accepted
+    for kwargs, match in [
+        (dict(lr=0.1), r"lr=0\.1 conflicts with initial_state, which has lr=0\.02: a resumed run keeps the "
+                       r"state's hyperparameters; drop lr or give the state's value"),
+        (dict(mu=0.05), r"mu=0\.05 conflicts with initial_state, which has mu=0\.1"),
+        (dict(betas=(0.8, 0.99)), r"betas=\(0\.8, 0\.99\) conflicts with initial_state, which has betas=\(0\.9, 0\.99\)"),
+        (dict(directions="gaussian"), r"directions='gaussian' conflicts with initial_state, which has "
+                                      r"directions='rademacher'"),
+        (dict(x0=[0.2, 0.3, 0.5]), r"x0 conflicts with initial_state: a resumed run continues from the state's point"),
+        (dict(lr_schedule="power"), r"lr_schedule='power' conflicts with initial_state, whose lr_schedule is "
+                                    r"\{'name': 'cosine', 'total_steps': 4, 'floor': 0\.01\}"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            spsa_mix.minimize(q, **kwargs, **resume)
+
+
 def test_a_callable_schedule_must_be_given_again_to_resume():
     q = Quadratic.random(3, rng=0)
     halve = lambda n: 0.5 ** n  # noqa: E731

@@ -290,6 +290,66 @@ def test_a_version_1_state_of_a_plain_simplex_still_loads():
     np.testing.assert_array_equal(_run(resumed, q, 20).alpha, ref.alpha)
 
 
+# ---------------------------------------------------------------- load_state_dict: checked, then loaded
+def _edited(state, path, value):
+    import copy
+
+    out = copy.deepcopy(state)
+    where = out
+    for key in path[:-1]:
+        where = where[key]
+    if value is KeyError:
+        del where[path[-1]]
+    else:
+        where[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize(("path", "value", "match"), [
+    (("exp_avg",), KeyError, r"state lacks the keys \['exp_avg'\]"),
+    (("config", "mu"), KeyError, r"state\['config'\] lacks the keys \['mu'\]"),
+    (("beta",), np.zeros(4), r"state\['beta'\] must have shape \(3,\), but got shape \(4,\)"),
+    (("beta",), np.array([0.0, np.nan, 0.0]), r"state\['beta'\] must be finite"),
+    (("exp_avg_sq",), np.array([0.0, -1.0, 0.0]), r"state\['exp_avg_sq'\] must be >= 0, but got"),
+    (("momentum_buffer",), "abc", r"state\['momentum_buffer'\] must be an array of shape \(3,\)"),
+    (("step",), -1, r"state\['step'\] must be an integer >= 0, but got -1"),
+    (("step",), 2.5, r"state\['step'\] must be an integer >= 0, but got 2\.5"),
+    (("config", "lr"), float("nan"), r"state\['config'\]\['lr'\] must be positive, but got nan"),
+    (("config", "mu"), 0, r"state\['config'\]\['mu'\] must be positive, but got 0"),
+    (("config", "update"), "bogus", r"state\['config'\]\['update'\] must be 'adam' or 'sgd', but got 'bogus'"),
+    (("config", "betas"), (0.9, 1.0), r"Invalid beta parameter at index 1 of state\['config'\]\['betas'\]: 1\.0"),
+    (("config", "momentum"), -0.5, r"state\['config'\]\['momentum'\] must be in \[0, 1\), but got -0\.5"),
+    (("config", "directions"), "sobol", r"state\['config'\]\['directions'\] must be one of"),
+    (("config", "sum_zero"), "yes", r"state\['config'\]\['sum_zero'\] must be True or False, but got 'yes'"),
+    (("config", "orthogonal"), True, r"state\['config'\] asks for directions that cannot be drawn: orthogonal=True "
+                                     r"is defined for"),
+    (("config", "lr_schedule"), {"name": "cosine", "total_steps": 0, "floor": 0.01},
+     r"state\['config'\]\['lr_schedule'\]\['total_steps'\] must be an integer >= 1, but got 0"),
+    (("config", "mu_schedule"), {"name": "warp"}, r"state\['config'\]\['mu_schedule'\] must be a schedule spec"),
+    (("config", "domain"), {"simplex": [3]}, r"state\['config'\]\['domain'\] is not a domain"),
+    (("pending",), {"directions": np.zeros((2, 3)), "mu": 0.05},
+     r"state\['pending'\]\['directions'\] must have shape \(1, 3\), but got shape \(2, 3\)"),
+    (("pending",), {"directions": np.zeros((1, 3)), "mu": -1.0}, r"state\['pending'\]\['mu'\] must be positive"),
+    (("rng",), {"bit_generator": "MT19937"}, r"state\['rng'\] must be the state of a PCG64 generator"),
+])
+def test_a_bad_state_is_refused_naming_the_key_and_changes_nothing(path, value, match):
+    q = Quadratic.random(3, rng=0)
+    saved = _run(SimplexSPSA(3, seed=1), q, 5)
+    saved.ask()
+    state = saved.state_dict()
+    opt = _run(SimplexSPSA(3, seed=2, lr=0.3), q, 2)
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(_edited(state, path, value))
+    after = opt.state_dict()
+    assert after["config"] == before["config"] and after["step"] == before["step"] and after["rng"] == before["rng"]
+    for key in ("beta", "exp_avg", "exp_avg_sq", "momentum_buffer"):
+        np.testing.assert_array_equal(after[key], before[key])
+    assert opt.lr == 0.3
+    opt.load_state_dict(state)  # the good state still loads into it
+    assert opt.step_count == 5 and opt.lr == 0.01
+
+
 def test_the_state_restores_the_schedules_with_their_planned_steps():
     q = Quadratic.random(5, rng=1)
     kw = dict(seed=7, lr_schedule="cosine", mu_schedule="power")
