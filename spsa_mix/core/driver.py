@@ -11,7 +11,10 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
   budget reached, validation plateau, callback ``StopIteration``, a non-finite loss
   (stop and keep the last finite iterate), Ctrl-C (return what was computed). If the
   objective raises, :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial
-  result.
+  result. The final evaluation that scores the returned point is no exception: a
+  non-finite loss there ends the run with ``status=NONFINITE``, Ctrl-C with
+  ``INTERRUPTED`` (``fun`` is then the last step's estimate), an exception raises
+  ``ObjectiveError``.
 
 The points are those of a :class:`~spsa_mix.core.domain.Domain`; with coordinates beside
 the simplex, ``res.x`` and the history's ``x`` are flat points, and the result (and the
@@ -294,29 +297,41 @@ class Run:
             except KeyboardInterrupt:
                 status, message = Status.INTERRUPTED, "interrupted (KeyboardInterrupt); the result is the last iterate"
             except _ObjectiveFailed as e:
-                partial = self._result(current_x(), self._last_loss, Status.ERROR,
-                                       f"the objective raised after {self.nfev} evaluations: {e}", extra)
-                raise ObjectiveError(
-                    f"the objective raised at evaluation {self.nfev + 1} of method {self.method!r}: {e} "
-                    f"(the {self.nit} steps completed are in .partial_result)",
-                    partial,
-                ) from e.__cause__
+                raise self._objective_error(e, current_x(), extra) from e.__cause__
             x = self.best_val_x if self.best_val_x is not None else current_x()
             fun = known_fun(x) if known_fun is not None else None
-            if fun is None:
-                fun = self._final_value(x, final_eval and status not in (Status.NONFINITE, Status.INTERRUPTED))
-            return self._result(x, fun, status, message, extra)
+            if fun is None and final_eval and status not in (Status.NONFINITE, Status.INTERRUPTED) and (
+                    self.max_evals is None or self.cost + 1 <= self.max_evals + 1e-9):
+                try:
+                    fun = float(self.evaluate(np.asarray(x)[None])[0])
+                except NonFiniteLossError as e:
+                    status = Status.NONFINITE
+                    message = (f"stopped: the final evaluation of the returned point failed: {e}; fun is the last "
+                               "step's estimate")
+                except KeyboardInterrupt:
+                    status = Status.INTERRUPTED
+                    message = ("interrupted (KeyboardInterrupt) in the final evaluation of the returned point; fun is "
+                               "the last step's estimate")
+                except _ObjectiveFailed as e:
+                    raise self._objective_error(e, x, extra, final=True) from e.__cause__
+            return self._result(x, self._last_loss if fun is None else fun, status, message, extra)
         finally:
             if self._bar is not None:
                 self._bar.close()
 
-    def _final_value(self, x: FloatArray, allowed: bool) -> float:
-        if allowed and (self.max_evals is None or self.cost + 1 <= self.max_evals + 1e-9):
-            try:
-                return float(self.evaluate(np.asarray(x)[None])[0])
-            except (NonFiniteLossError, _ObjectiveFailed, KeyboardInterrupt) as e:
-                logger.warning("final evaluation at the returned point failed (%s); fun is the last estimate", e)
-        return self._last_loss
+    def _objective_error(self, e: _ObjectiveFailed, x: FloatArray, extra: Callable[[], dict[str, Any]] | None,
+                         *, final: bool = False) -> ObjectiveError:
+        """The :class:`ObjectiveError` for ``e``, with the partial result at ``x``."""
+        where = f"at evaluation {self.nfev + 1}"
+        if final:
+            where += " (the final evaluation of the returned point)"
+        partial = self._result(x, self._last_loss, Status.ERROR,
+                               f"the objective raised after {self.nfev} evaluations: {e}", extra)
+        return ObjectiveError(
+            f"the objective raised {where} of method {self.method!r}: {e} "
+            f"(the {self.nit} steps completed are in .partial_result)",
+            partial,
+        )
 
     def _result(
         self,

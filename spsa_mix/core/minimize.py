@@ -170,7 +170,8 @@ def minimize(
         result also carries ``alpha`` (the weights, shaped ``domain.simplex``) and
         ``extras`` (a dict, name -> value).
         Stops on a non-finite loss (``status=NONFINITE``, ``success=False``) keeping the
-        last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``).
+        last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``);
+        both apply to the final evaluation too (``fun`` is then the last step's estimate).
 
     Raises
     ------

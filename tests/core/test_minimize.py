@@ -296,6 +296,44 @@ def test_x0_is_the_whole_point_of_the_domain():
         spsa_mix.minimize(p, k=p.domain, x0=[0.2, 0.3, 0.5])
 
 
+# ---------------------------------------------------------------- faults of the final evaluation
+def _failing_at(n_call, fault):
+    calls = {"n": 0}
+
+    def f(a):
+        calls["n"] += 1
+        if calls["n"] == n_call:
+            if fault == "nan":
+                return float("nan")
+            raise fault
+        return float(a[0])
+
+    return f
+
+
+def test_ctrl_c_in_the_final_evaluation_ends_as_interrupted():
+    res = spsa_mix.minimize(_failing_at(11, KeyboardInterrupt()), k=3, maxiter=5, seed=0)  # 5 steps of 2, then the final one
+    assert res.status is Status.INTERRUPTED and not res.success and res.nit == 5
+    assert "final evaluation" in res.message
+    assert res.fun == res.history["loss"][-1]  # the last step's estimate
+
+
+def test_nan_in_the_final_evaluation_ends_as_nonfinite():
+    res = spsa_mix.minimize(_failing_at(11, "nan"), k=3, maxiter=5, seed=0)
+    assert res.status is Status.NONFINITE and not res.success and res.nit == 5
+    assert "final evaluation" in res.message and "nan" in res.message
+    assert res.fun == res.history["loss"][-1] and np.isfinite(res.fun)
+
+
+def test_an_exception_in_the_final_evaluation_raises_with_the_partial_result():
+    with pytest.raises(ObjectiveError, match=r"the objective raised at evaluation 11 \(the final evaluation of the "
+                                             r"returned point\) of method 'spsa': RuntimeError: disk full") as info:
+        spsa_mix.minimize(_failing_at(11, RuntimeError("disk full")), k=3, maxiter=5, seed=0)
+    partial = info.value.partial_result
+    assert partial.status is Status.ERROR and partial.nit == 5 and partial.nfev == 10
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
 # ---------------------------------------------------------------- resuming
 @pytest.mark.parametrize(("lr_schedule", "mu_schedule"), [("cosine", "power"), ("power", "cosine")])
 @pytest.mark.parametrize("method", ["spsa", "forward-grad", "backprop"])
