@@ -10,11 +10,11 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
 * turns the ways a run can end into one :class:`~spsa_mix.core.result.OptimizeResult`:
   budget reached, validation plateau, callback ``StopIteration``, a non-finite loss
   (stop and keep the last finite iterate), Ctrl-C (return what was computed). If the
-  objective raises, :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial
-  result. The final evaluation that scores the returned point is no exception: a
-  non-finite loss there ends the run with ``status=NONFINITE``, Ctrl-C with
-  ``INTERRUPTED`` (``fun`` is then the last step's estimate), an exception raises
-  ``ObjectiveError``.
+  objective (or ``val_objective``, named as such) raises,
+  :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial result. The final
+  evaluation that scores the returned point is no exception: a non-finite loss there
+  ends the run with ``status=NONFINITE``, Ctrl-C with ``INTERRUPTED`` (``fun`` is then
+  the last step's estimate), an exception raises ``ObjectiveError``.
 
 The points are those of a :class:`~spsa_mix.core.domain.Domain`; with coordinates beside
 the simplex, ``res.x`` and the history's ``x`` are flat points, and the result (and the
@@ -47,8 +47,17 @@ logger = logging.getLogger("spsa_mix")
 FloatArray = NDArray[np.float64]
 
 
+_OBJECTIVE = "the objective"
+_VALIDATION = "val_objective"
+
+
 class _ObjectiveFailed(Exception):
-    """Internal: the user's objective raised (the cause is chained)."""
+    """Internal: the user's objective (or ``val_objective``: ``source``) raised or returned
+    something unusable (the cause is chained)."""
+
+    def __init__(self, message: str, source: str = _OBJECTIVE) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class _Stop(Exception):
@@ -187,27 +196,29 @@ class Run:
         return loss, derivs
 
     @staticmethod
-    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(fn: Callable[..., Any], *args: Any, source: str = _OBJECTIVE) -> Any:
         try:
             return fn(*args)
         except (KeyboardInterrupt, _Stop, NonFiniteLossError):
             raise
         except Exception as e:
-            raise _ObjectiveFailed(f"{type(e).__name__}: {e}") from e
+            raise _ObjectiveFailed(f"{type(e).__name__}: {e}", source) from e
 
-    def _scalar(self, value: Any) -> float:
+    def _scalar(self, value: Any, source: str = _OBJECTIVE) -> float:
         try:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise self._bad_return(value, "one float") from e
+            raise self._bad_return(value, "one float", source) from e
         if arr.size != 1:
-            raise self._bad_return(value, "one float (or pass vectorized=True for batched objectives)")
+            hint = " (or pass vectorized=True for batched objectives)" if source == _OBJECTIVE else ""
+            raise self._bad_return(value, "one float" + hint, source)
         return float(arr.reshape(()))
 
-    def _bad_return(self, value: Any, expected: str) -> _ObjectiveFailed:
+    def _bad_return(self, value: Any, expected: str, source: str = _OBJECTIVE) -> _ObjectiveFailed:
         shape = getattr(np.asarray(value, dtype=object), "shape", None)
         return _ObjectiveFailed(
-            f"the objective must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}"
+            f"{source} must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}",
+            source,
         )
 
     def _check_finite(self, losses: FloatArray, points: FloatArray) -> None:
@@ -253,7 +264,7 @@ class Run:
     def validate(self, x: FloatArray) -> float:
         """Evaluate ``val_objective`` at ``x`` and track the best point (not budgeted)."""
         assert self.val_objective is not None
-        value = self._scalar(self._call(self.val_objective, np.array(x, copy=True)))
+        value = self._scalar(self._call(self.val_objective, np.array(x, copy=True), source=_VALIDATION), _VALIDATION)
         self.nval += 1
         if not math.isfinite(value):
             raise NonFiniteLossError(f"val_objective returned {value!r}", index=0, value=value)
@@ -322,13 +333,15 @@ class Run:
     def _objective_error(self, e: _ObjectiveFailed, x: FloatArray, extra: Callable[[], dict[str, Any]] | None,
                          *, final: bool = False) -> ObjectiveError:
         """The :class:`ObjectiveError` for ``e``, with the partial result at ``x``."""
-        where = f"at evaluation {self.nfev + 1}"
+        if e.source == _VALIDATION:
+            where, after = f"at validation check {self.nval + 1}", f"after {self.nval} validation checks"
+        else:
+            where, after = f"at evaluation {self.nfev + 1}", f"after {self.nfev} evaluations"
         if final:
             where += " (the final evaluation of the returned point)"
-        partial = self._result(x, self._last_loss, Status.ERROR,
-                               f"the objective raised after {self.nfev} evaluations: {e}", extra)
+        partial = self._result(x, self._last_loss, Status.ERROR, f"{e.source} raised {after}: {e}", extra)
         return ObjectiveError(
-            f"the objective raised {where} of method {self.method!r}: {e} "
+            f"{e.source} raised {where} of method {self.method!r}: {e} "
             f"(the {self.nit} steps completed are in .partial_result)",
             partial,
         )

@@ -178,7 +178,8 @@ def minimize(
     ValueError
         For a bad argument, naming it and the value received.
     ObjectiveError
-        If the objective raises; ``.partial_result`` holds the steps completed.
+        If the objective (or ``val_objective``, which the message names) raises;
+        ``.partial_result`` holds the steps completed.
     """
     arguments = dict(locals())  # before any other name is bound
     given = {name: arguments[name] for name in OPTION_NAMES if arguments[name] is not None}

@@ -334,6 +334,18 @@ def test_an_exception_in_the_final_evaluation_raises_with_the_partial_result():
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
+def test_val_objective_failures_are_reported_as_the_validation_objectives():
+    def val(a):
+        raise RuntimeError("no validation data")
+
+    with pytest.raises(ObjectiveError, match=r"^val_objective raised at validation check 1 of method 'spsa': "
+                                             r"RuntimeError: no validation data") as info:
+        spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, val_objective=val)
+    assert "val_objective raised after 0 validation checks" in info.value.partial_result.message
+    with pytest.raises(ObjectiveError, match=r"val_objective must return one float, but returned ndarray"):
+        spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, val_objective=lambda a: np.zeros(2))
+
+
 # ---------------------------------------------------------------- resuming
 @pytest.mark.parametrize(("lr_schedule", "mu_schedule"), [("cosine", "power"), ("power", "cosine")])
 @pytest.mark.parametrize("method", ["spsa", "forward-grad", "backprop"])
