@@ -186,7 +186,9 @@ def run_ask_tell(
     final_eval: bool,
     quiet: Callable[[], AbstractContextManager[Any]],
 ) -> OptimizeResult:
-    """Run ``make_backend(param, z0, budget)`` through ask/tell inside a :class:`Run`.
+    """Run ``make_backend(param, z0, budget)`` through ask/tell inside a :class:`Run`,
+    all of it (the backend's creation and close included) within ``quiet()``: the context
+    the library runs in (its warnings silenced, its global state set).
 
     ``z0`` are the free coordinates of ``x0`` (default: the uniform point, with positive
     coordinates 1 and real ones 0) and ``budget`` the number of points that will be asked at

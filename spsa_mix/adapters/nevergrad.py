@@ -10,7 +10,17 @@ The simplex is searched through a parametrisation (``options["parametrization"]`
 uniform point). ``options["batch_size"] = b`` creates the optimizer with
 ``num_workers=b`` and asks ``b`` candidates before telling them; with
 ``vectorized=True`` each batch is one call of the objective. The random state of the
-parametrisation is seeded from ``rng``; same seed, same run.
+parametrisation is seeded from ``rng`` only; same seed, same run. NumPy's global random
+state is left as it was, and does not change the run: importing Nevergrad draws from it
+(kept, see :func:`_import_nevergrad`), and a Nevergrad parameter without a random state
+seeds one from the global generator the first time it is used
+(``Parameter.random_state`` in ``nevergrad/parametrization/core.py``), which the
+constructor of the parametrisation does, and so do the internal parametrisations of some
+optimizers (the recast SciPy solvers NGOpt picks on unbounded spaces) during the run. So
+for the duration of a run the global state is seeded from ``rng``, and restored at the end
+(the parametrisation itself gets a ``RandomState`` seeded from ``rng`` before anything is
+drawn); a thread of the caller that draws from the global generator during a run sees the
+run's seeding.
 
 A :class:`~spsa_mix.core.domain.Domain` with coordinates beside the simplex is searched as
 ``ng.p.Tuple(simplex, extras)``: the simplex's parametrisation as above, and an
@@ -125,10 +135,15 @@ _POPULAR = ("NGOpt", "CMA", "TwoPointsDE", "OnePlusOne", "PSO", "DE", "RandomSea
 
 
 def _import_nevergrad() -> Any:
+    """``nevergrad``, imported with NumPy's global random state kept: importing it draws
+    from the global generator (module-level optimizer configurations build parameters)."""
+    state = np.random.get_state()  # noqa: NPY002 - the legacy global state Nevergrad draws from
     try:
         import nevergrad
     except ImportError as e:  # pragma: no cover - the adapters extra is installed in tests
         raise ImportError("method='nevergrad:...' needs nevergrad: pip install 'spsa-mix[adapters]'") from e
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
     return nevergrad
 
 
@@ -161,6 +176,18 @@ def method_spec(suffix: str) -> MethodSpec:
     )
 
 
+@contextmanager
+def _numpy_global_state(seed: int) -> Iterator[None]:
+    """NumPy's global random state seeded with ``seed``, and restored on exit (see the
+    module docstring)."""
+    state = np.random.get_state()  # noqa: NPY002 - the legacy global state is what Nevergrad draws from
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 def _array(ng: Any, z0: FloatArray, bounds: tuple[Any, Any] | None) -> Any:
     return ng.p.Array(init=z0) if bounds is None else ng.p.Array(init=z0, lower=bounds[0], upper=bounds[1])
 
@@ -178,7 +205,7 @@ class _NevergradBackend:
                                          _array(ng, z0[split:], param.extra_bounds))
         else:
             parametrization = _array(ng, z0, param.bounds)
-        parametrization.random_state = np.random.RandomState(seed)
+        parametrization.random_state = np.random.RandomState(seed)  # before anything is drawn
         self.opt = ng.optimizers.registry[optimizer](parametrization=parametrization, budget=budget,
                                                      num_workers=batch_size)
 
@@ -281,9 +308,15 @@ def _run(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, opti
     batch_size = batch_size_of({"options": opts})
     param = make_parametrization(shape, opts)
     seed = int(rng.integers(2**32 - 1))
+    global_seed = int(rng.integers(2**32 - 1))  # drawn after seed: the parametrisation's seed is as before
+
+    @contextmanager
+    def run_context() -> Iterator[None]:
+        with _numpy_global_state(global_seed), _quiet():
+            yield
 
     def make_backend(param: Parametrization, z0: FloatArray, budget: int) -> _NevergradBackend:
         return _NevergradBackend(optimizer, param, z0, budget, batch_size=batch_size, seed=seed)
 
     return run_ask_tell(objective, shape, make_backend=make_backend, param=param, x0=x0, batch_size=batch_size,
-                        run_kwargs=run_kwargs, final_eval=final_eval, quiet=_quiet)
+                        run_kwargs=run_kwargs, final_eval=final_eval, quiet=run_context)

@@ -165,3 +165,22 @@ def test_domain_options_are_checked():
     with pytest.raises(ValueError, match=r"must be among \['batch_size', 'bound', 'lower', 'parametrization', "
                                          r"'positive_bounds'\], but got 'real_bounds'"):  # the domain has no real one
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"real_bounds": (0, 1)})
+
+
+@pytest.mark.parametrize("optimizer", ["NGOpt", "CMA", "TwoPointsDE", "OnePlusOne"])
+@pytest.mark.parametrize("parametrization", ["normalize", "softmax"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_numpy_global_random_state_is_neither_used_nor_advanced(optimizer, parametrization, scaled):
+    p = ScaledQuadratic.random(3, rng=0)
+    k = p.domain if scaled else 3
+    f = p if scaled else Quadratic.random(3, rng=0)
+    results = []
+    for global_seed in (1, 2):
+        np.random.seed(global_seed)  # noqa: NPY002 - the legacy global state under test
+        before = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+        res = spsa_mix.minimize(f, k, method=f"nevergrad:{optimizer}", max_evals=20, seed=0, vectorized=True,
+                                options={"parametrization": parametrization})
+        after = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+        assert after[0] == before[0] and np.array_equal(after[1], before[1]) and after[2:] == before[2:]
+        results.append(res.history["x"])
+    np.testing.assert_array_equal(*results)  # the run depends on its seed only

@@ -158,3 +158,11 @@ def test_extra_coordinates_are_named_distributions(monkeypatch):
     first = created[0].study.trials[0]
     assert first.params["scale"] == pytest.approx(3.0, rel=1e-12) and first.params["extra_z0"] == 0.5
     assert res.history["x"].shape == (5, 4)
+
+
+def test_numpy_global_random_state_is_left_alone():
+    p = ScaledQuadratic.random(3, rng=0)
+    before = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+    spsa_mix.minimize(p, p.domain, method="optuna:cmaes", max_evals=10, seed=0, vectorized=True)
+    after = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+    assert np.array_equal(after[1], before[1]) and after[2:] == before[2:]
