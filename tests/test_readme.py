@@ -77,3 +77,13 @@ def test_the_first_python_example_runs():
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["res"].success
     assert abs(namespace["res"].x - namespace["c"]).max() < 0.05
+
+
+def test_the_learned_scale_example_runs_after_the_first():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    example = next(b for b in blocks if "spsa_mix.Domain" in b)
+    namespace: dict = {}
+    exec(compile(blocks[0] + example, "README.md", "exec"), namespace)  # noqa: S102
+    res = namespace["res"]
+    assert res.success and abs(res.extras["scale"] - 2.0) < 0.01
+    assert abs(res.alpha - namespace["c"]).max() < 0.05

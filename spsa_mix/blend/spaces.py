@@ -27,7 +27,7 @@ Example
 >>> import torch
 >>> space = BlendSpace("task-vectors", k=2, scale="learned")
 >>> space.domain, space.rows
-(Domain(simplex=(2,), positive=1), 3)
+(Domain(simplex=(2,), positive=1, names=('scale',)), 3)
 >>> space.coefficients(torch.tensor([[0.25, 0.75, 2.0]], dtype=torch.float64)).tolist()
 [[[0.5, 1.5, -1.0]]]
 """
