@@ -1,7 +1,8 @@
 """Files written whole or not at all, and the one JSON serialiser.
 
 Every file the package writes (results, reports, cached experts) goes through
-:func:`atomic_write_bytes` (or :func:`atomic_path` for writers that only take a path): the
+:func:`atomic_write_bytes` (or :func:`atomic_path` for writers that only take a path; a
+folder, such as a merged model, through :func:`atomic_directory`): the
 data is written to a temporary file in the destination folder, flushed and fsynced, then
 renamed over the destination, so a reader, a crash or a Ctrl-C never leaves a half-written
 file, and an existing file is replaced only by a complete one. The file gets the mode a
@@ -40,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "to_jsonable", "dumps_json", "write_json",
-           "check_writable", "check_outputs"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory", "to_jsonable", "dumps_json",
+           "write_json", "check_writable", "check_outputs"]
 
 _ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
 
@@ -123,6 +124,56 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _remove(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to write a whole folder into (a model directory).
+
+    An existing ``path`` that is a file or a non-empty folder is refused (``ValueError``,
+    before the block runs) unless ``overwrite``. When the block ends normally every file in
+    the temporary folder is fsynced, the folder gets the mode a new folder gets (``0o777``
+    less the umask) and it is renamed onto ``path`` (an existing ``path`` is moved aside
+    first and removed after); when the block raises it is removed and ``path`` is untouched.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out"
+    >>> with atomic_directory(target) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("x")
+    >>> sorted(p.name for p in target.iterdir())
+    ['a.txt']
+    """
+    import shutil
+    import tempfile
+
+    target = Path(path)
+    if target.exists() and not overwrite and (target.is_file() or any(target.iterdir())):
+        raise ValueError(f"path {str(target)!r} exists and is not empty: pass overwrite=True to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                fd = os.open(file, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_folder(target.parent)
 
 
 def _create_temporary(path: Path, *, suffix: str) -> tuple[Path, int]:

@@ -103,3 +103,13 @@ def test_every_python_snippet_runs_as_written():
                 exec(compile(code, f"README.md ({heading}, block {i + 1})", "exec"), namespace)  # noqa: S102
             except Exception as e:  # noqa: BLE001
                 pytest.fail(f"README.md, section {heading!r}, python block {i + 1}: {type(e).__name__}: {e}")
+
+
+def test_the_learned_scale_example_runs_after_the_first():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    example = next(b for b in blocks if "spsa_mix.Domain" in b)
+    namespace: dict = {}
+    exec(compile(blocks[0] + example, "README.md", "exec"), namespace)  # noqa: S102
+    res = namespace["res"]
+    assert res.success and abs(res.extras["scale"] - 2.0) < 0.01
+    assert abs(res.alpha - namespace["c"]).max() < 0.05

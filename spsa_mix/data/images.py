@@ -148,9 +148,12 @@ class ImageData:
     @classmethod
     def from_arrays(cls, name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, scale: float,
                     classes: Sequence[str] | None = None, source: str = "arrays",
-                    standardize: bool = True) -> ImageData:
+                    standardize: bool = True, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> ImageData:
         """Build from arrays (channels-first uint8 images, integer labels); the test split
-        may be empty. With ``standardize=False`` images are only scaled (``mean`` 0, ``std`` 1)."""
+        may be empty. Images are normalised by the training split's per-channel statistics,
+        by ``mean`` and ``std`` when given (e.g. those the experts were trained with), or only
+        scaled with ``standardize=False`` (``mean`` 0, ``std`` 1)."""
         xt = torch.as_tensor(np.asarray(x_train), dtype=torch.uint8)
         xs = torch.as_tensor(np.asarray(x_test), dtype=torch.uint8)
         if xt.ndim != 4 or xs.ndim != 4 or xt.shape[1:] != xs.shape[1:]:
@@ -160,13 +163,20 @@ class ImageData:
         ys = torch.as_tensor(np.asarray(y_test), dtype=torch.int64)
         n_classes = int(max(int(y.max()) for y in (yt, ys) if y.numel())) + 1
         channels = xt.shape[1]
-        if standardize:
+        if mean is not None or std is not None:
+            if mean is None or std is None or len(mean) != channels or len(std) != channels:
+                raise ValueError(f"mean and std must both be given, one value per channel ({channels}), but got "
+                                 f"mean={mean!r} and std={std!r}")
+            mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+            if not bool((std_t > 0).all()):
+                raise ValueError(f"std must be positive, but got {list(std)}")
+        elif standardize:
             flat = xt.transpose(0, 1).reshape(channels, -1).to(torch.float64) * scale  # (C, N*H*W)
-            mean = flat.mean(dim=1).to(torch.float32)
-            std = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
+            mean_t = flat.mean(dim=1).to(torch.float32)
+            std_t = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
         else:
-            mean, std = torch.zeros(channels), torch.ones(channels)
-        return cls(name, xt, yt, xs, ys, float(scale), mean, std,
+            mean_t, std_t = torch.zeros(channels), torch.ones(channels)
+        return cls(name, xt, yt, xs, ys, float(scale), mean_t, std_t,
                    tuple(classes) if classes is not None else tuple(str(c) for c in range(n_classes)), source)
 
     @property
@@ -468,12 +478,22 @@ def _load_torchvision(key: str, roots: list[Path], image_size: int | None, stand
     )
 
 
-def _construct(cls: Any, root: Path, kwargs: dict[str, Any], image_size: int | None) -> Any:
-    transform = None
-    if image_size is not None:
-        from torchvision import transforms
+def resize_transform(image_size: int | None) -> Any:
+    """A torchvision transform that resizes (shorter side) and centre-crops to ``image_size``, or ``None``."""
+    if image_size is None:
+        return None
+    from torchvision import transforms
 
-        transform = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+    return transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+
+
+def images_to_arrays(ds: Any, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, C, H, W)`` uint8 and labels of a torchvision-style dataset (see :func:`_to_arrays`)."""
+    return _to_arrays(ds, image_size)
+
+
+def _construct(cls: Any, root: Path, kwargs: dict[str, Any], image_size: int | None) -> Any:
+    transform = resize_transform(image_size)
     if cls.__name__ == "Imagenette":
         last: Exception | None = None
         for size in ("full", "320px", "160px"):
