@@ -190,3 +190,20 @@ def test_a_corrupt_weights_file_is_retrained_with_a_warning(digits: ImageData, t
     # retrained from its own initialisation: the same weights as the first time, and the file is whole again
     assert all(torch.equal(x, y) for x, y in zip(_state(first[0].model), _state(again[0].model), strict=True))
     assert [e.cached for e in _train(digits, cache)] == [True, True]
+
+
+def test_an_expert_whose_training_loss_is_not_finite_is_not_cached(digits: ImageData, tmp_path: Path) -> None:
+    from spsa_mix.core.errors import NonFiniteLossError
+
+    class Diverged(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = make_model()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x) * float("nan")
+
+    cache = ExpertCache(tmp_path)
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1, batch 1"):
+        train_or_load_experts(Diverged, digits, SPLITS, spec=SPEC, cache=cache, arch="nan", progress=False)
+    assert list(tmp_path.iterdir()) == []

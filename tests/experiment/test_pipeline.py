@@ -146,3 +146,19 @@ def test_a_bad_output_path_fails_before_any_work(tmp_path, monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"^cache_dir '.*a-file' cannot be used: it is a file, not a folder$"):
         run_experiment(cfg.replace(cache_dir=str(tmp_path / "a-file")), output=tmp_path / "r.json", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_non_finite_fine_tuning_loss_is_an_error_of_its_configuration(tmp_path, monkeypatch) -> None:
+    original = pipeline_mod.finetune
+
+    def diverging_for_spsa(*args, **kwargs):
+        if kwargs["desc"].startswith("fine-tune spsa"):
+            kwargs["loss_fn"] = lambda out, y: torch.nn.functional.cross_entropy(out, y) * float("nan")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod, "finetune", diverging_for_spsa)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("spsa", "uniform"))
+    res = run_experiment(cfg, output=tmp_path / "r.json", progress=False)
+    assert res["status"] == "complete with errors" and [r["config"] for r in res["runs"]] == ["uniform"]
+    assert [e["config"] for e in res["errors"]] == ["spsa"]
+    assert res["errors"][0]["error"].startswith("NonFiniteLossError: training loss is nan at epoch 1, batch 1")
