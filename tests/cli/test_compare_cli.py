@@ -226,3 +226,21 @@ def test_help_shows_every_default_once_and_the_method_names():
     assert "(default: None)" not in text and "(default: False)" not in text
     for option in text.split(" --")[1:]:
         assert option.count("default") <= 1, option
+
+
+def test_the_json_says_running_after_every_run_and_a_rerun_replaces_it(tmp_path, monkeypatch):
+    real = library.run_one
+    out = tmp_path / "r.json"
+    seen = []
+
+    def watching(*args):
+        seen.append(json.loads(out.read_text()) if out.exists() else None)
+        return real(*args)
+
+    monkeypatch.setattr(library, "run_one", watching)
+    argv = ["--k", "3", "--budget", "20", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out)]
+    assert compare.run(parse(*argv, "--seeds", "2")) == 0
+    assert seen[0] is None and (seen[1]["status"], len(seen[1]["runs"])) == ("running", 1)
+    assert strict_json(out)["status"] == "complete"
+    assert compare.run(parse(*argv, "--seeds", "1")) == 0  # no reuse: the file is the new comparison's
+    assert len(strict_json(out)["runs"]) == 1

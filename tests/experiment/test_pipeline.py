@@ -162,3 +162,29 @@ def test_a_non_finite_fine_tuning_loss_is_an_error_of_its_configuration(tmp_path
     assert res["status"] == "complete with errors" and [r["config"] for r in res["runs"]] == ["uniform"]
     assert [e["config"] for e in res["errors"]] == ["spsa"]
     assert res["errors"][0]["error"].startswith("NonFiniteLossError: training loss is nan at epoch 1, batch 1")
+
+
+def test_the_file_says_running_after_every_expert_and_run_and_failed_on_a_crash(tmp_path, monkeypatch) -> None:
+    """What a kill leaves (the last file written, "running") and what a crash leaves ("failed")."""
+    out = tmp_path / "r.json"
+    seen = []
+    original = pipeline_mod.finetune
+
+    def watching(*args, **kwargs):
+        seen.append(_strict_json(out))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod, "finetune", watching)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "spsa"))
+    run_experiment(cfg, output=out, progress=False)
+    assert [(s["status"], len(s["experts"]), len(s["runs"])) for s in seen] == [("running", 3, 0), ("running", 3, 1)]
+
+    def crash(self):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pipeline_mod.Experiment, "run_configs", crash)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_experiment(cfg.replace(budget=30), output=out, progress=False)
+    saved = _strict_json(out)
+    assert saved["status"] == "failed" and saved["errors"][-1]["error"] == "RuntimeError: disk on fire"
+    assert len(saved["experts"]) == 3 and len(saved["previous_runs"]) == 2  # the runs of the first call are kept
