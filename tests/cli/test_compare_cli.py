@@ -164,7 +164,8 @@ def test_a_real_sigint_stops_the_comparison_exits_130_and_keeps_the_finished_run
     out = tmp_path / "r.json"
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "compare", "--k", "10", "--budget", "20000",
-                             "--seeds", "500", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out)],
+                             "--seeds", "500", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out),
+                             "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
@@ -193,6 +194,7 @@ def test_a_real_sigint_stops_the_comparison_exits_130_and_keeps_the_finished_run
     assert len(data["runs"]) >= runs_seen and len(data["runs"]) < 500
     assert all(r["status"] != "INTERRUPTED" for r in data["runs"])  # an interrupted run is not recorded as a result
     assert "interrupted after" in err and str(out) in err
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "r.png").exists()  # written at the end only
 
 
 def test_the_quadratic_problem_refuses_what_it_cannot_build():

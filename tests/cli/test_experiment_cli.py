@@ -161,3 +161,21 @@ def test_a_real_sigint_exits_130_and_keeps_the_finished_runs(tmp_path) -> None:
     assert f"interrupted; results so far in {out}; trained experts stay cached" in err
     assert len(list((tmp_path / "c" / "experts").glob("*.safetensors"))) == 3
     assert not out.with_suffix(".md").exists()  # the report and the figure are written at the end only
+
+
+def test_a_diverged_expert_exits_2_with_one_line_and_is_not_cached(tmp_path, capsys, monkeypatch) -> None:
+    import spsa_mix.experiment.experts as experts_mod
+    from spsa_mix.core.errors import NonFiniteLossError
+
+    def diverge(*args, **kwargs):
+        raise NonFiniteLossError("training loss is nan at epoch 1, batch 3 (the weights are those after the last "
+                                 "finite step); try a lower learning rate", index=2, value=float("nan"))
+
+    monkeypatch.setattr(experts_mod, "train_model", diverge)
+    code = experiment_cli.run(parse("--quick", "--configs", "uniform", "--no-progress", "--cache-dir",
+                                    str(tmp_path / "c"), "--output", str(tmp_path / "r.json")))
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines()[-1].startswith("spsa-mix experiment: error: training loss is nan at epoch "
+                                                         "1, batch 3"), err
+    assert "Traceback" not in err
+    assert not list((tmp_path / "c" / "experts").glob("*"))

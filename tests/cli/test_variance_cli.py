@@ -160,6 +160,10 @@ def test_the_json_is_rewritten_after_every_finished_cell_marked_running(tmp_path
     assert seen[1]["summary"]["rows"] == len(seen[1]["rows"]) == 2
     final = json.loads(out.read_text())
     assert final["status"] == "complete" and len(final["rows"]) == 4
+    monkeypatch.undo()
+    assert main(["bench", "variance", "--k", "4", "--m", "1", "--directions", "gaussian", "--sum-zero", "on",
+                 "--samples", "200", "--output", str(out), "--plot", "", "--no-progress", "--quiet"]) == 0
+    assert [r["k"] for r in json.loads(out.read_text())["rows"]] == [4]  # a rerun starts afresh
 
 
 def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
@@ -174,7 +178,8 @@ def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "variance", "--k", *map(str, range(2, 60)),
                              "--m", "1", "--directions", "gaussian", "--sum-zero", "on", "--samples", "20000",
-                             "--output", str(out), "--plot", "", "--no-progress", "--quiet"],
+                             "--output", str(out), "--plot", str(tmp_path / "v.png"), "--csv", "--no-progress",
+                             "--quiet"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
@@ -198,6 +203,7 @@ def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
     assert data["status"] == "interrupted" and rows <= len(data["rows"]) < 58
     assert data["summary"]["rows"] == len(data["rows"])
     assert "finished rows are in" in err
+    assert not (tmp_path / "v.png").exists() and not (tmp_path / "v.csv").exists()  # written at the end only
 
 
 def test_help_states_each_default_once():

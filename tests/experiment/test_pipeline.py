@@ -188,3 +188,19 @@ def test_the_file_says_running_after_every_expert_and_run_and_failed_on_a_crash(
     saved = _strict_json(out)
     assert saved["status"] == "failed" and saved["errors"][-1]["error"] == "RuntimeError: disk on fire"
     assert len(saved["experts"]) == 3 and len(saved["previous_runs"]) == 2  # the runs of the first call are kept
+
+
+def test_a_non_finite_loss_while_learning_alpha_is_an_error_of_its_configuration(tmp_path, monkeypatch) -> None:
+    original = pipeline_mod.Experiment.objective
+
+    def nan_for_learning(self, seed):
+        if seed is None:  # the objective that builds blended models and held-out scores
+            return original(self, seed)
+        return lambda points: np.full(len(points), np.nan)
+
+    monkeypatch.setattr(pipeline_mod.Experiment, "objective", nan_for_learning)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("spsa", "uniform"))
+    res = run_experiment(cfg, output=tmp_path / "r.json", progress=False)
+    assert res["status"] == "complete with errors" and [r["config"] for r in res["runs"]] == ["uniform"]
+    assert res["errors"][0]["error"].startswith("RuntimeError: minimize(method='spsa') did not succeed: stopped: "
+                                                "the objective returned nan")
