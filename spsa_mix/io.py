@@ -153,6 +153,8 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
         for file in tmp.rglob("*"):
             if file.is_file():
                 fd = os.open(file, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
@@ -160,8 +162,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
+                os.chmod(file, 0o666 & ~umask)  # writers that make 0600 files (mkstemp) get the usual mode
+            elif file.is_dir():
+                os.chmod(file, 0o777 & ~umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))

@@ -293,3 +293,31 @@ def test_check_outputs_refuses_two_names_for_one_file(tmp_path):
     check_outputs({"--output": tmp_path / "r.json", "--csv": tmp_path / "r.csv", "--plot": None})
     with pytest.raises(ValueError, match=r"--csv and --output name the same file '.*r\.json'"):
         check_outputs({"--output": tmp_path / "r.json", "--csv": tmp_path / "." / "r.json"})
+
+
+def test_a_directory_is_written_whole_with_the_usual_modes(tmp_path):
+    import os
+    import tempfile as tf
+
+    from spsa_mix.io import atomic_directory
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "model") as tmp:
+            fd, name = tf.mkstemp(dir=tmp)  # a writer that makes a 0600 file
+            os.close(fd)
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "b.txt").write_text("b")
+    finally:
+        os.umask(old)
+    files = sorted(p for p in (tmp_path / "model").rglob("*") if p.is_file())
+    assert len(files) == 2 and all(p.stat().st_mode & 0o777 == 0o644 for p in files)
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    with pytest.raises(ValueError, match="exists and is not empty: pass overwrite=True"):
+        with atomic_directory(tmp_path / "model"):
+            pass
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "model", overwrite=True) as tmp:
+        (tmp / "c.txt").write_text("c")
+        raise RuntimeError("stop")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(["sub", Path(name).name])
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind

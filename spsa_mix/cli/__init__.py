@@ -1,5 +1,7 @@
 """The ``spsa-mix`` command line.
 
+``spsa-mix merge``
+    expert checkpoints and target data in, a merged checkpoint out (:mod:`spsa_mix.cli.merge`);
 ``spsa-mix experiment``
     the GLUE paper's experiment end to end on any dataset (:mod:`spsa_mix.cli.experiment`;
     ``spsa-mix experiment``, its name before 0.2, still works);
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser", "selected_command", "DefaultsHelpFormatter"]
 
 _COMMANDS = {
+    ("merge",): ("spsa_mix.cli.merge", "blend expert checkpoints into one merged checkpoint, learning the weights on target data"),
     ("experiment",): ("spsa_mix.cli.experiment",
                       "train experts on non-IID splits, set alpha every way, fine-tune: the GLUE paper's experiment"),
     ("bench", "compare"): ("spsa_mix.cli.compare", "compare methods on one objective at equal budgets"),

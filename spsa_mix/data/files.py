@@ -240,6 +240,22 @@ class TensorData:
         inputs = {k: v[ix] for k, v in stored.items()} if isinstance(stored, dict) else stored[ix]
         return inputs, labels[ix]
 
+    def model_dims(self) -> dict[str, int]:
+        """For images ``(N, C, H, W)`` with class labels: ``num_classes`` (the largest label
+        plus one, over both splits), ``in_channels`` and ``image_size``, as
+        :func:`spsa_mix.models.build_model` takes them.
+
+        >>> TensorData("t", torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 4, 2])).model_dims()
+        {'num_classes': 5, 'in_channels': 3, 'image_size': 8}
+        """
+        inputs, targets = self._splits["train"]
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or targets.is_floating_point():
+            raise ValueError(f"{self.name}: an architecture by name needs images (N, C, H, W) and class labels; "
+                             "give model: package.module:factory for other data")
+        labels = [t for t in (targets, self._splits["test"][1]) if t is not None and t.numel()]
+        return {"num_classes": int(max(int(t.max()) for t in labels)) + 1, "in_channels": int(inputs.shape[1]),
+                "image_size": int(inputs.shape[-1])}
+
 
 def _items(inputs: Any) -> list[tuple[str, torch.Tensor]]:
     if isinstance(inputs, dict):

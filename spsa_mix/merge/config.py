@@ -15,7 +15,7 @@ Example
 >>> MergeConfig.from_dict({"experts": ["a", "b"], "budgte": 3})
 Traceback (most recent call last):
 ...
-ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, space, validate_every
+ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, select, space, validate_every
 """
 
 from __future__ import annotations
@@ -157,6 +157,11 @@ class MergeConfig:
     checkpoint_every, validate_every:
         Steps between writes of the run's state (and at Ctrl-C), and between validation
         evaluations.
+    select:
+        Which blend is written: ``best`` (default), the one of the learned blend, the
+        uniform blend and the best single expert with the lowest validation loss (so the
+        output is never worse, on the validation data, than a candidate the run scored); or
+        ``learned``, the search's answer whatever its score.
     """
 
     experts: tuple[str, ...] = ()
@@ -177,6 +182,7 @@ class MergeConfig:
     overwrite: bool = False
     checkpoint_every: int = 10
     validate_every: int = 10
+    select: str = "best"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -229,6 +235,7 @@ class MergeConfig:
             raise ValueError(f"options must be a mapping of minimize's keyword arguments, but got {self.options!r}")
         if not isinstance(self.output, str) or not self.output:
             raise ValueError(f"output must be a path, but got {self.output!r}")
+        _choice(self.select, "select", ("best", "learned"))
         if not isinstance(self.overwrite, bool):
             raise ValueError(f"overwrite must be true or false, but got {self.overwrite!r}")
         if self.data.train is None:
