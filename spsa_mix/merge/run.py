@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -99,17 +98,12 @@ def _architecture(model_dir: Path | None) -> str | None:
     return str(archs[0]) if archs else None
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
+def _check_output(output: Path, overwrite: bool, state: Path) -> None:
+    from spsa_mix.io import check_outputs
+
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
         raise ValueError(f"output {str(output)!r} exists and is not empty: choose another output or pass --overwrite")
-    parent = output.parent if output.parent != Path("") else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"output {str(output)!r} cannot be created: {str(probe)!r} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"output {str(output)!r} cannot be written: no write permission in {str(probe)!r}")
+    check_outputs({"output": output, "the run's state": state}, folders=("output",))
 
 
 def plan_merge(cfg: MergeConfig) -> MergePlan:
@@ -170,7 +164,7 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
         raise ValueError(f"budget {cfg.budget} buys no step of {cfg.method!r} (a step costs {cost:g} evaluations, "
                          f"{reserve} more is kept to score the answer): raise budget to at least {int(cost) + reserve}")
     output = Path(cfg.output)
-    _check_output(output, cfg.overwrite)
+    _check_output(output, cfg.overwrite, cfg.state_path())
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
 
 
