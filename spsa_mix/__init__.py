@@ -15,6 +15,7 @@ Example
 """
 
 from spsa_mix.core import (
+    Domain,
     NonFiniteLossError,
     ObjectiveError,
     OptimizeResult,
@@ -34,6 +35,7 @@ __all__ = [
     "SimplexSPSA",
     "SimplexForwardGradient",
     "SimplexGradient",
+    "Domain",
     "OptimizeResult",
     "Status",
     "NonFiniteLossError",

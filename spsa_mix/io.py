@@ -1,7 +1,8 @@
 """Files written whole or not at all, and the one JSON serialiser.
 
 Every file the package writes (results, reports, cached experts) goes through
-:func:`atomic_write_bytes` (or :func:`atomic_path` for writers that only take a path): the
+:func:`atomic_write_bytes` (or :func:`atomic_path` for writers that only take a path; a
+folder, such as a merged model, through :func:`atomic_directory`): the
 data is written to a temporary file in the destination folder, flushed and fsynced, then
 renamed over the destination, so a reader, a crash or a Ctrl-C never leaves a half-written
 file, and an existing file is replaced only by a complete one. The file gets the mode a
@@ -11,6 +12,11 @@ newly created file gets (``0o666`` less the umask: ``0644`` under the usual ``02
 paths, enums, non-finite floats); :func:`dumps_json` and :func:`write_json` use it and write
 strict JSON (no ``NaN`` literal). NumPy is the only dependency: every layer may import this
 module.
+
+:func:`check_writable` (and :func:`check_outputs`, for several paths) is the one check of
+an output path, made before any work so that a bad ``--output`` fails at once with a
+one-line reason instead of a traceback at the end. It creates no folder and leaves no
+file (the writers above create the parent folders when they write).
 
 Example
 -------
@@ -35,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "to_jsonable", "dumps_json", "write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory", "to_jsonable", "dumps_json",
+           "write_json", "check_writable", "check_outputs"]
 
 _ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
 
@@ -117,6 +124,59 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _remove(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to write a whole folder into (a model directory).
+
+    An existing ``path`` that is a file or a non-empty folder is refused (``ValueError``,
+    before the block runs) unless ``overwrite``. When the block ends normally every file in
+    the temporary folder is fsynced, the folder gets the mode a new folder gets (``0o777``
+    less the umask) and it is renamed onto ``path`` (an existing ``path`` is moved aside
+    first and removed after); when the block raises it is removed and ``path`` is untouched.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out"
+    >>> with atomic_directory(target) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("x")
+    >>> sorted(p.name for p in target.iterdir())
+    ['a.txt']
+    """
+    import shutil
+    import tempfile
+
+    target = Path(path)
+    if target.exists() and not overwrite and (target.is_file() or any(target.iterdir())):
+        raise ValueError(f"path {str(target)!r} exists and is not empty: pass overwrite=True to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                fd = os.open(file, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.chmod(file, 0o666 & ~umask)  # writers that make 0600 files (mkstemp) get the usual mode
+            elif file.is_dir():
+                os.chmod(file, 0o777 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_folder(target.parent)
 
 
 def _create_temporary(path: Path, *, suffix: str) -> tuple[Path, int]:
@@ -204,3 +264,70 @@ def write_json(value: Any, path: str | os.PathLike[str], *, indent: int | None =
     '[1, 2]\\n'
     """
     return atomic_write_text(path, dumps_json(value, indent=indent))
+
+
+def check_writable(path: str | os.PathLike[str], name: str, *, folder: bool = False) -> Path:
+    """``path`` as a :class:`Path` if a file (``folder=True``: a folder) can be written
+    there; else ``ValueError`` with one line naming ``name`` (the option or argument), the
+    path and why.
+
+    Refused: a file path that is a folder, a folder path that is a file, a path under a
+    file, and a path whose nearest existing folder this process cannot create files in
+    (permissions, a read-only file system). The check creates no folder and leaves no file:
+    it creates and removes one empty temporary file in that nearest existing folder, which
+    is what the writers will need (they create the missing folders below it). An existing
+    file is accepted: the writers replace it whole.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_writable(root / "new" / "r.json", "--output") == root / "new" / "r.json", (root / "new").exists()
+    (True, False)
+    >>> check_writable(root, "--output")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --output '...' cannot be written: it is a folder
+    """
+    path = Path(path).expanduser()
+    verb = "used" if folder else "written"
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"{name} {str(path)!r} cannot be {verb}: {why}")
+
+    existing = path if folder else path.parent
+    if os.path.lexists(path):
+        if folder and not path.is_dir():
+            raise refuse("it is a file, not a folder")
+        if not folder and path.is_dir():
+            raise refuse("it is a folder")
+    while not os.path.lexists(existing):
+        existing = existing.parent  # ends at "." or the root, which exist
+    if not existing.is_dir():
+        raise refuse(f"{str(existing)!r} is a file, not a folder")
+    try:
+        probe, _ = _create_temporary(existing / "spsa_mix_check", suffix=".tmp")
+    except OSError as e:
+        raise refuse(f"cannot create files in {str(existing)!r} ({e.strerror or e})") from None
+    _remove(probe)
+    return path
+
+
+def check_outputs(paths: Mapping[str, str | os.PathLike[str] | None], *, folders: tuple[str, ...] = ()) -> None:
+    """:func:`check_writable` of every path of ``{name: path}`` that is not ``None`` (the
+    names in ``folders`` as folders), and no two names for one file.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_outputs({"--output": root / "r.json", "--plot": None, "--csv": root / "r.json"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --csv and --output name the same file '.../r.json'
+    """
+    seen: dict[Path, str] = {}
+    for name, path in paths.items():
+        if path is None:
+            continue
+        checked = check_writable(path, name, folder=name in folders)
+        where = Path(os.path.abspath(checked))
+        if where in seen:
+            raise ValueError(f"{name} and {seen[where]} name the same file {str(checked)!r}")
+        seen[where] = name

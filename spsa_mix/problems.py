@@ -7,6 +7,11 @@ and computes its constrained minimiser independently of this package's optimiser
 (closed form when the unconstrained optimum lies inside the simplex, SciPy's SLSQP
 otherwise).
 
+:class:`ScaledQuadratic` is the same for a point with a learned scale beside the weights
+(a task-vector blend ``theta = s sum_i alpha_i tau_i`` fitted to ``theta*``): its domain
+is ``Domain(k, positive=1, names=("scale",))`` and its minimiser ``(c, s*)`` is known by
+construction.
+
 Example
 -------
 >>> import numpy as np
@@ -25,12 +30,19 @@ import numpy as np
 import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.simplex import project_onto_simplex
-from spsa_mix.core.validation import check_positive_int, normalize_rng
+from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng
 
-__all__ = ["Quadratic"]
+__all__ = ["Quadratic", "ScaledQuadratic"]
 
 FloatArray = NDArray[np.float64]
+
+
+def _check_at_least(value: float, name: str, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or not value >= low:
+        raise ValueError(f"{name} must be a number >= {low:g}, but got {value!r}")
 
 
 @dataclass
@@ -54,6 +66,7 @@ class Quadratic:
             raise ValueError(f"A must be (k, k) and c (k,), but got A {self.A.shape} and c {self.c.shape}")
         if not np.allclose(self.A, self.A.T) or np.linalg.eigvalsh(self.A).min() <= 0:
             raise ValueError("A must be symmetric positive definite")
+        _check_at_least(self.noise_std, "noise_std", 0.0)
 
     @property
     def k(self) -> int:
@@ -75,6 +88,7 @@ class Quadratic:
         minimiser), with ``"boundary"`` ``c`` lies outside it, beyond a face, so that the
         minimiser has zero coordinates."""
         k = check_positive_int(k, "k")
+        _check_at_least(condition, "condition", 1.0)  # the ratio of A's largest to smallest eigenvalue
         g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
         q, _ = np.linalg.qr(g.standard_normal((k, k)))
         eig = scale * np.logspace(-np.log10(condition), 0.0, k)
@@ -143,3 +157,87 @@ class Quadratic:
     def minimum(self) -> float:
         """The minimum value over the simplex."""
         return self.value(self.minimizer())
+
+
+@dataclass
+class ScaledQuadratic:
+    """``f(alpha, s) = 0.5 |s T^T alpha - s* T^T c|^2``: ``k`` task vectors (the rows of
+    ``T``, shape ``(k, dim)``) blended with weights ``alpha`` and scaled by ``s > 0``.
+
+    A point is the flat vector ``(alpha_1, ..., alpha_k, s)`` of :attr:`domain`. With ``T``
+    of full row rank, the minimum ``0`` is reached only at ``alpha = c``, ``s = s*``:
+    ``s alpha = s* c`` and summing over the weights gives ``s = s*``. Vectorized, with
+    ``value_and_grad`` and ``jvp`` (the gradient with respect to ``alpha`` and ``s``).
+
+    >>> p = ScaledQuadratic.random(3, rng=0, s_star=2.0)
+    >>> x = p.minimizer()
+    >>> x.shape, float(x[-1]), p(x)
+    ((4,), 2.0, 0.0)
+    """
+
+    T: FloatArray
+    c: FloatArray
+    s_star: float
+
+    def __post_init__(self) -> None:
+        self.T = np.asarray(self.T, dtype=np.float64)
+        self.c = np.asarray(self.c, dtype=np.float64)
+        if self.T.ndim != 2 or self.c.shape != (self.T.shape[0],):
+            raise ValueError(f"T must be (k, dim) and c (k,), but got T {self.T.shape} and c {self.c.shape}")
+        if np.linalg.matrix_rank(self.T) < self.T.shape[0]:
+            raise ValueError("T must have full row rank (k independent task vectors), or the optimum is not unique")
+        if not (np.all(self.c > 0) and abs(self.c.sum() - 1.0) < 1e-12):
+            raise ValueError(f"c must be an interior point of the simplex, but got {self.c.tolist()}")
+        self.s_star = check_positive(self.s_star, "s_star")
+        self.target = self.s_star * (self.c @ self.T)  # theta*, (dim,)
+
+    @property
+    def k(self) -> int:
+        return int(self.c.shape[0])
+
+    @property
+    def domain(self) -> Domain:
+        """``Domain(k, positive=1, names=("scale",))``."""
+        return Domain(self.k, positive=1, names=("scale",))
+
+    @classmethod
+    def random(cls, k: int, *, rng: np.random.Generator | int | None = None, s_star: float = 2.0,
+               dim: int | None = None) -> ScaledQuadratic:
+        """Task vectors with independent normal entries (``dim = 2 k`` by default) and an
+        interior ``c`` drawn as :meth:`Quadratic.random` does."""
+        k = check_positive_int(k, "k")
+        g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
+        d = 2 * k if dim is None else check_positive_int(dim, "dim")
+        T = g.standard_normal((k, d)) / np.sqrt(d)
+        c = 0.8 * g.dirichlet(np.full(k, 2.0)) + 0.2 / k
+        return cls(T=T, c=c / c.sum(), s_star=s_star)
+
+    def _residual(self, x: FloatArray) -> FloatArray:
+        return x[..., -1:] * (x[..., : self.k] @ self.T) - self.target
+
+    def __call__(self, x: ArrayLike) -> float | FloatArray:
+        """Loss at one point (``(k + 1,)`` -> float) or a batch (``(n, k + 1)`` -> ``(n,)``)."""
+        a = np.asarray(x, dtype=np.float64)
+        r = self._residual(a)
+        vals = 0.5 * np.sum(r * r, axis=-1)
+        return float(vals) if a.ndim == 1 else vals
+
+    def grad(self, x: ArrayLike) -> FloatArray:
+        """``(s T r, alpha^T T r)`` with the residual ``r = s T^T alpha - theta*``."""
+        a = np.asarray(x, dtype=np.float64)
+        r = self._residual(a)
+        return np.concatenate([a[-1] * (self.T @ r), [a[: self.k] @ self.T @ r]])
+
+    def value_and_grad(self, x: ArrayLike) -> tuple[float, FloatArray]:
+        return float(self(x)), self.grad(x)
+
+    def jvp(self, x: ArrayLike, tangents: ArrayLike) -> tuple[float, FloatArray]:
+        """Loss and the directional derivatives ``<grad, t_r>`` for tangents ``(m, k + 1)``."""
+        return float(self(x)), np.asarray(tangents, dtype=np.float64) @ self.grad(x)
+
+    def minimizer(self) -> FloatArray:
+        """``(c, s*)``, the unique minimiser (known by construction)."""
+        return np.concatenate([self.c, [self.s_star]])
+
+    def minimum(self) -> float:
+        return 0.0

@@ -226,3 +226,88 @@ def test_adapters_give_vectorized_objectives_whole_batches(method: str) -> None:
     assert shapes[0] == (4, 4)
     assert all(s[0] <= 4 for s in shapes) and sum(s[0] for s in shapes) == res.nfev <= max_evals
     assert res.nit == len(shapes)
+
+
+# ---------------------------------------------------------------- coordinates beside the simplex
+MIXED = spsa_mix.Domain((2, 3), positive=1, real=1, names=("scale", "shift"))
+
+
+class MixedRecorder(Recorder):
+    """A quadratic in the weights of MIXED plus (log s - log 2)^2 + (shift - 0.5)^2, recording
+    every flat point it is asked about and counting the evaluations itself."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(MIXED.simplex, **kw)
+        self.shape = MIXED.point_shape
+
+    def exact(self, x: np.ndarray) -> float:
+        alpha, pos, real = MIXED.split(x)
+        weights = sum(q.value(row) for q, row in zip(self.qs, alpha, strict=True))
+        return float(weights + np.log(pos[0] / 2.0) ** 2 + (real[0] - 0.5) ** 2)
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        alpha, pos, real = MIXED.split(x)
+        weights = np.stack([q.grad(row) for q, row in zip(self.qs, alpha, strict=True)])
+        return MIXED.join(weights, [2 * np.log(pos[0] / 2.0) / pos[0]], [2 * (real[0] - 0.5)])
+
+
+def run_mixed(method: str, obj: MixedRecorder, **kw):
+    kw.setdefault("max_evals", budget_of(method))
+    return spsa_mix.minimize(obj, MIXED, method=method, vectorized=kw.pop("vectorized", True),
+                             **kwargs_of(method), **kw)
+
+
+class TestConformanceMixedDomain:
+    """The checks that make sense with a positive and a real coordinate beside two simplices."""
+
+    @pytest.mark.parametrize("vectorized", [True, False])
+    def test_budget_points_and_result(self, method: str, vectorized: bool) -> None:
+        obj = MixedRecorder()
+        max_evals = min(23, budget_of(method))
+        res = run_mixed(method, obj, seed=0, vectorized=vectorized, max_evals=max_evals)
+        assert obj.cost <= max_evals and res.cost == obj.cost and res.nfev == len(obj.points)
+        assert res.status is Status.BUDGET and res.success
+        pts = np.stack(obj.points)
+        assert pts.shape[1:] == (MIXED.size,)
+        alpha, pos, real = MIXED.split(pts)
+        assert np.all(alpha > 0) and np.all(pos > 0) and np.all(np.isfinite(real))
+        np.testing.assert_allclose(alpha.sum(axis=-1), 1.0, rtol=0, atol=SIMPLEX_ATOL)
+        assert res.x.shape == (MIXED.size,) and res.alpha.shape == MIXED.simplex
+        np.testing.assert_array_equal(MIXED.split(res.x)[0], res.alpha)
+        assert res.extras == {"scale": res.x[6], "shift": res.x[7]}
+        assert res.history["x"].shape == (res.nit, MIXED.size)
+        if method in ADAPTERS:
+            assert res.fun == pytest.approx(obj.exact(res.x), rel=1e-12, abs=1e-15)
+
+    def test_same_seed_same_result(self, method: str) -> None:
+        a = run_mixed(method, MixedRecorder(), seed=3)
+        b = run_mixed(method, MixedRecorder(), seed=3)
+        np.testing.assert_array_equal(a.history["x"], b.history["x"])
+        assert a.fun == b.fun and a.extras == b.extras
+        if method not in SEED_FREE:
+            c = run_mixed(method, MixedRecorder(), seed=4)
+            assert not np.array_equal(a.history["x"], c.history["x"])
+
+    def test_improves_on_the_start(self, method: str) -> None:
+        obj = MixedRecorder(seed=1)
+        res = run_mixed(method, obj, seed=0, max_evals=100 if method != "optuna:gp" else budget_of(method))
+        assert obj.exact(res.x) < obj.exact(MIXED.center())
+
+
+@pytest.mark.parametrize("method", BUILTIN)
+def test_mixed_domain_state_round_trip_is_bit_for_bit(method: str) -> None:
+    """Stopped by the callback after 7 of 20 planned steps, resumed from res.state with the
+    rest of the budget: the uninterrupted run, bit for bit (schedules included)."""
+    kw = dict(maxiter=20, lr_schedule="cosine", final_eval=False, seed=5)
+    full = run_mixed(method, MixedRecorder(), max_evals=None, **kw)
+
+    def stop(info: OptimizeResult) -> None:
+        if info.nit == 7:
+            raise StopIteration
+
+    first = run_mixed(method, MixedRecorder(), max_evals=None, callback=stop, **kw)
+    assert first.nit == 7
+    rest = run_mixed(method, MixedRecorder(), max_evals=None, initial_state=first.state,
+                     **{**kw, "maxiter": 13, "seed": 99})
+    np.testing.assert_array_equal(rest.x, full.x)
+    np.testing.assert_array_equal(np.concatenate([first.history["x"], rest.history["x"]]), full.history["x"])

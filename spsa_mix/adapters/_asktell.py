@@ -1,7 +1,9 @@
 """The run loop shared by the adapters: a library's ask/tell inside a core :class:`Run`.
 
 Each round asks ``b = min(batch_size, evaluations left)`` points of the library's search
-space, maps them onto the simplex (:mod:`spsa_mix.adapters._parametrization`), scores them
+space, maps them onto the simplex, or onto the flat points of a
+:class:`~spsa_mix.core.domain.Domain` with coordinates beside it
+(:mod:`spsa_mix.adapters._parametrization`), scores them
 through :meth:`Run.evaluate` (one call with ``vectorized=True``) and tells the losses
 back. One history row per round: ``x`` and ``loss`` are the incumbent (the best point
 evaluated so far and its loss), ``batch_loss`` the best loss of the round's batch and
@@ -28,14 +30,21 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from spsa_mix.adapters._parametrization import PARAMETRIZATIONS, SimplexParametrization
+from spsa_mix.adapters._parametrization import (
+    DEFAULT_POSITIVE_BOUNDS,
+    DEFAULT_REAL_BOUNDS,
+    PARAMETRIZATIONS,
+    DomainParametrization,
+    SimplexParametrization,
+    check_bounds,
+)
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.driver import Run
 from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.result import OptimizeResult
-from spsa_mix.core.simplex import check_simplex_point
 from spsa_mix.core.validation import check_int
 
-__all__ = ["AskTellBackend", "parse_options", "run_ask_tell", "make_parametrization", "batch_size_of"]
+__all__ = ["AskTellBackend", "parse_options", "options_for", "run_ask_tell", "make_parametrization", "batch_size_of"]
 
 FloatArray = NDArray[np.float64]
 MATCH_ATOL = 1e-12  # a recommendation within this of an evaluated point counts as evaluated
@@ -90,12 +99,39 @@ def batch_size_of(given: Mapping[str, Any]) -> int:
     return check_int(value, "options['batch_size']", minimum=1)
 
 
-def make_parametrization(shape: tuple[int, ...], opts: Mapping[str, Any]) -> SimplexParametrization:
-    """The :class:`SimplexParametrization` named by ``opts["parametrization"]``."""
+Parametrization = SimplexParametrization | DomainParametrization
+
+
+def options_for(shape: tuple[int, ...] | Domain, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` without the bounds of coordinates the domain lacks (so that setting them
+    is an error), for :func:`parse_options`.
+
+    >>> sorted(options_for((3,), {"batch_size": 1, "positive_bounds": (1, 2), "real_bounds": (0, 1)}))
+    ['batch_size']
+    """
+    domain = Domain.of(shape)
+    drop = {name for name, n in (("positive_bounds", domain.positive), ("real_bounds", domain.real)) if n == 0}
+    return {name: value for name, value in defaults.items() if name not in drop}
+
+
+def make_parametrization(shape: tuple[int, ...] | Domain, opts: Mapping[str, Any]) -> Parametrization:
+    """The :class:`SimplexParametrization` named by ``opts["parametrization"]``, within a
+    :class:`DomainParametrization` (``opts["positive_bounds"]``, ``opts["real_bounds"]``)
+    for a domain with extra coordinates."""
     kind = opts["parametrization"]
     if kind not in PARAMETRIZATIONS:
         raise ValueError(f"options['parametrization'] must be one of {list(PARAMETRIZATIONS)}, but got {kind!r}")
-    return SimplexParametrization(kind, shape, bound=opts.get("bound"), lower=opts["lower"])
+    domain = Domain.of(shape)
+    simplex = SimplexParametrization(kind, domain.simplex, bound=opts.get("bound"), lower=opts["lower"])
+    if domain.simplex_only:
+        return simplex
+    return DomainParametrization(
+        simplex, domain,
+        positive_bounds=check_bounds(opts.get("positive_bounds", DEFAULT_POSITIVE_BOUNDS),
+                                     "options['positive_bounds']", positive=True),
+        real_bounds=check_bounds(opts.get("real_bounds", DEFAULT_REAL_BOUNDS), "options['real_bounds']",
+                                 positive=False),
+    )
 
 
 def planned_asks(run_kwargs: Mapping[str, Any], batch_size: int) -> int:
@@ -140,25 +176,29 @@ class _Evaluated:
 
 def run_ask_tell(
     objective: Callable[..., Any],
-    shape: tuple[int, ...],
+    shape: tuple[int, ...] | Domain,
     *,
-    make_backend: Callable[[SimplexParametrization, FloatArray, int], AskTellBackend],
-    param: SimplexParametrization,
+    make_backend: Callable[[Any, FloatArray, int], AskTellBackend],
+    param: Parametrization,
     x0: Any,
     batch_size: int,
     run_kwargs: dict[str, Any],
     final_eval: bool,
     quiet: Callable[[], AbstractContextManager[Any]],
 ) -> OptimizeResult:
-    """Run ``make_backend(param, z0, budget)`` through ask/tell inside a :class:`Run`.
+    """Run ``make_backend(param, z0, budget)`` through ask/tell inside a :class:`Run`,
+    all of it (the backend's creation and close included) within ``quiet()``: the context
+    the library runs in (its warnings silenced, its global state set).
 
-    ``z0`` are the free coordinates of ``x0`` (default: the uniform point) and ``budget``
-    the number of points that will be asked at most.
+    ``z0`` are the free coordinates of ``x0`` (default: the uniform point, with positive
+    coordinates 1 and real ones 0) and ``budget`` the number of points that will be asked at
+    most.
     """
-    start = np.full(shape, 1.0 / shape[-1]) if x0 is None else check_simplex_point(x0, shape)
-    z0 = param.from_simplex(start)
-    x_start = param.to_simplex(z0[None])[0]
-    run = Run(objective, shape, **run_kwargs)
+    domain = Domain.of(shape)
+    start = domain.center() if x0 is None else domain.check_point(x0, name="x0")
+    z0 = param.from_point(start, name="x0")
+    x_start = param.to_point(z0[None])[0]
+    run = Run(objective, domain, **run_kwargs)
     seen = _Evaluated()
     state = {"aborted": False}
     with quiet():
@@ -171,7 +211,7 @@ def run_ask_tell(
                     if not run.budget_allows(b):
                         break
                     handles, z = backend.ask(b)
-                    points = param.to_simplex(z)  # (b, *shape)
+                    points = param.to_point(z)  # (b, *shape)
                     losses = run.evaluate(points)
                     backend.tell(handles, losses)
                     seen.add(points, losses)
@@ -186,7 +226,7 @@ def run_ask_tell(
                 return x_start
             z = backend.recommend()
             if z is not None:
-                rec = param.to_simplex(np.asarray(z, dtype=np.float64)[None])[0]
+                rec = param.to_point(np.asarray(z, dtype=np.float64)[None])[0]
                 i = seen.index(rec)
                 if i is not None:
                     return seen.points[i]  # exactly the point evaluated

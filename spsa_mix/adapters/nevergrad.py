@@ -10,7 +10,23 @@ The simplex is searched through a parametrisation (``options["parametrization"]`
 uniform point). ``options["batch_size"] = b`` creates the optimizer with
 ``num_workers=b`` and asks ``b`` candidates before telling them; with
 ``vectorized=True`` each batch is one call of the objective. The random state of the
-parametrisation is seeded from ``rng``; same seed, same run.
+parametrisation is seeded from ``rng`` only; same seed, same run. NumPy's global random
+state is left as it was, and does not change the run: importing Nevergrad draws from it
+(kept, see :func:`_import_nevergrad`), and a Nevergrad parameter without a random state
+seeds one from the global generator the first time it is used
+(``Parameter.random_state`` in ``nevergrad/parametrization/core.py``), which the
+constructor of the parametrisation does, and so do the internal parametrisations of some
+optimizers (the recast SciPy solvers NGOpt picks on unbounded spaces) during the run. So
+for the duration of a run the global state is seeded from ``rng``, and restored at the end
+(the parametrisation itself gets a ``RandomState`` seeded from ``rng`` before anything is
+drawn); a thread of the caller that draws from the global generator during a run sees the
+run's seeding.
+
+A :class:`~spsa_mix.core.domain.Domain` with coordinates beside the simplex is searched as
+``ng.p.Tuple(simplex, extras)``: the simplex's parametrisation as above, and an
+``ng.p.Array`` of the extra coordinates bounded by ``options["positive_bounds"]`` (in
+``log`` space) and ``options["real_bounds"]`` (see
+:mod:`spsa_mix.adapters._parametrization` for the defaults and why).
 
 Nevergrad may recommend a point it never evaluated (the centre of TBPSA or of an EDA, the
 average of its SPSA, NGOpt delegating to such an optimizer), which cannot be known before
@@ -28,6 +44,9 @@ Options (``options={...}``)
     lower end of the box for ``"normalize"`` and ``"stick"`` (default ``1e-6``).
 ``batch_size``
     points asked per round (``num_workers``), default 1.
+``positive_bounds``, ``real_bounds``
+    the boxes of the positive (default ``(1/8, 8)``, searched in ``log`` space) and real
+    (default ``(-2, 2)``) coordinates of a domain that has them.
 
 Choice of the default parametrisation (measured)
 ------------------------------------------------
@@ -82,8 +101,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from spsa_mix.adapters._asktell import batch_size_of, make_parametrization, parse_options, run_ask_tell
-from spsa_mix.adapters._parametrization import DEFAULT_LOWER, SimplexParametrization
+from spsa_mix.adapters._asktell import (
+    Parametrization,
+    batch_size_of,
+    make_parametrization,
+    options_for,
+    parse_options,
+    run_ask_tell,
+)
+from spsa_mix.adapters._parametrization import (
+    DEFAULT_LOWER,
+    DEFAULT_POSITIVE_BOUNDS,
+    DEFAULT_REAL_BOUNDS,
+    DomainParametrization,
+)
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.methods import MethodSpec
 from spsa_mix.core.result import OptimizeResult
 
@@ -96,15 +128,22 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "bound": None,  # softmax logits unbounded: Nevergrad's own Array(init=0, sigma=1)
     "lower": DEFAULT_LOWER,
     "batch_size": 1,  # sequential: ask one, tell one
+    "positive_bounds": DEFAULT_POSITIVE_BOUNDS,  # see spsa_mix.adapters._parametrization
+    "real_bounds": DEFAULT_REAL_BOUNDS,
 }
 _POPULAR = ("NGOpt", "CMA", "TwoPointsDE", "OnePlusOne", "PSO", "DE", "RandomSearch", "NGOptBase")
 
 
 def _import_nevergrad() -> Any:
+    """``nevergrad``, imported with NumPy's global random state kept: importing it draws
+    from the global generator (module-level optimizer configurations build parameters)."""
+    state = np.random.get_state()  # noqa: NPY002 - the legacy global state Nevergrad draws from
     try:
         import nevergrad
     except ImportError as e:  # pragma: no cover - the adapters extra is installed in tests
         raise ImportError("method='nevergrad:...' needs nevergrad: pip install 'spsa-mix[adapters]'") from e
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
     return nevergrad
 
 
@@ -133,26 +172,52 @@ def method_spec(suffix: str) -> MethodSpec:
         final_eval=True,
         cost_per_step=batch_size_of,
         description=f"Nevergrad {suffix} through ask/tell on a parametrisation of the simplex",
+        domains=True,
     )
 
 
-class _NevergradBackend:
-    """One Nevergrad optimizer on ``ng.p.Array`` of the free coordinates."""
+@contextmanager
+def _numpy_global_state(seed: int) -> Iterator[None]:
+    """NumPy's global random state seeded with ``seed``, and restored on exit (see the
+    module docstring)."""
+    state = np.random.get_state()  # noqa: NPY002 - the legacy global state is what Nevergrad draws from
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
 
-    def __init__(self, optimizer: str, param: SimplexParametrization, z0: FloatArray, budget: int,
+
+def _array(ng: Any, z0: FloatArray, bounds: tuple[Any, Any] | None) -> Any:
+    return ng.p.Array(init=z0) if bounds is None else ng.p.Array(init=z0, lower=bounds[0], upper=bounds[1])
+
+
+class _NevergradBackend:
+    """One Nevergrad optimizer on ``ng.p.Array`` of the free coordinates (a ``ng.p.Tuple``
+    of the simplex's and the extra coordinates' arrays for a domain that has some)."""
+
+    def __init__(self, optimizer: str, param: Parametrization, z0: FloatArray, budget: int,
                  *, batch_size: int, seed: int) -> None:
         ng = _import_nevergrad()
-        bounds = param.bounds
-        if bounds is None:
-            array = ng.p.Array(init=z0)
+        if isinstance(param, DomainParametrization):
+            split = param.simplex.dim
+            parametrization = ng.p.Tuple(_array(ng, z0[:split], param.simplex.bounds),
+                                         _array(ng, z0[split:], param.extra_bounds))
         else:
-            array = ng.p.Array(init=z0, lower=bounds[0], upper=bounds[1])
-        array.random_state = np.random.RandomState(seed)
-        self.opt = ng.optimizers.registry[optimizer](parametrization=array, budget=budget, num_workers=batch_size)
+            parametrization = _array(ng, z0, param.bounds)
+        parametrization.random_state = np.random.RandomState(seed)  # before anything is drawn
+        self.opt = ng.optimizers.registry[optimizer](parametrization=parametrization, budget=budget,
+                                                     num_workers=batch_size)
+
+    @staticmethod
+    def _flat(value: Any) -> FloatArray:
+        if isinstance(value, tuple):
+            return np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in value])
+        return np.asarray(value, dtype=np.float64)
 
     def ask(self, n: int) -> tuple[list[Any], FloatArray]:
         candidates = [self.opt.ask() for _ in range(n)]
-        return candidates, np.stack([np.asarray(c.value, dtype=np.float64) for c in candidates])
+        return candidates, np.stack([self._flat(c.value) for c in candidates])
 
     def tell(self, handles: list[Any], losses: FloatArray) -> None:
         for candidate, loss in zip(handles, losses, strict=True):
@@ -161,7 +226,7 @@ class _NevergradBackend:
     def recommend(self) -> FloatArray | None:
         if self.opt.num_tell == 0:
             return None
-        return np.asarray(self.opt.provide_recommendation().value, dtype=np.float64)
+        return self._flat(self.opt.provide_recommendation().value)
 
     def close(self) -> None:
         """Stop the threads of Nevergrad's recast optimizers (SciPy's Cobyla, Powell,
@@ -236,16 +301,22 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _run(objective: Callable[..., Any], shape: tuple[int, ...], *, optimizer: str, rng: np.random.Generator,
-         run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None, x0: Any = None,
-         options: dict[str, Any] | None = None) -> OptimizeResult:
-    opts = parse_options(options, method=f"nevergrad:{optimizer}", allowed=DEFAULT_OPTIONS)
+def _run(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, optimizer: str,
+         rng: np.random.Generator, run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
+         x0: Any = None, options: dict[str, Any] | None = None) -> OptimizeResult:
+    opts = parse_options(options, method=f"nevergrad:{optimizer}", allowed=options_for(shape, DEFAULT_OPTIONS))
     batch_size = batch_size_of({"options": opts})
     param = make_parametrization(shape, opts)
     seed = int(rng.integers(2**32 - 1))
+    global_seed = int(rng.integers(2**32 - 1))  # drawn after seed: the parametrisation's seed is as before
 
-    def make_backend(param: SimplexParametrization, z0: FloatArray, budget: int) -> _NevergradBackend:
+    @contextmanager
+    def run_context() -> Iterator[None]:
+        with _numpy_global_state(global_seed), _quiet():
+            yield
+
+    def make_backend(param: Parametrization, z0: FloatArray, budget: int) -> _NevergradBackend:
         return _NevergradBackend(optimizer, param, z0, budget, batch_size=batch_size, seed=seed)
 
     return run_ask_tell(objective, shape, make_backend=make_backend, param=param, x0=x0, batch_size=batch_size,
-                        run_kwargs=run_kwargs, final_eval=final_eval, quiet=_quiet)
+                        run_kwargs=run_kwargs, final_eval=final_eval, quiet=run_context)

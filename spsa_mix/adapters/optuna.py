@@ -18,6 +18,13 @@ point for the softmax and normalize parametrisations). The sampler's seed is dra
 samples the later ones of a batch without the earlier ones' results: TPE's
 ``constant_liar`` is on by default); with ``vectorized=True`` each batch is one call.
 
+A :class:`~spsa_mix.core.domain.Domain` with coordinates beside the simplex adds one
+distribution per extra coordinate, under its name in the domain: a positive coordinate is a
+``FloatDistribution(lo, hi, log=True)`` of ``options["positive_bounds"]`` (Optuna's own
+log-scale search, so the trial's parameter is the value itself), a real one a
+``FloatDistribution(lo, hi)`` of ``options["real_bounds"]`` (see
+:mod:`spsa_mix.adapters._parametrization` for the defaults and why).
+
 ``res.x`` is ``study.best_trial``, a point Optuna evaluated, so ``res.fun`` is its loss
 and no evaluation is reserved. Optuna's logging is silenced during the run (see
 :func:`_quiet`).
@@ -37,6 +44,9 @@ Options (``options={...}``)
     set from ``rng``.
 ``enqueue_x0``
     enqueue ``x0`` as the first trial (default ``True``).
+``positive_bounds``, ``real_bounds``
+    the boxes of the positive (default ``(1/8, 8)``, log scale) and real (default
+    ``(-2, 2)``) coordinates of a domain that has them.
 
 Choice of the default parametrisation (measured)
 ------------------------------------------------
@@ -97,8 +107,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from spsa_mix.adapters._asktell import batch_size_of, make_parametrization, parse_options, run_ask_tell
-from spsa_mix.adapters._parametrization import DEFAULT_LOWER, SimplexParametrization
+from spsa_mix.adapters._asktell import (
+    Parametrization,
+    batch_size_of,
+    make_parametrization,
+    options_for,
+    parse_options,
+    run_ask_tell,
+)
+from spsa_mix.adapters._parametrization import (
+    DEFAULT_LOWER,
+    DEFAULT_POSITIVE_BOUNDS,
+    DEFAULT_REAL_BOUNDS,
+    DomainParametrization,
+)
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.methods import MethodSpec
 from spsa_mix.core.result import OptimizeResult
 
@@ -120,6 +143,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "batch_size": 1,
     "sampler_kwargs": None,
     "enqueue_x0": True,
+    "positive_bounds": DEFAULT_POSITIVE_BOUNDS,  # see spsa_mix.adapters._parametrization
+    "real_bounds": DEFAULT_REAL_BOUNDS,
 }
 _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
     "qmc": {"scramble": True},  # unscrambled Sobol ignores the seed (Optuna's default is False)
@@ -153,6 +178,7 @@ def method_spec(suffix: str) -> MethodSpec:
         final_eval=False,  # the answer is the best trial: always evaluated
         cost_per_step=batch_size_of,
         description=f"Optuna {SAMPLERS[suffix]} through study.ask/tell on a parametrisation of the simplex",
+        domains=True,
     )
 
 
@@ -186,21 +212,47 @@ def param_names(dim: int) -> list[str]:
 
 
 class _OptunaBackend:
-    """One in-memory study; each free coordinate is a ``FloatDistribution`` on a box."""
+    """One in-memory study; each free coordinate is a ``FloatDistribution`` on a box (a
+    positive coordinate of a domain on a log scale: its parameter is ``s``, its free
+    coordinate ``log s``)."""
 
-    def __init__(self, sampler: Any, param: SimplexParametrization, z0: FloatArray, *, enqueue: bool) -> None:
+    def __init__(self, sampler: Any, param: Parametrization, z0: FloatArray, *, enqueue: bool) -> None:
         optuna = _import_optuna()
-        self.names = param_names(param.dim)
-        assert param.bounds is not None  # make_parametrization gives Optuna a bounded softmax
-        low, high = param.bounds
-        self.distributions = {n: optuna.distributions.FloatDistribution(low, high) for n in self.names}
+        Float = optuna.distributions.FloatDistribution
+        simplex = param.simplex if isinstance(param, DomainParametrization) else param
+        self.names = param_names(simplex.dim)
+        assert simplex.bounds is not None  # make_parametrization gives Optuna a bounded softmax
+        low, high = simplex.bounds
+        self.distributions = {n: Float(low, high) for n in self.names}
+        self.log = np.zeros(param.dim, dtype=bool)  # free coordinate = log(parameter)
+        if isinstance(param, DomainParametrization):
+            taken = set(self.names)
+            extras = [n if n not in taken else f"extra_{n}" for n in param.domain.names]
+            for i, name in enumerate(extras):
+                positive = i < param.domain.positive
+                lo, hi = param.positive_bounds if positive else param.real_bounds
+                self.distributions[name] = Float(lo, hi, log=positive)
+            self.log[simplex.dim : simplex.dim + param.domain.positive] = True
+            self.names = self.names + extras
         self.study = optuna.create_study(sampler=sampler, direction="minimize")
         if enqueue:
-            self.study.enqueue_trial({n: float(v) for n, v in zip(self.names, z0, strict=True)})
+            values = np.array(z0, dtype=np.float64)
+            values[self.log] = np.exp(values[self.log])
+            self.study.enqueue_trial({n: self._in_box(n, float(v)) for n, v in zip(self.names, values, strict=True)})
+
+    def _in_box(self, name: str, value: float) -> float:
+        """``value`` within its distribution (``exp(log s)`` may leave it by an ulp)."""
+        d = self.distributions[name]
+        return min(max(value, d.low), d.high)
+
+    def _free(self, params: dict[str, float]) -> FloatArray:
+        values = np.array([params[name] for name in self.names], dtype=np.float64)
+        values[self.log] = np.log(values[self.log])
+        return values
 
     def ask(self, n: int) -> tuple[list[Any], FloatArray]:
         trials = [self.study.ask(self.distributions) for _ in range(n)]
-        z = np.array([[t.params[name] for name in self.names] for t in trials], dtype=np.float64)
+        z = np.array([self._free(t.params) for t in trials], dtype=np.float64)
         return trials, z.reshape(n, len(self.names))
 
     def tell(self, handles: list[Any], losses: FloatArray) -> None:
@@ -212,7 +264,7 @@ class _OptunaBackend:
             best = self.study.best_trial
         except ValueError:  # no completed trial yet
             return None
-        return np.array([best.params[name] for name in self.names], dtype=np.float64)
+        return self._free(best.params)
 
     def close(self) -> None:
         """Nothing to release (an in-memory study)."""
@@ -235,10 +287,10 @@ def _quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _run(objective: Callable[..., Any], shape: tuple[int, ...], *, sampler: str, rng: np.random.Generator,
-         run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None, x0: Any = None,
-         options: dict[str, Any] | None = None) -> OptimizeResult:
-    opts = parse_options(options, method=f"optuna:{sampler}", allowed=DEFAULT_OPTIONS)
+def _run(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, sampler: str,
+         rng: np.random.Generator, run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
+         x0: Any = None, options: dict[str, Any] | None = None) -> OptimizeResult:
+    opts = parse_options(options, method=f"optuna:{sampler}", allowed=options_for(shape, DEFAULT_OPTIONS))
     batch_size = batch_size_of({"options": opts})
     if opts["bound"] is None:
         raise ValueError("options['bound'] must be a positive number for Optuna (its distributions are bounded), "
@@ -250,7 +302,7 @@ def _run(objective: Callable[..., Any], shape: tuple[int, ...], *, sampler: str,
                          f"but got seed={sampler_kwargs['seed']!r}")
     seed = int(rng.integers(2**31 - 1))
 
-    def make_backend(param: SimplexParametrization, z0: FloatArray, budget: int) -> _OptunaBackend:
+    def make_backend(param: Parametrization, z0: FloatArray, budget: int) -> _OptunaBackend:
         s = make_sampler(sampler, seed=seed, **sampler_kwargs)
         return _OptunaBackend(s, param, z0, enqueue=bool(opts["enqueue_x0"]))
 

@@ -2,14 +2,19 @@
 
 ``data`` is either
 
-* an iterable of ``(inputs, targets)`` batches, e.g. a ``torch.utils.data.DataLoader``,
-  re-iterated whenever it is exhausted (so a shuffling loader reshuffles each epoch); or
-* one fixed batch ``(inputs, targets)`` given as a tuple of two tensors, returned on every
-  call (a deterministic objective, useful in tests).
+* an iterable of batches, e.g. a ``torch.utils.data.DataLoader``, re-iterated whenever it
+  is exhausted (so a shuffling loader reshuffles each epoch); or
+* one fixed batch, returned on every call (a deterministic objective, useful in tests): a
+  tuple ``(inputs, targets)`` whose targets are a tensor, or one dict batch.
 
-``inputs`` is a tensor (passed as the model's one positional argument), a tuple or list of
-tensors (positional arguments) or a dict of tensors (keyword arguments). Everything is
-moved to the objective's device.
+A batch is a pair ``(inputs, targets)``: ``inputs`` is a tensor (passed as the model's one
+positional argument), a tuple or list of tensors (positional arguments) or a dict of
+tensors (keyword arguments). Or it is a dict, as a Hugging Face tokenizer or collator
+gives (``input_ids``, ``attention_mask``, optional ``labels``): the model is called with
+the dict without ``labels`` as keyword arguments, and the targets are ``labels`` when
+present, else ``input_ids`` with the padding (``attention_mask == 0``) set to ``-100``
+(the causal-LM labels; the entropy objective reads them as the mask of real tokens), else
+``None``. Everything is moved to the objective's device.
 
 Example
 -------
@@ -22,13 +27,15 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["Batch", "BatchStream", "split_batch", "is_fixed_batch", "iterate_once", "call_model"]
+from spsa_mix.blend.losses import IGNORE_INDEX
+
+__all__ = ["Batch", "BatchStream", "split_batch", "is_fixed_batch", "iterate_once", "call_model", "dict_targets"]
 
 
 @dataclass(frozen=True)
@@ -55,26 +62,57 @@ def _to(value: Any, device: torch.device, dtype: torch.dtype | None = None) -> A
         return value.to(device, non_blocking=True)
     if isinstance(value, (tuple, list)):
         return type(value)(_to(v, device, dtype) for v in value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _to(v, device, dtype) for k, v in value.items()}
     return value
 
 
+def dict_targets(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """``(inputs, targets)`` of a dict batch (see the module docstring).
+
+    >>> ids, mask = torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 0]])
+    >>> inputs, targets = dict_targets({"input_ids": ids, "attention_mask": mask})
+    >>> sorted(inputs), targets.tolist()
+    (['attention_mask', 'input_ids'], [[5, 6, -100]])
+    >>> dict_targets({"input_ids": ids, "labels": torch.tensor([1])})[1].tolist()
+    [1]
+    """
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if "labels" in batch:
+        return inputs, batch["labels"]
+    ids = batch.get("input_ids")
+    if not isinstance(ids, torch.Tensor):
+        return inputs, None
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.shape == ids.shape:
+        return inputs, ids.masked_fill(mask == 0, IGNORE_INDEX)
+    return inputs, ids
+
+
 def split_batch(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Batch:
-    """Turn one ``(inputs, targets)`` pair into a :class:`Batch` on ``device``; with
-    ``dtype``, floating-point inputs are cast to it (the targets are left as they are).
+    """Turn one ``(inputs, targets)`` pair, or one dict batch, into a :class:`Batch` on
+    ``device``; with ``dtype``, floating-point inputs are cast to it (the targets are left
+    as they are).
 
     >>> b = split_batch(({"x": torch.ones(2)}, torch.ones(2)), torch.device("cpu"))
     >>> list(b.kwargs), b.args
     (['x'], ())
+    >>> b = split_batch({"input_ids": torch.ones(2, 3, dtype=torch.long), "labels": torch.zeros(2)},
+    ...                 torch.device("cpu"))
+    >>> list(b.kwargs), b.targets.tolist()
+    (['input_ids'], [0.0, 0.0])
     >>> split_batch(torch.ones(3), torch.device("cpu"))
     Traceback (most recent call last):
     ...
-    ValueError: each batch of data must be a pair (inputs, targets), but got a Tensor
+    ValueError: each batch of data must be a pair (inputs, targets) or a dict (input_ids, attention_mask, labels), but got a Tensor
     """
+    if isinstance(batch, Mapping):
+        raw_inputs, raw_targets = dict_targets(batch)
+        return Batch(args=(), kwargs=_to(raw_inputs, device, dtype), targets=_to(raw_targets, device))
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         what = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        raise ValueError(f"each batch of data must be a pair (inputs, targets), but got {what}")
+        raise ValueError(f"each batch of data must be a pair (inputs, targets) or a dict (input_ids, "
+                         f"attention_mask, labels), but got {what}")
     inputs, targets = _to(batch[0], device, dtype), _to(batch[1], device)
     if isinstance(inputs, dict):
         return Batch(args=(), kwargs=inputs, targets=targets)
@@ -99,12 +137,16 @@ def call_model(model: Any, inputs: Any) -> Any:
 
 def is_fixed_batch(data: Any) -> bool:
     """Whether ``data`` is one fixed batch: a *tuple* ``(inputs, targets)`` whose targets are a
-    tensor (a list, or a tuple of batches, is an iterable of batches).
+    tensor (a list, or a tuple of batches, is an iterable of batches), or a dict of tensors.
 
     >>> x, y = torch.zeros(3, 2), torch.zeros(3)
     >>> is_fixed_batch((x, y)), is_fixed_batch([(x, y), (x, y)]), is_fixed_batch(((x, y), (x, y)))
     (True, False, False)
+    >>> is_fixed_batch({"input_ids": torch.zeros(2, 4, dtype=torch.long)})
+    True
     """
+    if isinstance(data, Mapping):
+        return True
     return (
         isinstance(data, tuple)
         and len(data) == 2
@@ -120,8 +162,8 @@ def iterate_once(data: Any, device: torch.device, *, max_batches: int | None = N
         yield split_batch(data, device, dtype)
         return
     if not isinstance(data, Iterable):
-        raise ValueError(f"data must be an iterable of (inputs, targets) batches or a pair of tensors, "
-                         f"but got {type(data).__name__}")
+        raise ValueError(f"data must be an iterable of batches ((inputs, targets) pairs or dicts), a pair of "
+                         f"tensors or one dict batch, but got {type(data).__name__}")
     for i, batch in enumerate(data):
         if max_batches is not None and i >= max_batches:
             return
@@ -147,8 +189,8 @@ class BatchStream:
         self._iter: Iterator[Any] | None = None
         self._batch: Batch | None = split_batch(data, device, dtype) if self.fixed else None
         if not self.fixed and not isinstance(data, Iterable):
-            raise ValueError(f"data must be an iterable of (inputs, targets) batches or a pair of tensors, "
-                             f"but got {type(data).__name__}")
+            raise ValueError(f"data must be an iterable of batches ((inputs, targets) pairs or dicts), a pair of "
+                             f"tensors or one dict batch, but got {type(data).__name__}")
         self.batches_drawn = 0
 
     def next(self) -> Batch:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "check_float_dtype"]
+__all__ = ["resolve_device", "check_float_dtype", "check_device_dtype"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -19,8 +19,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises
     ------
     ValueError
-        If ``device`` does not parse, or names CUDA (or MPS) on a machine without it, or a
-        CUDA index beyond the visible GPUs.
+        If ``device`` does not parse, names CUDA (or MPS) on a machine without it or a
+        CUDA index beyond the visible GPUs, or is ``"meta"`` (shapes without data).
 
     Examples
     --------
@@ -47,6 +47,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ValueError(
                 f"device={device!r} is not available: {torch.cuda.device_count()} CUDA device(s) are visible"
             )
+    elif dev.type == "meta":  # torch accepts it, but its tensors have shapes and no values
+        raise ValueError(f"device={device!r} holds no data: nothing can be scored there; pass 'cpu', 'cuda' or 'auto'")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} is not available: torch.backends.mps.is_available() is False")
     return dev
@@ -62,4 +64,22 @@ def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype such as torch.float32, but got {dtype!r}")
+    return dtype
+
+
+def check_device_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` if ``device`` can run a matrix product and a softmax in it.
+
+    Checked with a 2x2 product, before any expert is read; an unsupported pair (e.g. fp16
+    on a CPU or GPU without the kernels) is a ``ValueError`` that names both.
+
+    >>> check_device_dtype(torch.device("cpu"), torch.float32)
+    torch.float32
+    """
+    try:
+        a = torch.ones(2, 2, device=device, dtype=dtype)
+        torch.softmax(a @ a, dim=-1).sum().item()
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        raise ValueError(f"dtype={dtype} cannot run on device={str(device)!r} ({type(e).__name__}: {e}); "
+                         "pass dtype=torch.float32 (or a dtype this device supports)") from None
     return dtype

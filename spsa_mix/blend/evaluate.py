@@ -155,7 +155,7 @@ def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
         return loss, torch.as_tensor(hits, device=loss.device), torch.as_tensor(count, device=loss.device)
 
     with torch.inference_mode():
-        points = torch.as_tensor(pts, dtype=objective.dtype, device=objective.device)
+        points = objective._as_points(pts)
         for batch in iterate_once(data, objective.device, max_batches=max_batches, dtype=objective.dtype):
             losses, hits, counts = objective._probe(points, batch, score)  # (n,) each
             loss_sum += losses.to(torch.float64).cpu().numpy() * batch.size
@@ -168,7 +168,8 @@ def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
 
 
 def evaluate_experts(objective: BlendedObjective, data: Any, *, max_batches: int | None = None) -> list[Metrics]:
-    """Loss and accuracy of each expert alone (a one-hot alpha, in every group), in one pass.
+    """Loss and accuracy of each expert alone (a one-hot alpha, in every group, and a
+    learned scale of 1), in one pass.
 
     >>> import numpy as np
     >>> from spsa_mix.blend import BlendedObjective
@@ -178,7 +179,9 @@ def evaluate_experts(objective: BlendedObjective, data: Any, *, max_batches: int
     3
     """
     eye = np.eye(objective.k)  # (K, K)
-    points = np.broadcast_to(eye[:, None, :], (objective.k, *objective.shape)) if len(objective.shape) == 2 else eye
+    simplex = objective.domain.simplex
+    alphas = np.broadcast_to(eye[:, None, :], (objective.k, *simplex)) if len(simplex) == 2 else eye
+    points = objective.domain.join(alphas)  # a learned scale of 1: theta_i itself
     out = evaluate_blend(objective, np.ascontiguousarray(points), data, max_batches=max_batches)
     assert isinstance(out, list)  # K >= 2 points always give a list
     return out

@@ -1,19 +1,25 @@
 """Load the K experts, check them against the architecture, stack them once on the device.
 
-An expert is an ``nn.Module``, a ``state_dict`` (any mapping of names to tensors), or a
-checkpoint file: ``.safetensors`` (read with :func:`safetensors.torch.load_file`) or a
-PyTorch file ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` holding a state dict (read with
-``torch.load(..., weights_only=True)``; a checkpoint dict with a ``"state_dict"``,
-``"model_state_dict"`` or ``"model"`` entry is unwrapped).
+An expert is an ``nn.Module``, a ``state_dict`` (any mapping of names to tensors), a
+checkpoint file (``.safetensors``, or a PyTorch ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt``
+file holding a state dict) or a Hugging Face model directory; each is read lazily through
+:func:`~spsa_mix.blend.checkpoints.open_checkpoint` (names, shapes and dtypes first, then
+one tensor at a time).
 
 Every expert must match the architecture tensor for tensor: the same names, shapes and
-dtypes of parameters and persistent buffers; the first mismatch, in ``state_dict`` order,
-is reported with the expert's index. Tensors under the ``head`` prefixes are exempt (the
-experts may have different heads); see :class:`~spsa_mix.blend.BlendedObjective`.
+dtypes of parameters and persistent buffers (dtypes may differ between experts when
+``check_dtype=False``, as for Hugging Face checkpoints, but a floating-point tensor must
+stay one); the first mismatch, in ``state_dict`` order, is reported with the expert's
+index. Tensors under the ``head`` prefixes are exempt (the experts may have different
+heads); see :class:`~spsa_mix.blend.BlendedObjective`. Every expert (and the base) is
+checked from its index before any weight is read.
 
-:func:`stack_experts` copies each expert's floating-point tensors into row ``i`` of one
-``(K, P)`` buffer on the device, loading the experts one at a time, so the host never holds
-more than one expert beyond the sources it was given.
+:func:`stack_experts` then copies each expert's floating-point tensors into row ``i`` of one
+``(K, P)`` buffer on the device (a ``(K + 1, P)`` buffer with a base, in the last row), one
+tensor at a time, straight from the file where it can. The buffer keeps the experts' stored
+dtype (bf16 experts stay bf16: half the memory of float32) unless ``stack_dtype`` asks for
+another; the blend is accumulated in float32 (:mod:`spsa_mix.blend.functional`). Tied
+weights (``aliases``, e.g. an output embedding tied to the input one) are stored once.
 
 Example
 -------
@@ -32,13 +38,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from spsa_mix.blend.checkpoints import (
+    DATA_PARALLEL_PREFIX,
+    TORCH_SUFFIXES,
+    Checkpoint,
+    TensorInfo,
+    open_checkpoint,
+)
 from spsa_mix.blend.functional import Layout
 
 __all__ = [
@@ -49,21 +61,21 @@ __all__ = [
     "check_expert_list",
     "matches_prefix",
     "stack_experts",
+    "tied_aliases",
     "TORCH_SUFFIXES",
 ]
 
-ExpertSource = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+ExpertSource = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike | Checkpoint
 ALIGNMENT = 128  # elements between tensor starts in the flat buffer: 512 bytes in float32, like torch's CUDA allocator
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+TensorLike = torch.Tensor | TensorInfo
 
 
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
+def _shape(t: TensorLike) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
 def load_state_dict(source: ExpertSource, *, index: int = 0) -> dict[str, torch.Tensor]:
-    """The tensors of one expert, on the CPU for files (``index`` only labels errors).
+    """All the tensors of one expert, on the CPU for files (``index`` only labels errors).
 
     Raises
     ------
@@ -79,52 +91,8 @@ def load_state_dict(source: ExpertSource, *, index: int = 0) -> dict[str, torch.
     ...
     ValueError: experts[3]: no such file 'missing.pt'
     """
-    where = f"experts[{index}]"
-    if isinstance(source, nn.Module):
-        return dict(source.state_dict())
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"{where}: no such file {str(source)!r}")
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            loaded: Any = load_file(str(path), device="cpu")
-        elif suffix in TORCH_SUFFIXES:
-            try:
-                loaded = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise ValueError(
-                    f"{where}: torch.load({str(path)!r}, weights_only=True) failed ({type(e).__name__}): the "
-                    "file holds more than tensors (e.g. a pickled module); save model.state_dict() instead"
-                ) from e
-        else:
-            raise ValueError(
-                f"{where}: unknown checkpoint suffix {path.suffix!r} in {str(source)!r}; "
-                f"expected .safetensors or one of {list(TORCH_SUFFIXES)}"
-            )
-        return _as_tensor_dict(loaded, where)
-    if isinstance(source, Mapping):
-        return _as_tensor_dict(source, where)
-    raise ValueError(
-        f"{where} must be an nn.Module, a state_dict or a checkpoint path, but got {type(source).__name__}"
-    )
-
-
-def _as_tensor_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{where} must hold a mapping of names to tensors, but holds a {type(obj).__name__}")
-    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in _CHECKPOINT_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                return _as_tensor_dict(obj[key], where)
-        name, value = next((k, v) for k, v in obj.items() if not isinstance(v, torch.Tensor))
-        raise ValueError(
-            f"{where} must map names to tensors, but entry {name!r} is a {type(value).__name__} "
-            f"(checkpoints are unwrapped from the keys {list(_CHECKPOINT_KEYS)})"
-        )
-    return dict(obj)
+    ckpt = open_checkpoint(source, label=f"experts[{index}]")
+    return {name: ckpt.read(name) for name in ckpt.infos}
 
 
 def matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
@@ -136,11 +104,17 @@ def matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, index: int,
-                     ignore: Callable[[str], bool] = lambda name: False) -> None:
+def check_compatible(reference: Mapping[str, TensorLike], state: Mapping[str, TensorLike], *, index: int = 0,
+                     ignore: Callable[[str], bool] = lambda name: False, label: str | None = None,
+                     check_dtype: bool = True) -> None:
     """Raise ``ValueError`` naming the first tensor of ``state`` that differs from
-    ``reference`` (missing, unexpected, other shape or dtype); ``ignore(name)`` exempts."""
-    where = f"experts[{index}] does not match the architecture"
+    ``reference`` (missing, unexpected, other shape or dtype); ``ignore(name)`` exempts.
+
+    Both may hold tensors or :class:`~spsa_mix.blend.checkpoints.TensorInfo` records (no data
+    is read). ``label`` names the expert (default ``experts[index]``); with
+    ``check_dtype=False`` only floating-point versus integer is compared.
+    """
+    where = f"{label or f'experts[{index}]'} does not match the architecture"
     for name, ref in reference.items():
         if ignore(name):
             continue
@@ -149,7 +123,7 @@ def check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str, 
         t = state[name]
         if _shape(t) != _shape(ref):
             raise ValueError(f"{where}: tensor {name!r} has shape {_shape(t)}, but the architecture has {_shape(ref)}")
-        if t.dtype != ref.dtype:
+        if (t.dtype != ref.dtype) if check_dtype else (t.dtype.is_floating_point != ref.dtype.is_floating_point):
             raise ValueError(f"{where}: tensor {name!r} has dtype {t.dtype}, but the architecture has {ref.dtype}")
     for name in state:
         if name not in reference and not ignore(name):
@@ -178,15 +152,35 @@ def check_expert_list(experts: Any) -> list[Any]:
     return experts
 
 
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Tied parameters of ``model``: each later name of a shared parameter mapped to the
+    first (e.g. ``lm_head.weight -> model.embed_tokens.weight`` for tied embeddings).
+
+    >>> net = torch.nn.Sequential(torch.nn.Embedding(4, 2), torch.nn.Linear(2, 4, bias=False))
+    >>> net[1].weight = net[0].weight
+    >>> tied_aliases(net)
+    {'1.weight': '0.weight'}
+    """
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
+
+
 @dataclass
 class ExpertStack:
-    """The K experts on the device, ready to blend.
+    """The K experts (and a base) on the device, ready to blend.
 
     Attributes
     ----------
     weights:
-        ``(K, P)`` flat buffer of the blended (floating-point) tensors, row ``i`` expert ``i``
-        (each tensor starting at a multiple of ``ALIGNMENT`` elements, zeros between).
+        ``(R, P)`` flat buffer of the blended (floating-point) tensors, row ``i`` expert
+        ``i`` and, with ``has_base``, the base in the last row (each tensor starting at a
+        multiple of ``ALIGNMENT`` elements, zeros between), in the stored dtype.
     layout:
         Names and shapes of the blended tensors in the buffer.
     groups, segments:
@@ -196,10 +190,16 @@ class ExpertStack:
         Tensors that are not blended: the head (with ``head``), and integer buffers such as
         BatchNorm's ``num_batches_tracked`` (expert 0's value; eval mode never reads them).
     counters:
-        Integer tensors stacked ``(K, *shape)`` with the index of their group (or ``None``),
+        Integer tensors stacked ``(R, *shape)`` with the index of their group (or ``None``),
         for the rounded weighted average written by ``blended_state_dict``.
     names:
-        Every ``state_dict`` name of the architecture, in order.
+        Every ``state_dict`` name of the architecture, in order (tied aliases included).
+    has_base:
+        Whether the last row is a base (task vectors).
+    aliases:
+        Tied names, each mapped to the stored name it shares its tensor with.
+    stored_dtypes:
+        The dtype each tensor is stored in by expert 0 (what a saved blend is written in).
     """
 
     weights: torch.Tensor
@@ -209,18 +209,56 @@ class ExpertStack:
     constants: dict[str, torch.Tensor]
     counters: dict[str, tuple[torch.Tensor, int | None]]
     names: list[str]
+    has_base: bool = False
+    aliases: dict[str, str] = field(default_factory=dict)
+    stored_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
-        return int(self.weights.shape[0])
+        """Number of experts (the base row excluded)."""
+        return int(self.weights.shape[0]) - int(self.has_base)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stacked buffer."""
+        return self.weights.numel() * self.weights.element_size()
 
 
 def _group_of(name: str) -> str:
     return name.rpartition(".")[0]
 
 
+def open_experts(experts: Sequence[ExpertSource], reference: Mapping[str, TensorLike],
+                 base: ExpertSource | None = None) -> list[Checkpoint]:
+    """Checkpoints of the experts (labelled ``experts[i]``) and of the base (``base``, last),
+    without the ``module.`` prefix of ``DataParallel`` when the architecture has none."""
+    ckpts = [open_checkpoint(e, label=f"experts[{i}]") for i, e in enumerate(experts)]
+    if base is not None:
+        ckpts.append(open_checkpoint(base, label="base"))
+    if not any(n.startswith(DATA_PARALLEL_PREFIX) for n in reference):
+        for c in ckpts:
+            c.strip_prefix(DATA_PARALLEL_PREFIX)
+    return ckpts
+
+
+def layer_groups(blended: Sequence[str], layout: Layout) -> tuple[list[str], list[tuple[int, int]]]:
+    """Each module owning blended tensors directly is one group; its contiguous slice of
+    the buffer (padding included)."""
+    offsets = layout.offsets()
+    groups: list[str] = []
+    starts: list[int] = []
+    for name in blended:
+        if not groups or groups[-1] != _group_of(name):
+            groups.append(_group_of(name))
+            starts.append(offsets[name][0])
+    if len(set(groups)) != len(groups):  # a module's tensors not contiguous: cannot happen with state_dict
+        raise ValueError(f"the tensors of a module are not contiguous in the state_dict: groups {groups}")
+    starts[0] = 0
+    return groups, list(zip(starts, starts[1:] + [layout.size], strict=True))
+
+
 def stack_experts(
-    reference: Mapping[str, torch.Tensor],
+    reference: Mapping[str, TensorLike],
     experts: Sequence[ExpertSource],
     *,
     device: torch.device,
@@ -228,67 +266,90 @@ def stack_experts(
     granularity: str = "model",
     head: Sequence[str] = (),
     head_from: int | None = None,
+    base: ExpertSource | None = None,
+    aliases: Mapping[str, str] | None = None,
+    stack_dtype: torch.dtype | None = None,
+    check_dtype: bool = True,
 ) -> ExpertStack:
-    """Check the experts against ``reference`` (the architecture's ``state_dict``) and stack them.
+    """Check the experts against ``reference`` (the architecture's ``state_dict``, or its
+    names, shapes and dtypes) and stack them.
 
-    Floating-point tensors outside ``head`` are blended, cast to ``dtype``. Head tensors
-    come from ``experts[head_from]``, or from ``reference`` when ``head_from`` is ``None``.
-    With ``granularity="layer"`` each module that owns blended tensors directly is one
-    group (its parameters and buffers share one simplex).
+    Floating-point tensors outside ``head`` and ``aliases`` are blended. The buffer's dtype
+    is ``stack_dtype``, by default the experts' stored dtype (promoted across tensors and
+    experts: bf16 experts give a bf16 buffer). Head tensors come from
+    ``experts[head_from]``, or from ``reference`` when ``head_from`` is ``None``, cast to
+    ``dtype`` (the forward's). With ``granularity="layer"`` each module that owns blended
+    tensors directly is one group (its parameters and buffers share one simplex). With
+    ``base`` its tensors form the last row.
 
     >>> nets = [torch.nn.Linear(2, 1) for _ in range(3)]
     >>> stack = stack_experts(nets[0].state_dict(), nets, device=torch.device("cpu"), dtype=torch.float32)
     >>> stack.weights.shape, stack.layout.names, stack.layout.offsets()
     (torch.Size([3, 256]), ('weight', 'bias'), {'weight': (0, 2), 'bias': (128, 129)})
     """
+    aliases = dict(aliases or {})
     in_head = (lambda name: matches_prefix(name, head)) if head else (lambda name: False)
-    blended = [n for n, t in reference.items() if t.is_floating_point() and not in_head(n)]
-    integer = [n for n, t in reference.items() if not t.is_floating_point() and not in_head(n)]
+    for alias, source in aliases.items():
+        if in_head(alias) != in_head(source):
+            raise ValueError(f"head={list(head)} covers only one of the tied tensors {alias!r} and {source!r} "
+                             "(one parameter under two names): keep both in the head or neither")
+    names = [n for n in reference if n not in aliases]
+    blended = [n for n in names if reference[n].is_floating_point() and not in_head(n)]
+    integer = [n for n in names if not reference[n].is_floating_point() and not in_head(n)]
     layout = Layout(tuple(blended), tuple(_shape(reference[n]) for n in blended), align=ALIGNMENT)
     offsets = layout.offsets()
-
     if granularity == "layer":
-        groups: list[str] = []
-        starts: list[int] = []
-        for name in blended:
-            if not groups or groups[-1] != _group_of(name):
-                groups.append(_group_of(name))
-                starts.append(offsets[name][0])
-        if len(set(groups)) != len(groups):  # a module's tensors not contiguous: cannot happen with state_dict
-            raise ValueError(f"the tensors of a module are not contiguous in the state_dict: groups {groups}")
-        starts[0] = 0
-        segments = list(zip(starts, starts[1:] + [layout.size], strict=True))  # padding included
+        groups, segments = layer_groups(blended, layout)
     else:
         groups, segments = ["model"], [(0, layout.size)]
     group_index = {g: i for i, g in enumerate(groups)}
 
-    k = len(experts)
-    weights = torch.zeros((k, layout.size), device=device, dtype=dtype)  # (K, P), zero padding
+    # Every expert (and the base) checked from its index before any weight is read.
+    ckpts = open_experts(experts, {n: reference[n] for n in names}, base)
+    for i, ckpt in enumerate(ckpts):
+        head_exempt = bool(head) and (i != head_from or ckpt.label == "base")
+
+        def exempt(name: str, h: bool = head_exempt) -> bool:
+            return name in aliases or (h and in_head(name))
+
+        check_compatible({n: reference[n] for n in names}, ckpt.infos, label=ckpt.label, ignore=exempt,
+                         check_dtype=check_dtype)
+    if head and head_from is None:
+        meta = [n for n in names if in_head(n) and (not isinstance(reference[n], torch.Tensor) or reference[n].is_meta)]
+        if meta:
+            raise ValueError(f"head_from=None takes the head from the architecture's own weights, but it has none "
+                             f"for {meta[0]!r}: pass head_from=<index of the expert whose head to keep>")
+    if stack_dtype is None:
+        stack_dtype = ckpts[0].infos[blended[0]].dtype if blended else dtype
+        for ckpt in ckpts:
+            for n in blended:
+                stack_dtype = torch.promote_types(stack_dtype, ckpt.infos[n].dtype)
+
+    weights = torch.zeros((len(ckpts), layout.size), device=device, dtype=stack_dtype)  # (R, P), zero padding
     counter_rows: dict[str, list[torch.Tensor]] = {n: [] for n in integer}
     constants: dict[str, torch.Tensor] = {}
     if head and head_from is None:
-        constants.update({n: t.detach().to(device) for n, t in reference.items() if in_head(n)})
-        for n, t in constants.items():
-            if t.is_floating_point():
-                constants[n] = t.to(dtype)
-    for i, source in enumerate(experts):
-        state = load_state_dict(source, index=i)
-        exempt = in_head if (head and i != head_from) else (lambda name: False)
-        check_compatible(reference, state, index=i, ignore=exempt)
+        for n in names:
+            if in_head(n):
+                t = torch.as_tensor(reference[n]).detach().to(device)
+                constants[n] = t.to(dtype) if t.is_floating_point() else t
+    for i, ckpt in enumerate(ckpts):
         row = weights[i]
         for name in blended:
             start, stop = offsets[name]
-            row[start:stop].copy_(state[name].detach().reshape(-1))
+            ckpt.read_into(name, row[start:stop])
         for name in integer:
-            counter_rows[name].append(state[name].detach().to(device))
+            counter_rows[name].append(ckpt.read(name).to(device))
         if head and i == head_from:
-            for n in reference:
+            for n in names:
                 if in_head(n):
-                    t = state[n].detach().to(device)
+                    t = ckpt.read(n).to(device)
                     constants[n] = t.to(dtype) if t.is_floating_point() else t
-        del state
+    stored = {n: ckpts[0].infos[n].dtype for n in names if n in ckpts[0].infos}
+    del ckpts
     counters: dict[str, tuple[torch.Tensor, int | None]] = {}
     for name, rows in counter_rows.items():
         constants[name] = rows[0]
         counters[name] = (torch.stack(rows), group_index.get(_group_of(name)) if granularity == "layer" else 0)
-    return ExpertStack(weights, layout, groups, segments, constants, counters, list(reference))
+    return ExpertStack(weights, layout, groups, segments, constants, counters, list(reference),
+                       has_base=base is not None, aliases=aliases, stored_dtypes=stored)

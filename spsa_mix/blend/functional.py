@@ -8,6 +8,12 @@ the buffer, because a module's own tensors are contiguous in ``state_dict`` orde
 row of ``theta`` is cut into views (:func:`unflatten`, no copy) and the architecture runs
 on them through :func:`torch.func.functional_call`, so no module is ever rebuilt.
 
+The buffer may be narrower than the blend (bf16 or fp16 experts, kept as stored): the
+coefficients are then float32 (float64 for float64 experts or forwards), each block of at
+most ``CHUNK`` columns of ``W`` is upcast to them for its product, and the result is cast
+to the forward's dtype, so the blend is accumulated in float32 while the extra memory
+stays ``K * CHUNK`` floats.
+
 The ``n`` probes of one call run either in one batched forward (:func:`torch.func.vmap`
 over the functional call) or in a loop (:func:`map_probes`); both give the same losses to
 float tolerance (``tests/blend/test_functional.py``).
@@ -35,7 +41,31 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-__all__ = ["Layout", "blend", "blend_into", "unflatten", "bind_to_buffer", "call_blended", "map_probes"]
+__all__ = ["Layout", "blend", "blend_into", "accumulation_dtype", "unflatten", "bind_to_buffer", "call_blended",
+           "map_probes", "CHUNK"]
+
+CHUNK = 1 << 20  # columns of W upcast at a time for a narrower stack: K * 4 MiB of float32
+
+
+def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype a blend is accumulated in: float32, or float64 if any of ``dtypes`` is.
+
+    >>> accumulation_dtype(torch.bfloat16, torch.bfloat16), accumulation_dtype(torch.float32, torch.float64)
+    (torch.float32, torch.float64)
+    """
+    out = torch.float32
+    for d in dtypes:
+        out = torch.promote_types(out, d)
+    return out
+
+
+def _chunks(start: int, stop: int) -> list[tuple[int, int]]:
+    return [(a, min(a + CHUNK, stop)) for a in range(start, stop, CHUNK)]
+
+
+def _product(coeffs: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """``coeffs @ block`` with ``block`` upcast to the coefficients' dtype if it differs."""
+    return coeffs @ (block if block.dtype == coeffs.dtype else block.to(coeffs.dtype))
 
 
 @dataclass(frozen=True)
@@ -87,18 +117,21 @@ class Layout:
 
 
 def blend(weights: torch.Tensor, alpha: torch.Tensor,
-          segments: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+          segments: Sequence[tuple[int, int]] | None = None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``theta = alpha @ W``: blended flat parameters of ``n`` probes.
 
     Parameters
     ----------
     weights:
-        ``(K, P)``, the experts' flat buffers.
+        ``(R, P)``, the experts' flat buffers (one row per expert, and one for a base).
     alpha:
-        ``(n, K)`` mixing weights, or ``(n, G, K)`` for ``G`` groups with ``segments``.
+        ``(n, R)`` coefficients, or ``(n, G, R)`` for ``G`` groups with ``segments``; their
+        dtype is the accumulation dtype (a narrower ``weights`` is upcast block by block).
     segments:
         ``G`` contiguous ``(start, stop)`` slices of the buffer covering ``[0, P)`` in order;
         group ``g`` is blended with ``alpha[:, g]`` (one matrix product per group).
+    dtype:
+        The dtype of the result (default ``alpha``'s).
 
     Returns
     -------
@@ -111,30 +144,45 @@ def blend(weights: torch.Tensor, alpha: torch.Tensor,
     >>> a = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])               # n=1, G=2
     >>> blend(W, a, segments=[(0, 1), (1, 4)]).tolist()
     [[0.0, 5.0, 6.0, 7.0]]
+    >>> blend(W.to(torch.bfloat16), torch.tensor([[0.25, 0.75]]), dtype=torch.bfloat16).dtype
+    torch.bfloat16
     """
+    out_dtype = alpha.dtype if dtype is None else dtype
     if segments is None:
-        return alpha @ weights  # (n, K) @ (K, P) -> (n, P)
-    parts = [alpha[:, g] @ weights[:, start:stop] for g, (start, stop) in enumerate(segments)]
+        if weights.dtype == alpha.dtype:
+            out = alpha @ weights  # (n, R) @ (R, P) -> (n, P)
+        else:
+            out = torch.cat([_product(alpha, weights[:, a:b]).to(out_dtype) for a, b in _chunks(0, weights.shape[1])],
+                            dim=1)
+        return out.to(out_dtype)
+    parts = [_product(alpha[:, g], weights[:, a:b]).to(out_dtype)
+             for g, (start, stop) in enumerate(segments) for a, b in _chunks(start, stop)]
     return torch.cat(parts, dim=1)  # (n, P)
 
 
 def blend_into(out: torch.Tensor, weights: torch.Tensor, alpha: torch.Tensor,
                segments: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
-    """Write one probe's ``theta = alpha @ W`` into ``out`` ``(P,)`` in place (no allocation).
+    """Write one probe's ``theta = alpha @ W`` into ``out`` ``(P,)`` in place.
 
-    ``alpha`` is ``(K,)``, or ``(G, K)`` with ``segments``; one matrix-vector product per
-    group. Used to refresh the buffer a module's tensors are views of
-    (:func:`bind_to_buffer`), so the module then runs with no per-call overhead.
+    ``alpha`` is ``(R,)``, or ``(G, R)`` with ``segments``; one matrix-vector product per
+    group (and per block of ``CHUNK`` columns when ``W`` is narrower than ``alpha``, or
+    ``out`` is of another dtype). Used to refresh the buffer a module's tensors are views
+    of (:func:`bind_to_buffer`), so the module then runs with no per-call overhead.
 
     >>> W = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
     >>> out = torch.empty(3)
     >>> blend_into(out, W, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), segments=[(0, 1), (1, 3)]).tolist()
     [1.0, 2.0, 1.0]
     """
-    if segments is None:
-        return torch.mv(weights.T, alpha, out=out)  # (P, K) @ (K,) -> (P,)
-    for g, (start, stop) in enumerate(segments):
-        torch.mv(weights[:, start:stop].T, alpha[g], out=out[start:stop])
+    rows = [alpha] if segments is None else list(alpha)
+    spans = [(0, weights.shape[1])] if segments is None else list(segments)
+    direct = weights.dtype == alpha.dtype == out.dtype
+    for a_g, (start, stop) in zip(rows, spans, strict=True):
+        if direct:
+            torch.mv(weights[:, start:stop].T, a_g, out=out[start:stop])  # (P_g, R) @ (R,) -> (P_g,)
+            continue
+        for a, b in _chunks(start, stop):
+            out[a:b].copy_(_product(a_g, weights[:, a:b]))
     return out
 
 
@@ -145,12 +193,14 @@ def unflatten(flat: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
 
 
 def bind_to_buffer(model: nn.Module, layout: Layout, buffer: torch.Tensor,
-                   constants: Mapping[str, torch.Tensor]) -> nn.Module:
+                   constants: Mapping[str, torch.Tensor], aliases: Mapping[str, str] | None = None) -> nn.Module:
     """Make the tensors of ``layout`` in ``model`` views of ``buffer`` ``(P,)``, in place.
 
     Parameters become ``nn.Parameter`` views (``requires_grad=False``) and buffers plain
     views, so writing ``buffer`` (:func:`blend_into`) changes the module's weights at once;
-    ``constants`` are set as they are. Returns ``model``.
+    ``constants`` are set as they are; each name of ``aliases`` (a tied weight, e.g. an
+    output embedding tied to the input one) becomes the very tensor of the name it maps to.
+    Returns ``model``.
 
     >>> net = torch.nn.Linear(2, 1)
     >>> buf = torch.zeros(3)
@@ -161,24 +211,36 @@ def bind_to_buffer(model: nn.Module, layout: Layout, buffer: torch.Tensor,
     """
     tensors = unflatten(buffer, layout)
     tensors.update(constants)
+    bound: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
-        path, _, leaf = name.rpartition(".")
-        module = model.get_submodule(path)
-        if leaf in module._parameters:
-            module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
-        elif leaf in module._buffers:
-            module._buffers[leaf] = tensor
-        else:
-            raise ValueError(f"{name!r} is neither a parameter nor a buffer of the model")
+        bound[name] = _set_tensor(model, name, tensor)
+    for alias, source in (aliases or {}).items():
+        _set_tensor(model, alias, bound[source], reuse=True)
     return model
 
 
+def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor, *, reuse: bool = False) -> torch.Tensor:
+    path, _, leaf = name.rpartition(".")
+    module = model.get_submodule(path)
+    if leaf in module._parameters:
+        param = tensor if reuse and isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False)
+        module._parameters[leaf] = param
+        return param
+    if leaf in module._buffers:
+        module._buffers[leaf] = tensor
+        return tensor
+    raise ValueError(f"{name!r} is neither a parameter nor a buffer of the model")
+
+
 def call_blended(model: nn.Module, theta: torch.Tensor, layout: Layout, constants: Mapping[str, torch.Tensor],
-                 args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    """``model(*args, **kwargs)`` with its tensors replaced by ``theta`` (flat ``(P,)``) and
-    ``constants`` (tensors that are not blended: BatchNorm counters, a fixed head)."""
+                 args: tuple[Any, ...], kwargs: Mapping[str, Any], aliases: Mapping[str, str] | None = None) -> Any:
+    """``model(*args, **kwargs)`` with its tensors replaced by ``theta`` (flat ``(P,)``),
+    ``constants`` (tensors that are not blended: BatchNorm counters, a fixed head) and, for
+    each tied name of ``aliases``, the tensor of the name it maps to."""
     tensors = unflatten(theta, layout)
     tensors.update(constants)
+    for alias, source in (aliases or {}).items():
+        tensors[alias] = tensors[source]
     return functional_call(model, tensors, args, dict(kwargs), tie_weights=False, strict=False)
 
 

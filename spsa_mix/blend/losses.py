@@ -76,6 +76,11 @@ def logits_of(outputs: Any) -> torch.Tensor:
                      "(expected a tensor, an object with .logits, or a tuple starting with one)")
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 logits upcast to float32 for the loss; float32 and float64 kept as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _argmax_hits(logits: torch.Tensor, targets: Any) -> tuple[torch.Tensor, int]:
     if (isinstance(targets, torch.Tensor) and logits.ndim >= 1 and not targets.is_floating_point()
             and not targets.is_complex() and tuple(logits.shape[:-1]) == tuple(targets.shape)):
@@ -128,7 +133,7 @@ class CausalLM:
 
     def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
         logits, labels = self._shifted(outputs, targets)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+        return F.cross_entropy(_at_least_float32(logits.reshape(-1, logits.shape[-1])), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)
 
     def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
@@ -152,7 +157,7 @@ class Entropy:
     name = "entropy"
 
     def __call__(self, outputs: Any, targets: Any = None) -> torch.Tensor:
-        logits = logits_of(outputs).float()
+        logits = _at_least_float32(logits_of(outputs))
         logp = F.log_softmax(logits, dim=-1)
         h = -(logp.exp() * logp).sum(dim=-1)  # (B,) or (B, T)
         if h.ndim == 2 and isinstance(targets, torch.Tensor) and targets.shape == h.shape:

@@ -14,6 +14,21 @@ BatchNorm layer's weight, bias and running statistics, a linear layer's weight a
 bias, a ViT's positional embedding); ``obj.groups`` names them in ``state_dict`` order and
 ``obj.shape == (len(obj.groups), K)``: pass ``k=obj.shape`` to :func:`spsa_mix.minimize`.
 
+Three spaces (:mod:`spsa_mix.blend.spaces`): the convex blend of full weights
+(``space="convex"``, the default); task vectors over a ``base``, ``theta = theta_base + s *
+sum_i alpha_i (theta_i - theta_base)`` with a scale ``s`` fixed (``scale=2.0``) or learned
+(``scale="learned"``: ``obj.shape`` is then a :class:`~spsa_mix.core.domain.Domain` and a
+point is the flat vector of the weights followed by ``s``); and LoRA adapters over one
+base (``space="lora"``, :meth:`BlendedObjective.from_pretrained` only). Hugging Face
+directories, sharded or not, are read lazily by :meth:`BlendedObjective.from_pretrained`
+(:mod:`spsa_mix.blend.pretrained`); :meth:`BlendedObjective.save_pretrained` writes the
+blend where transformers, PEFT or safetensors load it (:mod:`spsa_mix.blend.saving`).
+
+Memory: the experts are stacked once, in their stored dtype (bf16 stays bf16), and the blend
+is accumulated in float32 then cast to ``dtype``; the architecture's own copies hold no
+weights (:mod:`spsa_mix.blend.skeleton`). Peak memory is written down and measured in
+``docs/blend.md``.
+
 Different heads (``head="fc"``, a prefix or a list of prefixes of ``state_dict`` names):
 the tensors under the head are not blended; they are taken from ``experts[head_from]``,
 or, with ``head_from=None``, from ``model`` itself (e.g. a head for the target's classes).
@@ -42,8 +57,9 @@ import contextlib
 import copy
 import logging
 import numbers
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -53,10 +69,33 @@ from torch import nn
 
 from spsa_mix.blend.batches import Batch, BatchStream
 from spsa_mix.blend.batchnorm import differentiable_batchnorm
-from spsa_mix.blend.devices import check_float_dtype, resolve_device
-from spsa_mix.blend.experts import ExpertSource, check_expert_list, matches_prefix, stack_experts
-from spsa_mix.blend.functional import bind_to_buffer, blend, blend_into, call_blended, map_probes, unflatten
+from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
+from spsa_mix.blend.experts import (
+    ExpertSource,
+    ExpertStack,
+    check_expert_list,
+    matches_prefix,
+    stack_experts,
+    tied_aliases,
+)
+from spsa_mix.blend.export import blended_module, iter_blended
+from spsa_mix.blend.functional import (
+    accumulation_dtype,
+    bind_to_buffer,
+    blend,
+    blend_into,
+    call_blended,
+    map_probes,
+)
+from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.saving import SaveSource, save_blend
+from spsa_mix.blend.skeleton import meta_tensors, skeleton_of
+from spsa_mix.blend.spaces import BlendSpace, check_space
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
+
+if TYPE_CHECKING:
+    from spsa_mix.blend.lora import LoRABlend
 
 __all__ = ["BlendedObjective", "LossShapeError"]
 
@@ -109,21 +148,29 @@ class BlendedObjective:
     ----------
     model:
         The architecture (an ``nn.Module``); its weights are ignored except a head kept
-        with ``head=...`` and ``head_from=None``. It is copied, never modified.
+        with ``head=...`` and ``head_from=None``. It is copied without its weights, never
+        modified.
     experts:
-        At least two experts: ``nn.Module``\\ s, state dicts, or ``.pt`` / ``.safetensors``
-        files, each matching ``model`` (names, shapes, dtypes of parameters and buffers).
+        At least two experts: ``nn.Module``\\ s, state dicts, ``.pt`` / ``.safetensors``
+        files (names saved from ``DataParallel``, ``module.*``, are accepted) or Hugging
+        Face directories, each matching ``model`` (names, shapes, dtypes of parameters and
+        buffers). Tied parameters of ``model`` (e.g. an output embedding tied to the input
+        one) are blended once and stay tied; the experts may store them once or twice.
     loss_fn:
         ``loss_fn(outputs, targets) -> scalar tensor`` (default cross-entropy, mean over
-        the batch).
+        the batch), or a name of :func:`spsa_mix.blend.losses.resolve_loss`
+        (``"cross-entropy"``, ``"causal-lm"``, ``"entropy"``).
     data:
-        A ``DataLoader`` or any iterable of ``(inputs, targets)`` batches, cycled forever;
-        or one fixed batch ``(inputs, targets)`` (a tuple of tensors) scored on every call.
-        ``None`` is allowed for an objective used only to build blended models.
+        A ``DataLoader`` or any iterable of batches, cycled forever; a batch is a pair
+        ``(inputs, targets)`` or a dict (``input_ids``, ``attention_mask``, optional
+        ``labels``; see :mod:`spsa_mix.blend.batches`); or one fixed batch (a tuple
+        ``(inputs, targets)`` of tensors, or one dict) scored on every call. ``None`` is
+        allowed for an objective used only to build blended models.
     device:
         ``None`` or ``"auto"``: CUDA when available, else the CPU. An unavailable device is an error.
     dtype:
-        Floating-point type of the blend and of the forward passes (float32 by default).
+        Floating-point type of the forward passes and of the blended weights (float32 by
+        default); the blend itself is accumulated in float32 (float64 if ``dtype`` is).
     granularity:
         ``"model"`` (one alpha of ``K`` weights) or ``"layer"`` (one simplex per group; see
         the module docstring).
@@ -140,12 +187,24 @@ class BlendedObjective:
         vmap, "auto" falls back to the loop (once, logged). The same policy applies to the
         tangents of :meth:`jvp`.
     simplex_atol:
-        Tolerance of the check that each row of alpha is on the simplex; ``None`` accepts
-        any finite alpha (extrapolation).
+        Tolerance of the check that each row of alpha is on the simplex (and that a learned
+        scale is positive); ``None`` accepts any finite point (extrapolation, or LoraHub's
+        unconstrained weights in a box).
+    base:
+        The model the experts were fine-tuned from (a source like an expert), for
+        ``space="task-vectors"``.
+    space:
+        ``"convex"`` (default) or ``"task-vectors"`` (:mod:`spsa_mix.blend.spaces`; LoRA
+        adapters go through :meth:`from_pretrained`).
+    scale:
+        Task vectors: the scale ``s > 0`` (default 1, the convex blend), or ``"learned"``.
+    stack_dtype:
+        The dtype the experts are kept in on the device; default their stored dtype
+        (promoted across tensors and experts).
 
     Attributes
     ----------
-    k, shape, groups, device, dtype, num_blended
+    k, shape, domain, groups, space, scale, device, dtype, stack_dtype, num_blended
 
     Raises
     ------
@@ -159,7 +218,7 @@ class BlendedObjective:
         model: nn.Module,
         experts: Sequence[ExpertSource],
         *,
-        loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | str = F.cross_entropy,
         data: Any = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
@@ -168,11 +227,175 @@ class BlendedObjective:
         head_from: int | None = None,
         batched: Batched = "auto",
         simplex_atol: float | None = DEFAULT_SIMPLEX_ATOL,
+        base: ExpertSource | None = None,
+        space: Literal["convex", "task-vectors"] = "convex",
+        scale: float | Literal["learned"] = 1.0,
+        stack_dtype: torch.dtype | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module (the architecture), but got {type(model).__name__}")
+        loss = self._check_loss_fn(loss_fn, "loss_fn")
+        self._check_options(granularity, batched, simplex_atol)
+        space_name, scale_value = check_space(space, scale, has_base=base is not None)
+        if space_name == "lora":
+            raise ValueError("space='lora' blends PEFT adapter directories: use "
+                             "BlendedObjective.from_pretrained(adapters, base=..., space='lora')")
+        if base is not None and space_name == "convex":
+            raise ValueError("base= is used by space='task-vectors' (and 'lora'); the convex blend has no base")
+        dev = resolve_device(device)
+        dt = check_device_dtype(dev, check_float_dtype(dtype))
+        if stack_dtype is not None:
+            check_float_dtype(stack_dtype)
+        expert_list = check_expert_list(experts)
+        reference = model.state_dict()
+        heads = self._check_head(head, head_from, reference, len(expert_list))
+        stack = stack_experts(reference, expert_list, device=dev, dtype=dt, granularity=granularity, head=heads,
+                              head_from=None if head_from is None else int(head_from), base=base,
+                              aliases=tied_aliases(model), stack_dtype=stack_dtype)
+        self._setup(
+            arch=skeleton_of(model, device=dev, dtype=dt), stack=stack,
+            space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
+            source=SaveSource("state-dict"), lora=None, loss_fn=loss, data=data, device=dev, dtype=dt,
+            granularity=granularity, head=heads, head_from=head_from, batched=batched, simplex_atol=simplex_atol,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        experts: Sequence[str | os.PathLike[str]],
+        *,
+        base: str | os.PathLike[str] | None = None,
+        space: Literal["convex", "task-vectors", "lora"] = "convex",
+        scale: float | Literal["learned"] = 1.0,
+        data: Any = None,
+        loss: Callable[[Any, Any], torch.Tensor] | str | None = None,
+        device: str | torch.device | None = "auto",
+        dtype: torch.dtype | None = None,
+        stack_dtype: torch.dtype | None = None,
+        granularity: Literal["model", "layer"] = "model",
+        head: str | Sequence[str] | None = None,
+        head_from: int | None = None,
+        batched: Batched = "auto",
+        simplex_atol: float | None = DEFAULT_SIMPLEX_ATOL,
+        model_class: Any = None,
+        strict_base: bool = True,
+    ) -> BlendedObjective:
+        """Blend Hugging Face checkpoints: full fine-tunes (``space="convex"`` or
+        ``"task-vectors"``) or PEFT LoRA adapters of one base (``space="lora"``).
+
+        Parameters
+        ----------
+        experts:
+            Directories: Hugging Face model directories (``config.json`` with
+            ``model.safetensors``, a sharded ``model.safetensors.index.json`` or
+            ``pytorch_model.bin``), or PEFT adapter directories (``adapter_config.json``
+            and ``adapter_model.safetensors`` or ``.bin``) for ``space="lora"``.
+        base:
+            The base model's directory: required for task vectors and LoRA. For saving,
+            its ``config.json`` and tokenizer files are copied (else those of ``experts[0]``).
+        space, scale:
+            See :class:`BlendedObjective` and :mod:`spsa_mix.blend.spaces`.
+        data:
+            Batches: dicts (``input_ids``, ``attention_mask``, optional ``labels``) or
+            ``(inputs, targets)`` pairs; see :class:`BlendedObjective`.
+        loss:
+            A name of :func:`~spsa_mix.blend.losses.resolve_loss` or a callable; default
+            ``"causal-lm"`` for a ``*ForCausalLM`` architecture, else ``"cross-entropy"``.
+        device:
+            ``"auto"`` (default): CUDA when available, else the CPU.
+        dtype:
+            The forward's dtype; default the experts' stored dtype (bf16 experts run in bf16).
+            A dtype the device cannot run is an error, raised before any weight is read.
+        stack_dtype:
+            The dtype the experts are kept in; default their stored dtype.
+        granularity, head, head_from, batched, simplex_atol:
+            As for :class:`BlendedObjective` (``head_from`` must name an expert: there is
+            no architecture with weights of its own here).
+        model_class:
+            The transformers class to build (default the first of ``config.architectures``).
+        strict_base:
+            LoRA: refuse an adapter whose ``base_model_name_or_path`` names another model
+            than ``base`` (compared by the last path component); shapes are always checked.
+
+        Everything that can be checked from the configs and the files' indexes (configs
+        that differ between experts, tensors of other names or shapes, adapters of other
+        modules, a missing base, a sharded index naming a missing file, an unsupported
+        dtype) is checked before any weight is read. Nothing is downloaded: the
+        architecture is built from ``config.json`` with ``local_files_only=True``.
+
+        Examples
+        --------
+        The whole round trip (a runnable version with tiny models is in
+        :mod:`spsa_mix.blend.pretrained`)::
+
+            obj = BlendedObjective.from_pretrained(["ft/a", "ft/b"], data=batches, loss="causal-lm")
+            res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=400)
+            obj.save_pretrained(res.x, "merged/")
+        """
+        from spsa_mix.blend.pretrained import load_pretrained
+
+        loss_fn = None if loss is None else cls._check_loss_fn(loss, "loss")
+        cls._check_options(granularity, batched, simplex_atol)
+        loaded = load_pretrained(experts, base=base, space=space, scale=scale, device=device, dtype=dtype,
+                                 stack_dtype=stack_dtype, granularity=granularity, head=head, head_from=head_from,
+                                 model_class=model_class, strict_base=strict_base, check_head=cls._check_head)
+        obj = cls.__new__(cls)
+        obj._setup(arch=loaded.arch, stack=loaded.stack, space=loaded.space, source=loaded.source, lora=loaded.lora,
+                   loss_fn=loss_fn if loss_fn is not None else resolve_loss(loaded.default_loss), data=data,
+                   device=loaded.device, dtype=loaded.dtype, granularity=granularity, head=loaded.head,
+                   head_from=head_from, batched=batched, simplex_atol=simplex_atol)
+        return obj
+
+    def _setup(self, *, arch: nn.Module, stack: ExpertStack, space: BlendSpace, source: SaveSource,
+               lora: LoRABlend | None, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any,
+               device: torch.device, dtype: torch.dtype, granularity: str, head: tuple[str, ...],
+               head_from: int | None, batched: Batched, simplex_atol: float | None) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.loss_fn = loss_fn
+        self.granularity = granularity
+        self.head = head
+        self.head_from = None if head_from is None else int(head_from)
+        self.simplex_atol = None if simplex_atol is None else float(simplex_atol)
+        self._stack = stack
+        self._space = space
+        self._source = source
+        self._lora = lora
+        self._acc = accumulation_dtype(stack.weights.dtype, dtype)  # the blend's dtype
+        offsets = stack.layout.offsets()
+        self._shapes = dict(zip(stack.layout.names, stack.layout.shapes, strict=True))
+        self._group_of = {name: next(g for g, (a, b) in enumerate(stack.segments) if a <= offsets[name][0] < b)
+                          for name in stack.layout.names} if granularity == "layer" else {}
+        # The weightless architecture (for blended_model and the gradient model), and the
+        # probe model, whose blended tensors are views of one flat buffer of P scalars.
+        self._arch = arch.eval().requires_grad_(False)
+        self._theta = torch.zeros(stack.layout.size, device=device, dtype=dtype)
+        self._model = bind_to_buffer(copy.deepcopy(self._arch), stack.layout, self._theta, stack.constants,
+                                     stack.aliases)
+        missing = meta_tensors(self._model)
+        if missing:  # every parameter and persistent buffer must be blended or constant
+            raise RuntimeError(f"internal error: the architecture's tensors {missing[:3]} are neither blended nor "
+                               "constant")
+        self._grad_model: nn.Module | None = None
+        self._stream = BatchStream(data, device=device, dtype=dtype) if data is not None else None
+        self.last_batch: Batch | None = None  # the minibatch of the last call; spsa_mix.distributed weights shards by it
+        self._policy: Batched = batched
+        self._vmap = {"probes": batched is not False, "jvp": batched is not False}
+        self._convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in arch.modules())
+        self.domain: Domain = space.domain
+        self.shape: tuple[int, ...] | Domain = space.shape
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _check_loss_fn(loss_fn: Any, name: str) -> Callable[[Any, Any], torch.Tensor]:
+        if isinstance(loss_fn, str):
+            return resolve_loss(loss_fn)
         if not callable(loss_fn):
-            raise ValueError(f"loss_fn must be callable, but got {loss_fn!r}")
+            raise ValueError(f"{name} must be callable, but got {loss_fn!r}")
+        return loss_fn  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _check_options(granularity: Any, batched: Any, simplex_atol: Any) -> None:
         if granularity not in ("model", "layer"):
             raise ValueError(f"granularity must be 'model' or 'layer', but got {granularity!r}")
         if not (batched is True or batched is False or (isinstance(batched, str) and batched == "auto")):
@@ -180,35 +403,7 @@ class BlendedObjective:
         if simplex_atol is not None and (isinstance(simplex_atol, bool) or not isinstance(simplex_atol, numbers.Real)
                                          or not simplex_atol >= 0):
             raise ValueError(f"simplex_atol must be a non-negative number or None, but got {simplex_atol!r}")
-        self.device = resolve_device(device)
-        self.dtype = check_float_dtype(dtype)
-        expert_list = check_expert_list(experts)
-        reference = model.state_dict()
-        heads = self._check_head(head, head_from, reference, len(expert_list))
 
-        self.loss_fn = loss_fn
-        self.granularity = granularity
-        self.head = heads
-        self.head_from = None if head_from is None else int(head_from)
-        self.simplex_atol = None if simplex_atol is None else float(simplex_atol)
-        self._stack = stack_experts(reference, expert_list, device=self.device, dtype=self.dtype,
-                                    granularity=granularity, head=heads, head_from=self.head_from)
-        # A pristine copy of the architecture (for blended_model and the gradient model), and
-        # the probe model, whose blended tensors are views of one flat buffer of P scalars.
-        self._arch = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-        self._theta = torch.zeros(self._stack.layout.size, device=self.device, dtype=self.dtype)
-        self._model = bind_to_buffer(copy.deepcopy(self._arch), self._stack.layout, self._theta,
-                                     self._stack.constants)
-        self._grad_model: nn.Module | None = None
-        self._stream = BatchStream(data, device=self.device, dtype=self.dtype) if data is not None else None
-        self.last_batch: Batch | None = None  # the minibatch of the last call; spsa_mix.distributed weights shards by it
-        self._policy: Batched = batched
-        self._vmap = {"probes": batched is not False, "jvp": batched is not False}
-        self._convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-        k = self._stack.k
-        self.shape: tuple[int, ...] = (k,) if granularity == "model" else (len(self._stack.groups), k)
-
-    # ------------------------------------------------------------------ construction helpers
     @staticmethod
     def _check_head(head: Any, head_from: Any, reference: dict[str, torch.Tensor], k: int) -> tuple[str, ...]:
         if head is None:
@@ -241,8 +436,35 @@ class BlendedObjective:
 
     @property
     def num_blended(self) -> int:
-        """Number of blended scalars per expert."""
+        """Number of blended scalars per expert (for LoRA: the per-rank-row weights)."""
         return self._stack.layout.numel
+
+    @property
+    def space(self) -> str:
+        """``"convex"``, ``"task-vectors"`` or ``"lora"``."""
+        return self._space.name
+
+    @property
+    def scale(self) -> float | str:
+        """The task-vector scale ``s`` (1 for the other spaces), or ``"learned"``."""
+        return self._space.scale
+
+    @property
+    def stack_dtype(self) -> torch.dtype:
+        """The dtype the experts are kept in on the device."""
+        return self._stack.weights.dtype
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held on the device: the stacked experts (and base row), the probe model's
+        blended buffer, and the constants (heads, counters; for LoRA the base and the
+        adapters' factors).
+
+        >>> BlendedObjective._example().memory()
+        {'stack': 2048, 'blended': 1024, 'constants': 0}
+        """
+        constants = sum(t.numel() * t.element_size() for t in self._stack.constants.values())
+        return {"stack": self._stack.nbytes, "blended": self._theta.numel() * self._theta.element_size(),
+                "constants": constants}
 
     def uses_vmap(self, n: int, kind: str = "probes") -> bool:
         """Whether a call with ``n`` probes (or tangents, ``kind="jvp"``) runs batched.
@@ -267,40 +489,14 @@ class BlendedObjective:
 
     # ------------------------------------------------------------------ checks
     def _check_points(self, points: ArrayLike, name: str = "points") -> tuple[FloatArray, bool]:
-        try:
-            arr = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{name} must be an array of shape (n, *{self.shape}), but got {points!r:.100}") from e
-        if arr.shape == self.shape:
-            single, arr = True, arr[None]
-        elif arr.ndim == len(self.shape) + 1 and arr.shape[1:] == self.shape and arr.shape[0] >= 1:
-            single = False
-        else:
-            hint = (f" (granularity='layer': one row of {self.k} weights per group, {len(self.groups)} groups)"
-                    if self.granularity == "layer" else "")
-            raise ValueError(
-                f"{name} must have shape {self.shape} or (n, {', '.join(map(str, self.shape))}), "
-                f"but got shape {arr.shape}{hint}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite, but got {np.array2string(arr, threshold=20)}")
-        if self.simplex_atol is not None:
-            tol = self.simplex_atol
-            rows = arr.reshape(-1, self.k)
-            bad = np.flatnonzero((rows.min(axis=1) < -tol) | (np.abs(rows.sum(axis=1) - 1.0) > tol))
-            if bad.size:
-                row = rows[bad[0]]
-                raise ValueError(
-                    f"{name} must lie on the probability simplex (non-negative, each row summing to 1, "
-                    f"tolerance {tol:g}), but a row is {np.array2string(row, precision=4)} (sum {row.sum():.6g}); "
-                    "pass simplex_atol=None to allow any weights"
-                )
-        return arr, single
+        """``(n, *point_shape)`` float64 points and whether one point was given (see
+        :meth:`BlendSpace.check_points <spsa_mix.blend.spaces.BlendSpace.check_points>`)."""
+        return self._space.check_points(points, name=name, simplex_atol=self.simplex_atol)
 
     def _check_point(self, alpha: ArrayLike) -> FloatArray:
         arr, single = self._check_points(alpha, "alpha")
         if not single:
-            raise ValueError(f"alpha must have shape {self.shape}, but got shape {np.shape(alpha)}")
+            raise ValueError(f"alpha must have shape {self.domain.point_shape}, but got shape {np.shape(alpha)}")
         return arr[0]
 
     def _next_batch(self) -> Batch:
@@ -322,13 +518,24 @@ class BlendedObjective:
             )
 
     # ------------------------------------------------------------------ the blend
-    def _blend(self, alpha: torch.Tensor) -> torch.Tensor:
-        """``(n, *shape)`` -> ``(n, P)`` flat blended parameters."""
+    def _as_points(self, points: ArrayLike) -> torch.Tensor:
+        """Checked points as a tensor in the blend's accumulation dtype, on the device."""
+        return torch.as_tensor(np.asarray(points), dtype=self._acc, device=self.device)
+
+    def _coefficients(self, points: torch.Tensor) -> torch.Tensor:
+        """``(n, *point_shape)`` -> ``(n, R)`` coefficients of the stack's rows, or ``(n, G, R)``
+        for a layer-wise blend."""
+        c = self._space.coefficients(points)  # (n, G, R)
+        return c if self.granularity == "layer" else c[:, 0]
+
+    def _blend(self, points: torch.Tensor) -> torch.Tensor:
+        """``(n, *point_shape)`` -> ``(n, P)`` flat blended parameters, in ``dtype``."""
         segments = self._stack.segments if self.granularity == "layer" else None
-        return blend(self._stack.weights, alpha, segments)
+        return blend(self._stack.weights, self._coefficients(points), segments, dtype=self.dtype)
 
     def _loss(self, model: nn.Module, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
-        out = call_blended(model, theta, self._stack.layout, self._stack.constants, batch.args, batch.kwargs)
+        st = self._stack
+        out = call_blended(model, theta, st.layout, st.constants, batch.args, batch.kwargs, st.aliases)
         return self._check_loss(self.loss_fn(out, batch.targets))
 
     @staticmethod
@@ -357,41 +564,42 @@ class BlendedObjective:
             self._vmap[kind] = False
             return out
 
-    def _probe(self, alpha: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
-        """``score(outputs, targets)`` (a tuple of scalars) for each of ``n`` probes ``alpha``
-        ``(n, *shape)`` on one batch; each result has shape ``(n,)``. Call under inference mode.
+    def _probe(self, points: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
+        """``score(outputs, targets)`` (a tuple of scalars) for each of ``n`` probes ``points``
+        ``(n, *point_shape)`` on one batch; each result has shape ``(n,)``. Call under
+        inference mode.
 
         Looped probes write theta into the probe model's own buffer (one matrix-vector
         product) and call the module as it is; batched probes form all thetas with one
         matrix product and vmap a functional call over them.
         """
-        n = alpha.shape[0]
+        n = points.shape[0]
         if self.uses_vmap(n):
             st = self._stack
 
             def fn(theta: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                out = call_blended(self._model, theta, st.layout, st.constants, batch.args, batch.kwargs)
+                out = call_blended(self._model, theta, st.layout, st.constants, batch.args, batch.kwargs, st.aliases)
                 return score(out, batch.targets)
 
             try:
-                return tuple(map_probes(fn, self._blend(alpha), batched=True))
+                return tuple(map_probes(fn, self._blend(points), batched=True))
             except LossShapeError:
                 raise
             except Exception as e:
                 if self._policy is True:
                     raise
-                results = self._loop(alpha, batch, score)  # raises if the loop fails too
+                results = self._loop(points, batch, score)  # raises if the loop fails too
                 logger.warning("batched probes (torch.func.vmap) failed for this architecture (%s: %.200s); "
                                "scoring them in a loop from now on", type(e).__name__, e)
                 self._vmap["probes"] = False
                 return results
-        return self._loop(alpha, batch, score)
+        return self._loop(points, batch, score)
 
-    def _loop(self, alpha: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
+    def _loop(self, points: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
         segments = self._stack.segments if self.granularity == "layer" else None
         results = []
-        for a in alpha:
-            blend_into(self._theta, self._stack.weights, a, segments)
+        for c in self._coefficients(points):
+            blend_into(self._theta, self._stack.weights, c, segments)
             results.append(score(self._model(*batch.args, **batch.kwargs), batch.targets))
         return tuple(torch.stack(parts) for parts in zip(*results, strict=True))
 
@@ -405,13 +613,14 @@ class BlendedObjective:
 
     # ------------------------------------------------------------------ the objective
     def __call__(self, points: ArrayLike) -> FloatArray | float:
-        """Losses of ``n`` mixing weights on one minibatch, forward only.
+        """Losses of ``n`` points on one minibatch, forward only.
 
         Parameters
         ----------
         points:
             ``(n, *shape)`` mixing weights (each row on the simplex); a single point of
-            shape ``shape`` gives a float.
+            shape ``shape`` gives a float. With ``scale="learned"``, ``(n, domain.size)``:
+            the weights row by row, then the scale.
 
         Returns
         -------
@@ -436,8 +645,7 @@ class BlendedObjective:
         pts, single = self._check_points(points)
         batch = self._next_batch()
         with torch.inference_mode():
-            alpha = torch.as_tensor(pts, dtype=self.dtype, device=self.device)
-            (losses,) = self._probe(alpha, batch, self._score_loss)  # (n,)
+            (losses,) = self._probe(self._as_points(pts), batch, self._score_loss)  # (n,)
             values = losses.to(torch.float64).cpu().numpy()
         self._check_finite(values, pts, "loss")
         return float(values[0]) if single else values
@@ -447,7 +655,8 @@ class BlendedObjective:
 
         One forward and one backward pass on the next minibatch, the model in eval mode
         as for the probes. The gradient is ``d L / d alpha_i = <grad_theta L, theta_i>``
-        (with the BatchNorm running statistics differentiated too).
+        (with the BatchNorm running statistics differentiated too); with a learned scale
+        it is taken with respect to the whole flat point, the scale included.
 
         Returns
         -------
@@ -467,7 +676,7 @@ class BlendedObjective:
         point = self._check_point(alpha)
         batch = self._next_batch()
         model = self._gradient_model()
-        a = torch.tensor(point, dtype=self.dtype, device=self.device, requires_grad=True)
+        a = self._as_points(point).requires_grad_(True)
         with torch.enable_grad():
             loss = self._loss(model, self._blend(a[None])[0], batch)
             (grad,) = torch.autograd.grad(loss, a)
@@ -487,9 +696,9 @@ class BlendedObjective:
         Parameters
         ----------
         alpha:
-            A point of shape ``shape``.
+            A point of shape ``shape`` (``(domain.size,)`` with a learned scale).
         tangents:
-            ``(m, *shape)`` directions in alpha space.
+            ``(m, *point_shape)`` directions in that space (a learned scale included).
 
         Returns
         -------
@@ -503,15 +712,16 @@ class BlendedObjective:
         (0.5471, [0.2517])
         """
         point = self._check_point(alpha)
+        shape = self.domain.point_shape
         tan = np.asarray(tangents, dtype=np.float64)
-        if tan.ndim != len(self.shape) + 1 or tan.shape[1:] != self.shape or tan.shape[0] < 1:
-            raise ValueError(f"tangents must have shape (m, {', '.join(map(str, self.shape))}), but got shape {tan.shape}")
+        if tan.ndim != len(shape) + 1 or tan.shape[1:] != shape or tan.shape[0] < 1:
+            raise ValueError(f"tangents must have shape (m, {', '.join(map(str, shape))}), but got shape {tan.shape}")
         if not np.all(np.isfinite(tan)):
             raise ValueError("tangents must be finite")
         batch = self._next_batch()
         model = self._gradient_model()
-        a = torch.as_tensor(point, dtype=self.dtype, device=self.device)
-        t = torch.as_tensor(tan, dtype=self.dtype, device=self.device)
+        a = self._as_points(point)
+        t = self._as_points(tan)
 
         def loss_at(x: torch.Tensor) -> torch.Tensor:
             return self._loss(model, self._blend(x[None])[0], batch)
@@ -529,43 +739,80 @@ class BlendedObjective:
         return value, d
 
     # ------------------------------------------------------------------ blended models
+    def iter_blended(self, alpha: ArrayLike, *, dtype: Callable[[str], torch.dtype] | torch.dtype | None = None
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` for every tensor of theta(alpha), in ``state_dict`` order, one
+        at a time (the memory of one tensor beyond what is kept); tied names give the very
+        tensor of the name they are tied to (:mod:`spsa_mix.blend.export`).
+
+        Blended tensors are accumulated in float32 and cast to ``dtype`` (a dtype, or a
+        function of the name; default the objective's ``dtype``).
+
+        >>> [name for name, _ in BlendedObjective._example().iter_blended(np.array([0.5, 0.5]))]
+        ['weight', 'bias']
+        """
+        point = self._check_point(alpha)
+        if dtype is None or isinstance(dtype, torch.dtype):
+            fixed = check_float_dtype(dtype) if dtype is not None else self.dtype
+            return iter_blended(self, point, lambda name: fixed)
+        return iter_blended(self, point, dtype)
+
     def blended_state_dict(self, alpha: ArrayLike) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of theta(alpha): every tensor of the architecture, in order.
 
-        Floating-point tensors are blended (head tensors copied from their source);
-        integer buffers (``num_batches_tracked``) are the rounded weighted average of the
-        experts' values. Each tensor owns its memory (safe to save with safetensors).
+        Floating-point tensors are blended (in float32, then cast to ``dtype``; head
+        tensors copied from their source); integer buffers (``num_batches_tracked``) are
+        the rounded weighted average of the experts' values. Each tensor owns its memory,
+        except that tied names share one tensor. For LoRA, the base's state dict with the
+        blended update merged in.
 
         >>> state = BlendedObjective._example().blended_state_dict(np.array([0.25, 0.75]))
         >>> state["weight"].tolist()
         [[0.0, 0.0], [0.75, -0.75]]
         """
-        point = self._check_point(alpha)
-        st = self._stack
-        with torch.no_grad():
-            a = torch.as_tensor(point, dtype=self.dtype, device=self.device)
-            tensors = {n: v.clone() for n, v in unflatten(self._blend(a[None])[0], st.layout).items()}
-            rows = torch.as_tensor(point, dtype=torch.float64, device=self.device).reshape(-1, self.k)  # (G, K)
-            for name, value in st.constants.items():
-                tensors[name] = value.clone()
-            for name, (stacked, group) in st.counters.items():
-                if group is None or stacked.dtype == torch.bool:
-                    continue  # expert 0's value, already in constants
-                w = rows[group].reshape((-1,) + (1,) * (stacked.ndim - 1))
-                tensors[name] = torch.round((w * stacked.to(torch.float64)).sum(0)).to(stacked.dtype)
-        return {name: tensors[name] for name in st.names}
+        return dict(self.iter_blended(alpha))
 
     def blended_model(self, alpha: ArrayLike) -> nn.Module:
         """A fresh copy of the architecture holding theta(alpha), ready to fine-tune:
-        on ``device``, in ``dtype``, in train mode, every parameter requiring grad.
+        on ``device``, in ``dtype``, in train mode, every parameter requiring grad, tied
+        parameters tied (for LoRA: the base architecture with the update merged in).
 
         >>> net = BlendedObjective._example().blended_model(np.array([0.0, 1.0]))
         >>> net.weight.tolist(), net.training, net.weight.requires_grad
         ([[0.0, 0.0], [1.0, -1.0]], True, True)
         """
-        net = copy.deepcopy(self._arch)
-        net.load_state_dict(self.blended_state_dict(alpha))
-        return net.requires_grad_(True).train()
+        return blended_module(self, self.blended_state_dict(alpha))
+
+    def save_pretrained(self, alpha: ArrayLike, path: str | os.PathLike[str], *, overwrite: bool = False,
+                        dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB") -> str:
+        """Write theta(alpha) where the usual loaders read it; returns the path written.
+
+        * Hugging Face experts (convex, task vectors): a model directory, ``config.json``,
+          ``generation_config.json`` and the tokenizer files copied from the base (else
+          ``experts[0]``), the weights as (sharded) safetensors in their stored dtype (or
+          ``dtype``), tied weights stored once: ``AutoModelFor*.from_pretrained(path)``
+          loads it.
+        * LoRA: a PEFT adapter directory of rank ``sum_i r_i``, the weights
+          ``alpha_i scaling_i`` folded into ``lora_A`` and ``lora_alpha = r`` (scaling 1), as
+          PEFT's ``add_weighted_adapter(combination_type="cat")`` writes it:
+          ``PeftModel.from_pretrained(base_model, path)`` loads it.
+        * Other experts: a safetensors state dict, ``path`` itself if it ends in
+          ``.safetensors``, else ``path/model.safetensors``.
+
+        The blend is written one tensor at a time into a temporary folder beside ``path``,
+        then renamed into place; an existing non-empty ``path`` is refused unless
+        ``overwrite=True``.
+
+        >>> import tempfile, safetensors.torch
+        >>> out = BlendedObjective._example().save_pretrained(np.array([0.5, 0.5]), tempfile.mkdtemp() + "/m.safetensors")
+        >>> safetensors.torch.load_file(out)["weight"].tolist()
+        [[0.0, 0.0], [0.5, -0.5]]
+        """
+        point = self._check_point(alpha)
+        if dtype is not None:
+            check_float_dtype(dtype)
+        return save_blend(self, point, path, source=self._source, overwrite=overwrite, dtype=dtype,
+                          max_shard_size=max_shard_size)
 
     @classmethod
     def _example(cls) -> BlendedObjective:
@@ -576,5 +823,7 @@ class BlendedObjective:
         return cls(nn.Linear(2, 2), experts, data=(x, y), device="cpu")
 
     def __repr__(self) -> str:
-        return (f"BlendedObjective(k={self.k}, shape={self.shape}, granularity={self.granularity!r}, "
-                f"num_blended={self.num_blended}, device={str(self.device)!r}, dtype={self.dtype})")
+        scale = f", scale={self.scale!r}" if self.space == "task-vectors" else ""
+        return (f"BlendedObjective(k={self.k}, shape={self.shape}, space={self.space!r}{scale}, "
+                f"granularity={self.granularity!r}, num_blended={self.num_blended}, device={str(self.device)!r}, "
+                f"dtype={self.dtype}, stack_dtype={self.stack_dtype})")

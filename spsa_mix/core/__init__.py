@@ -1,6 +1,8 @@
 """The optimiser core: NumPy and SciPy only.
 
 * :mod:`~spsa_mix.core.simplex`: softmax maps between logits and simplex points;
+* :mod:`~spsa_mix.core.domain`: simplex weights with positive and real coordinates beside
+  them, and the maps to unconstrained coordinates;
 * :mod:`~spsa_mix.core.directions`: random directions and the unbiasing factor;
 * :mod:`~spsa_mix.core.schedules`: radius and step-size schedules;
 * :mod:`~spsa_mix.core.updates`: gradient estimates, Adam and SGD as pure functions;
@@ -14,6 +16,7 @@
   exceptions.
 """
 
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
 from spsa_mix.core.methods import available_methods
 from spsa_mix.core.minimize import minimize
@@ -26,6 +29,7 @@ __all__ = [
     "SimplexSPSA",
     "SimplexForwardGradient",
     "SimplexGradient",
+    "Domain",
     "OptimizeResult",
     "Status",
     "NonFiniteLossError",

@@ -19,6 +19,25 @@ respect to ``beta``, which always lies in the sum-zero subspace). GLUE's equatio
 this factor, so with unit directions its estimate has mean ``g / d``; the factor cancels
 inside Adam, but not in plain gradient descent. See ``docs/variance.md``.
 
+A :class:`~spsa_mix.core.domain.Domain` with coordinates beside the simplex (``positive``
+ones in log space, ``real`` ones) is accepted wherever a shape is: a direction is then one
+flat vector in the domain's layout. The logit rows are drawn and projected as above; the
+extra coordinates get the same kind of entries (signs or normal draws) without projection,
+and ``"normalized-gaussian"`` normalises the whole vector. The space is then
+``S = {sum-zero rows} x R^e`` (``e`` extra coordinates), of dimension
+``d = groups (k - 1) + e`` (``groups k + e`` without ``sum_zero``), with projector
+``P = diag(I - 11^T / k, ..., I - 11^T / k, I_e)``:
+
+* ``"gaussian"``: ``u = P z`` with ``z ~ N(0, I)``, so ``E[u u^T] = P P^T = P`` and ``c = 1``;
+* ``"rademacher"``: the blocks are independent with mean zero, so ``E[u u^T]`` is block
+  diagonal: ``(I - 11^T/k) E[s s^T] (I - 11^T/k) = I - 11^T/k`` for a centred row of signs
+  ``s`` and ``E[s s^T] = I_e`` for the extra signs: ``E[u u^T] = P`` and ``c = 1``;
+* ``"normalized-gaussian"``: ``P z`` is a standard normal vector of ``S`` (isotropic in
+  it), so ``u = P z / |P z|`` is uniform on the unit sphere of ``S``, ``E[u u^T] = P / d``
+  (the trace is ``E|u|^2 = 1``) and ``c = d``.
+
+The simplex-only domain gives exactly the draws of its shape.
+
 Example
 -------
 >>> import numpy as np
@@ -35,6 +54,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.simplex import project_sum_zero
 
 __all__ = ["DIRECTION_KINDS", "DirectionKind", "sample_directions", "estimator_scale", "space_dim"]
@@ -43,24 +63,39 @@ DirectionKind = Literal["normalized-gaussian", "gaussian", "rademacher"]
 DIRECTION_KINDS: tuple[str, ...] = ("normalized-gaussian", "gaussian", "rademacher")
 
 
-def space_dim(shape: tuple[int, ...], sum_zero: bool) -> int:
-    """Dimension of the space the directions live in.
+Shape = tuple[int, ...] | Domain
 
-    >>> space_dim((3, 5), sum_zero=True)
-    12
+
+def _simplex_shape(shape: Shape) -> tuple[tuple[int, ...], int]:
+    """The shape of the simplex weights and the number of extra coordinates."""
+    if isinstance(shape, Domain):
+        return shape.simplex, shape.positive + shape.real
+    return shape, 0
+
+
+def space_dim(shape: Shape, sum_zero: bool) -> int:
+    """Dimension of the space the directions live in: ``groups (k - 1)`` (``groups k``
+    without ``sum_zero``), plus the extra coordinates of a :class:`Domain`.
+
+    >>> space_dim((3, 5), sum_zero=True), space_dim(Domain((3, 5), positive=1), sum_zero=True)
+    (12, 13)
     """
-    n = math.prod(shape)
+    simplex, extras = _simplex_shape(shape)
+    n = math.prod(simplex)
     if sum_zero:
-        groups = n // shape[-1]
+        groups = n // simplex[-1]
         n -= groups
-    return n
+    return n + extras
 
 
-def estimator_scale(kind: str, shape: tuple[int, ...], sum_zero: bool) -> float:
-    """Factor that makes ``scale * (g.u) u`` unbiased for ``P g`` (see module docstring).
+def estimator_scale(kind: str, shape: Shape, sum_zero: bool) -> float:
+    """Factor that makes ``scale * (g.u) u`` unbiased for ``P g`` (see module docstring):
+    the dimension ``d`` of the space for unit directions, ``1`` otherwise.
 
     >>> estimator_scale("normalized-gaussian", (10,), sum_zero=True)
     9.0
+    >>> estimator_scale("normalized-gaussian", Domain((2, 10), positive=1), sum_zero=True)
+    19.0
     """
     _check_kind(kind)
     return float(space_dim(shape, sum_zero)) if kind == "normalized-gaussian" else 1.0
@@ -69,13 +104,14 @@ def estimator_scale(kind: str, shape: tuple[int, ...], sum_zero: bool) -> float:
 def sample_directions(
     rng: np.random.Generator,
     m: int,
-    shape: tuple[int, ...],
+    shape: Shape,
     *,
     kind: str = "normalized-gaussian",
     sum_zero: bool = True,
     orthogonal: bool = False,
 ) -> NDArray[np.float64]:
-    """Draw ``m`` directions of shape ``shape``; returns an array of shape ``(m, *shape)``.
+    """Draw ``m`` directions of shape ``shape`` (a shape, or a :class:`Domain`: then of its
+    ``point_shape``); returns an array of shape ``(m, *shape)``.
 
     With ``orthogonal=True`` the ``m`` directions are mutually orthogonal: the first ``m``
     columns of a Haar-random orthonormal basis of the space (so each one is marginally
@@ -89,28 +125,16 @@ def sample_directions(
     True
     """
     _check_kind(kind)
+    if isinstance(shape, Domain):
+        if shape.simplex_only:
+            shape = shape.simplex  # exactly the draws of the plain shape
+        else:
+            return _sample_domain(rng, m, shape, kind=kind, sum_zero=sum_zero, orthogonal=orthogonal)
     d = space_dim(shape, sum_zero)
     if d == 0:  # a single simplex of one vertex: nothing can move
         return np.zeros((m, *shape))
     if orthogonal:
-        if kind == "rademacher":
-            raise ValueError(
-                "orthogonal=True is defined for kind='normalized-gaussian' or 'gaussian', "
-                "but got kind='rademacher'"
-            )
-        if m > d:
-            raise ValueError(
-                f"orthogonal=True needs m <= {d} (the dimension of the direction space for "
-                f"shape {shape}, sum_zero={sum_zero}), but got m={m}"
-            )
-        basis = _space_basis(shape, sum_zero)  # (n, d), orthonormal columns
-        z = rng.standard_normal((d, m))
-        q, r = np.linalg.qr(z)
-        q = q * np.sign(np.diag(r))  # Haar measure (Mezzadri 2007)
-        u = (basis @ q).T  # (m, n)
-        if kind == "gaussian":
-            u = u * np.sqrt(rng.chisquare(d, size=(m, 1)))
-        return u.reshape((m, *shape))
+        return _sample_orthogonal(rng, m, shape, _space_basis(shape, sum_zero), kind=kind, sum_zero=sum_zero)
 
     size = (m, *shape)
     if kind == "rademacher":
@@ -122,6 +146,54 @@ def sample_directions(
     if kind == "normalized-gaussian":
         norms = np.sqrt(np.sum(u.reshape(m, -1) ** 2, axis=1))
         u = u / norms.reshape((m,) + (1,) * len(shape))
+    return u
+
+
+def _sample_orthogonal(rng: np.random.Generator, m: int, shape: Shape, basis: NDArray[np.float64], *,
+                       kind: str, sum_zero: bool) -> NDArray[np.float64]:
+    """``m`` orthogonal directions in the span of ``basis`` (``(n, d)``, orthonormal columns)."""
+    d = basis.shape[1]
+    if kind == "rademacher":
+        raise ValueError(
+            "orthogonal=True is defined for kind='normalized-gaussian' or 'gaussian', "
+            "but got kind='rademacher'"
+        )
+    if m > d:
+        raise ValueError(
+            f"orthogonal=True needs m <= {d} (the dimension of the direction space for "
+            f"shape {shape}, sum_zero={sum_zero}), but got m={m}"
+        )
+    z = rng.standard_normal((d, m))
+    q, r = np.linalg.qr(z)
+    q = q * np.sign(np.diag(r))  # Haar measure (Mezzadri 2007)
+    u = (basis @ q).T  # (m, n)
+    if kind == "gaussian":
+        u = u * np.sqrt(rng.chisquare(d, size=(m, 1)))
+    point_shape = shape.point_shape if isinstance(shape, Domain) else shape
+    return u.reshape((m, *point_shape))
+
+
+def _sample_domain(rng: np.random.Generator, m: int, domain: Domain, *, kind: str, sum_zero: bool,
+                   orthogonal: bool) -> NDArray[np.float64]:
+    """Directions for a domain with extra coordinates: flat ``(m, domain.size)`` vectors,
+    the logit rows projected (with ``sum_zero``), the extra coordinates left as drawn."""
+    if orthogonal:
+        basis = _space_basis(domain.simplex, sum_zero)
+        extras = domain.positive + domain.real
+        full = np.zeros((domain.size, basis.shape[1] + extras))
+        full[: domain.n_weights, : basis.shape[1]] = basis
+        full[domain.n_weights :, basis.shape[1] :] = np.eye(extras)
+        return _sample_orthogonal(rng, m, domain, full, kind=kind, sum_zero=sum_zero)
+    size = (m, domain.size)
+    if kind == "rademacher":
+        u = np.where(rng.random(size) < 0.5, -1.0, 1.0)
+    else:
+        u = rng.standard_normal(size)
+    if sum_zero:
+        w = domain.n_weights
+        u[:, :w] = project_sum_zero(u[:, :w].reshape(m, *domain.simplex)).reshape(m, w)
+    if kind == "normalized-gaussian":
+        u = u / np.sqrt(np.sum(u * u, axis=1, keepdims=True))
     return u
 
 

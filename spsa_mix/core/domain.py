@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from spsa_mix.core.simplex import logits_from_simplex, project_sum_zero, softmax, softmax_jvp
+from spsa_mix.core.simplex import (
+    check_simplex_point,
+    logits_from_simplex,
+    project_sum_zero,
+    softmax,
+    softmax_jvp,
+)
 from spsa_mix.core.validation import check_int, normalize_shape
 
 __all__ = ["Domain"]
@@ -76,8 +82,7 @@ class Domain:
         object.__setattr__(self, "positive", check_int(positive, "positive", minimum=0))
         object.__setattr__(self, "real", check_int(real, "real", minimum=0))
         extras = self.positive + self.real
-        names = tuple(names) if names else tuple([f"positive_{i}" for i in range(self.positive)]
-                                                 + [f"real_{i}" for i in range(self.real)])
+        names = tuple(names) if names else self._default_names()
         if len(names) != extras or not all(isinstance(n, str) and n for n in names) or len(set(names)) != extras:
             raise ValueError(f"names must be {extras} distinct non-empty strings (one per extra coordinate), "
                              f"but got {list(names)}")
@@ -223,6 +228,57 @@ class Domain:
         logits, pos, real = self.split(z)
         return self.join(project_sum_zero(logits), pos if self.positive else None, real if self.real else None)
 
+    def check_point(self, x: ArrayLike, *, name: str = "x0") -> FloatArray:
+        """Validate one point and return it (weights renormalised), or raise ``ValueError``
+        naming ``name`` and what is wrong: the shape, weights that are not strictly positive
+        or do not sum to one per row, a positive coordinate that is not ``> 0``, a
+        coordinate that is not finite.
+
+        >>> Domain(2, positive=1, names=("scale",)).check_point([0.5, 0.5, 2.0]).tolist()
+        [0.5, 0.5, 2.0]
+        >>> Domain(2, positive=1, names=("scale",)).check_point([0.5, 0.5, 0.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: x0's scale must be a finite number > 0, but got 0.0
+        """
+        if self.simplex_only:
+            return check_simplex_point(x, self.simplex, name=name)
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.shape != self.point_shape:
+            raise ValueError(f"{name} must be a point of {self} of shape {self.point_shape} (the weights row by "
+                             f"row, then {', '.join(self.names)}), but got shape {arr.shape}")
+        alpha, pos, real = self.split(arr)
+        alpha = check_simplex_point(alpha, self.simplex, name=f"{name}'s weights")
+        for i, v in enumerate(pos):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}'s {self.names[i]} must be a finite number > 0, but got {float(v)!r}")
+        for i, v in enumerate(real):
+            if not math.isfinite(v):
+                raise ValueError(f"{name}'s {self.names[self.positive + i]} must be finite, but got {float(v)!r}")
+        return self.join(alpha, pos if self.positive else None, real if self.real else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The domain as plain values (what a ``state_dict`` stores); :meth:`from_dict` inverts it.
+
+        >>> Domain.from_dict(Domain(3, real=1).to_dict()) == Domain(3, real=1)
+        True
+        """
+        return {"simplex": list(self.simplex), "positive": self.positive, "real": self.real,
+                "names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Domain:
+        """The domain of :meth:`to_dict`'s output."""
+        if not isinstance(d, dict) or not {"simplex", "positive", "real", "names"} <= set(d):
+            raise ValueError(f"a domain must be a dict with keys simplex, positive, real and names, but got {d!r:.100}")
+        simplex = d["simplex"]
+        return cls(tuple(simplex) if isinstance(simplex, list) else simplex, d["positive"], d["real"], d["names"])
+
+    def _default_names(self) -> tuple[str, ...]:
+        return tuple([f"positive_{i}" for i in range(self.positive)] + [f"real_{i}" for i in range(self.real)])
+
     def __repr__(self) -> str:
         extra = "".join(f", {n}={v}" for n, v in (("positive", self.positive), ("real", self.real)) if v)
+        if self.names != self._default_names():
+            extra += f", names={self.names}"
         return f"Domain(simplex={self.simplex}{extra})"

@@ -10,8 +10,16 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
 * turns the ways a run can end into one :class:`~spsa_mix.core.result.OptimizeResult`:
   budget reached, validation plateau, callback ``StopIteration``, a non-finite loss
   (stop and keep the last finite iterate), Ctrl-C (return what was computed). If the
-  objective raises, :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial
-  result.
+  objective (or ``val_objective``, named as such) raises,
+  :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial result. The final
+  evaluation that scores the returned point is no exception: a non-finite loss there
+  ends the run with ``status=NONFINITE``, Ctrl-C with ``INTERRUPTED`` (``fun`` is then
+  the last step's estimate), an exception raises ``ObjectiveError``.
+
+The points are those of a :class:`~spsa_mix.core.domain.Domain`; with coordinates beside
+the simplex, ``res.x`` and the history's ``x`` are flat points, and the result (and the
+callback's) also carries ``alpha`` (the weights, shaped ``domain.simplex``) and ``extras``
+(the other coordinates by name).
 
 Budget currency: one evaluation of the objective at one point costs 1. Gradient methods
 count a backward pass as ``backward_cost`` (2 by default, GLUE section 4.1's
@@ -29,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
 from spsa_mix.core.result import History, OptimizeResult, Status
 from spsa_mix.progress import require_tqdm
@@ -39,8 +48,17 @@ logger = logging.getLogger("spsa_mix")
 FloatArray = NDArray[np.float64]
 
 
+_OBJECTIVE = "the objective"
+_VALIDATION = "val_objective"
+
+
 class _ObjectiveFailed(Exception):
-    """Internal: the user's objective raised (the cause is chained)."""
+    """Internal: the user's objective (or ``val_objective``: ``source``) raised or returned
+    something unusable (the cause is chained)."""
+
+    def __init__(self, message: str, source: str = _OBJECTIVE) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class _Stop(Exception):
@@ -56,7 +74,7 @@ class Run:
     def __init__(
         self,
         objective: Callable[..., Any],
-        shape: tuple[int, ...],
+        shape: tuple[int, ...] | Domain,
         *,
         method: str,
         vectorized: bool = False,
@@ -72,7 +90,8 @@ class Run:
         backward_cost: float = 2.0,
     ) -> None:
         self.objective = objective
-        self.shape = shape
+        self.domain = Domain.of(shape)
+        self.shape = self.domain.point_shape
         self.method = method
         self.vectorized = vectorized
         self.max_evals = max_evals
@@ -177,27 +196,29 @@ class Run:
         return loss, derivs
 
     @staticmethod
-    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(fn: Callable[..., Any], *args: Any, source: str = _OBJECTIVE) -> Any:
         try:
             return fn(*args)
         except (KeyboardInterrupt, _Stop, NonFiniteLossError):
             raise
         except Exception as e:
-            raise _ObjectiveFailed(f"{type(e).__name__}: {e}") from e
+            raise _ObjectiveFailed(f"{type(e).__name__}: {e}", source) from e
 
-    def _scalar(self, value: Any) -> float:
+    def _scalar(self, value: Any, source: str = _OBJECTIVE) -> float:
         try:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise self._bad_return(value, "one float") from e
+            raise self._bad_return(value, "one float", source) from e
         if arr.size != 1:
-            raise self._bad_return(value, "one float (or pass vectorized=True for batched objectives)")
+            hint = " (or pass vectorized=True for batched objectives)" if source == _OBJECTIVE else ""
+            raise self._bad_return(value, "one float" + hint, source)
         return float(arr.reshape(()))
 
-    def _bad_return(self, value: Any, expected: str) -> _ObjectiveFailed:
+    def _bad_return(self, value: Any, expected: str, source: str = _OBJECTIVE) -> _ObjectiveFailed:
         shape = getattr(np.asarray(value, dtype=object), "shape", None)
         return _ObjectiveFailed(
-            f"the objective must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}"
+            f"{source} must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}",
+            source,
         )
 
     def _check_finite(self, losses: FloatArray, points: FloatArray) -> None:
@@ -228,7 +249,7 @@ class Run:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{loss:.4g}", nfev=self.nfev, refresh=False)
         if self.callback is not None:
-            info = OptimizeResult(x=np.array(x, copy=True), fun=loss, nit=self.nit, nfev=self.nfev, **extra)
+            info = OptimizeResult(**self._point_fields(x), fun=loss, nit=self.nit, nfev=self.nfev, **extra)
             try:
                 self.callback(info)
             except StopIteration:
@@ -243,7 +264,7 @@ class Run:
     def validate(self, x: FloatArray) -> float:
         """Evaluate ``val_objective`` at ``x`` and track the best point (not budgeted)."""
         assert self.val_objective is not None
-        value = self._scalar(self._call(self.val_objective, np.array(x, copy=True)))
+        value = self._scalar(self._call(self.val_objective, np.array(x, copy=True), source=_VALIDATION), _VALIDATION)
         self.nval += 1
         if not math.isfinite(value):
             raise NonFiniteLossError(f"val_objective returned {value!r}", index=0, value=value)
@@ -287,29 +308,43 @@ class Run:
             except KeyboardInterrupt:
                 status, message = Status.INTERRUPTED, "interrupted (KeyboardInterrupt); the result is the last iterate"
             except _ObjectiveFailed as e:
-                partial = self._result(current_x(), self._last_loss, Status.ERROR,
-                                       f"the objective raised after {self.nfev} evaluations: {e}", extra)
-                raise ObjectiveError(
-                    f"the objective raised at evaluation {self.nfev + 1} of method {self.method!r}: {e} "
-                    f"(the {self.nit} steps completed are in .partial_result)",
-                    partial,
-                ) from e.__cause__
+                raise self._objective_error(e, current_x(), extra) from e.__cause__
             x = self.best_val_x if self.best_val_x is not None else current_x()
             fun = known_fun(x) if known_fun is not None else None
-            if fun is None:
-                fun = self._final_value(x, final_eval and status not in (Status.NONFINITE, Status.INTERRUPTED))
-            return self._result(x, fun, status, message, extra)
+            if fun is None and final_eval and status not in (Status.NONFINITE, Status.INTERRUPTED) and (
+                    self.max_evals is None or self.cost + 1 <= self.max_evals + 1e-9):
+                try:
+                    fun = float(self.evaluate(np.asarray(x)[None])[0])
+                except NonFiniteLossError as e:
+                    status = Status.NONFINITE
+                    message = (f"stopped: the final evaluation of the returned point failed: {e}; fun is the last "
+                               "step's estimate")
+                except KeyboardInterrupt:
+                    status = Status.INTERRUPTED
+                    message = ("interrupted (KeyboardInterrupt) in the final evaluation of the returned point; fun is "
+                               "the last step's estimate")
+                except _ObjectiveFailed as e:
+                    raise self._objective_error(e, x, extra, final=True) from e.__cause__
+            return self._result(x, self._last_loss if fun is None else fun, status, message, extra)
         finally:
             if self._bar is not None:
                 self._bar.close()
 
-    def _final_value(self, x: FloatArray, allowed: bool) -> float:
-        if allowed and (self.max_evals is None or self.cost + 1 <= self.max_evals + 1e-9):
-            try:
-                return float(self.evaluate(np.asarray(x)[None])[0])
-            except (NonFiniteLossError, _ObjectiveFailed, KeyboardInterrupt) as e:
-                logger.warning("final evaluation at the returned point failed (%s); fun is the last estimate", e)
-        return self._last_loss
+    def _objective_error(self, e: _ObjectiveFailed, x: FloatArray, extra: Callable[[], dict[str, Any]] | None,
+                         *, final: bool = False) -> ObjectiveError:
+        """The :class:`ObjectiveError` for ``e``, with the partial result at ``x``."""
+        if e.source == _VALIDATION:
+            where, after = f"at validation check {self.nval + 1}", f"after {self.nval} validation checks"
+        else:
+            where, after = f"at evaluation {self.nfev + 1}", f"after {self.nfev} evaluations"
+        if final:
+            where += " (the final evaluation of the returned point)"
+        partial = self._result(x, self._last_loss, Status.ERROR, f"{e.source} raised {after}: {e}", extra)
+        return ObjectiveError(
+            f"{e.source} raised {where} of method {self.method!r}: {e} "
+            f"(the {self.nit} steps completed are in .partial_result)",
+            partial,
+        )
 
     def _result(
         self,
@@ -320,7 +355,7 @@ class Run:
         extra: Callable[[], dict[str, Any]] | None,
     ) -> OptimizeResult:
         res = OptimizeResult(
-            x=np.array(x, copy=True),
+            **self._point_fields(x),
             fun=float(fun),
             nit=self.nit,
             nfev=self.nfev,
@@ -338,3 +373,11 @@ class Run:
             res.update(extra())
         logger.info("%s finished: %s (fun=%.6g, nit=%d, nfev=%d)", self.method, message, res.fun, self.nit, self.nfev)
         return res
+
+    def _point_fields(self, x: FloatArray) -> dict[str, Any]:
+        """``x`` (a copy), and ``alpha`` and ``extras`` when the domain has extra coordinates."""
+        fields: dict[str, Any] = {"x": np.array(x, copy=True)}
+        if not self.domain.simplex_only:
+            fields["alpha"] = self.domain.split(fields["x"])[0].copy()
+            fields["extras"] = self.domain.extras(fields["x"])
+        return fields

@@ -60,7 +60,10 @@ class MethodSpec:
     ``options`` names the keyword arguments of ``minimize`` the method accepts beyond the
     ones every method takes (passing another is an error); ``final_eval`` says whether it
     reserves one evaluation to score its answer; ``cost_per_step(options)`` is the budget
-    one step spends.
+    one step spends; ``domains`` says whether it optimises coordinates beside the simplex
+    (then, for such a ``k``, ``shape`` is the :class:`~spsa_mix.core.domain.Domain` and the
+    objective takes its flat points; ``minimize`` refuses such a ``k`` for the others, which
+    always get the shape of the simplex weights).
     """
 
     name: str
@@ -69,6 +72,7 @@ class MethodSpec:
     final_eval: bool = True
     cost_per_step: Callable[[dict[str, Any]], float] = lambda opts: 1.0
     description: str = ""
+    domains: bool = False
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -26,6 +26,15 @@ Example
 (True, 1000, 2001)
 >>> bool(np.abs(res.x - c).max() < 0.01)
 True
+
+With a learned positive coordinate beside the weights (a :class:`~spsa_mix.core.domain.Domain`),
+the objective takes flat points ``(alpha_1, ..., alpha_k, s)``:
+
+>>> f = lambda x: float(((x[:3] - c) ** 2).sum() + np.log(x[3] / 2.0) ** 2)   # s* = 2
+>>> res = spsa_mix.minimize(f, k=spsa_mix.Domain(3, positive=1, names=("scale",)), lr=0.05,
+...                         lr_schedule="cosine", seed=0)
+>>> res.x.shape, bool(np.abs(res.alpha - c).max() < 0.01), round(res.extras["scale"], 3)
+((4,), True, 2.0)
 """
 
 from __future__ import annotations
@@ -37,11 +46,13 @@ from typing import Any
 
 import numpy as np
 
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.driver import Run
 from spsa_mix.core.methods import MethodSpec, lookup_method, register_method
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
 from spsa_mix.core.result import OptimizeResult
-from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng, normalize_shape
+from spsa_mix.core.schedules import schedule_spec
+from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng
 
 __all__ = ["minimize", "check_method", "planned_steps", "OPTION_NAMES", "DEFAULT_MAXITER"]
 
@@ -57,7 +68,7 @@ _RUN_ARGUMENTS = frozenset({
 
 def minimize(
     objective: Callable[..., Any],
-    k: int | tuple[int, int],
+    k: int | tuple[int, int] | Domain,
     *,
     method: str = "spsa",
     x0: Any = None,
@@ -88,14 +99,23 @@ def minimize(
     show_progress_bar: bool = False,
     options: dict[str, Any] | None = None,
 ) -> OptimizeResult:
-    """Minimise ``objective(alpha)`` over the probability simplex (or several).
+    """Minimise ``objective(alpha)`` over the probability simplex (or several), optionally
+    with positive and real coordinates beside the weights.
 
     Parameters
     ----------
     objective:
-        ``objective(alpha) -> float`` with ``alpha`` of shape ``(k,)`` (or ``(groups, k)``).
+        ``objective(alpha) -> float`` with ``alpha`` of shape ``(k,)`` (or ``(groups, k)``);
+        with a :class:`~spsa_mix.core.domain.Domain` of extra coordinates, ``objective(x)``
+        with ``x`` the flat point of shape ``(domain.size,)`` (weights row by row, then the
+        positive and the real coordinates; ``domain.split(x)`` gives the parts).
     k:
-        Number of vertices, or ``(groups, k)`` for one simplex per row.
+        Number of vertices, ``(groups, k)`` for one simplex per row, or a
+        :class:`~spsa_mix.core.domain.Domain` (``spsa_mix.Domain(3, positive=1,
+        names=("scale",))``: weights and a learned scale ``s > 0``). Every built-in method
+        and adapter optimises the extra coordinates too, on the same budget: the optimisers
+        in ``log s`` and the real coordinates as they are, the Nevergrad and Optuna methods
+        in a box (their ``options["positive_bounds"]`` and ``options["real_bounds"]``).
     method:
         ``"spsa"`` (default), ``"forward-grad"``, ``"backprop"``, ``"nevergrad:<name>"``,
         ``"optuna:<sampler>"``: see :func:`~spsa_mix.core.methods.available_methods`.
@@ -111,9 +131,9 @@ def minimize(
     seed, rng:
         An integer seed or a ``numpy.random.Generator``; same seed, same run, bit for bit.
     vectorized:
-        Call ``objective(points) -> losses`` for ``points`` of shape ``(n, *shape)``: all
-        probes of one step in one call, so a stochastic objective can score them on one
-        minibatch.
+        Call ``objective(points) -> losses`` for ``points`` of shape ``(n, *shape)`` (``(n,
+        domain.size)`` with extra coordinates): all probes of one step in one call, so a
+        stochastic objective can score them on one minibatch.
     callback:
         ``callback(intermediate_result)`` after each step; raise ``StopIteration`` to stop.
     val_objective, val_every, patience:
@@ -124,7 +144,16 @@ def minimize(
         Spend one evaluation (reserved in the budget) to score the returned point, so
         ``res.fun`` is ``objective(res.x)``; otherwise it is the last step's estimate.
     initial_state:
-        A ``res.state`` (or ``state_dict()``) to resume from.
+        A ``res.state`` (or ``state_dict()``) to resume from. As ``torch.optim``'s
+        ``load_state_dict``, the state brings its point, moments, generator state (so
+        ``seed`` and ``rng`` do not matter), hyperparameters and schedules, their planned
+        number of steps included (a run stopped early and resumed is the uninterrupted
+        one, bit for bit). An explicit option that would be ignored is refused, never
+        dropped: ``x0`` with ``initial_state`` is an error, and so is ``lr``, ``mu``,
+        ``betas``, ``eps``, ``update``, ``momentum``, ``m``, ``directions``, ``sum_zero``,
+        ``orthogonal``, ``lr_schedule`` or ``mu_schedule`` that differs from the state's
+        (the same value is accepted; a callable schedule, which a state cannot hold, must
+        be given again).
     backward_cost:
         What a backward pass counts in the budget for ``method="backprop"`` (default 2).
     show_progress_bar:
@@ -136,23 +165,28 @@ def minimize(
     -------
     OptimizeResult
         ``x, fun, nit, nfev, njev, cost, success, status, message, method, history``,
-        plus ``state`` for the built-in methods and ``val_fun, nval`` with validation.
+        plus ``state`` for the built-in methods and ``val_fun, nval`` with validation;
+        with extra coordinates, ``x`` (and the history's ``x``) is the flat point and the
+        result also carries ``alpha`` (the weights, shaped ``domain.simplex``) and
+        ``extras`` (a dict, name -> value).
         Stops on a non-finite loss (``status=NONFINITE``, ``success=False``) keeping the
-        last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``).
+        last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``);
+        both apply to the final evaluation too (``fun`` is then the last step's estimate).
 
     Raises
     ------
     ValueError
         For a bad argument, naming it and the value received.
     ObjectiveError
-        If the objective raises; ``.partial_result`` holds the steps completed.
+        If the objective (or ``val_objective``, which the message names) raises;
+        ``.partial_result`` holds the steps completed.
     """
     arguments = dict(locals())  # before any other name is bound
     given = {name: arguments[name] for name in OPTION_NAMES if arguments[name] is not None}
     spec = lookup_method(method)
     if not callable(objective):
         raise ValueError(f"objective must be callable, but got {type(objective).__name__}")
-    shape = normalize_shape(k)
+    domain = Domain.of(k)
     max_evals = check_positive_int(max_evals, "max_evals", allow_none=True)
     maxiter = check_positive_int(maxiter, "maxiter", allow_none=True)
     if max_evals is None and maxiter is None:
@@ -170,6 +204,7 @@ def minimize(
     generator = normalize_rng(seed, rng)
 
     _reject_unused_options(spec, method, given)
+    _reject_domain(spec, method, domain)
     if backward_cost is not None:
         backward_cost = check_positive(backward_cost, "backward_cost")
 
@@ -182,6 +217,7 @@ def minimize(
         show_progress_bar=show_progress_bar, total_steps=total_steps,
         backward_cost=backward_cost if backward_cost is not None else 2.0,
     )
+    shape = domain.simplex if domain.simplex_only else domain  # methods without extra coordinates get a shape
     return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
                     total_steps=total_steps, **given)
 
@@ -194,9 +230,10 @@ def _reject_unused_options(spec: MethodSpec, method: str, given: dict[str, Any])
 
 
 def check_method(method: str, settings: dict[str, Any] | None = None) -> None:
-    """Fail as :func:`minimize` would, before any work, for an unknown ``method`` or a
+    """Fail as :func:`minimize` would, before any work, for an unknown ``method``, a
     setting among ``settings`` (keyword arguments of ``minimize``) that the method does not
-    use; arguments of ``minimize`` that are not method options are not checked here.
+    use, or a ``k`` with coordinates beside the simplex that it cannot optimise; the other
+    arguments of ``minimize`` that are not method options are not checked here.
 
     >>> check_method("spsa", {"lr": 0.1, "max_evals": 10})
     >>> check_method("backprop", {"mu": 0.1})
@@ -207,6 +244,14 @@ def check_method(method: str, settings: dict[str, Any] | None = None) -> None:
     spec = lookup_method(method)
     given = {n: v for n, v in (settings or {}).items() if n in OPTION_NAMES and v is not None}
     _reject_unused_options(spec, method, given)
+    if (settings or {}).get("k") is not None:
+        _reject_domain(spec, method, Domain.of(settings["k"]))  # type: ignore[index]
+
+
+def _reject_domain(spec: MethodSpec, method: str, domain: Domain) -> None:
+    if not domain.simplex_only and not spec.domains:
+        raise ValueError(f"method {method!r} optimises simplex weights only, but k={domain!r} has coordinates "
+                         "beside them")
 
 
 def planned_steps(max_evals: int | None, maxiter: int | None, cost: float, reserve: int = 0) -> int | None:
@@ -244,16 +289,53 @@ def _constructor_options(cls: type) -> frozenset[str]:
     return frozenset(names.intersection(OPTION_NAMES))
 
 
-def _build(cls: type, shape: tuple[int, ...], rng: np.random.Generator, total_steps: int | None,
+# Options a state_dict restores: given with initial_state, they must agree with it.
+_RESTORED = ("lr", "betas", "eps", "update", "momentum", "mu", "m", "directions", "sum_zero", "orthogonal")
+
+
+def _build(cls: type, shape: tuple[int, ...] | Domain, rng: np.random.Generator, total_steps: int | None,
            opts: dict[str, Any]) -> Any:
     state = opts.pop("initial_state", None)
     opt = cls(shape, rng=rng, total_steps=total_steps if total_steps else None, **opts)
     if state is not None:
         opt.load_state_dict(state)
+        _refuse_conflicts(opt, opts)
     return opt
 
 
-def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.random.Generator,
+def _refuse_conflicts(opt: Any, given: dict[str, Any]) -> None:
+    """Raise if an option given with ``initial_state`` differs from what the state restored
+    (``opt`` has the state loaded): an explicit value is never silently dropped."""
+    if "x0" in given:
+        raise ValueError("x0 conflicts with initial_state: a resumed run continues from the state's point; "
+                         "give one of them")
+    for name in _RESTORED:
+        if name in given and hasattr(opt, name) and not _same(given[name], getattr(opt, name)):
+            raise ValueError(f"{name}={given[name]!r} conflicts with initial_state, which has "
+                             f"{name}={getattr(opt, name)!r}: a resumed run keeps the state's hyperparameters; "
+                             f"drop {name} or give the state's value")
+    for name in ("lr_schedule", "mu_schedule"):
+        current = getattr(opt, f"_{name}", None)
+        if name not in given or current is None:
+            continue
+        wanted = given[name]
+        ok = current is wanted if callable(wanted) else schedule_spec(current)["name"] == wanted
+        if not ok:
+            raise ValueError(f"{name}={wanted!r} conflicts with initial_state, whose {name} is "
+                             f"{schedule_spec(current)}: a resumed run keeps the state's schedules; drop {name} "
+                             "or give the state's")
+
+
+def _same(given: Any, restored: Any) -> bool:
+    if isinstance(restored, tuple):
+        return isinstance(given, (tuple, list)) and len(given) == len(restored) and all(
+            _same(g, r) for g, r in zip(given, restored, strict=True))
+    if isinstance(restored, float) and isinstance(given, numbers.Real) and not isinstance(given, bool):
+        return float(given) == restored
+    return bool(given == restored)
+
+
+def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,
               run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None, **opts: Any) -> OptimizeResult:
     opt = _build(SimplexSPSA, shape, rng, total_steps, opts)
     run = Run(objective, shape, **run_kwargs)
@@ -262,13 +344,13 @@ def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.
         while run.budget_allows(2 * opt.m):
             losses = run.evaluate(opt.ask())
             info = opt.tell(losses)
-            run.record_step(opt.alpha, info.loss, mu=info.mu, lr=info.lr, grad_norm=info.grad_norm)
+            run.record_step(opt.x, info.loss, mu=info.mu, lr=info.lr, grad_norm=info.grad_norm)
 
-    return run.execute(loop, current_x=lambda: opt.alpha, final_eval=final_eval,
+    return run.execute(loop, current_x=lambda: opt.x, final_eval=final_eval,
                        extra=lambda: {"state": opt.state_dict()})
 
 
-def _run_forward_grad(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.random.Generator,
+def _run_forward_grad(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,
                       run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
                       **opts: Any) -> OptimizeResult:
     _require_attr(objective, "jvp", "forward-grad")
@@ -280,13 +362,13 @@ def _run_forward_grad(objective: Callable[..., Any], shape: tuple[int, ...], *, 
             alpha, tangents = opt.ask()
             loss, derivs = run.evaluate_jvp(alpha, tangents)
             info = opt.tell(loss, derivs)
-            run.record_step(opt.alpha, info.loss, lr=info.lr, grad_norm=info.grad_norm)
+            run.record_step(opt.x, info.loss, lr=info.lr, grad_norm=info.grad_norm)
 
-    return run.execute(loop, current_x=lambda: opt.alpha, final_eval=final_eval,
+    return run.execute(loop, current_x=lambda: opt.x, final_eval=final_eval,
                        extra=lambda: {"state": opt.state_dict()})
 
 
-def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...], *, rng: np.random.Generator,
+def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,
                   run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
                   **opts: Any) -> OptimizeResult:
     _require_attr(objective, "value_and_grad", "backprop")
@@ -299,9 +381,9 @@ def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...], *, rng:
         while run.budget_allows(step_cost):
             loss, grad = run.evaluate_grad(opt.ask())
             info = opt.tell(loss, grad)
-            run.record_step(opt.alpha, info.loss, lr=info.lr, grad_norm=info.grad_norm)
+            run.record_step(opt.x, info.loss, lr=info.lr, grad_norm=info.grad_norm)
 
-    return run.execute(loop, current_x=lambda: opt.alpha, final_eval=final_eval,
+    return run.execute(loop, current_x=lambda: opt.x, final_eval=final_eval,
                        extra=lambda: {"state": opt.state_dict()})
 
 
@@ -323,13 +405,15 @@ _RESUMABLE = frozenset({"initial_state"})  # the built-in runners restore a stat
 register_method(MethodSpec(
     "spsa", _run_spsa, _constructor_options(SimplexSPSA) | _RESUMABLE,
     cost_per_step=lambda o: 2.0 * _m_of(o), description="two-point SPSA with Adam on softmax logits (GLUE)",
+    domains=True,
 ))
 register_method(MethodSpec(
     "forward-grad", _run_forward_grad, _constructor_options(SimplexForwardGradient) | _RESUMABLE,
     cost_per_step=lambda o: 1.0 + _m_of(o), description="forward-gradient (jvp) estimator with Adam",
+    domains=True,
 ))
 register_method(MethodSpec(
     "backprop", _run_backprop, _constructor_options(SimplexGradient) | _RESUMABLE | {"backward_cost"},
     cost_per_step=lambda o: 1.0 + float(o.get("backward_cost", 2.0)),
-    description="exact gradients through the softmax with Adam (GLUE Config 3)",
+    description="exact gradients through the softmax with Adam (GLUE Config 3)", domains=True,
 ))

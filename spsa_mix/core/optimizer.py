@@ -18,6 +18,18 @@ All three classes optimise unconstrained logits ``beta`` with Adam (or SGD) and 
     exact gradients: ``ask()`` returns the current point; ``tell(loss, grad_alpha)``, and the
     gradient is pulled back through the softmax.
 
+Beside the simplex weights, a point may hold positive and real coordinates (a learned
+scale ``s > 0``, say): give a :class:`~spsa_mix.core.domain.Domain` for ``k``. The
+optimisers then work on the unconstrained vector ``beta`` of the domain (the logits, ``log``
+of each positive coordinate, the real coordinates as they are); a point is one flat vector
+(weights row by row, then positive, then real coordinates), the directions are drawn in the
+space of ``beta`` (the extra coordinates with the same kind of entries, not projected), the
+tangents of the forward gradient are pushed through :meth:`Domain.jvp
+<spsa_mix.core.domain.Domain.jvp>` and exact gradients pulled back through
+:meth:`Domain.vjp <spsa_mix.core.domain.Domain.vjp>`. ``alpha`` is always the simplex part
+(shape ``simplex``) and ``x`` the whole point; with a simplex-only domain (an ``int`` or
+``(groups, k)``) the two are the same and nothing differs from before.
+
 Defaults follow GLUE section 5 for Adam (``lr=1e-2``, ``betas=(0.9, 0.99)``) and ``m=1``.
 The directions are this package's choice: Rademacher signs (Spall's SPSA) restricted to the
 sum-zero subspace, with ``mu=0.05``; GLUE's unit-sphere directions are
@@ -34,6 +46,16 @@ Example
 ...     _ = opt.tell(((probes - c) ** 2).sum(axis=1))          # two losses, same order
 >>> bool(np.abs(opt.alpha - c).max() < 0.02)
 True
+
+A learned positive coordinate beside the weights (minimum at ``alpha = c``, ``s = 2``):
+
+>>> from spsa_mix.core.domain import Domain
+>>> opt = SimplexSPSA(Domain(3, positive=1, names=("scale",)), seed=0, lr=0.05)
+>>> for _ in range(400):
+...     x = opt.ask()                                      # (2, 4): weights, then s
+...     _ = opt.tell(((x[:, :3] - c) ** 2).sum(axis=1) + np.log(x[:, 3] / 2) ** 2)
+>>> bool(np.abs(opt.alpha - c).max() < 0.02), round(float(opt.x[3]), 1)
+(True, 2.0)
 """
 
 from __future__ import annotations
@@ -47,8 +69,18 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from spsa_mix.core.directions import DIRECTION_KINDS, estimator_scale, sample_directions
+from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
-from spsa_mix.core.schedules import Schedule, evaluate_schedule, resolve_schedule
+from spsa_mix.core.schedules import (
+    Constant,
+    Cosine,
+    PowerDecay,
+    Schedule,
+    evaluate_schedule,
+    resolve_schedule,
+    schedule_from_spec,
+    schedule_spec,
+)
 from spsa_mix.core.simplex import (
     check_simplex_point,
     logits_from_simplex,
@@ -59,11 +91,13 @@ from spsa_mix.core.simplex import (
 )
 from spsa_mix.core.updates import AdamState, adam_update, directional_gradient, sgd_update, two_point_gradient
 from spsa_mix.core.validation import (
+    check_array,
+    check_bool,
+    check_int,
     check_positive,
     check_positive_int,
     check_probability,
     normalize_rng,
-    normalize_shape,
 )
 
 __all__ = ["SimplexSPSA", "SimplexForwardGradient", "SimplexGradient", "StepInfo", "ForwardProbe"]
@@ -77,7 +111,10 @@ DEFAULT_MU = 0.05  # radius in logit space; measured in docs/directions.md
 DEFAULT_M = 1  # GLUE section 5: one direction per step
 DEFAULT_DIRECTIONS = "rademacher"  # GLUE 3.2 uses "normalized-gaussian"; measured in docs/directions.md
 DEFAULT_SUM_ZERO = True  # softmax ignores the all-ones direction; measured in docs/directions.md
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: the domain and the schedules' parameters in the config; version 1 still loads
+_STATE_VERSIONS = (1, 2)
+_STATE_KEYS = ("version", "config", "beta", "exp_avg", "exp_avg_sq", "momentum_buffer", "step", "pending", "rng")
+_BUILTIN_SCHEDULES = (Constant, PowerDecay, Cosine)
 
 
 class StepInfo(NamedTuple):
@@ -92,10 +129,46 @@ class StepInfo(NamedTuple):
 
 
 class ForwardProbe(NamedTuple):
-    """``ask()`` of :class:`SimplexForwardGradient`: a point and ``m`` tangents at it."""
+    """``ask()`` of :class:`SimplexForwardGradient`: a point and ``m`` tangents at it
+    (``alpha`` is the whole point: with extra coordinates, the flat point of the domain)."""
 
     alpha: FloatArray  # (*shape)
-    tangents: FloatArray  # (m, *shape), tangents in alpha space, each row summing to zero
+    tangents: FloatArray  # (m, *shape), tangents in point space, each simplex row summing to zero
+
+
+# ---------------------------------------------------------------------- argument checks
+def _check_betas(betas: Any, where: str = "") -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas{where} must be a pair (beta1, beta2), but got {betas!r}")
+    for i, b in enumerate(betas):
+        try:
+            check_probability(b, "betas")
+        except ValueError:
+            raise ValueError(f"Invalid beta parameter at index {i}{where}: {b!r} (must be in [0, 1))") from None
+    return (float(betas[0]), float(betas[1]))
+
+
+def _check_eps(eps: Any, name: str = "eps") -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{name} must be a non-negative number, but got {eps!r}")
+    return float(eps)
+
+
+def _check_update(update: Any, name: str = "update") -> str:
+    if update not in ("adam", "sgd"):
+        raise ValueError(f"{name} must be 'adam' or 'sgd', but got {update!r}")
+    return str(update)
+
+
+def _check_directions(directions: Any, name: str = "directions") -> str:
+    if directions not in DIRECTION_KINDS:
+        raise ValueError(f"{name} must be one of {list(DIRECTION_KINDS)}, but got {directions!r}")
+    return str(directions)
+
+
+def _key(*path: str) -> str:
+    """How an error names an entry of a state: ``state['config']['lr']``."""
+    return "state" + "".join(f"[{p!r}]" for p in path)
 
 
 class _SimplexOptimizer:
@@ -103,7 +176,7 @@ class _SimplexOptimizer:
 
     def __init__(
         self,
-        k: int | Sequence[int],
+        k: int | Sequence[int] | Domain,
         *,
         x0: ArrayLike | None = None,
         lr: float = DEFAULT_LR,
@@ -116,31 +189,23 @@ class _SimplexOptimizer:
         seed: int | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        self.shape = normalize_shape(k)
+        self.domain = Domain.of(k)
+        self.shape = self.domain.point_shape  # of a point and of beta: the simplex shape, or (size,)
         self.lr = check_positive(lr, "lr")
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
-        for i, b in enumerate(betas):
-            try:
-                check_probability(b, "betas")
-            except ValueError:
-                raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1))") from None
-        self.betas = (float(betas[0]), float(betas[1]))
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"eps must be a non-negative number, but got {eps!r}")
-        self.eps = float(eps)
-        if update not in ("adam", "sgd"):
-            raise ValueError(f"update must be 'adam' or 'sgd', but got {update!r}")
-        self.update = update
+        self.betas = _check_betas(betas)
+        self.eps = _check_eps(eps)
+        self.update = _check_update(update)
         self.momentum = check_probability(momentum, "momentum")
         self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
         self._lr_schedule = resolve_schedule(lr_schedule, name="lr_schedule", total_steps=self.total_steps)
         self.rng = normalize_rng(seed, rng)
 
         if x0 is None:
-            self._beta = np.zeros(self.shape)  # alpha = 1/k, GLUE section 3.3
-        else:
+            self._beta = np.zeros(self.shape)  # alpha = 1/k (GLUE section 3.3), positive coordinates 1, real 0
+        elif self.domain.simplex_only:
             self._beta = logits_from_simplex(check_simplex_point(x0, self.shape, name="x0"))
+        else:
+            self._beta = self.domain.from_point(self.domain.check_point(x0, name="x0"))
         self._adam = AdamState(np.zeros(self.shape), np.zeros(self.shape), 0)
         self._momentum_buf = np.zeros(self.shape)
         self._step = 0
@@ -149,12 +214,24 @@ class _SimplexOptimizer:
     # ------------------------------------------------------------------ properties
     @property
     def alpha(self) -> FloatArray:
-        """The current point, ``softmax(beta)`` row by row (a copy)."""
-        return softmax(self._beta)
+        """The current simplex weights, ``softmax`` of the logits row by row (a copy), of
+        shape ``domain.simplex``."""
+        if self.domain.simplex_only:
+            return softmax(self._beta)
+        return softmax(self.domain.split(self._beta)[0])
+
+    @property
+    def x(self) -> FloatArray:
+        """The current point (a copy): ``alpha`` for a simplex-only domain, else the flat
+        point of the domain (weights, then positive and real coordinates)."""
+        if self.domain.simplex_only:
+            return softmax(self._beta)
+        return self.domain.to_point(self._beta)
 
     @property
     def beta(self) -> FloatArray:
-        """The current logits (a copy)."""
+        """The current unconstrained coordinates (a copy): the logits, then ``log`` of the
+        positive coordinates and the real ones."""
         return self._beta.copy()
 
     @property
@@ -177,7 +254,8 @@ class _SimplexOptimizer:
             self._beta, self._momentum_buf = sgd_update(
                 self._beta, grad_beta, self._momentum_buf, lr=lr, momentum=self.momentum
             )
-        self._beta = project_sum_zero(self._beta)  # softmax ignores the shift
+        # softmax ignores the shift of a logit row; the other coordinates are kept
+        self._beta = project_sum_zero(self._beta) if self.domain.simplex_only else self.domain.project(self._beta)
         flat = grad_beta.reshape(-1)
         info = StepInfo(self._step, loss, mu, lr, math.sqrt(float(flat @ flat)))
         self._step += 1
@@ -208,17 +286,20 @@ class _SimplexOptimizer:
         return {
             "class": type(self).__name__,
             "shape": self.shape,
+            "domain": self.domain.to_dict(),
             "lr": self.lr,
             "betas": self.betas,
             "eps": self.eps,
             "update": self.update,
             "momentum": self.momentum,
             "total_steps": self.total_steps,
+            "lr_schedule": schedule_spec(self._lr_schedule),
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: logits, moments, step, pending probes,
-        the generator's state and the hyperparameters (schedules only by name).
+        the generator's state and the hyperparameters, the domain and the schedules'
+        parameters (a callable schedule only as ``{"name": "callable"}``).
 
         >>> opt = SimplexSPSA(3, seed=0)
         >>> sorted(opt.state_dict())
@@ -237,29 +318,118 @@ class _SimplexOptimizer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the optimiser must have the same class and shape.
+        """Restore a :meth:`state_dict`; the optimiser must have the same class, domain
+        (shape) and ``m``.
 
-        Hyperparameters are restored from ``state``; schedules given as callables are kept
-        as this instance was built with them.
+        As ``torch.optim``'s ``load_state_dict``, the hyperparameters (``lr``, ``mu``,
+        ``betas``, ...) and the built-in schedules, with their planned number of steps, are
+        restored from ``state``; a schedule given as a callable cannot be stored, so the
+        optimiser must have been built with one (the same, for the same run). A state of
+        version 1 (before the domain and the schedules were stored) keeps this instance's
+        schedules.
+
+        Everything is checked before anything is changed: a missing key, an array of the
+        wrong shape or not finite, a negative step or second moment, a bad hyperparameter
+        or a generator state of another kind raises ``ValueError`` naming the key, and
+        leaves the optimiser as it was.
+
+        >>> opt = SimplexSPSA(3)
+        >>> state = opt.state_dict()
+        >>> state["step"] = -1
+        >>> opt.load_state_dict(state)
+        Traceback (most recent call last):
+        ...
+        ValueError: state['step'] must be an integer >= 0, but got -1
         """
-        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state must be a dict from state_dict() (version {_STATE_VERSION}), but got {type(state).__name__}")
+        parsed = self._parse_state(state)
+        rng_state = parsed.pop("rng")
+        for name, value in parsed.items():
+            setattr(self, name, value)
+        self.rng.bit_generator.state = rng_state
+
+    def _parse_state(self, state: Any) -> dict[str, Any]:
+        """The attributes ``state`` sets, every entry checked (nothing is changed here)."""
+        if not isinstance(state, dict) or state.get("version") not in _STATE_VERSIONS:
+            got = f"a dict with version {state.get('version')!r}" if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state must be a dict from state_dict() (version {' or '.join(map(str, _STATE_VERSIONS))}), "
+                             f"but got {got}")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"state lacks the keys {missing} (a state_dict() has {list(_STATE_KEYS)})")
         cfg = state["config"]
+        if not isinstance(cfg, dict):
+            raise ValueError(f"state['config'] must be a dict, but got {type(cfg).__name__}")
+        version = state["version"]
+        keys = self._config_keys(version)
+        missing = [k for k in keys if k not in cfg]
+        if missing:
+            raise ValueError(f"state['config'] lacks the keys {missing} (a state of {type(self).__name__} has {keys})")
         if cfg["class"] != type(self).__name__:
             raise ValueError(f"state was saved by {cfg['class']}, but this optimiser is {type(self).__name__}")
-        if tuple(cfg["shape"]) != self.shape:
-            raise ValueError(f"state has shape {tuple(cfg['shape'])}, but this optimiser has shape {self.shape}")
-        self._load_config(cfg)
-        self._beta = np.array(state["beta"], dtype=np.float64)
-        self._adam = AdamState(np.array(state["exp_avg"]), np.array(state["exp_avg_sq"]), int(state["step"]))
-        self._momentum_buf = np.array(state["momentum_buffer"])
-        self._step = int(state["step"])
-        self._pending = copy.deepcopy(state["pending"])
-        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self._check_domain(cfg, version)
+        out = self._parse_config(cfg, version)
+        shape = self.shape
+        step = check_int(state["step"], _key("step"), minimum=0)
+        out["_beta"] = check_array(state["beta"], _key("beta"), shape)
+        out["_adam"] = AdamState(check_array(state["exp_avg"], _key("exp_avg"), shape),
+                                 check_array(state["exp_avg_sq"], _key("exp_avg_sq"), shape, nonnegative=True), step)
+        out["_momentum_buf"] = check_array(state["momentum_buffer"], _key("momentum_buffer"), shape)
+        out["_step"] = step
+        out["_pending"] = self._parse_pending(state["pending"])
+        out["rng"] = self._parse_rng(state["rng"])
+        return out
 
-    def _load_config(self, cfg: dict[str, Any]) -> None:
-        self.lr, self.betas, self.eps = cfg["lr"], tuple(cfg["betas"]), cfg["eps"]
-        self.update, self.momentum, self.total_steps = cfg["update"], cfg["momentum"], cfg["total_steps"]
+    def _config_keys(self, version: int) -> list[str]:
+        keys = ["class", "shape", "lr", "betas", "eps", "update", "momentum", "total_steps"]
+        return keys + ["domain", "lr_schedule"] if version >= 2 else keys
+
+    def _check_domain(self, cfg: dict[str, Any], version: int) -> None:
+        try:
+            saved = Domain.from_dict(cfg["domain"]) if version >= 2 else Domain.of(tuple(cfg["shape"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{_key('config', 'domain' if version >= 2 else 'shape')} is not a domain: {e}") from e
+        if saved != self.domain:
+            if saved.simplex_only and self.domain.simplex_only:
+                raise ValueError(f"state has shape {saved.simplex}, but this optimiser has shape {self.shape}")
+            raise ValueError(f"state has domain {saved!r}, but this optimiser has domain {self.domain!r}")
+
+    def _parse_config(self, cfg: dict[str, Any], version: int) -> dict[str, Any]:
+        where = f" of {_key('config', 'betas')}"
+        out: dict[str, Any] = {
+            "lr": check_positive(cfg["lr"], _key("config", "lr")),
+            "betas": _check_betas(cfg["betas"], where),
+            "eps": _check_eps(cfg["eps"], _key("config", "eps")),
+            "update": _check_update(cfg["update"], _key("config", "update")),
+            "momentum": check_probability(cfg["momentum"], _key("config", "momentum")),
+            "total_steps": check_positive_int(cfg["total_steps"], _key("config", "total_steps"), allow_none=True),
+        }
+        if version >= 2:
+            out["_lr_schedule"] = self._parse_schedule(cfg["lr_schedule"], "lr_schedule", self._lr_schedule)
+        return out
+
+    @staticmethod
+    def _parse_schedule(spec: Any, name: str, current: Schedule) -> Schedule:
+        """The schedule a state's spec gives; a callable one keeps ``current``, which must
+        then be a callable too."""
+        schedule = schedule_from_spec(spec, name=_key("config", name))
+        if schedule is not None:
+            return schedule
+        if type(current) in _BUILTIN_SCHEDULES:
+            raise ValueError(f"{_key('config', name)} is a callable, which a state cannot hold: build this optimiser "
+                             f"with that callable ({name}=...) before loading the state")
+        return current
+
+    def _parse_pending(self, pending: Any) -> Any:
+        raise NotImplementedError
+
+    def _parse_rng(self, rng_state: Any) -> dict[str, Any]:
+        probe = type(self.rng.bit_generator)(0)
+        try:
+            probe.state = copy.deepcopy(rng_state)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{_key('rng')} must be the state of a {type(probe).__name__} generator "
+                             f"(rng.bit_generator.state), but got {rng_state!r:.120}") from e
+        return dict(probe.state)
 
 
 class _DirectionalOptimizer(_SimplexOptimizer):
@@ -267,7 +437,7 @@ class _DirectionalOptimizer(_SimplexOptimizer):
 
     def __init__(
         self,
-        k: int | Sequence[int],
+        k: int | Sequence[int] | Domain,
         *,
         m: int = DEFAULT_M,
         directions: str = DEFAULT_DIRECTIONS,
@@ -277,18 +447,16 @@ class _DirectionalOptimizer(_SimplexOptimizer):
     ) -> None:
         super().__init__(k, **kwargs)
         self.m = check_positive_int(m, "m")
-        if directions not in DIRECTION_KINDS:
-            raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {directions!r}")
-        self.directions = directions
+        self.directions = _check_directions(directions)
         self.sum_zero = bool(sum_zero)
         self.orthogonal = bool(orthogonal)
         # Fail now, not at the first ask(), if orthogonal directions cannot be drawn.
-        sample_directions(np.random.default_rng(0), self.m, self.shape, kind=directions,
+        sample_directions(np.random.default_rng(0), self.m, self.domain, kind=directions,
                           sum_zero=self.sum_zero, orthogonal=self.orthogonal)
-        self.scale = estimator_scale(directions, self.shape, self.sum_zero)
+        self.scale = estimator_scale(directions, self.domain, self.sum_zero)
 
     def _draw(self) -> FloatArray:
-        return sample_directions(self.rng, self.m, self.shape, kind=self.directions,
+        return sample_directions(self.rng, self.m, self.domain, kind=self.directions,
                                  sum_zero=self.sum_zero, orthogonal=self.orthogonal)
 
     def _config(self) -> dict[str, Any]:
@@ -296,12 +464,28 @@ class _DirectionalOptimizer(_SimplexOptimizer):
         cfg.update(m=self.m, directions=self.directions, sum_zero=self.sum_zero, orthogonal=self.orthogonal)
         return cfg
 
-    def _load_config(self, cfg: dict[str, Any]) -> None:
+    def _config_keys(self, version: int) -> list[str]:
+        return super()._config_keys(version) + ["m", "directions", "sum_zero", "orthogonal"]
+
+    def _parse_config(self, cfg: dict[str, Any], version: int) -> dict[str, Any]:
         if cfg["m"] != self.m:
             raise ValueError(f"state has m={cfg['m']}, but this optimiser has m={self.m}")
-        super()._load_config(cfg)
-        self.directions, self.sum_zero, self.orthogonal = cfg["directions"], cfg["sum_zero"], cfg["orthogonal"]
-        self.scale = estimator_scale(self.directions, self.shape, self.sum_zero)
+        out = super()._parse_config(cfg, version)
+        out["directions"] = _check_directions(cfg["directions"], _key("config", "directions"))
+        out["sum_zero"] = check_bool(cfg["sum_zero"], _key("config", "sum_zero"))
+        out["orthogonal"] = check_bool(cfg["orthogonal"], _key("config", "orthogonal"))
+        try:
+            sample_directions(np.random.default_rng(0), self.m, self.domain, kind=out["directions"],
+                              sum_zero=out["sum_zero"], orthogonal=out["orthogonal"])
+        except ValueError as e:
+            raise ValueError(f"state['config'] asks for directions that cannot be drawn: {e}") from e
+        out["scale"] = estimator_scale(out["directions"], self.domain, out["sum_zero"])
+        return out
+
+    def _parse_directions(self, pending: dict[str, Any]) -> FloatArray:
+        if "directions" not in pending:
+            raise ValueError(f"{_key('pending')} must hold the pending 'directions', but has keys {sorted(pending)}")
+        return check_array(pending["directions"], _key("pending", "directions"), (self.m, *self.shape))
 
 
 class SimplexSPSA(_DirectionalOptimizer):
@@ -310,9 +494,12 @@ class SimplexSPSA(_DirectionalOptimizer):
     Parameters
     ----------
     k:
-        Number of vertices, or a shape ``(groups, k)`` for one simplex per row.
+        Number of vertices, a shape ``(groups, k)`` for one simplex per row, or a
+        :class:`~spsa_mix.core.domain.Domain` with positive and real coordinates beside the
+        weights (then points are flat vectors, see the module docstring).
     x0:
-        Starting point, strictly positive, each row summing to one; default ``1/k``.
+        Starting point, strictly positive, each row summing to one; default ``1/k``. With
+        a domain, the whole flat point (default: ``1/k``, positive coordinates 1, real 0).
     m:
         Directions averaged per step (GLUE eq. 3); each step asks for ``2 m`` probes.
     lr, betas, eps:
@@ -320,7 +507,8 @@ class SimplexSPSA(_DirectionalOptimizer):
     update:
         ``"adam"`` (default) or ``"sgd"`` (with ``momentum``).
     mu:
-        Perturbation radius in logit space at step 0.
+        Perturbation radius in logit space at step 0 (in ``log`` space for a positive
+        coordinate).
     mu_schedule, lr_schedule:
         ``"constant"``, ``"power"``, ``"cosine"`` or a callable of the step index that
         returns a factor (see :mod:`spsa_mix.core.schedules`).
@@ -340,7 +528,7 @@ class SimplexSPSA(_DirectionalOptimizer):
 
     def __init__(
         self,
-        k: int | Sequence[int],
+        k: int | Sequence[int] | Domain,
         *,
         mu: float = DEFAULT_MU,
         mu_schedule: str | Schedule | None = None,
@@ -355,8 +543,9 @@ class SimplexSPSA(_DirectionalOptimizer):
         return self.mu * evaluate_schedule(self._mu_schedule, self._step, name="mu_schedule")
 
     def ask(self) -> FloatArray:
-        """The ``2 m`` probes of the next step, shape ``(2 m, *shape)``; calling it again
-        before :meth:`tell` returns the same probes."""
+        """The ``2 m`` probes of the next step, shape ``(2 m, *shape)`` (flat points of the
+        domain with extra coordinates); calling it again before :meth:`tell` returns the
+        same probes."""
         if self._pending is None:
             mu = self.current_mu()
             self._pending = {"directions": self._draw(), "mu": mu}
@@ -364,7 +553,7 @@ class SimplexSPSA(_DirectionalOptimizer):
         betas = np.empty((2 * self.m, *self.shape))
         betas[0::2] = self._beta + mu * u
         betas[1::2] = self._beta - mu * u
-        return softmax(betas)
+        return softmax(betas) if self.domain.simplex_only else self.domain.to_point(betas)
 
     def tell(self, losses: ArrayLike) -> StepInfo:
         """Update with the ``2 m`` losses of the probes from :meth:`ask`, in the same order.
@@ -381,11 +570,28 @@ class SimplexSPSA(_DirectionalOptimizer):
     def _config(self) -> dict[str, Any]:
         cfg = super()._config()
         cfg["mu"] = self.mu
+        cfg["mu_schedule"] = schedule_spec(self._mu_schedule)
         return cfg
 
-    def _load_config(self, cfg: dict[str, Any]) -> None:
-        super()._load_config(cfg)
-        self.mu = cfg["mu"]
+    def _config_keys(self, version: int) -> list[str]:
+        return super()._config_keys(version) + (["mu", "mu_schedule"] if version >= 2 else ["mu"])
+
+    def _parse_config(self, cfg: dict[str, Any], version: int) -> dict[str, Any]:
+        out = super()._parse_config(cfg, version)
+        out["mu"] = check_positive(cfg["mu"], _key("config", "mu"))
+        if version >= 2:
+            out["_mu_schedule"] = self._parse_schedule(cfg["mu_schedule"], "mu_schedule", self._mu_schedule)
+        return out
+
+    def _parse_pending(self, pending: Any) -> Any:
+        if pending is None:
+            return None
+        if not isinstance(pending, dict):
+            raise ValueError(f"{_key('pending')} must be None or a dict of the pending probes, but got {pending!r:.80}")
+        u = self._parse_directions(pending)
+        if "mu" not in pending:
+            raise ValueError(f"{_key('pending')} must hold the pending 'mu', but has keys {sorted(pending)}")
+        return {"directions": u, "mu": check_positive(pending["mu"], _key("pending", "mu"))}
 
 
 class SimplexForwardGradient(_DirectionalOptimizer):
@@ -410,8 +616,11 @@ class SimplexForwardGradient(_DirectionalOptimizer):
     def ask(self) -> ForwardProbe:
         if self._pending is None:
             self._pending = {"directions": self._draw()}
-        alpha = self.alpha
-        return ForwardProbe(alpha, softmax_jvp(alpha, self._pending["directions"]))
+        u = self._pending["directions"]
+        if self.domain.simplex_only:
+            alpha = self.alpha
+            return ForwardProbe(alpha, softmax_jvp(alpha, u))
+        return ForwardProbe(self.x, self.domain.jvp(self._beta, u))
 
     def tell(self, loss: float, derivs: ArrayLike) -> StepInfo:
         pending = self._require_pending()
@@ -419,6 +628,13 @@ class SimplexForwardGradient(_DirectionalOptimizer):
         d = self._check_losses(derivs, self.m, "directional derivatives")
         grad = directional_gradient(d, pending["directions"], scale=self.scale)
         return self._apply(grad, float(value), 0.0)
+
+    def _parse_pending(self, pending: Any) -> Any:
+        if pending is None:
+            return None
+        if not isinstance(pending, dict):
+            raise ValueError(f"{_key('pending')} must be None or a dict of the pending tangents, but got {pending!r:.80}")
+        return {"directions": self._parse_directions(pending)}
 
 
 class SimplexGradient(_SimplexOptimizer):
@@ -437,8 +653,10 @@ class SimplexGradient(_SimplexOptimizer):
     """
 
     def ask(self) -> FloatArray:
+        """The current point; :meth:`tell` takes the loss and the gradient there (of the
+        point's shape: with extra coordinates, with respect to them too)."""
         self._pending = True
-        return self.alpha
+        return self.x
 
     def tell(self, loss: float, grad: ArrayLike) -> StepInfo:
         self._require_pending()
@@ -447,5 +665,10 @@ class SimplexGradient(_SimplexOptimizer):
         if g.shape != self.shape:
             raise ValueError(f"tell() expects a gradient of shape {self.shape}, but got shape {g.shape}")
         self._check_losses(g.ravel(), g.size, "gradient entries")
-        grad_beta = softmax_vjp(self.alpha, g)
+        grad_beta = softmax_vjp(self.alpha, g) if self.domain.simplex_only else self.domain.vjp(self._beta, g)
         return self._apply(grad_beta, float(value), 0.0)
+
+    def _parse_pending(self, pending: Any) -> Any:
+        if pending is not None and pending is not True:
+            raise ValueError(f"{_key('pending')} must be None or True, but got {pending!r:.80}")
+        return pending

@@ -21,6 +21,12 @@ Built-ins, by name:
 
 Any callable ``f(n) -> float`` is accepted too.
 
+:func:`schedule_spec` describes a built-in schedule as plain values, its parameters
+included (the number of planned steps of ``"cosine"``, the offset of ``"power"``), and
+:func:`schedule_from_spec` rebuilds it: an optimiser's ``state_dict`` stores the spec, so a
+resumed run keeps the schedule of the run that saved it rather than one rebuilt from its
+own budget. A callable cannot be stored; its spec is ``{"name": "callable"}``.
+
 Example
 -------
 >>> lr = resolve_schedule("power", name="lr_schedule", total_steps=100)
@@ -31,10 +37,23 @@ Example
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Schedule", "Constant", "PowerDecay", "Cosine", "resolve_schedule", "SCHEDULE_NAMES"]
+from spsa_mix.core.validation import check_int
+
+__all__ = [
+    "Schedule",
+    "Constant",
+    "PowerDecay",
+    "Cosine",
+    "resolve_schedule",
+    "schedule_spec",
+    "schedule_from_spec",
+    "SCHEDULE_NAMES",
+]
 
 Schedule = Callable[[int], float]
 SCHEDULE_NAMES: tuple[str, ...] = ("constant", "power", "cosine")
@@ -132,3 +151,57 @@ def evaluate_schedule(schedule: Schedule, n: int, *, name: str) -> float:
             f"{name} must return a finite positive factor, but returned {value!r} at step {n}"
         )
     return value
+
+
+def schedule_spec(schedule: Schedule) -> dict[str, Any]:
+    """A built-in schedule as plain values (``{"name": "callable"}`` for any other callable).
+
+    >>> schedule_spec(Cosine(total_steps=40))
+    {'name': 'cosine', 'total_steps': 40, 'floor': 0.01}
+    >>> schedule_spec(lambda n: 1.0)
+    {'name': 'callable'}
+    """
+    kind = type(schedule)
+    if kind is Constant:
+        return {"name": "constant"}
+    if kind is PowerDecay:
+        return {"name": "power", "exponent": schedule.exponent, "offset": schedule.offset}  # type: ignore[attr-defined]
+    if kind is Cosine:
+        return {"name": "cosine", "total_steps": schedule.total_steps, "floor": schedule.floor}  # type: ignore[attr-defined]
+    return {"name": "callable"}
+
+
+def schedule_from_spec(spec: Any, *, name: str) -> Schedule | None:
+    """The schedule of :func:`schedule_spec`'s output, or ``None`` for ``"callable"``;
+    ``name`` names the value in errors.
+
+    >>> schedule_from_spec({"name": "power", "exponent": 0.602, "offset": 8.0}, name="lr_schedule")
+    PowerDecay(exponent=0.602, offset=8.0)
+    >>> schedule_from_spec({"name": "cosine", "total_steps": 0, "floor": 0.01}, name="lr_schedule")
+    Traceback (most recent call last):
+    ...
+    ValueError: lr_schedule['total_steps'] must be an integer >= 1, but got 0
+    """
+    if not isinstance(spec, dict) or spec.get("name") not in (*SCHEDULE_NAMES, "callable"):
+        raise ValueError(f"{name} must be a schedule spec (a dict with a 'name' among "
+                         f"{[*SCHEDULE_NAMES, 'callable']}), but got {spec!r:.100}")
+    keys = {"constant": (), "callable": (), "power": ("exponent", "offset"), "cosine": ("total_steps", "floor")}
+    missing = [k for k in keys[spec["name"]] if k not in spec]
+    if missing:
+        raise ValueError(f"{name} of kind {spec['name']!r} must have the keys {list(keys[spec['name']])}, "
+                         f"but lacks {missing}")
+
+    def real(key: str, low: float, high: float = math.inf) -> float:
+        v = spec[key]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (low <= float(v) < high):
+            raise ValueError(f"{name}[{key!r}] must be a number in [{low}, {high}), but got {v!r}")
+        return float(v)
+
+    if spec["name"] == "constant":
+        return Constant()
+    if spec["name"] == "power":
+        return PowerDecay(exponent=real("exponent", 0.0), offset=real("offset", 0.0))
+    if spec["name"] == "cosine":
+        steps = check_int(spec["total_steps"], f"{name}['total_steps']", minimum=1)
+        return Cosine(total_steps=steps, floor=real("floor", 0.0, 1.0))
+    return None

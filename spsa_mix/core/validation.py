@@ -25,6 +25,8 @@ from typing import Any, Literal, overload
 import numpy as np
 
 __all__ = [
+    "check_array",
+    "check_bool",
     "check_int",
     "check_positive",
     "check_positive_int",
@@ -104,6 +106,41 @@ def check_probability(value: Any, name: str) -> float:
     if not (0.0 <= v < 1.0):
         raise ValueError(f"{name} must be in [0, 1), but got {value!r}")
     return v
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (NumPy's bools too).
+
+    >>> check_bool("yes", "sum_zero")
+    Traceback (most recent call last):
+    ...
+    ValueError: sum_zero must be True or False, but got 'yes'
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, but got {value!r}")
+    return bool(value)
+
+
+def check_array(value: Any, name: str, shape: tuple[int, ...], *, nonnegative: bool = False) -> np.ndarray:
+    """A copy of ``value`` as a float array of ``shape`` with finite entries (``>= 0`` with
+    ``nonnegative``).
+
+    >>> check_array([1.0, -2.0], "exp_avg_sq", (2,), nonnegative=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: exp_avg_sq must be >= 0, but got [ 1. -2.]
+    """
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be an array of shape {shape}, but got {value!r:.100}") from e
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, but got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, but got {np.array2string(arr.ravel(), threshold=8)}")
+    if nonnegative and (arr < 0).any():
+        raise ValueError(f"{name} must be >= 0, but got {np.array2string(arr.ravel(), threshold=8)}")
+    return arr
 
 
 def normalize_shape(k: Any) -> tuple[int, ...]:

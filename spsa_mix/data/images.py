@@ -11,11 +11,13 @@ Datasets (:func:`load_dataset`)
     to set alpha and fine-tuning run in minutes on a CPU, and the domain shift is the
     paper's own: each expert sees a label-skewed Dirichlet split while the target is
     IID, so no expert matches the target distribution.
-``"fashion-mnist"``
-    read directly from the idx files (``.gz`` or unpacked) under
-    ``<root>/FashionMNIST/raw/`` (the layout torchvision uses); the files stay
-    untouched, so a read-only root works. Roots searched: :func:`default_data_roots`.
-any torchvision dataset present locally
+``"fashion-mnist"``, ``"mnist"``, ``"kmnist"``
+    read directly from their four idx files (``.gz`` or unpacked) under
+    ``<root>/FashionMNIST/raw/``, ``<root>/MNIST/raw/`` or ``<root>/KMNIST/raw/`` (the
+    layout torchvision uses, with the archives it downloads); the files stay untouched, so
+    a read-only root works. Roots searched: :func:`default_data_roots`. When the files are
+    not all there, the error says where it looked, what it found and what is missing.
+any other torchvision dataset present locally
     by name (:data:`TORCHVISION_DATASETS`: ``cifar10``, ``svhn``, ``imagenette``, ...),
     loaded with ``download=False`` from the data root.
 
@@ -71,7 +73,7 @@ TORCHVISION_DATASETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "usps": ("USPS", {"train": True}, {"train": False}),
     "gtsrb": ("GTSRB", {"split": "train"}, {"split": "test"}),
 }
-_FASHION_FILES = {
+_IDX_FILES = {  # the four files of every idx dataset (MNIST's format), torchvision's names
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte",
@@ -79,6 +81,27 @@ _FASHION_FILES = {
 }
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                     "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class _IdxDataset:
+    name: str  # as load_dataset names it
+    title: str  # as people write it
+    folder: str  # torchvision's folder: <root>/<folder>/raw/
+    classes: tuple[str, ...]  # torchvision's class names
+    origin: str  # where the files come from
+
+
+_IDX_DATASETS = {
+    "fashionmnist": _IdxDataset("fashion-mnist", "Fashion-MNIST", "FashionMNIST", _FASHION_CLASSES,
+                                "github.com/zalandoresearch/fashion-mnist, data/fashion/"),
+    "mnist": _IdxDataset("mnist", "MNIST", "MNIST",
+                         ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+                          "7 - seven", "8 - eight", "9 - nine"),
+                         "torchvision.datasets.MNIST(PATH, download=True) fetches them"),
+    "kmnist": _IdxDataset("kmnist", "KMNIST", "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+                          "torchvision.datasets.KMNIST(PATH, download=True) fetches them"),
+}
 _HOW_TO_PROVIDE = (
     "Provide it with --data-root PATH (Python: ExperimentConfig(data_root=PATH)) where {layout}; "
     "or set SPSA_MIX_DATA=PATH."
@@ -125,9 +148,12 @@ class ImageData:
     @classmethod
     def from_arrays(cls, name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, scale: float,
                     classes: Sequence[str] | None = None, source: str = "arrays",
-                    standardize: bool = True) -> ImageData:
+                    standardize: bool = True, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> ImageData:
         """Build from arrays (channels-first uint8 images, integer labels); the test split
-        may be empty. With ``standardize=False`` images are only scaled (``mean`` 0, ``std`` 1)."""
+        may be empty. Images are normalised by the training split's per-channel statistics,
+        by ``mean`` and ``std`` when given (e.g. those the experts were trained with), or only
+        scaled with ``standardize=False`` (``mean`` 0, ``std`` 1)."""
         xt = torch.as_tensor(np.asarray(x_train), dtype=torch.uint8)
         xs = torch.as_tensor(np.asarray(x_test), dtype=torch.uint8)
         if xt.ndim != 4 or xs.ndim != 4 or xt.shape[1:] != xs.shape[1:]:
@@ -137,13 +163,20 @@ class ImageData:
         ys = torch.as_tensor(np.asarray(y_test), dtype=torch.int64)
         n_classes = int(max(int(y.max()) for y in (yt, ys) if y.numel())) + 1
         channels = xt.shape[1]
-        if standardize:
+        if mean is not None or std is not None:
+            if mean is None or std is None or len(mean) != channels or len(std) != channels:
+                raise ValueError(f"mean and std must both be given, one value per channel ({channels}), but got "
+                                 f"mean={mean!r} and std={std!r}")
+            mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+            if not bool((std_t > 0).all()):
+                raise ValueError(f"std must be positive, but got {list(std)}")
+        elif standardize:
             flat = xt.transpose(0, 1).reshape(channels, -1).to(torch.float64) * scale  # (C, N*H*W)
-            mean = flat.mean(dim=1).to(torch.float32)
-            std = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
+            mean_t = flat.mean(dim=1).to(torch.float32)
+            std_t = flat.std(dim=1).clamp_min(1e-6).to(torch.float32)
         else:
-            mean, std = torch.zeros(channels), torch.ones(channels)
-        return cls(name, xt, yt, xs, ys, float(scale), mean, std,
+            mean_t, std_t = torch.zeros(channels), torch.ones(channels)
+        return cls(name, xt, yt, xs, ys, float(scale), mean_t, std_t,
                    tuple(classes) if classes is not None else tuple(str(c) for c in range(n_classes)), source)
 
     @property
@@ -288,8 +321,8 @@ def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
                          f"but got test_size={test_size!r} for {name!r}")
     if key == "digits":
         data = _load_digits(DIGITS_TEST_SIZE if test_size is None else test_size, standardize)
-    elif key == "fashionmnist":
-        data = _load_fashion_mnist(_roots(data_root, cache_dir), standardize)
+    elif key in _IDX_DATASETS:
+        data = _load_idx_dataset(_IDX_DATASETS[key], _roots(data_root, cache_dir), standardize)
     elif key in TORCHVISION_DATASETS:
         data = _load_torchvision(key, _roots(data_root, cache_dir), image_size, standardize)
     else:
@@ -364,34 +397,52 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return data.reshape(dims).copy()  # writable, as torch wants
 
 
-def _find_fashion(root: Path) -> dict[str, Path] | None:
-    for folder in (root / "FashionMNIST" / "raw", root / "raw", root):
-        found: dict[str, Path] = {}
-        for key, stem in _FASHION_FILES.items():
-            for candidate in (folder / stem, folder / (stem + ".gz")):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
-        if len(found) == len(_FASHION_FILES):
-            return found
-    return None
+def _idx_folders(spec: _IdxDataset, root: Path) -> list[Path]:
+    """Where the files of ``spec`` are looked for under ``root``: torchvision's layout, and
+    for Fashion-MNIST (whose files are named as MNIST's) also ``root/raw`` and ``root``."""
+    layout = root / spec.folder / "raw"
+    return [layout, root / "raw", root] if spec.name == "fashion-mnist" else [layout]
 
 
-def _load_fashion_mnist(roots: list[Path], standardize: bool) -> ImageData:
+def _find_idx(folder: Path) -> dict[str, Path]:
+    """The idx files of :data:`_IDX_FILES` present in ``folder`` (unpacked or ``.gz``)."""
+    found: dict[str, Path] = {}
+    for key, stem in _IDX_FILES.items():
+        for candidate in (folder / stem, folder / (stem + ".gz")):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found
+
+
+def _load_idx_dataset(spec: _IdxDataset, roots: list[Path], standardize: bool) -> ImageData:
+    """An idx dataset (MNIST, Fashion-MNIST, KMNIST) from the first folder holding its four
+    files; else ``ValueError`` saying where it looked, what it found and what is missing."""
+    partial: list[tuple[Path, dict[str, Path]]] = []
     for root in roots:
-        files = _find_fashion(root)
-        if files is not None:
-            arrays = {key: read_idx(path) for key, path in files.items()}
-            return ImageData.from_arrays(
-                "fashion-mnist", arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
-                arrays["y_test"], scale=1 / 255, classes=_FASHION_CLASSES,
-                source=f"idx files in {files['x_train'].parent}", standardize=standardize,
-            )
-    looked = ", ".join(str(r / "FashionMNIST" / "raw") for r in roots)
+        for folder in _idx_folders(spec, root):
+            files = _find_idx(folder)
+            if len(files) == len(_IDX_FILES):
+                arrays = {key: read_idx(path) for key, path in files.items()}
+                return ImageData.from_arrays(
+                    spec.name, arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
+                    arrays["y_test"], scale=1 / 255, classes=spec.classes,
+                    source=f"idx files in {files['x_train'].parent} (torchvision.datasets.{spec.folder}'s layout)",
+                    standardize=standardize,
+                )
+            if files:
+                partial.append((folder, files))
+    wanted = ", ".join(s + "[.gz]" for s in _IDX_FILES.values())
+    looked = ", ".join(str(r / spec.folder / "raw") for r in roots)
+    found = "".join(
+        f"Found in {folder}: {', '.join(p.name for p in files.values())}; missing: "
+        f"{', '.join(s + '[.gz]' for k, s in _IDX_FILES.items() if k not in files)}. "
+        for folder, files in partial
+    )
     raise ValueError(
-        f"Fashion-MNIST not found: looked for {', '.join(s + '[.gz]' for s in _FASHION_FILES.values())} in {looked}. "
-        + _HOW_TO_PROVIDE.format(layout="PATH/FashionMNIST/raw/ holds those four files (torchvision's layout; "
-                                 "from github.com/zalandoresearch/fashion-mnist, data/fashion/)")
+        f"{spec.title} not found: looked for {wanted} in {looked}. {found}"
+        + _HOW_TO_PROVIDE.format(layout=f"PATH/{spec.folder}/raw/ holds those four files, .gz or unpacked "
+                                 f"(torchvision's layout; {spec.origin})")
     )
 
 
@@ -427,12 +478,22 @@ def _load_torchvision(key: str, roots: list[Path], image_size: int | None, stand
     )
 
 
-def _construct(cls: Any, root: Path, kwargs: dict[str, Any], image_size: int | None) -> Any:
-    transform = None
-    if image_size is not None:
-        from torchvision import transforms
+def resize_transform(image_size: int | None) -> Any:
+    """A torchvision transform that resizes (shorter side) and centre-crops to ``image_size``, or ``None``."""
+    if image_size is None:
+        return None
+    from torchvision import transforms
 
-        transform = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+    return transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+
+
+def images_to_arrays(ds: Any, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, C, H, W)`` uint8 and labels of a torchvision-style dataset (see :func:`_to_arrays`)."""
+    return _to_arrays(ds, image_size)
+
+
+def _construct(cls: Any, root: Path, kwargs: dict[str, Any], image_size: int | None) -> Any:
+    transform = resize_transform(image_size)
     if cls.__name__ == "Imagenette":
         last: Exception | None = None
         for size in ("full", "320px", "160px"):

@@ -3,7 +3,7 @@ import pytest
 
 import spsa_mix
 from spsa_mix.adapters import nevergrad as ng_adapter
-from spsa_mix.problems import Quadratic
+from spsa_mix.problems import Quadratic, ScaledQuadratic
 
 
 def test_unknown_optimizer_lists_close_and_common_names():
@@ -131,3 +131,56 @@ print(type(err.__cause__).__name__, err.partial_result.nfev)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["RuntimeError", "5"]
+
+
+# ---------------------------------------------------------------- coordinates beside the simplex
+@pytest.mark.parametrize("optimizer", ["NGOpt", "CMA"])
+def test_the_scale_is_learned_on_the_same_budget(optimizer, counting):
+    p = ScaledQuadratic.random(3, rng=0, s_star=2.0)
+    f, calls = counting(p)
+    res = spsa_mix.minimize(f, p.domain, method=f"nevergrad:{optimizer}", max_evals=300, seed=0, vectorized=True)
+    assert res.nfev <= 300 and sum(len(c) for c in calls) == res.nfev
+    assert res.x.shape == (4,) and res.extras["scale"] == pytest.approx(2.0, rel=0.01)
+    np.testing.assert_allclose(res.alpha, p.c, atol=0.01)
+
+
+def test_positive_and_real_coordinates_stay_in_their_boxes(counting):
+    d = spsa_mix.Domain(3, positive=1, real=1, names=("scale", "shift"))
+    f, calls = counting(lambda x: np.sum((x - [0.1, 0.1, 0.8, 6.0, -3.0]) ** 2, axis=-1))  # beyond both boxes
+    res = spsa_mix.minimize(f, d, method="nevergrad:CMA", max_evals=150, seed=0, vectorized=True,
+                            options={"positive_bounds": (0.5, 4.0), "real_bounds": (-1.0, 1.0)})
+    pts = np.concatenate(calls)
+    assert np.all((pts[:, 3] >= 0.5 - 1e-12) & (pts[:, 3] <= 4.0 + 1e-12))
+    assert np.all((pts[:, 4] >= -1.0) & (pts[:, 4] <= 1.0))
+    assert res.extras["scale"] == pytest.approx(4.0, rel=0.02) and res.extras["shift"] == pytest.approx(-1.0, abs=0.02)
+
+
+def test_domain_options_are_checked():
+    p = ScaledQuadratic.random(3, rng=0)
+    with pytest.raises(ValueError, match=r"options\['positive_bounds'\] must be a pair \(lo, hi\) of finite numbers "
+                                         r"with 0 < lo < hi, but got \(0.0, 2.0\)"):
+        spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"positive_bounds": (0.0, 2.0)})
+    with pytest.raises(ValueError, match=r"x0's scale=10\.0 is outside options\['positive_bounds'\]=\(0\.125, 8\.0\)"):
+        spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, x0=[0.2, 0.3, 0.5, 10.0])
+    with pytest.raises(ValueError, match=r"must be among \['batch_size', 'bound', 'lower', 'parametrization', "
+                                         r"'positive_bounds'\], but got 'real_bounds'"):  # the domain has no real one
+        spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"real_bounds": (0, 1)})
+
+
+@pytest.mark.parametrize("optimizer", ["NGOpt", "CMA", "TwoPointsDE", "OnePlusOne"])
+@pytest.mark.parametrize("parametrization", ["normalize", "softmax"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_numpy_global_random_state_is_neither_used_nor_advanced(optimizer, parametrization, scaled):
+    p = ScaledQuadratic.random(3, rng=0)
+    k = p.domain if scaled else 3
+    f = p if scaled else Quadratic.random(3, rng=0)
+    results = []
+    for global_seed in (1, 2):
+        np.random.seed(global_seed)  # noqa: NPY002 - the legacy global state under test
+        before = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+        res = spsa_mix.minimize(f, k, method=f"nevergrad:{optimizer}", max_evals=20, seed=0, vectorized=True,
+                                options={"parametrization": parametrization})
+        after = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+        assert after[0] == before[0] and np.array_equal(after[1], before[1]) and after[2:] == before[2:]
+        results.append(res.history["x"])
+    np.testing.assert_array_equal(*results)  # the run depends on its seed only

@@ -5,8 +5,9 @@ import optuna
 import pytest
 
 import spsa_mix
+from spsa_mix.adapters import optuna as optuna_adapter
 from spsa_mix.adapters.optuna import SAMPLERS, make_sampler, param_names
-from spsa_mix.problems import Quadratic
+from spsa_mix.problems import Quadratic, ScaledQuadratic
 
 
 def test_unknown_sampler_lists_the_samplers():
@@ -122,3 +123,46 @@ def test_make_sampler_and_names():
         make_sampler("x", seed=0)
     assert param_names(3) == ["z0", "z1", "z2"]
     assert sorted(param_names(12)) == param_names(12)
+
+
+# ---------------------------------------------------------------- coordinates beside the simplex
+@pytest.mark.parametrize(("sampler", "rel"), [("cmaes", 0.01), ("tpe", 0.05)])
+def test_the_scale_is_learned_on_the_same_budget(sampler, rel, counting):
+    p = ScaledQuadratic.random(3, rng=0, s_star=2.0)
+    f, calls = counting(p)
+    res = spsa_mix.minimize(f, p.domain, method=f"optuna:{sampler}", max_evals=200, seed=0, vectorized=True)
+    assert res.nfev == 200 == sum(len(c) for c in calls)
+    np.testing.assert_allclose(calls[0][0], p.domain.center(), atol=1e-12)  # x0, enqueued: s = 1
+    assert res.extras["scale"] == pytest.approx(2.0, rel=rel)
+    np.testing.assert_allclose(res.alpha, p.c, atol=0.03)
+    assert res.fun == p(res.x)  # the best trial, evaluated
+
+
+def test_extra_coordinates_are_named_distributions(monkeypatch):
+    created = []
+    original = optuna_adapter._OptunaBackend.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        created.append(self)
+
+    monkeypatch.setattr(optuna_adapter._OptunaBackend, "__init__", spy)
+    d = spsa_mix.Domain(2, positive=1, real=1, names=("scale", "z0"))  # "z0" is also a simplex coordinate's name
+    x0 = [0.4, 0.6, 3.0, 0.5]
+    res = spsa_mix.minimize(lambda x: float(np.sum(x ** 2)), d, method="optuna:random", max_evals=5, seed=0,
+                            x0=x0, options={"positive_bounds": (0.5, 4.0), "real_bounds": (-1.0, 1.0)})
+    dists = created[0].distributions
+    assert list(dists) == ["z0", "z1", "scale", "extra_z0"]
+    assert (dists["scale"].low, dists["scale"].high, dists["scale"].log) == (0.5, 4.0, True)
+    assert (dists["extra_z0"].low, dists["extra_z0"].high, dists["extra_z0"].log) == (-1.0, 1.0, False)
+    first = created[0].study.trials[0]
+    assert first.params["scale"] == pytest.approx(3.0, rel=1e-12) and first.params["extra_z0"] == 0.5
+    assert res.history["x"].shape == (5, 4)
+
+
+def test_numpy_global_random_state_is_left_alone():
+    p = ScaledQuadratic.random(3, rng=0)
+    before = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+    spsa_mix.minimize(p, p.domain, method="optuna:cmaes", max_evals=10, seed=0, vectorized=True)
+    after = np.random.get_state()  # noqa: NPY002 - the legacy global state under test
+    assert np.array_equal(after[1], before[1]) and after[2:] == before[2:]

@@ -6,10 +6,13 @@ from hypothesis.extra.numpy import arrays
 
 from spsa_mix.adapters._parametrization import (
     FLOOR,
+    DomainParametrization,
     SimplexParametrization,
+    check_bounds,
     inverse_stick_breaking,
     stick_breaking,
 )
+from spsa_mix.core.domain import Domain
 
 KINDS = ["softmax", "normalize", "stick"]
 
@@ -77,3 +80,30 @@ def test_errors():
         SimplexParametrization("softmax", (3,), bound=-1)
     with pytest.raises(ValueError, match=r"lower must be in \(0, 0.5\), but got 0.0"):
         SimplexParametrization("normalize", (3,), lower=0.0)
+
+
+# ---------------------------------------------------------------- domains with extra coordinates
+@pytest.mark.parametrize("kind", KINDS)
+def test_domain_parametrization_round_trip_and_boxes(kind):
+    d = Domain((2, 3), positive=2, real=1)
+    p = DomainParametrization(SimplexParametrization(kind, (2, 3), bound=5.0 if kind == "softmax" else None), d,
+                              positive_bounds=(0.25, 4.0), real_bounds=(-1.0, 3.0))
+    assert p.dim == p.simplex.dim + 3
+    lo, hi = p.extra_bounds
+    np.testing.assert_allclose(lo, [np.log(0.25), np.log(0.25), -1.0])
+    np.testing.assert_allclose(hi, [np.log(4.0), np.log(4.0), 3.0])
+    x = d.join(np.array([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]), [0.5, 3.0], [2.5])
+    np.testing.assert_allclose(p.to_point(p.from_point(x)[None])[0], x, atol=1e-12)
+    np.testing.assert_allclose(p.to_point(p.initial()[None])[0], d.center(), atol=1e-12)
+    far = p.from_point(x)[None].copy()
+    far[0, -3:] = [10.0, -10.0, 10.0]  # out of the boxes: clipped onto them
+    np.testing.assert_allclose(p.to_point(far)[0, -3:], [4.0, 0.25, 3.0])
+    with pytest.raises(ValueError, match=r"x0's real_0=5\.0 is outside options\['real_bounds'\]=\(-1\.0, 3\.0\)"):
+        p.from_point(d.join(x[:6].reshape(2, 3), [0.5, 3.0], [5.0]))
+
+
+def test_check_bounds():
+    assert check_bounds([1, 2], "b", positive=True) == (1.0, 2.0)
+    for bad in [(2, 1), (1, np.inf), (1,), "ab", (True, 2)]:
+        with pytest.raises(ValueError, match=r"b must be a pair \(lo, hi\) of finite numbers with lo < hi"):
+            check_bounds(bad, "b", positive=False)

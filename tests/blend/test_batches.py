@@ -44,3 +44,26 @@ def test_stream_errors():
         stream.next()
     with pytest.raises(ValueError, match="each batch of data must be a pair .* but got a tuple of length 3"):
         split_batch((1, 2, 3), CPU)
+
+
+def test_dict_batches_split_into_keyword_inputs_and_targets():
+    from collections import UserDict
+
+    from spsa_mix.blend.batches import BatchStream, split_batch
+
+    ids = torch.tensor([[3, 4, 5, 0], [6, 7, 8, 9]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    cpu = torch.device("cpu")
+    b = split_batch(UserDict({"input_ids": ids, "attention_mask": mask}), cpu)  # a tokenizer's BatchEncoding
+    assert b.args == () and sorted(b.kwargs) == ["attention_mask", "input_ids"]
+    assert b.targets.tolist() == [[3, 4, 5, -100], [6, 7, 8, 9]] and b.size == 2
+    labels = torch.tensor([1, 0])
+    b = split_batch({"input_ids": ids, "labels": labels, "pixel_values": torch.ones(2, 3, dtype=torch.float64)},
+                    cpu, torch.float32)
+    assert "labels" not in b.kwargs and b.targets is not None and torch.equal(b.targets, labels)
+    assert b.kwargs["pixel_values"].dtype == torch.float32
+    assert split_batch({"x": torch.ones(2)}, cpu).targets is None
+    stream = BatchStream({"input_ids": ids, "attention_mask": mask}, device=cpu)  # one fixed dict batch
+    assert stream.fixed and stream.next() is stream.next()
+    stream = BatchStream([{"input_ids": ids}, {"input_ids": ids + 1}], device=cpu)
+    assert stream.next().kwargs["input_ids"][0, 0] == 3 and stream.next().kwargs["input_ids"][0, 0] == 4

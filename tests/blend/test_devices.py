@@ -31,3 +31,30 @@ def test_float_dtype():
     assert check_float_dtype(torch.float16) is torch.float16
     with pytest.raises(ValueError, match="dtype must be a floating-point torch dtype .* but got 'float32'"):
         check_float_dtype("float32")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("device", ["meta", torch.device("meta")])
+def test_meta_is_refused_it_holds_no_data(device):
+    with pytest.raises(ValueError, match=r"device=.*meta.* holds no data: nothing can be scored there; pass 'cpu', "
+                                         r"'cuda' or 'auto'"):
+        resolve_device(device)
+
+
+def test_a_dtype_the_device_cannot_run_is_named_with_the_device(monkeypatch):
+    import torch
+
+    from spsa_mix.blend.devices import check_device_dtype
+
+    cpu = torch.device("cpu")
+    assert check_device_dtype(cpu, torch.bfloat16) == torch.bfloat16
+    matmul = torch.Tensor.__matmul__
+
+    def no_fp16(a, b):
+        if a.dtype == torch.float16:
+            raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'")
+        return matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", no_fp16)
+    with pytest.raises(ValueError, match=r"dtype=torch.float16 cannot run on device='cpu' \(RuntimeError: "
+                                         r"\"addmm_impl_cpu_\" not implemented for 'Half'\)"):
+        check_device_dtype(cpu, torch.float16)

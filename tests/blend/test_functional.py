@@ -87,3 +87,23 @@ def test_module_bound_to_a_buffer_equals_the_functional_call(granularity):
         with torch.no_grad():
             expected = call_blended(model, theta, stack.layout, stack.constants, (x,), {})
             torch.testing.assert_close(bound(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_narrow_stack_is_blended_in_float32_by_blocks(monkeypatch):
+    import spsa_mix.blend.functional as functional
+
+    monkeypatch.setattr(functional, "CHUNK", 5)  # several blocks per segment
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(3, 23, generator=gen).to(torch.bfloat16)
+    alpha = torch.tensor([[0.3, 0.3, 0.4], [0.1, 0.2, 0.7]])
+    exact = alpha.double() @ W.double()  # (n, P)
+    out = functional.blend(W, alpha)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), exact, rtol=1e-6, atol=1e-7)
+    layered = functional.blend(W, torch.stack([alpha, alpha.flip(0)], dim=1), segments=[(0, 11), (11, 23)],
+                               dtype=torch.bfloat16)
+    assert layered.dtype == torch.bfloat16
+    torch.testing.assert_close(layered[:, :11].double(), exact[:, :11], rtol=1e-2, atol=1e-2)
+    buf = torch.empty(23)
+    functional.blend_into(buf, W, alpha[1])
+    torch.testing.assert_close(buf.double(), exact[1], rtol=1e-6, atol=1e-7)

@@ -513,3 +513,26 @@ def test_no_copies_per_step(tiny_experts, tiny_data, monkeypatch):
     assert res.success and not calls
     assert obj._stack.weights.data_ptr() == weights_ptr and obj._theta.data_ptr() == theta_ptr
     assert obj._model.body.weight.untyped_storage().data_ptr() == obj._theta.untyped_storage().data_ptr()
+
+
+def test_task_vectors_over_a_module_base_with_batchnorm(tiny_data):
+    *experts, base = make_tiny_experts(4)
+    obj = BlendedObjective(TinyNet(), experts, base=base, space="task-vectors", scale=2.0, data=tiny_data,
+                           device="cpu", dtype=torch.float64)
+    assert obj.shape == (3,) and obj.space == "task-vectors" and obj._stack.weights.shape[0] == 4
+    alpha = np.array([0.2, 0.3, 0.5])
+    got = obj.blended_state_dict(alpha)
+    b = base.state_dict()
+    for name, t in b.items():
+        if t.is_floating_point():
+            want = b[name].double() + 2.0 * sum(a * (e.state_dict()[name].double() - b[name].double())
+                                                for a, e in zip(alpha, experts, strict=True))
+            torch.testing.assert_close(got[name], want, rtol=0, atol=1e-6)
+    counts = 2.0 * (0.2 * 10 + 0.3 * 20 + 0.5 * 30) - 1.0 * 40  # (1 - 2 sum alpha) for the base's 40
+    assert int(got["bn.num_batches_tracked"]) == round(counts)
+    net = obj.blended_model(alpha).eval()
+    with torch.no_grad():
+        expected = F.cross_entropy(net(tiny_data[0].double()), tiny_data[1]).item()
+    assert obj(alpha) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="space='lora' blends PEFT adapter directories: use BlendedObjective.from_pretrained"):
+        BlendedObjective(TinyNet(), experts, base=base, space="lora", device="cpu")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from spsa_mix.core.directions import estimator_scale, sample_directions, space_dim
+from spsa_mix.core.domain import Domain
 
 KINDS = ["normalized-gaussian", "gaussian", "rademacher"]
 
@@ -72,3 +73,64 @@ def test_errors():
         sample_directions(rng, 3, (3,), orthogonal=True)
     with pytest.raises(ValueError, match=r"orthogonal=True is defined for .* but got kind='rademacher'"):
         sample_directions(rng, 2, (3,), kind="rademacher", orthogonal=True)
+
+
+# ---------------------------------------------------------------- domains with extra coordinates
+MIXED = Domain((2, 3), positive=1, real=1)  # 6 weights, then a positive and a real coordinate
+
+
+def _projector(domain: Domain, sum_zero: bool) -> np.ndarray:
+    """Orthogonal projector onto the direction space: the sum-zero subspace of every
+    logit row (with sum_zero), times R^e for the extra coordinates."""
+    P = np.eye(domain.size)
+    if sum_zero:
+        k = domain.k
+        for g in range(domain.n_weights // k):
+            P[g * k:(g + 1) * k, g * k:(g + 1) * k] -= 1.0 / k
+    return P
+
+
+@pytest.mark.parametrize(("kind", "orthogonal"), [(kind, False) for kind in KINDS]
+                         + [("normalized-gaussian", True), ("gaussian", True)])  # no orthogonal signs
+@pytest.mark.parametrize("sum_zero", [True, False])
+def test_scale_makes_second_moment_the_projector_on_a_mixed_domain(kind, orthogonal, sum_zero):
+    """c E[u u^T] = P on {sum-zero rows} x R^2, with c = d = G (K - 1) + 2 for unit
+    directions and 1 otherwise: the estimate is unbiased in the extra coordinates too."""
+    n = 60_000
+    d = space_dim(MIXED, sum_zero)
+    if orthogonal:  # d orthogonal directions per draw, each marginally as the i.i.d. kind
+        rng = np.random.default_rng(1)
+        u = np.concatenate([sample_directions(rng, d, MIXED, kind=kind, sum_zero=sum_zero, orthogonal=True)
+                            for _ in range(n // d)])
+        n = len(u)
+    else:
+        u = sample_directions(np.random.default_rng(1), n, MIXED, kind=kind, sum_zero=sum_zero)
+    assert u.shape == (n, MIXED.size)
+    c = estimator_scale(kind, MIXED, sum_zero)
+    assert d == (6 if sum_zero else 8) and c == (d if kind == "normalized-gaussian" else 1.0)
+    second = np.einsum("ni,nj->ij", u, u) / n * c
+    np.testing.assert_allclose(second, _projector(MIXED, sum_zero), atol=0.03)
+
+
+def test_mixed_domain_directions_project_the_logit_rows_only():
+    u = sample_directions(np.random.default_rng(0), 50, MIXED, kind="rademacher")
+    weights, extra = u[:, :6].reshape(50, 2, 3), u[:, 6:]
+    np.testing.assert_allclose(weights.sum(axis=-1), 0.0, atol=1e-12)  # each logit row centred
+    assert set(np.unique(extra)) == {-1.0, 1.0}  # the extra coordinates keep their signs
+    g = sample_directions(np.random.default_rng(0), 50, MIXED, kind="normalized-gaussian")
+    np.testing.assert_allclose(np.linalg.norm(g, axis=1), 1.0)  # one unit vector, extras included
+    np.testing.assert_allclose(g[:, :6].reshape(50, 2, 3).sum(axis=-1), 0.0, atol=1e-12)
+    o = sample_directions(np.random.default_rng(0), 6, MIXED, kind="gaussian", orthogonal=True)
+    gram = o @ o.T
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-10)
+    with pytest.raises(ValueError, match=r"orthogonal=True needs m <= 6 .* but got m=7"):
+        sample_directions(np.random.default_rng(0), 7, MIXED, orthogonal=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_simplex_only_domain_draws_exactly_as_its_shape(kind):
+    for shape in [(4,), (2, 3)]:
+        a = sample_directions(np.random.default_rng(5), 3, Domain(shape), kind=kind)
+        b = sample_directions(np.random.default_rng(5), 3, shape, kind=kind)
+        np.testing.assert_array_equal(a, b)
+        assert estimator_scale(kind, Domain(shape), True) == estimator_scale(kind, shape, True)

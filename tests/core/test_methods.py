@@ -195,3 +195,16 @@ def test_a_new_option_is_one_line_in_the_signature_of_minimize(registry):
 
     assert edited._constructor_options(DecayedSPSA) == lookup_method("spsa").options - {"initial_state"} | {
         "weight_decay"}
+
+
+def test_a_method_without_domains_gets_the_shape_and_refuses_extra_coordinates(plugin):
+    res = spsa_mix.minimize(lambda a: float(a[0]), spsa_mix.Domain(3), method="fake:x")
+    assert res.x.shape == (3,)  # a simplex-only Domain reaches it as the shape of the weights
+    assert lookup_method("fake:x").domains is False and lookup_method("spsa").domains is True
+    message = (r"method 'fake:x' optimises simplex weights only, but k=Domain\(simplex=\(3,\), positive=1\) "
+               r"has coordinates beside them")
+    with pytest.raises(ValueError, match=message):
+        spsa_mix.minimize(lambda a: 0.0, spsa_mix.Domain(3, positive=1), method="fake:x")
+    with pytest.raises(ValueError, match=message):
+        mz.check_method("fake:x", {"k": spsa_mix.Domain(3, positive=1)})
+    mz.check_method("spsa", {"k": spsa_mix.Domain(3, positive=1)})

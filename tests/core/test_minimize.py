@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import spsa_mix
 from spsa_mix import ObjectiveError, OptimizeResult, Status
-from spsa_mix.problems import Quadratic
+from spsa_mix.problems import Quadratic, ScaledQuadratic
 
 # ---------------------------------------------------------------- convergence (properties)
 # Stated tolerance and budget: with max_evals=3000, m=1, lr=0.05 and a cosine step size,
@@ -262,3 +262,149 @@ def test_progress_bar_without_tqdm_fails_before_any_evaluation(monkeypatch):
         spsa_mix.minimize(lambda a: calls.append(a) or 0.0, k=3, maxiter=5, seed=0, show_progress_bar=True)
     assert calls == []
     assert spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0).nit == 5  # no bar asked: no tqdm needed
+
+
+# ---------------------------------------------------------------- coordinates beside the simplex
+# SPSA's minimiser is biased by O(mu^2): here s = 2.95 with the default mu = 0.05 (log s moves
+# by +-0.05 in a probe) whatever the budget, 2.99 with mu = 0.02.
+@pytest.mark.parametrize(("method", "budget", "kw"), [("spsa", 3000, {"mu": 0.02}), ("forward-grad", 900, {}),
+                                                      ("backprop", 600, {})])
+def test_every_builtin_method_learns_the_scale(method, budget, kw):
+    p = ScaledQuadratic.random(4, rng=1, s_star=3.0)
+    res = spsa_mix.minimize(p, k=p.domain, method=method, max_evals=budget, lr=0.05, lr_schedule="cosine",
+                            seed=0, vectorized=True, **kw)
+    assert res.success and res.cost <= budget
+    assert res.x.shape == (5,) and res.alpha.shape == (4,) and list(res.extras) == ["scale"]
+    np.testing.assert_array_equal(res.alpha, res.x[:4])
+    assert res.extras["scale"] == res.x[4] == pytest.approx(3.0, rel=0.01)
+    np.testing.assert_allclose(res.alpha, p.c, atol=0.01)
+    assert res.history["x"].shape == (res.nit, 5)  # history rows keep the whole point
+    assert res.to_json()["extras"] == {"scale": res.x[4]}
+
+
+def test_extras_reach_the_callback_and_validation():
+    p = ScaledQuadratic.random(3, rng=0)
+    seen, checked = [], []
+    spsa_mix.minimize(p, k=p.domain, maxiter=3, seed=0, callback=lambda r: seen.append((r.x, r.alpha, r.extras)),
+                      val_objective=lambda x: (checked.append(x.shape), 0.0)[1], val_every=1)
+    assert [s[0].shape for s in seen] == [(4,)] * 3 and seen[0][1].shape == (3,) and "scale" in seen[0][2]
+    assert checked == [(4,)] * 4
+
+
+def test_plain_simplex_results_are_unchanged_by_the_domain():
+    q = Quadratic.random(4, rng=0)
+    a = spsa_mix.minimize(q, k=4, max_evals=60, seed=0)
+    b = spsa_mix.minimize(q, k=spsa_mix.Domain(4), max_evals=60, seed=0)
+    assert "alpha" not in a and "extras" not in a and set(a) == set(b)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.history["x"], b.history["x"])
+
+
+def test_x0_is_the_whole_point_of_the_domain():
+    p = ScaledQuadratic.random(3, rng=0)
+    res = spsa_mix.minimize(p, k=p.domain, maxiter=1, seed=0, x0=[0.2, 0.3, 0.5, 4.0], final_eval=False)
+    np.testing.assert_allclose(res.state["beta"][3], np.log(4.0), atol=0.05)  # one step from log 4
+    with pytest.raises(ValueError, match=r"x0 must be a point of Domain\(simplex=\(3,\), positive=1, "
+                                         r"names=\('scale',\)\) of shape \(4,\)"):
+        spsa_mix.minimize(p, k=p.domain, x0=[0.2, 0.3, 0.5])
+
+
+# ---------------------------------------------------------------- faults of the final evaluation
+def _failing_at(n_call, fault):
+    calls = {"n": 0}
+
+    def f(a):
+        calls["n"] += 1
+        if calls["n"] == n_call:
+            if fault == "nan":
+                return float("nan")
+            raise fault
+        return float(a[0])
+
+    return f
+
+
+def test_ctrl_c_in_the_final_evaluation_ends_as_interrupted():
+    res = spsa_mix.minimize(_failing_at(11, KeyboardInterrupt()), k=3, maxiter=5, seed=0)  # 5 steps of 2, then the final one
+    assert res.status is Status.INTERRUPTED and not res.success and res.nit == 5
+    assert "final evaluation" in res.message
+    assert res.fun == res.history["loss"][-1]  # the last step's estimate
+
+
+def test_nan_in_the_final_evaluation_ends_as_nonfinite():
+    res = spsa_mix.minimize(_failing_at(11, "nan"), k=3, maxiter=5, seed=0)
+    assert res.status is Status.NONFINITE and not res.success and res.nit == 5
+    assert "final evaluation" in res.message and "nan" in res.message
+    assert res.fun == res.history["loss"][-1] and np.isfinite(res.fun)
+
+
+def test_an_exception_in_the_final_evaluation_raises_with_the_partial_result():
+    with pytest.raises(ObjectiveError, match=r"the objective raised at evaluation 11 \(the final evaluation of the "
+                                             r"returned point\) of method 'spsa': RuntimeError: disk full") as info:
+        spsa_mix.minimize(_failing_at(11, RuntimeError("disk full")), k=3, maxiter=5, seed=0)
+    partial = info.value.partial_result
+    assert partial.status is Status.ERROR and partial.nit == 5 and partial.nfev == 10
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_val_objective_failures_are_reported_as_the_validation_objectives():
+    def val(a):
+        raise RuntimeError("no validation data")
+
+    with pytest.raises(ObjectiveError, match=r"^val_objective raised at validation check 1 of method 'spsa': "
+                                             r"RuntimeError: no validation data") as info:
+        spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, val_objective=val)
+    assert "val_objective raised after 0 validation checks" in info.value.partial_result.message
+    with pytest.raises(ObjectiveError, match=r"val_objective must return one float, but returned ndarray"):
+        spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=5, seed=0, val_objective=lambda a: np.zeros(2))
+
+
+# ---------------------------------------------------------------- resuming
+@pytest.mark.parametrize(("lr_schedule", "mu_schedule"), [("cosine", "power"), ("power", "cosine")])
+@pytest.mark.parametrize("method", ["spsa", "forward-grad", "backprop"])
+def test_a_run_stopped_early_and_resumed_is_the_uninterrupted_one_with_schedules(method, lr_schedule, mu_schedule):
+    q = Quadratic.random(4, rng=2)
+    kw = dict(method=method, lr_schedule=lr_schedule, final_eval=False, vectorized=True)
+    if method == "spsa":
+        kw["mu_schedule"] = mu_schedule
+    full = spsa_mix.minimize(q, k=4, maxiter=30, seed=1, **kw)
+
+    def stop(info):
+        if info.nit == 12:
+            raise StopIteration
+
+    first = spsa_mix.minimize(q, k=4, maxiter=30, seed=1, callback=stop, **kw)
+    rest = spsa_mix.minimize(q, k=4, maxiter=18, initial_state=first.state, **kw)  # plans 18 steps, not 30
+    np.testing.assert_array_equal(np.concatenate([first.history["lr"], rest.history["lr"]]), full.history["lr"])
+    np.testing.assert_array_equal(rest.x, full.x)
+
+
+def test_options_that_conflict_with_the_state_are_refused():
+    q = Quadratic.random(3, rng=0)
+    state = spsa_mix.minimize(q, k=3, maxiter=4, lr=0.02, mu=0.1, lr_schedule="cosine", seed=0).state
+    resume = dict(k=3, maxiter=4, initial_state=state)
+    spsa_mix.minimize(q, lr=0.02, mu=0.1, lr_schedule="cosine", **resume)  # the state's own values: accepted
+    for kwargs, match in [
+        (dict(lr=0.1), r"lr=0\.1 conflicts with initial_state, which has lr=0\.02: a resumed run keeps the "
+                       r"state's hyperparameters; drop lr or give the state's value"),
+        (dict(mu=0.05), r"mu=0\.05 conflicts with initial_state, which has mu=0\.1"),
+        (dict(betas=(0.8, 0.99)), r"betas=\(0\.8, 0\.99\) conflicts with initial_state, which has betas=\(0\.9, 0\.99\)"),
+        (dict(directions="gaussian"), r"directions='gaussian' conflicts with initial_state, which has "
+                                      r"directions='rademacher'"),
+        (dict(x0=[0.2, 0.3, 0.5]), r"x0 conflicts with initial_state: a resumed run continues from the state's point"),
+        (dict(lr_schedule="power"), r"lr_schedule='power' conflicts with initial_state, whose lr_schedule is "
+                                    r"\{'name': 'cosine', 'total_steps': 4, 'floor': 0\.01\}"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            spsa_mix.minimize(q, **kwargs, **resume)
+
+
+def test_a_callable_schedule_must_be_given_again_to_resume():
+    q = Quadratic.random(3, rng=0)
+    halve = lambda n: 0.5 ** n  # noqa: E731
+    state = spsa_mix.minimize(q, k=3, maxiter=3, lr_schedule=halve, seed=0).state
+    with pytest.raises(ValueError, match=r"state\['config'\]\['lr_schedule'\] is a callable, which a state cannot "
+                                         r"hold: build this optimiser with that callable \(lr_schedule=\.\.\.\)"):
+        spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state)
+    res = spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state, lr_schedule=halve)
+    np.testing.assert_allclose(res.history["lr"], 0.01 * 0.5 ** np.arange(3, 6))

@@ -46,5 +46,5 @@ def test_shape_and_rng_checks_reject_bools():
 def test_errors_holds_the_exceptions_and_validation_the_checks():
     assert errors.__all__ == ["NonFiniteLossError", "ObjectiveError"]
     assert not any(name.startswith(("check_", "normalize_")) for name in vars(errors))
-    assert {"check_int", "check_positive", "check_positive_int", "check_probability", "normalize_shape",
-            "normalize_rng"} == set(validation.__all__)
+    assert {"check_array", "check_bool", "check_int", "check_positive", "check_positive_int", "check_probability",
+            "normalize_shape", "normalize_rng"} == set(validation.__all__)

@@ -1,0 +1,220 @@
+"""Write a blend where the usual loaders read it: transformers, PEFT, or safetensors.
+
+:func:`save_blend` (behind :meth:`BlendedObjective.save_pretrained`) writes, by the kind of
+experts the objective was built from (:class:`SaveSource`):
+
+* ``"hf"`` -- a Hugging Face model directory: ``config.json`` (copied as it is, its dtype
+  entry updated if another dtype is asked for), ``generation_config.json`` and the tokenizer
+  files copied when present, and the weights as ``model.safetensors``, or
+  ``model-0000i-of-0000n.safetensors`` shards with ``model.safetensors.index.json`` beyond
+  ``max_shard_size``; tied weights are written once (transformers re-ties them on loading);
+* ``"lora"`` -- a PEFT adapter directory (:func:`spsa_mix.blend.lora.adapter_tensors`);
+* ``"state-dict"`` -- one ``.safetensors`` state dict.
+
+Tensors are blended and written one at a time (at most one shard is held in memory); the
+output goes to a temporary folder beside the target, renamed into place at the end, so an
+interrupted save leaves nothing half-written. An existing non-empty target is refused
+unless ``overwrite=True``.
+
+Example
+-------
+>>> parse_size("20KB"), parse_size("5GB"), parse_size("2MiB"), parse_size(100)
+(20000, 5000000000, 2097152, 100)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from spsa_mix.io import atomic_directory, atomic_path
+
+if TYPE_CHECKING:
+    from spsa_mix.blend.objective import BlendedObjective
+
+__all__ = ["SaveSource", "save_blend", "write_safetensors_shards", "parse_size",
+           "COPIED_FILES", "dtype_name"]
+
+# Files copied from the source model directory besides the weights: the configuration and
+# every tokenizer or processor file transformers writes (AutoTokenizer.from_pretrained reads them).
+COPIED_FILES = (
+    "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
+    "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+)
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+@dataclass(frozen=True)
+class SaveSource:
+    """Where a blend's non-weight files come from, and in which form it is written.
+
+    Attributes
+    ----------
+    kind:
+        ``"hf"``, ``"lora"`` or ``"state-dict"``.
+    config_dir:
+        The directory whose ``config.json`` (``"hf"``) and tokenizer files are copied.
+    adapter_config:
+        LoRA: ``adapter_config.json`` of ``experts[0]``, the template of the one written.
+    """
+
+    kind: Literal["hf", "lora", "state-dict"]
+    config_dir: Path | None = None
+    adapter_config: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in ``size``: an int, or a string such as ``"20KB"``, ``"5GB"`` (powers of 1000,
+    as transformers' ``max_shard_size``) or ``"2MiB"`` (powers of 1024)."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper()) if isinstance(size, str) else None
+    if m is None or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
+        raise ValueError(f"max_shard_size must be a positive number of bytes or a string such as '5GB', "
+                         f"but got {size!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (as config.json writes it).
+
+    >>> dtype_name(torch.float16)
+    'float16'
+    """
+    return str(dtype).removeprefix("torch.")
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            raise ValueError(f"path {str(path)!r} exists and is not empty: pass overwrite=True to replace it")
+    if not path.parent.is_dir():
+        raise ValueError(f"path {str(path)!r}: its parent folder does not exist")
+
+
+def _atomic_file(path: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
+    _check_target(path, overwrite)
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def write_safetensors_shards(tensors: Iterable[tuple[str, torch.Tensor]], directory: Path, *,
+                             max_shard_size: int | str = "5GB", prefix: str = "model") -> list[str]:
+    """Write ``(name, tensor)`` pairs as ``{prefix}.safetensors``, or as numbered shards and
+    ``{prefix}.safetensors.index.json`` (transformers' layout) when they exceed
+    ``max_shard_size``; at most one shard is held. Returns the files written."""
+    from safetensors.torch import save_file
+
+    limit = parse_size(max_shard_size)
+    shards: list[list[str]] = []
+    current: dict[str, torch.Tensor] = {}
+    size = total = 0
+
+    def flush() -> None:
+        nonlocal current, size
+        if current:
+            save_file(current, str(directory / f".shard{len(shards):05d}"), metadata={"format": "pt"})
+            shards.append(list(current))
+            current, size = {}, 0
+
+    for name, tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > limit:
+            flush()
+        current[name] = tensor.detach().contiguous().cpu()
+        size += nbytes
+        total += nbytes
+    flush()
+    if len(shards) <= 1:
+        final = [f"{prefix}.safetensors"]
+        if shards:
+            os.replace(directory / ".shard00000", directory / final[0])
+        else:
+            save_file({}, str(directory / final[0]), metadata={"format": "pt"})
+        return final
+    n = len(shards)
+    final = [f"{prefix}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    for i, file in enumerate(final):
+        os.replace(directory / f".shard{i:05d}", directory / file)
+    weight_map = {name: final[i] for i, names in enumerate(shards) for name in names}
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / f"{prefix}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return final + [f"{prefix}.safetensors.index.json"]
+
+
+def _copy_config(source: Path, directory: Path, dtype: torch.dtype | None) -> None:
+    config = source / "config.json"
+    if dtype is None:
+        shutil.copyfile(config, directory / "config.json")
+    else:
+        data = json.loads(config.read_text())
+        for key in ("dtype", "torch_dtype"):
+            if key in data or key == "dtype":
+                data[key] = dtype_name(dtype)
+        (directory / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _copy_side_files(source: Path | None, directory: Path) -> None:
+    if source is None:
+        return
+    for name in COPIED_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, directory / name)
+
+
+def save_blend(objective: BlendedObjective, point: np.ndarray, path: str | os.PathLike[str], *, source: SaveSource,
+               overwrite: bool, dtype: torch.dtype | None, max_shard_size: int | str) -> str:
+    """Write theta(point) of ``objective`` to ``path`` (see the module docstring); returns the path."""
+    parse_size(max_shard_size)  # checked before any work
+    stored = objective._stack.stored_dtypes
+
+    def out_dtype(name: str) -> torch.dtype:
+        return dtype if dtype is not None else stored.get(name, objective.dtype)
+
+    if source.kind == "state-dict":
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        directory_target = target.suffix.lower() != ".safetensors"
+        if directory_target:
+            with atomic_directory(target, overwrite=overwrite) as tmp:
+                write_safetensors_shards(_owned(objective.iter_blended(point, dtype=out_dtype)), tmp,
+                                         max_shard_size=max_shard_size)
+            return str(target)
+        state = dict(_owned(objective.iter_blended(point, dtype=out_dtype)))
+        _atomic_file(target, overwrite, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        return str(target)
+    if source.kind == "lora":
+        from spsa_mix.blend.lora import write_adapter
+
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            write_adapter(objective, point, tmp, source=source, dtype=dtype)
+        return str(Path(path))
+    if source.config_dir is None:
+        raise RuntimeError("internal error: a Hugging Face blend without the directory of its config")
+    aliases = objective._stack.aliases
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        _copy_config(source.config_dir, tmp, dtype)
+        _copy_side_files(source.config_dir, tmp)
+        tensors = ((n, t) for n, t in objective.iter_blended(point, dtype=out_dtype) if n not in aliases)
+        write_safetensors_shards(tensors, tmp, max_shard_size=max_shard_size)
+    return str(Path(path))
+
+
+def _owned(pairs: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tied names as copies of their own (a plain state dict loads with ``strict=True``)."""
+    seen: set[int] = set()
+    for name, tensor in pairs:
+        yield name, tensor.clone() if id(tensor) in seen else tensor
+        seen.add(id(tensor))
