@@ -87,6 +87,20 @@ REDUCTIONS = ("all-reduce", "all-gather")
 DIGEST_BITS = 20  # checksum bits: exact sums of digests and their squares in float64 up to 8192 ranks
 
 
+def _point_shape(shape: Any) -> tuple[int, ...] | None:
+    """The shape of one point: a ``Domain``'s ``point_shape`` (weights and extra
+    coordinates, flat), else ``shape`` itself (``k`` or ``(groups, k)``).
+
+    >>> from spsa_mix.core.domain import Domain
+    >>> _point_shape(3), _point_shape((2, 3)), _point_shape(Domain(3, positive=1)), _point_shape(None)
+    ((3,), (2, 3), (4,), None)
+    """
+    if shape is None:
+        return None
+    inner = getattr(shape, "point_shape", None)
+    return tuple(int(d) for d in inner) if inner is not None else normalize_shape(shape)
+
+
 def points_digest(*arrays: ArrayLike, tag: str = "", world_size: int = 1) -> int:
     """A checksum of float64 arrays (their shapes and bytes) and a ``tag``: an integer
     below ``2**b``, ``b = min(20, (53 - ceil(log2 world_size)) // 2)``, so that the sum over
@@ -143,13 +157,17 @@ class DistributedObjective:
         :class:`~spsa_mix.distributed.errors.RankFailureError` (used when ``group`` is a
         process group).
     shape:
-        The shape of one point; default ``objective.shape`` if it has one. Without a shape
-        a 1-D array is one point and anything else a batch of points.
+        The shape of one point (``k``, ``(groups, k)`` or a :class:`~spsa_mix.core.domain.Domain`);
+        default ``objective.shape`` if it has one. Without a shape a 1-D array is one point
+        and anything else a batch of points.
 
     Attributes
     ----------
     layout:
         This rank's place (:class:`~spsa_mix.distributed.layout.Layout`).
+    shape, point_shape:
+        ``shape`` as given (the wrapped objective's: what ``minimize``'s ``k`` takes), and the
+        shape of one point it means.
     calls, collectives, bytes_sent:
         Calls made; collectives and payload bytes this wrapper put on the wire (the
         vectors' sizes; what a ring or tree moves per byte is the backend's).
@@ -168,7 +186,7 @@ class DistributedObjective:
         reduction: Reduction = "all-reduce",
         check_every: int | None = 1,
         timeout: float = DEFAULT_TIMEOUT_S,
-        shape: int | tuple[int, ...] | None = None,
+        shape: Any = None,
     ) -> None:
         if not callable(objective):
             raise ValueError(f"objective must be callable, but got {type(objective).__name__}")
@@ -191,7 +209,8 @@ class DistributedObjective:
         self.weight = weight
         if shape is None:
             shape = getattr(objective, "shape", None)
-        self.shape: tuple[int, ...] | None = None if shape is None else normalize_shape(shape)
+        self.shape: Any = shape  # as the wrapped objective gives it: what minimize's k takes
+        self.point_shape: tuple[int, ...] | None = _point_shape(shape)
         self.calls = 0
         self.collectives = 0
         self.bytes_sent = 0
@@ -214,9 +233,9 @@ class DistributedObjective:
         k = getattr(self.objective, "k", None)
         if isinstance(k, numbers.Integral):
             return int(k)
-        if self.shape is None:
+        if self.point_shape is None:
             raise AttributeError("the wrapped objective has no k and no shape was given")
-        return self.shape[-1]
+        return self.point_shape[-1]
 
     @property
     def value_and_grad(self) -> Callable[[ArrayLike], tuple[float, FloatArray]]:
@@ -371,21 +390,22 @@ class DistributedObjective:
             arr = np.asarray(points, dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise ValueError(f"points must be an array of floats, but got {points!r:.100}") from e
-        if self.shape is None:
+        shape = self.point_shape
+        if shape is None:
             if arr.ndim == 0:
                 raise ValueError(f"points must be an array of shape (n, ...) or one point, but got {points!r:.100}")
             return (arr[None], True) if arr.ndim == 1 else (arr, False)
-        if arr.shape == self.shape:
+        if arr.shape == shape:
             return arr[None], True
-        if arr.ndim == len(self.shape) + 1 and arr.shape[1:] == self.shape and arr.shape[0] >= 1:
+        if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape and arr.shape[0] >= 1:
             return arr, False
-        raise ValueError(f"points must have shape {self.shape} or (n, {', '.join(map(str, self.shape))}), "
+        raise ValueError(f"points must have shape {shape} or (n, {', '.join(map(str, shape))}), "
                          f"but got shape {arr.shape}")
 
     def _as_point(self, alpha: ArrayLike) -> FloatArray:
         arr = np.asarray(alpha, dtype=np.float64)
-        if self.shape is not None and arr.shape != self.shape:
-            raise ValueError(f"alpha must have shape {self.shape}, but got shape {arr.shape}")
+        if self.point_shape is not None and arr.shape != self.point_shape:
+            raise ValueError(f"alpha must have shape {self.point_shape}, but got shape {arr.shape}")
         return arr
 
     def _weight(self) -> float:

@@ -379,18 +379,22 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     import spsa_mix
     from spsa_mix.blend import evaluate_experts
     from spsa_mix.core.result import Status
+    from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
 
     say = log or logger.info
     start = time.perf_counter()
     plan = plan_merge(cfg)
+    ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
+    say = say if ranks.is_writer else (lambda line: None)
     if resume and not plan.state.exists():
         say(f"no saved state at {plan.state}: starting from the beginning")
     elif not resume and plan.state.exists():
         say(f"a saved state exists at {plan.state}; starting again (pass --resume to continue it)")
-        plan.state.unlink()
+        if ranks.is_writer:
+            plan.state.unlink()
     source, train, val = _load_data(plan)
-    obj = _objective(plan, train, source)  # experts that do not match fail here, before any evaluation
+    obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train
     where = "validation" if val is not None else "training"
@@ -406,17 +410,20 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
 
     options = dict(cfg.options)
     kwargs: dict[str, Any] = dict(method=cfg.method, max_evals=cfg.budget, seed=cfg.seed, vectorized=True,
-                                  show_progress_bar=progress, val_objective=val_objective,
+                                  show_progress_bar=progress and ranks.is_writer, val_objective=ranks.same(val_objective),
                                   val_every=cfg.validate_every)
     import inspect
 
     if "checkpoint" in inspect.signature(spsa_mix.minimize).parameters:
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
-    res = spsa_mix.minimize(obj, k=obj.shape, **kwargs, **options)
+    res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
+    ranks.close()
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
     if not res.success:
         raise RuntimeError(f"the search stopped: {res.message}")
+    if not ranks.is_writer:  # the search is the same on every rank; rank 0 scores and writes alone
+        return MergeOutcome(plan.output, plan.output, {}, "")
     learned = _score(obj, res.x, scoring)
     candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
                   "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),

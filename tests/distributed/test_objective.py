@@ -81,7 +81,7 @@ def test_one_process_is_a_pass_through_bit_for_bit():
         assert np.array_equal(got, want)
     for got, want in zip(wrapped.jvp(a, np.eye(3) - 1 / 3), plain.jvp(a, np.eye(3) - 1 / 3), strict=True):
         assert np.array_equal(got, want)
-    assert (wrapped.k, wrapped.shape, wrapped.world_size, wrapped.layout.data_size) == (3, (3,), 1, 1)
+    assert (wrapped.k, wrapped.point_shape, wrapped.world_size, wrapped.layout.data_size) == (3, (3,), 1, 1)
 
 
 def test_value_and_grad_and_jvp_exist_only_when_the_wrapped_objective_has_them():
