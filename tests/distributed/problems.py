@@ -10,6 +10,7 @@ and combined with correctly rounded sums (:class:`SequentialShards`).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -255,6 +256,7 @@ def _checkpoint(obj: DistributedObjective, s: dict[str, Any], group: Any, workdi
             "second_x": np.asarray(second.history["x"]).tolist()}
 
 
+@functools.cache  # several tests compare with one reference (never modified)
 def reference(name: str, world_size: int, *, plain: bool = False) -> dict[str, Any]:
     """Scenario ``name`` in one process on the same global minibatches: the data-parallel
     shards scored one after the other (:class:`SequentialShards`), or with ``plain`` (and
