@@ -75,9 +75,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, math.ceil(3 * sigma))
     if radius >= min(x.shape[-2:]):  # reflect padding needs a pad smaller than the image
         radius = min(x.shape[-2:]) - 1
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()  # (2r + 1,)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (t / float(sigma)) ** 2)  # float64: a tiny sigma underflows in float32
+    kernel = (kernel / kernel.sum()).to(dtype=x.dtype, device=x.device)  # (2r + 1,)
     c = x.shape[1]
     out = F.pad(x, (radius, radius, radius, radius), mode="reflect")
     out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # along W

@@ -286,7 +286,7 @@ def finetune_expert(base: str | os.PathLike[str] | Callable[[], nn.Module], data
             "spec": asdict(spec), "train_loss": [r["train_loss"] for r in rows], "seconds": seconds,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     write_json(meta, meta_file)
-    return FinetunedExpert(out_path, key, False, meta)
+    return FinetunedExpert(out_path, key, False, json.loads(meta_file.read_text()))  # as a cached one reads it
 
 
 def _load_trainable(base: Any, spec: FinetuneSpec) -> nn.Module:
