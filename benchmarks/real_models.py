@@ -321,33 +321,35 @@ def run_seed(task: Task, seed: int, budget: int, scales: list[float], lr: float)
         kw: dict[str, Any] = {"lr": lr} if method in ("spsa", "backprop") else {}
         res = spsa_mix.minimize(obj, k=k, method=method, vectorized=True, max_evals=budget, seed=seed, **kw)
         name = {"nevergrad:NGOpt": "ngopt-simplex"}.get(method, method)
-        record(name, base_space, res.x, res.cost, t0, obj)
+        record(name, base_space, res.x, res.cost, t0, obj, status=res.message)
 
     lorahub_space = "lora" if base_space == "lora" else "task-vectors"
     for evals, name in ((budget, "lorahub"), (LORAHUB_BUDGET, "lorahub-40")):
         t0 = time.perf_counter()
         obj = task.objective(lorahub_space, data=train, simplex_atol=None)
         res = lorahub_search(obj, k, max_evals=evals, seed=seed)
-        record(name, lorahub_space, res.x, res.nfev, t0, obj)
+        record(name, lorahub_space, res.x, res.nfev, t0, obj, nonfinite=res.nonfinite)
 
     if "task-vectors" in task.spaces:
         t0 = time.perf_counter()
         grid = []
         for s in scales:
             grid.append(float(_mean_loss(task.objective("task-vectors", scale=s), np.full((1, k), 1.0 / k), train)[0]))
-        best = float(scales[int(np.argmin(grid))])
+        finite = np.where(np.isfinite(grid), grid, np.inf)  # s > 1 can make a blended BatchNorm variance negative
+        best = float(scales[int(np.argmin(finite))])
         grid_evals = len(scales) * nb
         record("tv-grid", "task-vectors", np.full(k, 1.0 / k), grid_evals, t0, task.objective("task-vectors", best),
                scale=best, grid=dict(zip(map(str, scales), grid, strict=True)))
         t0 = time.perf_counter()
         obj = task.objective("task-vectors", scale=best, data=train)
         res = spsa_mix.minimize(obj, k=k, vectorized=True, max_evals=budget - grid_evals, seed=seed, lr=lr)
-        record("tv-grid+spsa", "task-vectors", res.x, grid_evals + res.cost, t0, obj, scale=best)
+        record("tv-grid+spsa", "task-vectors", res.x, grid_evals + res.cost, t0, obj, scale=best, status=res.message)
         if hasattr(spsa_mix, "Domain"):  # minimize accepts a Domain (k=obj.shape): learn alpha and s together
             t0 = time.perf_counter()
             obj = task.objective("task-vectors", scale="learned", data=train)
             res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=budget, seed=seed, lr=lr)
-            record("tv-learned", "task-vectors", res.x, res.cost, t0, obj, scale=float(np.asarray(res.x)[-1]))
+            record("tv-learned", "task-vectors", res.x, res.cost, t0, obj, scale=float(np.asarray(res.x)[-1]),
+                   status=res.message)
     return rows
 
 

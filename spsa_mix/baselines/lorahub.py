@@ -18,8 +18,11 @@ weights):
   task arithmetic with free coefficients.
 
 Each evaluation is one objective call with one point; the budget is never exceeded and the
-recommendation is not re-evaluated (as LoraHub). Randomness only from ``seed`` (the
-parametrisation's ``RandomState``).
+recommendation is not re-evaluated (as LoraHub). A point whose loss is not finite (the
+objective returns NaN or raises :class:`~spsa_mix.core.errors.NonFiniteLossError`: weights
+off the simplex can make a blended BatchNorm variance negative) is told as
+:data:`NONFINITE_LOSS`, worse than any real loss, and counted in ``res.nonfinite``.
+Randomness only from ``seed`` (the parametrisation's ``RandomState``).
 
 Example
 -------
@@ -32,21 +35,24 @@ Example
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.result import OptimizeResult, Status
 from spsa_mix.core.validation import check_int, normalize_rng
 
-__all__ = ["lorahub_search", "LORAHUB_BOUND", "LORAHUB_L1", "LORAHUB_BUDGET"]
+__all__ = ["lorahub_search", "LORAHUB_BOUND", "LORAHUB_L1", "LORAHUB_BUDGET", "NONFINITE_LOSS"]
 
 FloatArray = NDArray[np.float64]
 LORAHUB_BOUND = 1.5  # lorahub/algorithm.py: ng.p.Array(upper=[1.5] * n, lower=[-1.5] * n)
 LORAHUB_L1 = 0.05  # lorahub/algorithm.py: default_l1_regularization = 0.05 * sum(|w|) / n
 LORAHUB_BUDGET = 40  # lorahub/algorithm.py: max_inference_step in its examples
+NONFINITE_LOSS = 1e6  # told for a point whose loss is NaN or infinite (this package's choice: finite, for Cobyla)
 
 
 def lorahub_search(objective: Callable[[FloatArray], Any], k: int, *, max_evals: int = LORAHUB_BUDGET,
@@ -77,8 +83,9 @@ def lorahub_search(objective: Callable[[FloatArray], Any], k: int, *, max_evals:
     OptimizeResult
         ``x`` (NGOpt's recommendation), ``fun`` (the penalised loss of the best evaluated
         point, Nevergrad's view of the run), ``nfev``, ``nit``, ``success``, ``status``,
-        ``message``, ``method``, ``history`` (``loss``: the penalised loss of each
-        evaluation; ``x``: each point).
+        ``message``, ``method``, ``nonfinite`` (evaluations whose loss was not finite),
+        ``history`` (``loss``: the penalised loss of each evaluation, :data:`NONFINITE_LOSS`
+        where it was not finite; ``x``: each point).
 
     Raises
     ------
@@ -104,16 +111,21 @@ def lorahub_search(objective: Callable[[FloatArray], Any], k: int, *, max_evals:
     array = ng.p.Array(init=start, lower=-float(bound), upper=float(bound))
     array.random_state = np.random.RandomState(int(generator.integers(2**32 - 1)))
     points, losses = [], []
+    nonfinite = 0
     with _quiet():
         opt = ng.optimizers.registry[optimizer](parametrization=array, budget=max_evals)
         try:
             for _ in range(max_evals):
                 cand = opt.ask()
                 w = np.asarray(cand.value, dtype=np.float64)
-                loss = float(np.asarray(objective(w[None])).reshape(-1)[0])
+                try:
+                    loss = float(np.asarray(objective(w[None])).reshape(-1)[0])
+                except NonFiniteLossError:
+                    loss = math.nan
                 value = loss + float(l1) * float(np.abs(w).mean())
-                if not np.isfinite(value):
-                    value = float(np.finfo(np.float64).max)  # Nevergrad needs a number; the point is the worst
+                if not math.isfinite(value):
+                    value = NONFINITE_LOSS
+                    nonfinite += 1
                 opt.tell(cand, value)
                 points.append(w)
                 losses.append(value)
@@ -123,7 +135,8 @@ def lorahub_search(objective: Callable[[FloatArray], Any], k: int, *, max_evals:
     best = int(np.argmin(losses))
     return OptimizeResult(x=x, fun=losses[best], nit=max_evals, nfev=max_evals, success=True,
                           status=int(Status.BUDGET), message="evaluation budget reached",
-                          method=f"lorahub:{optimizer}", history={"loss": np.array(losses), "x": np.array(points)})
+                          method=f"lorahub:{optimizer}", nonfinite=nonfinite,
+                          history={"loss": np.array(losses), "x": np.array(points)})
 
 
 def _stop_threads(opt: Any) -> None:

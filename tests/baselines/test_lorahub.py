@@ -79,3 +79,21 @@ def test_errors():
         lorahub_search(f, 2, x0=[2.0, 0.0])
     with pytest.raises(ValueError, match="give seed or rng, not both"):
         lorahub_search(f, 2, seed=0, rng=np.random.default_rng(0))
+
+
+def test_a_nonfinite_loss_is_told_as_the_worst_and_counted():
+    from spsa_mix.baselines.lorahub import NONFINITE_LOSS
+    from spsa_mix.core.errors import NonFiniteLossError
+
+    def f(w):
+        if w[0, 0] > 0.2:
+            raise NonFiniteLossError("nan", index=0, value=float("nan"))
+        if w[0, 1] > 0.2:
+            return np.array([np.nan])
+        return ((w - 0.1) ** 2).sum(axis=1)
+
+    res = lorahub_search(f, 2, max_evals=30, seed=0)
+    bad = (res.history["x"][:, 0] > 0.2) | (res.history["x"][:, 1] > 0.2)
+    assert res.nonfinite == int(bad.sum()) > 0
+    np.testing.assert_array_equal(res.history["loss"][bad], NONFINITE_LOSS)
+    assert np.isfinite(res.fun) and res.fun < NONFINITE_LOSS
