@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--note", default="")
     p.add_argument("--output", type=Path, default=RESULTS / "blend_step.json")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="only write the markdown of an earlier run's JSON (beside it)")
     p.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -338,11 +340,12 @@ def tables(timing: list[dict[str, Any]], memory: list[dict[str, Any]]) -> str:
                      f"{1e3 * t['ngopt']:.1f} | {1e3 * t['forward2']:.1f} | {t['backprop'] / t['spsa']:.2f} | "
                      f"{t['ngopt'] / t['spsa']:.2f} | {t['spsa'] / t['forward2']:.2f} |")
     if memory:
-        lines += ["", "Memory (MiB above the process baseline, each in a fresh process): held after loading, "
-                  "the peak of three steps, and what the step adds (peak - held):", "",
+        lines += ["", "Memory (MiB above the process baseline, each in a fresh process): held after loading "
+                  "(the stack and the probe buffer), the peak of three steps, and what the step adds (peak - held); "
+                  "forward2's weights are memory-mapped by transformers and not counted, only its step:", "",
                   "| space | K | held | spsa peak | spsa step | backprop peak | backprop step | ngopt step "
-                  "| forward2 held | forward2 step | spsa/backprop (step) | spsa/backprop (peak) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| forward2 step | spsa/backprop (step) | spsa/backprop (peak) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in timing:
             key = (r["space"], r["k"])
             s, b, n, f = (mem.get((*key, m)) for m in METHODS)
@@ -350,7 +353,7 @@ def tables(timing: list[dict[str, Any]], memory: list[dict[str, Any]]) -> str:
                 continue
             lines.append(f"| {r['space']} | {r['k']} | {s['held'] / MiB:.1f} | {s['peak'] / MiB:.1f} | "
                          f"{s['step'] / MiB:.1f} | {b['peak'] / MiB:.1f} | {b['step'] / MiB:.1f} | "
-                         f"{n['step'] / MiB:.1f} | {f['held'] / MiB:.1f} | {f['step'] / MiB:.1f} | "
+                         f"{n['step'] / MiB:.1f} | {f['step'] / MiB:.1f} | "
                          f"{s['step'] / b['step']:.2f} | {s['peak'] / b['peak']:.2f} |")
     lines += ["", "Targets:", ""]
     for r in timing:
@@ -377,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if args.render is not None:
+        write_markdown(json.loads(args.render.read_text()), args.render.with_suffix(".md"))
+        return
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -397,20 +403,29 @@ def main(argv: list[str] | None = None) -> None:
                         memory.append(run_worker({**common, "space": space, "k": k, "mode": "memory", "method": m}))
                         print(f"    {m}: held {memory[-1]['held'] / MiB:.1f} MiB, step {memory[-1]['step'] / MiB:.1f} "
                               f"MiB")
-    md = tables(timing, memory)
-    print(md)
     meta = {"command": "python benchmarks/blend_step.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "params": paths["params"], "hidden": args.hidden, "layers": args.layers, "vocab": args.vocab,
             "rank": args.rank, "batch": args.batch, "threads": args.threads, "rounds": args.rounds,
             "tv_scale": TV_SCALE, "note": args.note, "platform": platform.platform(),
             "python": platform.python_version(), "seconds": time.perf_counter() - t_start}
     sys.path.insert(0, str(REPO))
-    from spsa_mix.io import atomic_write_text, write_json
+    from spsa_mix.io import write_json
 
-    write_json({"meta": meta, "timing": timing, "memory": memory}, args.output)
-    head = (f"Llama of {paths['params'] / 1e6:.2f} M parameters, batch {args.batch[0]} x {args.batch[1]} tokens, "
-            f"CPU, {args.threads} thread(s), a machine shared with other jobs; command: `{meta['command']}`.")
-    atomic_write_text(args.output.with_suffix(".md"), head + "\n\n" + md + "\n")
+    results = {"meta": meta, "timing": timing, "memory": memory}
+    write_json(results, args.output)
+    print(write_markdown(results, args.output.with_suffix(".md")))
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> str:
+    sys.path.insert(0, str(REPO))
+    from spsa_mix.io import atomic_write_text
+
+    meta = results["meta"]
+    md = tables(results["timing"], results["memory"])
+    head = (f"Llama of {meta['params'] / 1e6:.2f} M parameters, batch {meta['batch'][0]} x {meta['batch'][1]} tokens, "
+            f"CPU, {meta['threads']} thread(s), a machine shared with other jobs; command: `{meta['command']}`.")
+    atomic_write_text(path, head + "\n\n" + md + "\n")
+    return md
 
 
 if __name__ == "__main__":
