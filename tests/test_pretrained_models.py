@@ -9,6 +9,14 @@ import torch
 from spsa_mix.models import ResNet20, load_cifar_resnet
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # convolutions of a few images: faster on one thread, above all on a loaded machine
+    yield
+    torch.set_num_threads(before)
+
+
 def _akamaster_file(path, blocks: int, seed: int = 0):
     torch.manual_seed(seed)
     net = ResNet20(num_classes=10, in_channels=3, blocks_per_stage=blocks)
