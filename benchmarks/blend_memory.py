@@ -13,8 +13,9 @@ tiny model (transformers' one-time imports and kernel set-up, about 140 MiB, are
 blend's).
 
 The formula (docs/blend.md): held = stack ``R P b_s`` + probe buffer ``P b_c`` + constants;
-a looped step adds the float32 upcast of one block of the stack (``R min(CHUNK, P) 4`` bytes
-when the stack is narrower than float32) and the activations ``A`` of one forward and its
+a looped step adds, when the stack is narrower than float32, the float32 upcast of one block
+of the stack (``R min(CHUNK, P) 4`` bytes; on the CPU, where the rows are upcast one at a
+time as they are added, ``2 min(CHUNK, P) 4``) and the activations ``A`` of one forward and its
 loss (measured alone, on a plain model); saving adds about two shards (safetensors
 serialises a shard in memory) and a blended tensor in float32.
 
@@ -243,7 +244,8 @@ def predicted(r: dict[str, Any], activations: int) -> dict[str, float]:
     from spsa_mix.blend.functional import CHUNK
 
     held = sum(r["components"].values())
-    upcast = r["rows"] * min(CHUNK, r["P"]) * 4 if r["stack_dtype"] != "float32" else 0
+    rows = 2 if r.get("device", "cpu") == "cpu" else r["rows"]  # the CPU adds the rows one at a time
+    upcast = rows * min(CHUNK, r["P"]) * 4 if r["stack_dtype"] != "float32" else 0
     return {"held": held, "step": held + upcast + activations}
 
 

@@ -32,6 +32,9 @@ logits ``(B, num_classes)`` of each sequence:
     (head ``score``) with ``num_classes``. About 9k parameters plus ``64 * vocab_size`` per
     embedding; built for tests and the built-in text task.
 
+:func:`load_cifar_resnet` reads the pretrained CIFAR-10 ResNet-20 and ResNet-56 of
+akamaster/pytorch_resnet_cifar10 (``../shared/data/resnet_cifar10``) into :class:`ResNet20`.
+
 :func:`head_name` gives the prefix of each architecture's classification head, the
 ``head=`` argument of :class:`~spsa_mix.blend.BlendedObjective` when experts have
 different heads.
@@ -48,6 +51,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -56,7 +60,7 @@ from torch import nn
 
 from spsa_mix.core.validation import check_int
 
-__all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20"]
+__all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20", "load_cifar_resnet"]
 
 VIT_PATCH_SIZE = 8  # ours: 8x8 patches (16 tokens on 32x32 images, 64 px Imagenette: 64)
 VIT_LAYERS = 8  # ours: deep enough to be a transformer, small enough for a CPU
@@ -285,3 +289,44 @@ def build_model(name: str, *, num_classes: int | None = None, in_channels: int |
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(**dims)
+
+
+def load_cifar_resnet(path: str | os.PathLike[str]) -> ResNet20:
+    """A pretrained CIFAR ResNet of akamaster/pytorch_resnet_cifar10 as a :class:`ResNet20`.
+
+    The files (``resnet20-12fca82f.th``, ``resnet56-4bfd9763.th``) hold ``{"best_prec1",
+    "state_dict"}`` saved from ``DataParallel`` (``module.`` names) with the head named
+    ``linear``; the architecture is the same (option-A shortcuts, 16/32/64 channels), so the
+    names map one to one (``linear.*`` to ``fc.*``), the depth ``6 n + 2`` is read from the
+    number of blocks, and the BatchNorm counters the files lack start at 0. Read with
+    ``weights_only=True`` (no code runs). Returned in eval mode; inputs are normalised with
+    ImageNet's channel statistics (:data:`spsa_mix.data.real.IMAGENET_MEAN`, ``IMAGENET_STD``).
+
+    >>> import tempfile, os
+    >>> net = ResNet20(num_classes=10, in_channels=3)
+    >>> state = {"module." + k.replace("fc.", "linear."): v for k, v in net.state_dict().items()
+    ...          if not k.endswith("num_batches_tracked")}
+    >>> path = os.path.join(tempfile.mkdtemp(), "r20.th")
+    >>> torch.save({"best_prec1": 0.0, "state_dict": state}, path)
+    >>> torch.equal(load_cifar_resnet(path).fc.weight, net.fc.weight)
+    True
+    """
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ValueError(f"cannot read a CIFAR ResNet checkpoint from {str(path)!r}: {e}") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or "module.conv1.weight" not in state and "conv1.weight" not in state:
+        raise ValueError(f"{str(path)!r} does not hold a CIFAR ResNet state dict (no 'conv1.weight')")
+    renamed = {}
+    for name, tensor in state.items():
+        name = name.removeprefix("module.")
+        renamed["fc." + name[len("linear."):] if name.startswith("linear.") else name] = tensor
+    blocks = 1 + max(int(n.split(".")[1]) for n in renamed if n.startswith("layer1."))
+    net = ResNet20(num_classes=int(renamed["fc.weight"].shape[0]), in_channels=int(renamed["conv1.weight"].shape[1]),
+                   blocks_per_stage=blocks)
+    for name, buf in net.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            renamed.setdefault(name, torch.zeros_like(buf))
+    net.load_state_dict(renamed, strict=True)
+    return net.eval()

@@ -47,8 +47,7 @@ def test_the_slow_marker_is_explained_where_it_is_deselected():
     assert "-m slow" in README
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/glue.md", "docs/directions.md", "docs/variance.md", "docs/blend.md",
-                                 "docs/distributed.md"])
+@pytest.mark.parametrize("doc", _sync_docs().DOCS)  # every document sync_docs.py keeps up to date
 def test_every_generated_figure_is_what_its_results_file_gives(doc):
     sync = _sync_docs()
     text = (ROOT / doc).read_text()

@@ -162,7 +162,7 @@ class _SafetensorsCheckpoint(Checkpoint):
         view = dest.reshape(-1).view(torch.uint8).numpy()  # shares dest's memory
         with open(entry.file, "rb") as f:
             f.seek(entry.begin)
-            got = f.readinto(memoryview(view))
+            got = f.readinto(memoryview(view))  # type: ignore[arg-type]  # an ndarray is a buffer
         if got != entry.stop - entry.begin:
             raise ValueError(f"{self.label}: {str(entry.file)!r} ends inside tensor {name!r} (truncated file)")
 

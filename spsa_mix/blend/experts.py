@@ -315,7 +315,7 @@ def stack_experts(
         check_compatible({n: reference[n] for n in names}, ckpt.infos, label=ckpt.label, ignore=exempt,
                          check_dtype=check_dtype)
     if head and head_from is None:
-        meta = [n for n in names if in_head(n) and (not isinstance(reference[n], torch.Tensor) or reference[n].is_meta)]
+        meta = [n for n in names if in_head(n) and (not isinstance(t := reference[n], torch.Tensor) or t.is_meta)]
         if meta:
             raise ValueError(f"head_from=None takes the head from the architecture's own weights, but it has none "
                              f"for {meta[0]!r}: pass head_from=<index of the expert whose head to keep>")

@@ -90,6 +90,10 @@ class LoRALinear(nn.Linear):
         self.register_buffer("lora_B", torch.zeros(out_features, rank, device=device, dtype=dtype))
         self.register_buffer("lora_mix", torch.zeros(rank, device=device, dtype=dtype))
 
+    lora_A: torch.Tensor
+    lora_B: torch.Tensor
+    lora_mix: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)  # (..., d_out)
         h = F.linear(x, self.lora_A) * self.lora_mix  # (..., R)
@@ -251,6 +255,8 @@ def _attach(arch: nn.Module, ranks: dict[str, int], dtype: torch.dtype) -> None:
     for module, rank in ranks.items():
         path, _, leaf = module.rpartition(".")
         old = arch.get_submodule(module)
+        if not isinstance(old, nn.Linear):  # check_adapters refused any other kind of layer
+            raise TypeError(f"internal error: {module!r} is a {type(old).__name__}, not an nn.Linear")
         new = LoRALinear(old.in_features, old.out_features, rank=rank, bias=old.bias is not None, device="meta",
                          dtype=dtype).requires_grad_(False)
         setattr(arch.get_submodule(path) if path else arch, leaf, new)
@@ -334,7 +340,9 @@ def write_adapter(objective: BlendedObjective, point: np.ndarray, directory: Pat
                   dtype: torch.dtype | None) -> None:
     """One PEFT adapter of rank ``R_m = sum_i r_i`` per module, ``w`` folded into ``lora_A``
     and ``lora_alpha = R_m`` (scaling 1), into ``directory``."""
-    lora: LoRABlend = objective._lora
+    lora = objective._lora
+    if lora is None:
+        raise TypeError("internal error: write_adapter needs a LoRA objective")
     st = objective._stack
     out = dtype or lora.adapter_dtype
     acc = accumulation_dtype(out, objective.dtype)

@@ -401,7 +401,7 @@ class BlendedObjective:
         if not (batched is True or batched is False or (isinstance(batched, str) and batched == "auto")):
             raise ValueError(f"batched must be True, False or 'auto', but got {batched!r}")
         if simplex_atol is not None and (isinstance(simplex_atol, bool) or not isinstance(simplex_atol, numbers.Real)
-                                         or not simplex_atol >= 0):
+                                         or not float(simplex_atol) >= 0):
             raise ValueError(f"simplex_atol must be a non-negative number or None, but got {simplex_atol!r}")
 
     @staticmethod

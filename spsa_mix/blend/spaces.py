@@ -66,7 +66,7 @@ def check_space(space: Any, scale: Any, *, has_base: bool) -> tuple[str, float |
     if isinstance(scale, str):
         if scale != "learned":
             raise ValueError(f"scale must be a positive number or 'learned', but got {scale!r}")
-    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and float(scale) > 0):
         raise ValueError(f"scale must be a positive number or 'learned', but got {scale!r}")
     if space == "task-vectors" and not has_base:
         raise ValueError("space='task-vectors' needs base= (the model the experts were fine-tuned from: "
