@@ -67,7 +67,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -75,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from spsa_mix.io import dumps_json, to_jsonable, write_json
+from spsa_mix.io import to_jsonable, write_json
 
 __all__ = ["Checkpoint", "FORMAT", "VERSION", "has_state", "check_state_json"]
 
