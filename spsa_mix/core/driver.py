@@ -42,6 +42,7 @@ from spsa_mix.core.checkpoint import Checkpoint, check_state_json, has_state
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
 from spsa_mix.core.result import History, OptimizeResult, Status
+from spsa_mix.core.validation import real_array
 from spsa_mix.progress import require_tqdm
 
 __all__ = ["Run"]
@@ -180,10 +181,10 @@ class Run:
         if self.vectorized:
             self.cost += n
             out = self._call(self.objective, pts)
-            try:
-                losses = np.asarray(out, dtype=np.float64).reshape(-1)
-            except (TypeError, ValueError) as e:
-                raise self._bad_return(out, f"{n} losses") from e
+            arr = real_array(out)
+            if arr is None:
+                raise self._bad_return(out, f"{n} losses (numbers)")
+            losses = arr.reshape(-1)
             if losses.shape != (n,):
                 raise self._bad_return(out, f"{n} losses (one per row of the (n, ...) input)")
             self.nfev += n
@@ -202,7 +203,7 @@ class Run:
         """Loss and gradient with respect to alpha at one point (one forward, one backward)."""
         self._charge(1.0 + self.backward_cost)
         out = self._call(self.objective.value_and_grad, np.asarray(point, dtype=np.float64))  # type: ignore[attr-defined]
-        loss, grad = self._scalar(out[0]), np.asarray(out[1], dtype=np.float64)
+        loss, grad = self._scalar(out[0]), self._numbers(out[1], "a gradient of numbers")
         self.nfev += 1
         self.njev += 1
         self._check_finite(np.array([loss]), point[None])
@@ -213,7 +214,7 @@ class Run:
         m = tangents.shape[0]
         self._charge(1.0 + m)
         out = self._call(self.objective.jvp, np.asarray(point, dtype=np.float64), tangents)  # type: ignore[attr-defined]
-        loss, derivs = self._scalar(out[0]), np.asarray(out[1], dtype=np.float64).reshape(-1)
+        loss, derivs = self._scalar(out[0]), self._numbers(out[1], f"{m} directional derivatives").reshape(-1)
         self.nfev += 1
         self.njev += m
         self._check_finite(np.array([loss]), point[None])
@@ -228,18 +229,31 @@ class Run:
         except Exception as e:
             raise _ObjectiveFailed(f"{type(e).__name__}: {e}", source) from e
 
+    def _numbers(self, value: Any, expected: str) -> FloatArray:
+        arr = real_array(value)
+        if arr is None:
+            raise self._bad_return(value, expected)
+        return arr
+
     def _scalar(self, value: Any, source: str = _OBJECTIVE) -> float:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise self._bad_return(value, "one float", source) from e
+        """One loss: a real number (a NumPy scalar, a one-element array or tensor); a
+        string, a bool or ``None`` is refused, though NumPy would convert them."""
+        arr = real_array(value)
+        if arr is None:
+            raise self._bad_return(value, "one float", source)
         if arr.size != 1:
             hint = " (or pass vectorized=True for batched objectives)" if source == _OBJECTIVE else ""
             raise self._bad_return(value, "one float" + hint, source)
         return float(arr.reshape(()))
 
     def _bad_return(self, value: Any, expected: str, source: str = _OBJECTIVE) -> _ObjectiveFailed:
-        shape = getattr(np.asarray(value, dtype=object), "shape", None)
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            try:
+                shape = np.shape(np.asarray(value, dtype=object))
+            except Exception:  # a ragged list
+                shape = None
+        shape = None if shape is None else tuple(shape)
         return _ObjectiveFailed(
             f"{source} must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}",
             source,
