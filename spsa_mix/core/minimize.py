@@ -191,7 +191,8 @@ def minimize(
         plus ``state`` for the built-in methods and ``val_fun, nval`` with validation;
         with extra coordinates, ``x`` (and the history's ``x``) is the flat point and the
         result also carries ``alpha`` (the weights, shaped ``domain.simplex``) and
-        ``extras`` (a dict, name -> value).
+        ``extras`` (a dict, name -> value); ``resumed_from`` (steps the checkpoint held)
+        for a run resumed from a ``checkpoint``.
         Stops on a non-finite loss (``status=NONFINITE``, ``success=False``) keeping the
         last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``);
         both apply to the final evaluation too (``fun`` is then the last step's estimate).

@@ -459,3 +459,15 @@ def test_a_callback_raising_keeps_the_finished_steps_in_the_partial_result():
     assert isinstance(e.value.__cause__, RuntimeError)
     full = spsa_mix.minimize(q, k=3, maxiter=4, seed=0, final_eval=False)
     np.testing.assert_array_equal(partial.x, full.x)
+
+
+def test_the_radius_biases_a_learned_scale_by_order_mu_squared_and_a_decaying_radius_removes_it():
+    # What docs/directions.md says ("When to change it"): SPSA settles where the smoothed
+    # gradient vanishes, O(mu^2) from the optimum; for a learned scale most of it comes from
+    # the logits' radius, so a smaller radius for the scale alone would not remove it.
+    p = ScaledQuadratic.random(5, rng=0, s_star=3.0)
+    kw = dict(k=p.domain, maxiter=1000, lr=0.05, lr_schedule="cosine", seed=0, vectorized=True, final_eval=False)
+    s = {name: spsa_mix.minimize(p, **kw, **extra).extras["scale"] for name, extra in [
+        ("mu=0.05", {}), ("mu=0.01", dict(mu=0.01)), ("cosine", dict(mu_schedule="cosine"))]}
+    assert s["mu=0.05"] < 3.0 - 0.01  # about -0.7 %
+    assert abs(s["mu=0.01"] - 3.0) < 0.003 and abs(s["cosine"] - 3.0) < 0.002
