@@ -322,7 +322,8 @@ def _reproducible_recast() -> Iterator[None]:
     if isinstance(metamodel.np, _NumpyWithOwnRandom):  # a nested run: patched already
         yield
         return
-    key = np.random.get_state()[1]  # noqa: NPY002 - the run's seeding of the legacy global state
+    state = np.random.get_state()  # noqa: NPY002 - the run's seeding of the legacy global state
+    key = state[1] if isinstance(state, tuple) else state["state"]["key"]  # the Mersenne Twister's key
     seeds = np.random.RandomState(key[::-1].copy())  # noqa: NPY002 - Nevergrad and pycma take RandomState
     real_np, real_fmin = metamodel.np, getattr(cma, "fmin", None)
 
