@@ -105,7 +105,8 @@ def has_state(obj: Any) -> bool:
 
 
 def check_state_json(state: Any, name: str) -> Any:
-    """``state`` as JSON values, or a ``ValueError`` naming ``name`` if it has others."""
+    """``state``, if it holds only what JSON can hold (after
+    :func:`~spsa_mix.io.to_jsonable`), else a ``ValueError`` naming ``name``."""
     try:
         json.dumps(to_jsonable(state), allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -185,7 +186,7 @@ class Checkpoint:
         except UnicodeDecodeError as e:
             raise bad(f"not UTF-8 text: {e}") from None
         try:
-            state = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"non-JSON {c}")))
+            state = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as e:
             raise bad(f"truncated or corrupt: {e}") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -271,6 +272,12 @@ class Checkpoint:
         }
         write_json(state, self.path, indent=None)
         logger.debug("checkpoint %s written at step %d", self.path, snapshot["run"]["nit"])
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads``'s hook for ``NaN`` and ``Infinity``, which strict JSON (what the file
+    is written as) has not."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def _generator_from_state(state: Any, path: Path) -> np.random.Generator:

@@ -14,7 +14,11 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
   :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial result. The final
   evaluation that scores the returned point is no exception: a non-finite loss there
   ends the run with ``status=NONFINITE``, Ctrl-C with ``INTERRUPTED`` (``fun`` is then
-  the last step's estimate), an exception raises ``ObjectiveError``.
+  the last step's estimate), an exception raises ``ObjectiveError``; so does an exception
+  of the callback (other than ``StopIteration``), the steps done in its partial result;
+* with a :class:`~spsa_mix.core.checkpoint.Checkpoint`, restores a resumed run's
+  bookkeeping, history and objectives' states, takes a snapshot after every step (before
+  the callback) and writes it every ``checkpoint.every`` steps and when the run ends.
 
 The points are those of a :class:`~spsa_mix.core.domain.Domain`; with coordinates beside
 the simplex, ``res.x`` and the history's ``x`` are flat points, and the result (and the
