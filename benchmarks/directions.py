@@ -23,14 +23,25 @@ estimate gets smaller steps.
 Usage::
 
     python benchmarks/directions.py --output benchmarks/results/directions.json
+
+``--small-k`` measures instead what redrawing the rows of equal signs does to the default
+Rademacher directions at small k (issue 13, item 7: centred signs vanish in such a row, with
+probability 2^(1-k)): SPSA with the default directions, m = 1 and mu = 0.05, against the same
+runs with the sampler before the fix (rows of equal signs kept, zero directions included),
+for each k, objective and budget::
+
+    python benchmarks/directions.py --small-k --k 2 3 4 --budget 200 1000 --seeds 20 \
+        --output benchmarks/results/directions_small_k.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +85,55 @@ def tails(ks: list[int], draws: int = 200_000) -> list[dict]:
     return out
 
 
+@contextlib.contextmanager
+def zero_rows_kept() -> Iterator[None]:
+    """The optimisers draw Rademacher directions as before issue 13's item 7: centred signs,
+    a row of equal signs left at zero (the other kinds as they are)."""
+    from spsa_mix.core import optimizer
+    from spsa_mix.core.domain import Domain
+    from spsa_mix.core.simplex import project_sum_zero
+
+    current = optimizer.sample_directions
+
+    def before(rng, m, shape, *, kind, sum_zero, orthogonal):  # type: ignore[no-untyped-def]
+        simplex = shape.simplex if isinstance(shape, Domain) and shape.simplex_only else shape
+        if kind != "rademacher" or not sum_zero or not isinstance(simplex, tuple):
+            return current(rng, m, shape, kind=kind, sum_zero=sum_zero, orthogonal=orthogonal)
+        return project_sum_zero(np.where(rng.random((m, *simplex)) < 0.5, -1.0, 1.0))
+
+    optimizer.sample_directions = before
+    try:
+        yield
+    finally:
+        optimizer.sample_directions = current
+
+
+def small_k(args: argparse.Namespace) -> dict:
+    """Default SPSA at small k with the zero rows redrawn (the library) and kept (before)."""
+    rows = []
+    t0 = time.perf_counter()
+    for problem, k, budget, sampler in itertools.product(args.problems, args.k, args.budget, ["kept", "redrawn"]):
+        subopt = []
+        for seed in range(args.seeds):
+            q = Quadratic.random(k, rng=1000 + seed, optimum=args.optimum)
+            f = q if problem == "exact" else MinibatchQuadratic(q, args.noise, seed)
+            with zero_rows_kept() if sampler == "kept" else contextlib.nullcontext():
+                res = spsa_mix.minimize(f, k=k, vectorized=True, max_evals=budget, lr=args.lr,
+                                        lr_schedule="cosine", seed=seed, final_eval=False)
+            f_star, f_0 = q.minimum(), q.value(np.full(k, 1.0 / k))
+            subopt.append((q.value(res.x) - f_star) / (f_0 - f_star))
+        s = np.asarray(subopt)
+        rows.append(dict(problem=problem, k=k, budget=budget, sampler=sampler, median=float(np.median(s)),
+                         p90=float(np.quantile(s, 0.9)), values=s.tolist()))
+        print(f"{problem:9s} k={k} budget={budget:5d} zero rows {sampler:7s} median={rows[-1]['median']:.2e} "
+              f"p90={rows[-1]['p90']:.2e}", flush=True)
+    return dict(benchmark="directions-small-k", argv={k: str(v) if isinstance(v, Path) else v
+                                                      for k, v in vars(args).items()},
+                seconds=time.perf_counter() - t0,
+                machine=dict(python=platform.python_version(), processor=platform.processor() or platform.machine()),
+                rows=rows)
+
+
 def run(args: argparse.Namespace) -> dict:
     rows = []
     configs = []
@@ -88,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
             q = Quadratic.random(k, rng=1000 + seed, optimum=args.optimum)
             f = q if problem == "exact" else MinibatchQuadratic(q, args.noise, seed)
             res = spsa_mix.minimize(
-                f, k=k, vectorized=True, max_evals=args.budget, lr=args.lr, lr_schedule="cosine",
+                f, k=k, vectorized=True, max_evals=args.budget[0], lr=args.lr, lr_schedule="cosine",
                 seed=seed, final_eval=False, **cfg,
             )
             f_star, f_0 = q.minimum(), q.value(np.full(k, 1.0 / k))
@@ -115,14 +175,15 @@ def main() -> None:
     p.add_argument("--m", nargs="+", type=int, default=[1, 4])
     p.add_argument("--mu", nargs="+", type=float, default=[0.01, 0.05, 0.2])
     p.add_argument("--directions", nargs="+", default=["normalized-gaussian", "gaussian", "rademacher"])
-    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--budget", nargs="+", type=int, default=[1000], help="evaluations (several with --small-k)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--noise", type=float, default=0.5, help="std of the minibatch shift of c, in units of 1/k")
     p.add_argument("--optimum", default="interior", choices=["interior", "boundary"])
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--small-k", action="store_true", help="redrawn against kept zero rows (module docstring)")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/directions.json"))
     args = p.parse_args()
-    out = run(args)
+    out = small_k(args) if args.small_k else run(args)
     write_json(out, args.output, indent=1)
     print(f"wrote {args.output} ({out['seconds']:.0f} s)")
 

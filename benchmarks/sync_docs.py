@@ -16,7 +16,8 @@ benchmark to bring the docs up to date::
 Kinds: ``experiment-table`` (one row per way of setting alpha, as in the run's own report), ``experiment-experts`` (the experts'
 test accuracies), ``experiment-gaps`` (GLUE's paired gaps to the paper's comparisons),
 ``compare-table`` (the table of ``spsa-mix bench compare``), ``directions-table`` (the
-summary of ``benchmarks/directions.py``), ``md-tables`` (the tables and bullet lines of a
+summary of ``benchmarks/directions.py``), ``directions-small-k`` (its ``--small-k``
+comparison), ``md-tables`` (the tables and bullet lines of a
 markdown report written by a benchmark).
 """
 
@@ -80,6 +81,21 @@ def directions_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def directions_small_k(path: str) -> str:
+    """``benchmarks/directions.py --small-k``: median (90th percentile) relative
+    suboptimality with the rows of equal signs kept (before) and redrawn (now)."""
+    rows = _load(path)["rows"]
+    keys = sorted({(r["problem"], r["k"], r["budget"]) for r in rows}, key=lambda t: (t[0] != "exact", t[1], t[2]))
+    lines = ["| objective | k | evaluations | zero rows kept (before) | redrawn (now) | median ratio |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for p, k, b in keys:
+        kept, new = ([r for r in rows if (r["problem"], r["k"], r["budget"], r["sampler"]) == (p, k, b, s)][0]
+                     for s in ("kept", "redrawn"))
+        lines.append(f"| {p} | {k} | {b} | {kept['median']:.2e} ({kept['p90']:.2e}) | "
+                     f"{new['median']:.2e} ({new['p90']:.2e}) | {kept['median'] / new['median']:.1f} |")
+    return "\n".join(lines)
+
+
 def directions_tails(path: str) -> str:
     """Kurtosis and mean-absolute-over-rms of each estimator's coordinates."""
     rows = _load(path)["tails"]
@@ -135,6 +151,7 @@ RENDERERS: dict[str, Callable[[str], str]] = {
     "compare-table": compare_table,
     "directions-table": directions_table,
     "directions-tails": directions_tails,
+    "directions-small-k": directions_small_k,
     "variance-rows": variance_rows,
     "md-tables": md_tables,
 }

@@ -10,6 +10,16 @@ evaluated so far and its loss), ``batch_loss`` the best loss of the round's batc
 ``batch_size`` its size. The budget, validation, patience, callback, NaN policy and
 Ctrl-C are the core's (:mod:`spsa_mix.core.driver`).
 
+With a checkpoint (``minimize(..., checkpoint=...)``) the adapter's state is the record
+of every round told, ``{"told": [{"z": (b, dim) free coordinates, "losses": (b,)}, ...]}``:
+the libraries' own states are not JSON (and pickling them would tie a state file to their
+versions). A resumed run creates the library again, with the same seed and the budget of
+the run's first call, and *replays* the record: each round is asked again and told the
+recorded losses, the objective is not called, and each asked candidate must equal the
+recorded one bit for bit (else ``ValueError``: another library version, or something that
+drew from NumPy's global generator during the run that wrote the file), so the library
+continues from exactly the state it had.
+
 The returned point is the library's recommendation. When the library recommends a point
 it evaluated, ``res.fun`` is that loss; otherwise the point is evaluated once more if an
 evaluation was reserved (``final_eval``), and the incumbent is returned if not.
@@ -198,11 +208,16 @@ def run_ask_tell(
     start = domain.center() if x0 is None else domain.check_point(x0, name="x0")
     z0 = param.from_point(start, name="x0")
     x_start = param.to_point(z0[None])[0]
+    checkpoint = run_kwargs.get("checkpoint")
+    plan = {**run_kwargs, **checkpoint.plan} if checkpoint is not None else run_kwargs  # the first call's budget
     run = Run(objective, domain, **run_kwargs)
     seen = _Evaluated()
+    told: list[dict[str, Any]] = []  # every round told, for a checkpoint
     state = {"aborted": False}
     with quiet():
-        backend = make_backend(param, z0, planned_asks(run_kwargs, batch_size))
+        backend = make_backend(param, z0, planned_asks(plan, batch_size))
+        if checkpoint is not None and checkpoint.loaded is not None:
+            _replay(backend, param, checkpoint, run, seen, told)
 
         def loop(run: Run) -> None:
             try:
@@ -215,6 +230,8 @@ def run_ask_tell(
                     losses = run.evaluate(points)
                     backend.tell(handles, losses)
                     seen.add(points, losses)
+                    if checkpoint is not None:
+                        told.append({"z": z.tolist(), "losses": losses.tolist()})
                     run.record_step(seen.points[seen.best], seen.losses[seen.best],
                                     batch_loss=float(losses.min()), batch_size=float(b))
             except (NonFiniteLossError, KeyboardInterrupt):
@@ -236,6 +253,37 @@ def run_ask_tell(
 
         try:
             return run.execute(loop, current_x=current_x, final_eval=final_eval, known_fun=seen.lookup,
-                               extra=lambda: {"parametrization": param.kind, "batch_size": batch_size})
+                               extra=lambda: {"parametrization": param.kind, "batch_size": batch_size},
+                               method_state=lambda: {"told": told[:]})
         finally:
             backend.close()
+
+
+def _replay(backend: AskTellBackend, param: Parametrization, checkpoint: Any, run: Run, seen: _Evaluated,
+            told: list[dict[str, Any]]) -> None:
+    """Ask and tell ``backend`` the rounds recorded in ``checkpoint`` (see the module
+    docstring), checking every candidate bit for bit; fills ``seen`` and ``told``."""
+    record = checkpoint.method_state
+    rounds = record.get("told") if isinstance(record, dict) else None
+    if not isinstance(rounds, list) or len(rounds) != run.nit:
+        raise checkpoint.error(f"its method_state must be {{'told': [one round per step, {run.nit} of them]}}, but "
+                               f"is {record!r:.100}")
+    for i, entry in enumerate(rounds):
+        try:
+            z_rec = np.asarray(entry["z"], dtype=np.float64)
+            losses = np.asarray(entry["losses"], dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, KeyError) as e:
+            raise checkpoint.error(f"round {i + 1} of its method_state is not {{'z': [...], 'losses': [...]}} ({e})"
+                                   ) from None
+        handles, z = backend.ask(len(losses))
+        z = np.ascontiguousarray(z, dtype=np.float64)
+        if z.shape != z_rec.shape or z.tobytes() != np.ascontiguousarray(z_rec).tobytes():
+            raise ValueError(
+                f"checkpoint {str(checkpoint.path)!r}: replaying {run.method} diverged at round {i + 1} of "
+                f"{len(rounds)}: the library asked {np.array2string(z.ravel(), precision=17, threshold=8)} where the "
+                f"run that wrote the file had {np.array2string(z_rec.ravel(), precision=17, threshold=8)}; the run "
+                "cannot be continued bit for bit (another version of the library, or something that drew from "
+                "NumPy's global generator during that run?): delete the file (or give another path) to start over")
+        backend.tell(handles, losses)
+        seen.add(param.to_point(z), losses)
+        told.append({"z": z.tolist(), "losses": losses.tolist()})

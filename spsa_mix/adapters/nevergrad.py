@@ -173,6 +173,7 @@ def method_spec(suffix: str) -> MethodSpec:
         cost_per_step=batch_size_of,
         description=f"Nevergrad {suffix} through ask/tell on a parametrisation of the simplex",
         domains=True,
+        resumable=True,  # by replay (spsa_mix.adapters._asktell)
     )
 
 
@@ -281,15 +282,78 @@ def _metamodel_numpy_compat() -> Iterator[None]:
         del metamodel.float  # type: ignore[attr-defined]
 
 
+class _NumpyWithOwnRandom:
+    """NumPy with ``random`` replaced by another generator (for one module's draws)."""
+
+    def __init__(self, random: np.random.RandomState) -> None:
+        self.random = random
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+@contextmanager
+def _reproducible_recast() -> Iterator[None]:
+    """Make NGOpt's meta-model over pycma reproducible, for the duration of a run.
+
+    In small dimensions with a few hundred evaluations NGOpt runs
+    ``ParametrizedMetaModel(multivariate_optimizer=CmaFmin2)``: a recast ``cma.fmin`` in a
+    background thread. Two things made the same seed give another run each time:
+
+    * Nevergrad calls ``cma.fmin`` without a ``seed`` option, and pycma then seeds NumPy's
+      global generator from the clock (``CMAEvolutionStrategy.__init__``) and draws its
+      samples from it.
+    * The global generator is shared by the two threads: pycma's samples in the
+      background, the main thread's meta-model (``metamodel.learn_on_k_best``) and the
+      parameters of both threads that seed their random state from it
+      (``Parameter.random_state``), in an order that depends on the threads' timing.
+
+    So here ``cma.fmin`` samples from a generator of its own (its ``randn`` option, with
+    ``seed=nan``, which leaves the global generator alone) and the meta-model draws from
+    another. Both are seeded from the global state, which the run has seeded from ``rng``,
+    without advancing it.
+    """
+    try:
+        import cma
+    except ImportError:  # pragma: no cover - a dependency of nevergrad
+        cma = None
+    from nevergrad.optimization import metamodel
+
+    if isinstance(metamodel.np, _NumpyWithOwnRandom):  # a nested run: patched already
+        yield
+        return
+    state = np.random.get_state()  # noqa: NPY002 - the run's seeding of the legacy global state
+    key = state[1] if isinstance(state, tuple) else state["state"]["key"]  # the Mersenne Twister's key
+    seeds = np.random.RandomState(key[::-1].copy())  # noqa: NPY002 - Nevergrad and pycma take RandomState
+    real_np, real_fmin = metamodel.np, getattr(cma, "fmin", None)
+
+    def fmin(*args: Any, options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        options = dict(options or {})
+        if "seed" not in options and "randn" not in options:
+            own = np.random.RandomState(int(seeds.randint(1, 2**31 - 1)))  # noqa: NPY002 - as pycma's default
+            options.update(randn=own.randn, seed=np.nan)  # NaN: pycma leaves the global generator alone
+        return real_fmin(*args, options=options, **kwargs)  # type: ignore[misc]
+
+    metamodel.np = _NumpyWithOwnRandom(np.random.RandomState(key))  # noqa: NPY002
+    if cma is not None:
+        cma.fmin = functools.wraps(real_fmin)(fmin)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        metamodel.np = real_np
+        if cma is not None:
+            cma.fmin = real_fmin
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Silence Nevergrad's advice about settings (e.g. ``num_workers`` for a sequential
     optimizer, a sub-optimizer finishing its budget): the adapter chose them knowingly;
     and the warnings of the SciPy solvers Nevergrad runs internally (overflows in the
     Powell search on its meta-model, COBYLA's settings) and of pycma about solutions Nevergrad
-    injects. Also applies :func:`_metamodel_numpy_compat`."""
+    injects. Also applies :func:`_metamodel_numpy_compat` and :func:`_reproducible_recast`."""
     ng = _import_nevergrad()
-    with warnings.catch_warnings(), _metamodel_numpy_compat():
+    with warnings.catch_warnings(), _metamodel_numpy_compat(), _reproducible_recast():
         warnings.simplefilter("ignore", ng.errors.InefficientSettingsWarning)
         warnings.simplefilter("ignore", ng.errors.FinishedUnderlyingOptimizerWarning)
         # SciPy solvers Nevergrad runs internally (Powell on a meta-model, COBYLA) warn about

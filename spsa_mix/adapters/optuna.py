@@ -179,6 +179,7 @@ def method_spec(suffix: str) -> MethodSpec:
         cost_per_step=batch_size_of,
         description=f"Optuna {SAMPLERS[suffix]} through study.ask/tell on a parametrisation of the simplex",
         domains=True,
+        resumable=True,  # by replay (spsa_mix.adapters._asktell)
     )
 
 

@@ -198,11 +198,15 @@ class BatchStream:
         self.batches_drawn += 1
         if self._batch is not None:
             return self._batch
+        return split_batch(self._next_raw(), self.device, self.dtype)
+
+    def _next_raw(self) -> Any:
+        """The next batch as ``data`` yields it, re-iterating ``data`` when it runs out."""
         for attempt in range(2):
             if self._iter is None:
                 self._iter = iter(self._data)
             try:
-                return split_batch(next(self._iter), self.device, self.dtype)
+                return next(self._iter)
             except StopIteration:
                 self._iter = None
                 if attempt == 1:
@@ -211,3 +215,29 @@ class BatchStream:
             "data yielded no batch: pass a non-empty DataLoader or a re-iterable of batches "
             "(a generator can be iterated only once)"
         )
+
+    # ------------------------------------------------------------------ resuming
+    def restart(self, batches_drawn: int) -> None:
+        """Start the stream again from the beginning of ``data`` and skip ``batches_drawn``
+        batches: drawn from ``data`` (so its order advances as it did), neither moved to
+        the device nor scored. The stream is then where a stream that drew that many
+        batches was, provided ``data`` is the same and freshly made: its order must depend
+        only on its own seed (a ``spsa_mix.data.Batches`` or a ``DataLoader`` with a seeded
+        ``generator=``, built again as the first time), not on a generator shared with
+        anything else.
+
+        >>> import torch
+        >>> data = [(torch.full((1, 1), float(i)), torch.zeros(1)) for i in range(3)]
+        >>> s = BatchStream(data, device=torch.device("cpu"))
+        >>> s.restart(4)
+        >>> s.batches_drawn, float(s.next().args[0])
+        (4, 1.0)
+        """
+        if isinstance(batches_drawn, bool) or not isinstance(batches_drawn, int) or batches_drawn < 0:
+            raise ValueError(f"batches_drawn must be an integer >= 0, but got {batches_drawn!r}")
+        self._iter = None
+        self.batches_drawn = 0
+        if self._batch is None:
+            for _ in range(batches_drawn):
+                self._next_raw()
+        self.batches_drawn = batches_drawn

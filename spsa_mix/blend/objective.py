@@ -487,6 +487,43 @@ class BlendedObjective:
         """How many minibatches the objective has consumed (one per call)."""
         return 0 if self._stream is None else self._stream.batches_drawn
 
+    # ------------------------------------------------------------------ state (resuming a run)
+    def state_dict(self) -> dict[str, int]:
+        """The objective's state for a checkpoint (``minimize(..., checkpoint=...)``): the
+        number of minibatches drawn. Not the weights (see :meth:`blended_state_dict`).
+
+        >>> obj = BlendedObjective._example()
+        >>> _ = obj([0.5, 0.5]); obj.state_dict()
+        {'batches_drawn': 1}
+        """
+        return {"batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the minibatches where a run that drew ``state["batches_drawn"]`` left
+        them: the data is iterated again from its start and that many batches are skipped
+        without a forward pass (:meth:`BatchStream.restart
+        <spsa_mix.blend.batches.BatchStream.restart>`). Load it into an objective built
+        again on the same data, its order seeded as the first time: a shuffling
+        ``spsa_mix.data.Batches`` with a freshly seeded ``torch.Generator``, or a
+        ``DataLoader`` with a seeded ``generator=``; then the batches that follow are those
+        the interrupted run would have drawn.
+
+        >>> obj = BlendedObjective._example()
+        >>> obj.load_state_dict({"batches_drawn": 3}); obj.batches_drawn
+        3
+        """
+        if not isinstance(state, dict) or "batches_drawn" not in state:
+            raise ValueError(f"state must be a dict with 'batches_drawn' (a state_dict() of BlendedObjective), "
+                             f"but got {state!r:.100}")
+        n = state["batches_drawn"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"state['batches_drawn'] must be an integer >= 0, but got {n!r}")
+        if self._stream is None:
+            if n:
+                raise ValueError(f"state['batches_drawn'] is {n}, but this BlendedObjective has no data (data=None)")
+            return
+        self._stream.restart(n)
+
     # ------------------------------------------------------------------ checks
     def _check_points(self, points: ArrayLike, name: str = "points") -> tuple[FloatArray, bool]:
         """``(n, *point_shape)`` float64 points and whether one point was given (see

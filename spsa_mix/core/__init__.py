@@ -8,6 +8,7 @@
 * :mod:`~spsa_mix.core.updates`: gradient estimates, Adam and SGD as pure functions;
 * :mod:`~spsa_mix.core.optimizer`: the ask/tell classes that own the state;
 * :mod:`~spsa_mix.core.driver`: the run loop (budget, history, validation, faults);
+* :mod:`~spsa_mix.core.checkpoint`: the state file of a run, to resume it bit for bit;
 * :mod:`~spsa_mix.core.methods`: what a method is, and the registry (entry points for
   methods outside the core);
 * :mod:`~spsa_mix.core.minimize`: ``minimize``, its options and the built-in methods;

@@ -10,8 +10,12 @@ within one step:
 ``"gaussian"``
     standard normal on the (sub)space: ``E[u u^T] = P``.
 ``"rademacher"``
-    independent signs, Spall's classical SPSA; in the sum-zero subspace each row is
-    centred, so ``E[u u^T] = P`` still, but the entries are no longer plus or minus one.
+    independent signs, Spall's classical SPSA. In the sum-zero subspace each row of signs
+    is centred; a row whose ``k`` signs all agree would centre to zero (probability
+    ``q = 2^(1-k)``: half the rows at ``k = 2``, so half of the steps would spend two
+    evaluations on a zero estimate), so such rows are drawn again, and the centred row is
+    multiplied by ``sqrt(1 - q)`` so that ``E[u u^T] = P`` still (see below). The entries
+    are then no longer plus or minus one.
 
 :func:`estimator_scale` returns the factor ``c`` with ``c E[u u^T] = P``; multiplying the
 two-point estimate by it makes ``E[c (g.u) u] = P g`` (unbiased for the gradient with
@@ -30,8 +34,14 @@ and ``"normalized-gaussian"`` normalises the whole vector. The space is then
 
 * ``"gaussian"``: ``u = P z`` with ``z ~ N(0, I)``, so ``E[u u^T] = P P^T = P`` and ``c = 1``;
 * ``"rademacher"``: the blocks are independent with mean zero, so ``E[u u^T]`` is block
-  diagonal: ``(I - 11^T/k) E[s s^T] (I - 11^T/k) = I - 11^T/k`` for a centred row of signs
-  ``s`` and ``E[s s^T] = I_e`` for the extra signs: ``E[u u^T] = P`` and ``c = 1``;
+  diagonal. For a row, ``s`` uniform on the signs that are not all equal: the two constant
+  rows ``+-1`` carry probability ``q = 2^(1-k)`` of ``E[s s^T] = I``, so
+  ``E[s s^T | not constant] = (I - q 11^T) / (1 - q)``, and with ``C = I - 11^T/k``
+  (``C 1 = 0``) the row ``u = sqrt(1 - q) C s`` has ``E[u u^T] = C``. The extra signs have
+  ``E[s s^T] = I_e``: ``E[u u^T] = P`` and ``c = 1``. (Without the redraw, ``C s`` has
+  ``E = C`` too, but is zero with probability ``q``.) Every other moment of a row is
+  ``(1 - q)`` times that of the centred signs without the redraw (the constant rows
+  centre to zero), which :mod:`spsa_mix.variance.theory` uses;
 * ``"normalized-gaussian"``: ``P z`` is a standard normal vector of ``S`` (isotropic in
   it), so ``u = P z / |P z|`` is uniform on the unit sphere of ``S``, ``E[u u^T] = P / d``
   (the trace is ``E|u|^2 = 1``) and ``c = d``.
@@ -138,11 +148,13 @@ def sample_directions(
 
     size = (m, *shape)
     if kind == "rademacher":
-        u = np.where(rng.random(size) < 0.5, -1.0, 1.0)
+        u = _signs(rng, size)
+        if sum_zero:
+            u = _centred_signs(rng, u)
     else:
         u = rng.standard_normal(size)
-    if sum_zero:
-        u = project_sum_zero(u)
+        if sum_zero:
+            u = project_sum_zero(u)
     if kind == "normalized-gaussian":
         norms = np.sqrt(np.sum(u.reshape(m, -1) ** 2, axis=1))
         u = u / norms.reshape((m,) + (1,) * len(shape))
@@ -185,16 +197,43 @@ def _sample_domain(rng: np.random.Generator, m: int, domain: Domain, *, kind: st
         full[domain.n_weights :, basis.shape[1] :] = np.eye(extras)
         return _sample_orthogonal(rng, m, domain, full, kind=kind, sum_zero=sum_zero)
     size = (m, domain.size)
+    w = domain.n_weights
     if kind == "rademacher":
-        u = np.where(rng.random(size) < 0.5, -1.0, 1.0)
+        u = _signs(rng, size)
+        if sum_zero:
+            u[:, :w] = _centred_signs(rng, u[:, :w].reshape(m, *domain.simplex)).reshape(m, w)
     else:
         u = rng.standard_normal(size)
-    if sum_zero:
-        w = domain.n_weights
-        u[:, :w] = project_sum_zero(u[:, :w].reshape(m, *domain.simplex)).reshape(m, w)
+        if sum_zero:
+            u[:, :w] = project_sum_zero(u[:, :w].reshape(m, *domain.simplex)).reshape(m, w)
     if kind == "normalized-gaussian":
         u = u / np.sqrt(np.sum(u * u, axis=1, keepdims=True))
     return u
+
+
+def _signs(rng: np.random.Generator, size: tuple[int, ...]) -> NDArray[np.float64]:
+    """Independent signs, +1 or -1 with probability 1/2 each."""
+    return np.where(rng.random(size) < 0.5, -1.0, 1.0)
+
+
+def _centred_signs(rng: np.random.Generator, signs: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rows (last axis, ``k`` entries) of ``signs`` centred, those whose signs all agree
+    drawn again first, times ``sqrt(1 - 2^(1-k))`` (module docstring): ``E[u u^T] = I - 11^T/k``
+    and never a zero row. A row of one entry (``k = 1``) stays zero: it cannot move.
+
+    >>> u = _centred_signs(np.random.default_rng(0), np.ones((1000, 2)))
+    >>> bool(np.all(np.abs(u) == np.sqrt(0.5))), np.allclose(u.sum(axis=1), 0.0)
+    (True, True)
+    """
+    k = signs.shape[-1]
+    if k < 2:
+        return np.zeros_like(signs)
+    rows = signs.reshape(-1, k).copy()
+    constant = np.all(rows == rows[:, :1], axis=1)
+    while constant.any():  # each row again with probability 2^(1-k): at most twice on average
+        rows[constant] = _signs(rng, (int(constant.sum()), k))
+        constant = np.all(rows == rows[:, :1], axis=1)
+    return project_sum_zero(rows.reshape(signs.shape)) * math.sqrt(1.0 - 2.0 ** (1 - k))
 
 
 def _space_basis(shape: tuple[int, ...], sum_zero: bool) -> NDArray[np.float64]:

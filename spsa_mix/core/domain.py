@@ -43,7 +43,7 @@ from spsa_mix.core.simplex import (
     softmax,
     softmax_jvp,
 )
-from spsa_mix.core.validation import check_int, normalize_shape
+from spsa_mix.core.validation import check_int, check_real_array, normalize_shape
 
 __all__ = ["Domain"]
 
@@ -243,7 +243,7 @@ class Domain:
         """
         if self.simplex_only:
             return check_simplex_point(x, self.simplex, name=name)
-        arr = np.asarray(x, dtype=np.float64)
+        arr = check_real_array(x, name)
         if arr.shape != self.point_shape:
             raise ValueError(f"{name} must be a point of {self} of shape {self.point_shape} (the weights row by "
                              f"row, then {', '.join(self.names)}), but got shape {arr.shape}")

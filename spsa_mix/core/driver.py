@@ -14,7 +14,11 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
   :class:`~spsa_mix.core.errors.ObjectiveError` carries the partial result. The final
   evaluation that scores the returned point is no exception: a non-finite loss there
   ends the run with ``status=NONFINITE``, Ctrl-C with ``INTERRUPTED`` (``fun`` is then
-  the last step's estimate), an exception raises ``ObjectiveError``.
+  the last step's estimate), an exception raises ``ObjectiveError``; so does an exception
+  of the callback (other than ``StopIteration``), the steps done in its partial result;
+* with a :class:`~spsa_mix.core.checkpoint.Checkpoint`, restores a resumed run's
+  bookkeeping, history and objectives' states, takes a snapshot after every step (before
+  the callback) and writes it every ``checkpoint.every`` steps and when the run ends.
 
 The points are those of a :class:`~spsa_mix.core.domain.Domain`; with coordinates beside
 the simplex, ``res.x`` and the history's ``x`` are flat points, and the result (and the
@@ -29,6 +33,7 @@ count a backward pass as ``backward_cost`` (2 by default, GLUE section 4.1's
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -37,9 +42,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spsa_mix.core.checkpoint import Checkpoint, check_state_json, has_state
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError, ObjectiveError
 from spsa_mix.core.result import History, OptimizeResult, Status
+from spsa_mix.core.validation import real_array
 from spsa_mix.progress import require_tqdm
 
 __all__ = ["Run"]
@@ -50,6 +57,7 @@ FloatArray = NDArray[np.float64]
 
 _OBJECTIVE = "the objective"
 _VALIDATION = "val_objective"
+_CALLBACK = "the callback"
 
 
 class _ObjectiveFailed(Exception):
@@ -66,6 +74,20 @@ class _Stop(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _count(d: dict[str, Any], key: str) -> int:
+    value = d[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"run[{key!r}] must be an integer >= 0, but is {value!r}")
+    return value
+
+
+def _number(d: dict[str, Any], key: str) -> float:
+    value = d[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"run[{key!r}] must be a number, but is {value!r}")
+    return float(value)
 
 
 class Run:
@@ -88,6 +110,7 @@ class Run:
         show_progress_bar: bool = False,
         total_steps: int | None = None,
         backward_cost: float = 2.0,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.objective = objective
         self.domain = Domain.of(shape)
@@ -113,10 +136,16 @@ class Run:
         self._bad_checks = 0
         self._last_loss = math.nan
         self._limit = ""
+        self.checkpoint = checkpoint
+        self.resumed_from: int | None = None
+        self._method_state: Callable[[], Any] | None = None
+        self._snapshot: dict[str, Any] | None = None
+        if checkpoint is not None and checkpoint.loaded is not None:
+            self._restore(checkpoint.loaded)
         self._bar = None
         if show_progress_bar:  # asked for explicitly: no tqdm is an error, before any evaluation
             tqdm = require_tqdm("show_progress_bar=True")
-            self._bar = tqdm(total=total_steps, desc=method, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=self.nit, desc=method, unit="step", dynamic_ncols=True)
 
     # ------------------------------------------------------------------ budget
     def budget_allows(self, cost: float) -> bool:
@@ -156,10 +185,10 @@ class Run:
         if self.vectorized:
             self.cost += n
             out = self._call(self.objective, pts)
-            try:
-                losses = np.asarray(out, dtype=np.float64).reshape(-1)
-            except (TypeError, ValueError) as e:
-                raise self._bad_return(out, f"{n} losses") from e
+            arr = real_array(out)
+            if arr is None:
+                raise self._bad_return(out, f"{n} losses (numbers)")
+            losses = arr.reshape(-1)
             if losses.shape != (n,):
                 raise self._bad_return(out, f"{n} losses (one per row of the (n, ...) input)")
             self.nfev += n
@@ -178,7 +207,7 @@ class Run:
         """Loss and gradient with respect to alpha at one point (one forward, one backward)."""
         self._charge(1.0 + self.backward_cost)
         out = self._call(self.objective.value_and_grad, np.asarray(point, dtype=np.float64))  # type: ignore[attr-defined]
-        loss, grad = self._scalar(out[0]), np.asarray(out[1], dtype=np.float64)
+        loss, grad = self._scalar(out[0]), self._numbers(out[1], "a gradient of numbers")
         self.nfev += 1
         self.njev += 1
         self._check_finite(np.array([loss]), point[None])
@@ -189,7 +218,7 @@ class Run:
         m = tangents.shape[0]
         self._charge(1.0 + m)
         out = self._call(self.objective.jvp, np.asarray(point, dtype=np.float64), tangents)  # type: ignore[attr-defined]
-        loss, derivs = self._scalar(out[0]), np.asarray(out[1], dtype=np.float64).reshape(-1)
+        loss, derivs = self._scalar(out[0]), self._numbers(out[1], f"{m} directional derivatives").reshape(-1)
         self.nfev += 1
         self.njev += m
         self._check_finite(np.array([loss]), point[None])
@@ -204,18 +233,31 @@ class Run:
         except Exception as e:
             raise _ObjectiveFailed(f"{type(e).__name__}: {e}", source) from e
 
+    def _numbers(self, value: Any, expected: str) -> FloatArray:
+        arr = real_array(value)
+        if arr is None:
+            raise self._bad_return(value, expected)
+        return arr
+
     def _scalar(self, value: Any, source: str = _OBJECTIVE) -> float:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise self._bad_return(value, "one float", source) from e
+        """One loss: a real number (a NumPy scalar, a one-element array or tensor); a
+        string, a bool or ``None`` is refused, though NumPy would convert them."""
+        arr = real_array(value)
+        if arr is None:
+            raise self._bad_return(value, "one float", source)
         if arr.size != 1:
             hint = " (or pass vectorized=True for batched objectives)" if source == _OBJECTIVE else ""
             raise self._bad_return(value, "one float" + hint, source)
         return float(arr.reshape(()))
 
     def _bad_return(self, value: Any, expected: str, source: str = _OBJECTIVE) -> _ObjectiveFailed:
-        shape = getattr(np.asarray(value, dtype=object), "shape", None)
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            try:
+                shape = np.shape(np.asarray(value, dtype=object))
+            except Exception:  # a ragged list
+                shape = None
+        shape = None if shape is None else tuple(shape)
         return _ObjectiveFailed(
             f"{source} must return {expected}, but returned {type(value).__name__} of shape {shape}: {value!r:.200}",
             source,
@@ -245,6 +287,10 @@ class Run:
         if self.val_objective is not None and self.nit % self.val_every == 0:
             val = self.validate(x)
             self.history.set_last(val_loss=val)
+        if self.checkpoint is not None:  # the step is complete: what the callback does cannot undo it
+            self.take_snapshot()
+            if self.nit % self.checkpoint.every == 0:
+                self.save_checkpoint()
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{loss:.4g}", nfev=self.nfev, refresh=False)
@@ -254,12 +300,16 @@ class Run:
                 self.callback(info)
             except StopIteration:
                 raise _Stop(Status.CALLBACK, "the callback raised StopIteration") from None
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # the steps so far are kept in the partial result, as for the objective
+                raise _ObjectiveFailed(f"{type(e).__name__}: {e}", _CALLBACK) from e
         if self._bad_checks_exceeded():
-            raise _Stop(
-                Status.CONVERGED,
-                f"validation loss did not improve for {self.patience} checks "
-                f"(every {self.val_every} steps); best {self.best_val:.6g}",
-            )
+            raise _Stop(Status.CONVERGED, self._plateau_message())
+
+    def _plateau_message(self) -> str:
+        return (f"validation loss did not improve for {self.patience} checks (every {self.val_every} steps); "
+                f"best {self.best_val:.6g}")
 
     def validate(self, x: FloatArray) -> float:
         """Evaluate ``val_objective`` at ``x`` and track the best point (not budgeted)."""
@@ -286,18 +336,31 @@ class Run:
         final_eval: bool = True,
         known_fun: Callable[[FloatArray], float | None] | None = None,
         extra: Callable[[], dict[str, Any]] | None = None,
+        method_state: Callable[[], Any] | None = None,
     ) -> OptimizeResult:
         """Run ``loop(self)`` and build the result, whatever way the run ends.
 
         ``current_x`` gives the method's current answer at any time; ``known_fun(x)`` the
         objective at ``x`` if the method already evaluated it; otherwise, with
         ``final_eval`` (and the reserved budget), ``x`` is evaluated once more.
+        ``method_state()`` is the method's state after the last step, JSON values or
+        arrays, which a checkpoint saves (required with one; a resumed run's method has
+        restored it from ``self.checkpoint.method_state`` before calling this).
         """
+        if self.checkpoint is not None and method_state is None:
+            raise RuntimeError(f"internal error: {self.method} runs with a checkpoint but gave no method_state")
+        self._method_state = method_state
         status, message = Status.BUDGET, ""
         try:
+            if self.checkpoint is not None:
+                self.take_snapshot()  # the state before the first step (or as resumed): checked to be JSON now
             try:
-                if self.val_objective is not None:
+                if self.val_objective is not None and self.nval == 0:  # a resumed run has checked already
                     self.validate(current_x())
+                    if self.checkpoint is not None:
+                        self.take_snapshot()
+                if self._bad_checks_exceeded():  # a run resumed after its validation plateau stays stopped
+                    raise _Stop(Status.CONVERGED, self._plateau_message())
                 loop(self)
                 status, message = Status.BUDGET, self._limit or "finished"
             except _Stop as stop:
@@ -329,12 +392,16 @@ class Run:
         finally:
             if self._bar is not None:
                 self._bar.close()
+            if self._snapshot is not None:  # whatever way the run ended: the last complete step
+                self.save_checkpoint()
 
     def _objective_error(self, e: _ObjectiveFailed, x: FloatArray, extra: Callable[[], dict[str, Any]] | None,
                          *, final: bool = False) -> ObjectiveError:
         """The :class:`ObjectiveError` for ``e``, with the partial result at ``x``."""
         if e.source == _VALIDATION:
             where, after = f"at validation check {self.nval + 1}", f"after {self.nval} validation checks"
+        elif e.source == _CALLBACK:
+            where, after = f"after step {self.nit}", f"after step {self.nit}"
         else:
             where, after = f"at evaluation {self.nfev + 1}", f"after {self.nfev} evaluations"
         if final:
@@ -371,8 +438,77 @@ class Run:
             res["val_fun"], res["nval"] = self.best_val, self.nval
         if extra is not None:
             res.update(extra())
+        if self.resumed_from is not None:
+            res["resumed_from"] = self.resumed_from
         logger.info("%s finished: %s (fun=%.6g, nit=%d, nfev=%d)", self.method, message, res.fun, self.nit, self.nfev)
         return res
+
+    # ------------------------------------------------------------------ checkpoints
+    def _objectives(self) -> list[tuple[str, Any]]:
+        """The objectives whose state a checkpoint holds, by the key of their state."""
+        pairs = [("objective_state", self.objective), ("val_objective_state", self.val_objective)]
+        return [(key, obj) for key, obj in pairs if obj is not None]
+
+    def take_snapshot(self) -> None:
+        """Remember the state after the last complete step (what :meth:`save_checkpoint`
+        writes): the bookkeeping, the method's state and the objectives' states."""
+        assert self.checkpoint is not None and self._method_state is not None
+        first = self._snapshot is None
+        states: dict[str, Any] = {"objective_state": None, "val_objective_state": None}
+        for key, obj in self._objectives():
+            if has_state(obj):
+                name = "objective" if key == "objective_state" else "val_objective"
+                state = obj.state_dict()
+                states[key] = copy.deepcopy(check_state_json(state, f"{name}.state_dict()") if first else state)
+        self._snapshot = {
+            "run": {
+                "nit": self.nit, "nfev": self.nfev, "njev": self.njev, "cost": self.cost, "nval": self.nval,
+                "best_val": self.best_val, "best_val_x": self.best_val_x, "bad_checks": self._bad_checks,
+                "last_loss": self._last_loss,
+            },
+            "rows": len(self.history),
+            "method_state": self._method_state(),
+            **states,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write the last snapshot to the checkpoint file (atomically)."""
+        assert self.checkpoint is not None and self._snapshot is not None
+        self.checkpoint.save(self._snapshot, self.history.to_dict(self._snapshot["rows"]))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """The bookkeeping, history and objectives' states of a checkpoint's content."""
+        assert self.checkpoint is not None
+        ckpt = self.checkpoint
+        run = state["run"]
+        try:
+            self.nit, self.nfev, self.nval, self._bad_checks = (
+                _count(run, key) for key in ("nit", "nfev", "nval", "bad_checks"))
+            self.njev = _count(run, "njev")
+            self.cost = _number(run, "cost")
+            self.best_val = math.inf if run["best_val"] is None else _number(run, "best_val")
+            self._last_loss = math.nan if run["last_loss"] is None else _number(run, "last_loss")
+            self.best_val_x = None if run["best_val_x"] is None else np.asarray(run["best_val_x"], dtype=np.float64)
+            if self.best_val_x is not None and self.best_val_x.shape != self.shape:
+                raise ValueError(f"run['best_val_x'] must have shape {self.shape}, but has {self.best_val_x.shape}")
+            self.history = History.from_dict(state["history"])
+        except KeyError as e:
+            raise ckpt.error(f"run lacks the key {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ckpt.error(str(e)) from None
+        if len(self.history) != self.nit:
+            raise ckpt.error(f"the history has {len(self.history)} rows for {self.nit} steps")
+        for key, obj in self._objectives():
+            saved = state[key]
+            name = "objective" if key == "objective_state" else "val_objective"
+            if has_state(obj) != (saved is not None):
+                held = "holds" if saved is not None else "does not hold"
+                has = "has" if has_state(obj) else "has no"
+                raise ckpt.error(f"it {held} a state of the {name}, but this {name} ({type(obj).__name__}) {has} "
+                                 "state_dict()/load_state_dict()")
+            if saved is not None:
+                obj.load_state_dict(saved)
+        self.resumed_from = self.nit
 
     def _point_fields(self, x: FloatArray) -> dict[str, Any]:
         """``x`` (a copy), and ``alpha`` and ``extras`` when the domain has extra coordinates."""

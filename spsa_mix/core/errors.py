@@ -36,7 +36,8 @@ class NonFiniteLossError(ValueError):
 
 
 class ObjectiveError(RuntimeError):
-    """The objective raised; ``partial_result`` holds everything computed before that.
+    """The objective (or ``val_objective``, or the callback: the message says which)
+    raised; ``partial_result`` holds everything computed before that.
 
     The original exception is chained as ``__cause__``.
     """

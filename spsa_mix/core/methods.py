@@ -63,7 +63,12 @@ class MethodSpec:
     one step spends; ``domains`` says whether it optimises coordinates beside the simplex
     (then, for such a ``k``, ``shape`` is the :class:`~spsa_mix.core.domain.Domain` and the
     objective takes its flat points; ``minimize`` refuses such a ``k`` for the others, which
-    always get the shape of the simplex weights).
+    always get the shape of the simplex weights); ``resumable`` says whether it takes
+    ``checkpoint=`` (then ``run_kwargs["checkpoint"]`` is a
+    :class:`~spsa_mix.core.checkpoint.Checkpoint`, or ``None``, which its
+    :class:`~spsa_mix.core.driver.Run` takes with the other ``run_kwargs``: the method
+    restores its own state from ``checkpoint.method_state`` when resuming and gives
+    ``method_state=`` to :meth:`Run.execute <spsa_mix.core.driver.Run.execute>`).
     """
 
     name: str
@@ -73,6 +78,7 @@ class MethodSpec:
     cost_per_step: Callable[[dict[str, Any]], float] = lambda opts: 1.0
     description: str = ""
     domains: bool = False
+    resumable: bool = False
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from spsa_mix.core.checkpoint import Checkpoint
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.driver import Run
 from spsa_mix.core.methods import MethodSpec, lookup_method, register_method
@@ -53,6 +55,7 @@ from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, Sim
 from spsa_mix.core.result import OptimizeResult
 from spsa_mix.core.schedules import schedule_spec
 from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng
+from spsa_mix.io import to_jsonable
 
 __all__ = ["minimize", "check_method", "planned_steps", "OPTION_NAMES", "DEFAULT_MAXITER"]
 
@@ -62,8 +65,9 @@ DEFAULT_MAXITER = 1000  # steps, when neither max_evals nor maxiter is given
 # method option (OPTION_NAMES, derived below).
 _RUN_ARGUMENTS = frozenset({
     "objective", "k", "method", "max_evals", "maxiter", "seed", "rng", "vectorized", "callback",
-    "val_objective", "val_every", "patience", "final_eval", "show_progress_bar",
+    "val_objective", "val_every", "patience", "final_eval", "show_progress_bar", "checkpoint", "checkpoint_every",
 })
+DEFAULT_CHECKPOINT_EVERY = 10  # steps between two writes of the state file
 
 
 def minimize(
@@ -97,6 +101,8 @@ def minimize(
     initial_state: dict[str, Any] | None = None,
     backward_cost: float | None = None,
     show_progress_bar: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     options: dict[str, Any] | None = None,
 ) -> OptimizeResult:
     """Minimise ``objective(alpha)`` over the probability simplex (or several), optionally
@@ -158,6 +164,23 @@ def minimize(
         What a backward pass counts in the budget for ``method="backprop"`` (default 2).
     show_progress_bar:
         A tqdm bar over steps; without tqdm (an optional dependency) a ``ValueError``.
+    checkpoint, checkpoint_every:
+        A path for the run's state file (:mod:`spsa_mix.core.checkpoint`: JSON, no
+        pickle). If the file exists the run resumes from it, and ``res.resumed_from`` is
+        the number of steps it held; otherwise the run starts from the beginning. The state
+        is written atomically every ``checkpoint_every`` steps and when the run ends,
+        whatever way (budget, callback, non-finite loss, Ctrl-C, an error of the
+        objective), so a killed process loses at most ``checkpoint_every`` steps; the
+        resumed run is the uninterrupted one, bit for bit (for the Nevergrad and Optuna
+        methods by replaying the library's asks with the recorded losses). The method,
+        ``k``, the options, ``vectorized``, ``final_eval``, the validation settings and
+        the generator (``seed`` or ``rng``; leave both out to use the file's) must be those
+        of the run that wrote the file, else ``ValueError`` naming the setting; a larger
+        ``max_evals`` or ``maxiter`` continues the run further (the schedules keep the
+        original run's plan), a smaller one is refused. An objective (or
+        ``val_objective``) with ``state_dict()`` and ``load_state_dict()`` has its state
+        saved and restored too (a :class:`~spsa_mix.blend.BlendedObjective`: the
+        minibatches drawn).
     options:
         A dict of method-specific settings (methods outside the core).
 
@@ -168,7 +191,8 @@ def minimize(
         plus ``state`` for the built-in methods and ``val_fun, nval`` with validation;
         with extra coordinates, ``x`` (and the history's ``x``) is the flat point and the
         result also carries ``alpha`` (the weights, shaped ``domain.simplex``) and
-        ``extras`` (a dict, name -> value).
+        ``extras`` (a dict, name -> value); ``resumed_from`` (steps the checkpoint held)
+        for a run resumed from a ``checkpoint``.
         Stops on a non-finite loss (``status=NONFINITE``, ``success=False``) keeping the
         last finite iterate; Ctrl-C returns the result so far (``status=INTERRUPTED``);
         both apply to the final evaluation too (``fun`` is then the last step's estimate).
@@ -178,8 +202,8 @@ def minimize(
     ValueError
         For a bad argument, naming it and the value received.
     ObjectiveError
-        If the objective (or ``val_objective``, which the message names) raises;
-        ``.partial_result`` holds the steps completed.
+        If the objective (or ``val_objective``, or the callback, which the message names)
+        raises; ``.partial_result`` holds the steps completed.
     """
     arguments = dict(locals())  # before any other name is bound
     given = {name: arguments[name] for name in OPTION_NAMES if arguments[name] is not None}
@@ -205,6 +229,10 @@ def minimize(
 
     _reject_unused_options(spec, method, given)
     _reject_domain(spec, method, domain)
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if checkpoint is not None and not spec.resumable:
+        raise ValueError(f"method {method!r} cannot resume a run (its MethodSpec has resumable=False), so it takes "
+                         f"no checkpoint, but got checkpoint={checkpoint!r}")
     if backward_cost is not None:
         backward_cost = check_positive(backward_cost, "backward_cost")
 
@@ -217,9 +245,25 @@ def minimize(
         show_progress_bar=show_progress_bar, total_steps=total_steps,
         backward_cost=backward_cost if backward_cost is not None else 2.0,
     )
+    if checkpoint is not None:
+        fingerprint = {
+            "method": method, "k": domain.to_dict(), "options": _jsonable_options(given), "vectorized": vectorized,
+            "final_eval": final_eval, "val_objective": val_objective is not None, "val_every": val_every,
+            "patience": patience, "seed": seed,
+        }
+        run_kwargs["checkpoint"], generator = Checkpoint.open(
+            checkpoint, every=checkpoint_every, fingerprint=fingerprint,
+            budget={"max_evals": max_evals, "maxiter": maxiter}, rng=generator,
+            rng_given=seed is not None or rng is not None)
     shape = domain.simplex if domain.simplex_only else domain  # methods without extra coordinates get a shape
     return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
                     total_steps=total_steps, **given)
+
+
+def _jsonable_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The options as a checkpoint's fingerprint holds them (a callable schedule by its
+    name only: it cannot be compared)."""
+    return {name: "callable" if callable(value) else to_jsonable(value) for name, value in given.items()}
 
 
 def _reject_unused_options(spec: MethodSpec, method: str, given: dict[str, Any]) -> None:
@@ -294,10 +338,15 @@ _RESTORED = ("lr", "betas", "eps", "update", "momentum", "mu", "m", "directions"
 
 
 def _build(cls: type, shape: tuple[int, ...] | Domain, rng: np.random.Generator, total_steps: int | None,
-           opts: dict[str, Any]) -> Any:
+           opts: dict[str, Any], checkpoint: Checkpoint | None) -> Any:
     state = opts.pop("initial_state", None)
     opt = cls(shape, rng=rng, total_steps=total_steps if total_steps else None, **opts)
-    if state is not None:
+    if checkpoint is not None and checkpoint.loaded is not None:  # the fingerprint matched: options agree
+        try:
+            opt.load_state_dict(checkpoint.method_state)
+        except ValueError as e:
+            raise checkpoint.error(f"its method_state is not a state of {cls.__name__}: {e}") from None
+    elif state is not None:
         opt.load_state_dict(state)
         _refuse_conflicts(opt, opts)
     return opt
@@ -337,7 +386,7 @@ def _same(given: Any, restored: Any) -> bool:
 
 def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,
               run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None, **opts: Any) -> OptimizeResult:
-    opt = _build(SimplexSPSA, shape, rng, total_steps, opts)
+    opt = _build(SimplexSPSA, shape, rng, total_steps, opts, run_kwargs.get("checkpoint"))
     run = Run(objective, shape, **run_kwargs)
 
     def loop(run: Run) -> None:
@@ -347,14 +396,14 @@ def _run_spsa(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *,
             run.record_step(opt.x, info.loss, mu=info.mu, lr=info.lr, grad_norm=info.grad_norm)
 
     return run.execute(loop, current_x=lambda: opt.x, final_eval=final_eval,
-                       extra=lambda: {"state": opt.state_dict()})
+                       extra=lambda: {"state": opt.state_dict()}, method_state=opt.state_dict)
 
 
 def _run_forward_grad(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,
                       run_kwargs: dict[str, Any], final_eval: bool, total_steps: int | None,
                       **opts: Any) -> OptimizeResult:
     _require_attr(objective, "jvp", "forward-grad")
-    opt = _build(SimplexForwardGradient, shape, rng, total_steps, opts)
+    opt = _build(SimplexForwardGradient, shape, rng, total_steps, opts, run_kwargs.get("checkpoint"))
     run = Run(objective, shape, **run_kwargs)
 
     def loop(run: Run) -> None:
@@ -365,7 +414,7 @@ def _run_forward_grad(objective: Callable[..., Any], shape: tuple[int, ...] | Do
             run.record_step(opt.x, info.loss, lr=info.lr, grad_norm=info.grad_norm)
 
     return run.execute(loop, current_x=lambda: opt.x, final_eval=final_eval,
-                       extra=lambda: {"state": opt.state_dict()})
+                       extra=lambda: {"state": opt.state_dict()}, method_state=opt.state_dict)
 
 
 def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, rng: np.random.Generator,
@@ -373,7 +422,7 @@ def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...] | Domain
                   **opts: Any) -> OptimizeResult:
     _require_attr(objective, "value_and_grad", "backprop")
     opts.pop("backward_cost", None)  # used by the Run
-    opt = _build(SimplexGradient, shape, rng, total_steps, opts)
+    opt = _build(SimplexGradient, shape, rng, total_steps, opts, run_kwargs.get("checkpoint"))
     run = Run(objective, shape, **run_kwargs)
     step_cost = 1.0 + run.backward_cost
 
@@ -384,7 +433,7 @@ def _run_backprop(objective: Callable[..., Any], shape: tuple[int, ...] | Domain
             run.record_step(opt.x, info.loss, lr=info.lr, grad_norm=info.grad_norm)
 
     return run.execute(loop, current_x=lambda: opt.x, final_eval=final_eval,
-                       extra=lambda: {"state": opt.state_dict()})
+                       extra=lambda: {"state": opt.state_dict()}, method_state=opt.state_dict)
 
 
 def _require_attr(objective: Any, name: str, method: str) -> None:
@@ -405,15 +454,15 @@ _RESUMABLE = frozenset({"initial_state"})  # the built-in runners restore a stat
 register_method(MethodSpec(
     "spsa", _run_spsa, _constructor_options(SimplexSPSA) | _RESUMABLE,
     cost_per_step=lambda o: 2.0 * _m_of(o), description="two-point SPSA with Adam on softmax logits (GLUE)",
-    domains=True,
+    domains=True, resumable=True,
 ))
 register_method(MethodSpec(
     "forward-grad", _run_forward_grad, _constructor_options(SimplexForwardGradient) | _RESUMABLE,
     cost_per_step=lambda o: 1.0 + _m_of(o), description="forward-gradient (jvp) estimator with Adam",
-    domains=True,
+    domains=True, resumable=True,
 ))
 register_method(MethodSpec(
     "backprop", _run_backprop, _constructor_options(SimplexGradient) | _RESUMABLE | {"backward_cost"},
     cost_per_step=lambda o: 1.0 + float(o.get("backward_cost", 2.0)),
-    description="exact gradients through the softmax with Adam (GLUE Config 3)", domains=True,
+    description="exact gradients through the softmax with Adam (GLUE Config 3)", domains=True, resumable=True,
 ))

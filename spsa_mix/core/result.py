@@ -129,6 +129,50 @@ class History:
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {key: np.asarray(column) for key, column in self._rows.items()}
 
+    def to_dict(self, n: int | None = None) -> dict[str, Any]:
+        """The first ``n`` rows (default all) as JSON values, for a checkpoint:
+        ``{"rows": n, "columns": {key: [...]}}``, arrays as lists and NaN as ``None``;
+        :meth:`from_dict` inverts it (floats exactly: JSON keeps their ``repr``).
+
+        >>> h = History()
+        >>> h.append(step=0, x=np.array([0.25, 0.75]), loss=0.5)
+        >>> h.set_last(val_loss=0.125)
+        >>> h.append(step=1, x=np.array([0.5, 0.5]), loss=0.25)
+        >>> d = h.to_dict()
+        >>> d["columns"]["val_loss"]
+        [0.125, None]
+        >>> back = History.from_dict(d).as_arrays()
+        >>> back["x"].tolist(), back["val_loss"].tolist()
+        ([[0.25, 0.75], [0.5, 0.5]], [0.125, nan])
+        """
+        n = self._n if n is None else n
+        if not 0 <= n <= self._n:
+            raise ValueError(f"n must be in [0, {self._n}], but got {n!r}")
+        return {"rows": n, "columns": {key: to_jsonable(column[:n]) for key, column in self._rows.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, name: str = "history") -> History:
+        """The history of :meth:`to_dict`'s output (``None`` entries become NaN, lists
+        arrays); a malformed ``d`` raises ``ValueError`` naming ``name``."""
+        if not isinstance(d, dict) or not isinstance(d.get("rows"), int) or not isinstance(d.get("columns"), dict):
+            raise ValueError(f"{name} must be a dict with an integer 'rows' and a dict 'columns', but got {d!r:.100}")
+        h = cls()
+        h._n = d["rows"]
+        for key, column in d["columns"].items():
+            if not isinstance(column, list) or len(column) != h._n:
+                raise ValueError(f"{name}['columns'][{key!r}] must be a list of {h._n} values, but got {column!r:.100}")
+            h._rows[key] = [_from_json(v) for v in column]
+        return h
+
+
+def _from_json(v: Any) -> Any:
+    """A history entry back from JSON: ``None`` is NaN, a list a float array."""
+    if v is None:
+        return np.nan
+    if isinstance(v, list):
+        return np.asarray([np.nan if e is None else e for e in v] if None in v else v, dtype=np.float64)
+    return v
+
 
 def _short(v: Any) -> str:
     if isinstance(v, dict):

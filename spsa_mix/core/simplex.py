@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from spsa_mix.core.validation import check_real_array
+
 __all__ = [
     "softmax",
     "logits_from_simplex",
@@ -131,7 +133,7 @@ def check_simplex_point(
     ...
     ValueError: x0 must sum to 1 (one simplex per row), but row 0 sums to 1.1: [0.5, 0.6]
     """
-    arr = np.asarray(x, dtype=np.float64)
+    arr = check_real_array(x, name)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, but got shape {arr.shape}: {_show(arr)}")
     if not np.all(np.isfinite(arr)):

@@ -72,17 +72,26 @@ def adam_update(
         v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2, \\quad
         \\theta_t = \\theta_{t-1} - \\eta \\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon}
 
+    With ``eps=0`` (allowed, as in ``torch.optim.Adam``) a coordinate whose gradients have
+    all been zero (or so small that their squares underflow) has ``sqrt(v_hat) + eps = 0``;
+    it takes no step, where the formula would give ``0 / 0 = nan``.
+
     >>> p, s = adam_update(np.zeros(1), np.ones(1), AdamState(np.zeros(1), np.zeros(1), 0),
     ...                    lr=0.1, beta1=0.9, beta2=0.99, eps=0.0)
     >>> p.tolist(), s.step
     ([-0.1], 1)
+    >>> adam_update(np.ones(2), np.zeros(2), AdamState(np.zeros(2), np.zeros(2), 0),
+    ...             lr=0.1, beta1=0.9, beta2=0.99, eps=0.0)[0].tolist()
+    [1.0, 1.0]
     """
     t = state.step + 1
     exp_avg = beta1 * state.exp_avg + (1.0 - beta1) * grad
     exp_avg_sq = beta2 * state.exp_avg_sq + (1.0 - beta2) * grad * grad
     m_hat = exp_avg / (1.0 - beta1**t)
     v_hat = exp_avg_sq / (1.0 - beta2**t)
-    new_param = param - lr * m_hat / (np.sqrt(v_hat) + eps)
+    denom = np.sqrt(v_hat) + eps
+    step = np.divide(m_hat, denom, out=np.zeros_like(m_hat), where=denom > 0)  # 0 where no gradient yet (eps=0)
+    new_param = param - lr * step
     return new_param, AdamState(exp_avg, exp_avg_sq, t)
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "check_probability",
+    "real_array",
+    "check_real_array",
     "normalize_shape",
     "normalize_rng",
 ]
@@ -140,6 +142,52 @@ def check_array(value: Any, name: str, shape: tuple[int, ...], *, nonnegative: b
         raise ValueError(f"{name} must be finite, but got {np.array2string(arr.ravel(), threshold=8)}")
     if nonnegative and (arr < 0).any():
         raise ValueError(f"{name} must be >= 0, but got {np.array2string(arr.ravel(), threshold=8)}")
+    return arr
+
+
+def real_array(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 array if it holds real numbers only, else ``None``: a string,
+    bytes, a bool, ``None``, or an array of any of them (or of complex numbers) is not a
+    number here, though NumPy would convert several of them (``"0.5"``, ``True``, ``None``
+    as NaN).
+
+    >>> real_array([1, 2.5]).tolist(), real_array(np.float32(0.5)).tolist()
+    ([1.0, 2.5], 0.5)
+    >>> real_array("0.5"), real_array(True), real_array([None, 1.0]), real_array(["a"])
+    (None, None, None, None)
+    """
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+        return None
+    try:
+        arr = np.asarray(value)
+    except Exception:  # e.g. a tensor that requires grad, a ragged list
+        return None
+    if arr.dtype.kind == "O":
+        if not all(_is_real(v) for v in arr.flat):
+            return None
+    elif arr.dtype.kind not in "iuf":
+        return None
+    try:
+        return arr.astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def check_real_array(value: Any, name: str) -> np.ndarray:
+    """:func:`real_array` of ``value``, or a ``ValueError`` naming ``name``.
+
+    >>> check_real_array("abc", "x0")
+    Traceback (most recent call last):
+    ...
+    ValueError: x0 must be an array of numbers, but got str: 'abc'
+    """
+    arr = real_array(value)
+    if arr is None:
+        raise ValueError(f"{name} must be an array of numbers, but got {type(value).__name__}: {value!r:.100}")
     return arr
 
 

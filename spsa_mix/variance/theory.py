@@ -11,8 +11,12 @@ distribution decide everything (derivations in ``docs/variance.md``):
 * ``E[u u^T] = kappa P``: ``kappa = 1/d`` on the unit sphere, ``1`` for Gaussian and
   Rademacher directions (projected or not);
 * ``E[(h.u)^2 |u|^2] = M |h|^2`` for every ``h`` in ``S``: ``M = 1/d`` (sphere),
-  ``d + 2`` (Gaussian), ``d`` (Rademacher signs in the full space) and ``d + 2/k``
-  (Rademacher signs projected onto the sum-zero subspace, rows of ``k`` entries).
+  ``d + 2`` (Gaussian), ``d`` (Rademacher signs in the full space) and
+  ``d - (k - 1) + (1 - q) (k - 1 + 2/k)`` with ``q = 2^(1-k)`` (Rademacher signs in the
+  sum-zero subspace, rows of ``k`` entries: ``sample_directions`` draws a row whose signs
+  all agree again and scales the centred row by ``sqrt(1 - q)``, which multiplies the
+  fourth moments within a row by ``1 - q``; centred signs without that would give
+  ``d + 2/k``).
 
 Then, for ``m`` i.i.d. directions, ``E[g_bar] = c kappa h``, the bias is
 ``(c kappa - 1) h``, ``Var = tr Cov(g_bar) = c^2 (M - kappa^2) |h|^2 / m`` and
@@ -119,8 +123,8 @@ def direction_moments(kind: str, shape: tuple[int, ...] | int, *, sum_zero: bool
     --------
     >>> direction_moments("gaussian", 5, sum_zero=True)
     DirectionMoments(dim=4, second=1.0, fourth=6.0)
-    >>> direction_moments("rademacher", (2, 5), sum_zero=True).fourth  # d + 2/k
-    8.4
+    >>> direction_moments("rademacher", (2, 5), sum_zero=True).fourth  # d - 4 + (1 - 1/16) (4 + 2/5)
+    8.125
     """
     _check_kind(kind)
     shp = normalize_shape(shape)
@@ -129,8 +133,11 @@ def direction_moments(kind: str, shape: tuple[int, ...] | int, *, sum_zero: bool
         return DirectionMoments(d, 1.0 / d, 1.0 / d)
     if kind == "gaussian":
         return DirectionMoments(d, 1.0, d + 2.0)
-    fourth = d + 2.0 / shp[-1] if sum_zero else float(d)
-    return DirectionMoments(d, 1.0, fourth)
+    if not sum_zero:
+        return DirectionMoments(d, 1.0, float(d))
+    k = shp[-1]
+    q = 2.0 ** (1 - k)  # the probability of a row of equal signs, drawn again (sample_directions)
+    return DirectionMoments(d, 1.0, d - (k - 1) + (1.0 - q) * (k - 1 + 2.0 / k))
 
 
 def _check_scale(scale: float) -> float:
@@ -297,6 +304,7 @@ def mu_bias_leading(
     mu: float,
     trace_term: ArrayLike,
     cube_terms: ArrayLike | None = None,
+    row_trace_term: ArrayLike | None = None,
 ) -> FloatArray:
     """Leading ``O(mu^2)`` part of ``E[g_bar]`` due to the central difference.
 
@@ -307,8 +315,15 @@ def mu_bias_leading(
     * Gaussian: ``E[T[u,u,u] u] = 3 P t``, ``t_e = sum_j T[b_j, b_j, e]`` over an
       orthonormal basis ``b_j`` of ``S`` (``trace_term``);
     * unit sphere: ``3 P t / (d (d + 2))``;
-    * Rademacher: ``3 P t - 2 sum_f T[p_f, p_f, p_f] p_f``, ``p_f = P e_f`` the columns
-      of ``P`` (``cube_terms[f] = T[p_f, p_f, p_f]``, flat index ``f``).
+    * Rademacher in the full space: ``3 P t - 2 sum_f T[p_f, p_f, p_f] p_f``, ``p_f = P e_f``
+      the columns of ``P`` (``cube_terms[f] = T[p_f, p_f, p_f]``, flat index ``f``);
+    * Rademacher in the sum-zero subspace, as ``sample_directions`` draws them (rows of
+      equal signs drawn again, rows scaled by ``sqrt(1 - q)``, ``q = 2^(1-k)``): the fourth
+      moments within a row are ``1 - q`` times those of centred signs, those across two rows
+      unchanged, so ``3 P t - 3 q P t_row - 2 (1 - q) sum_f T[p_f, p_f, p_f] p_f`` with
+      ``t_row`` the part of ``t`` within each row (``row_trace_term``: ``t_row[e] = sum_j
+      T[b_j, b_j, e]`` over the basis vectors ``b_j`` of the row of ``e``); for one simplex
+      (one row) ``t_row = t``, and it need not be given.
 
     ``m`` does not enter (every direction has the same mean).
     :func:`spsa_mix.variance.problems.third_derivative_terms` computes ``t`` and the cubes
@@ -337,5 +352,16 @@ def mu_bias_leading(
         if cubes.shape != (n,):
             raise ValueError(f"cube_terms must have shape ({n},), but got shape {cubes.shape}")
         # sum_f cubes_f * P e_f  ==  P @ cubes  (P symmetric)
-        moment = moment - 2.0 * project(cubes.reshape(shp), sum_zero=sum_zero)
+        cube_part = 2.0 * project(cubes.reshape(shp), sum_zero=sum_zero)
+        if not sum_zero:
+            moment = moment - cube_part
+        else:
+            q = 2.0 ** (1 - shp[-1])
+            if row_trace_term is None and n != shp[-1]:
+                raise ValueError(f"kind='rademacher' with sum_zero=True on {n // shp[-1]} rows needs row_trace_term "
+                                 "(the part of trace_term within each row)")
+            t_row = t if row_trace_term is None else np.asarray(row_trace_term, dtype=np.float64)
+            if t_row.shape != shp:
+                raise ValueError(f"row_trace_term must have shape {shp}, but got shape {t_row.shape}")
+            moment = moment - 3.0 * q * project(t_row, sum_zero=True) - (1.0 - q) * cube_part
     return c * mu * mu / 6.0 * moment

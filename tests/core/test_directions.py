@@ -134,3 +134,31 @@ def test_a_simplex_only_domain_draws_exactly_as_its_shape(kind):
         b = sample_directions(np.random.default_rng(5), 3, shape, kind=kind)
         np.testing.assert_array_equal(a, b)
         assert estimator_scale(kind, Domain(shape), True) == estimator_scale(kind, shape, True)
+
+
+# ---------------------------------------------------------------- no zero Rademacher rows (issue 13, item 7)
+@pytest.mark.parametrize("shape", [(2,), (3,), (4,), (3, 2), Domain(2, positive=1), Domain((2, 3), real=1)])
+def test_sum_zero_rademacher_rows_are_never_zero_and_keep_the_projector(shape):
+    """Centred signs vanish in a row whose k signs agree (probability 2^(1-k): half the
+    steps at k = 2); such rows are drawn again, and the row is scaled by sqrt(1 - 2^(1-k))
+    so that E[u u^T] is still the projector (Monte Carlo, 200k draws)."""
+    n = 200_000
+    u = sample_directions(np.random.default_rng(7), n, shape, kind="rademacher")
+    domain = Domain.of(shape)
+    flat = u.reshape(n, -1)
+    rows = flat[:, : domain.n_weights].reshape(n, -1, domain.k)
+    assert np.abs(rows).sum(axis=-1).min() > 0  # no zero row, ever
+    np.testing.assert_allclose(rows.sum(axis=-1), 0.0, atol=1e-12)
+    P = _projector(domain, True) if not domain.simplex_only else np.kron(
+        np.eye(domain.n_weights // domain.k), np.eye(domain.k) - 1.0 / domain.k)
+    second = flat.T @ flat / n * estimator_scale("rademacher", shape, True)
+    np.testing.assert_allclose(second, P, atol=0.01)
+    g = np.random.default_rng(8).standard_normal(flat.shape[1])
+    est = (flat @ g)[:, None] * flat  # c (g.u) u with c = 1: unbiased for P g
+    np.testing.assert_allclose(est.mean(axis=0), P @ g, atol=0.03 * np.linalg.norm(g))
+
+
+def test_k2_sum_zero_rademacher_is_the_one_direction_of_the_plane():
+    u = sample_directions(np.random.default_rng(0), 1000, (2,), kind="rademacher")
+    np.testing.assert_array_equal(np.abs(u), np.sqrt(0.5))  # +-(1, -1) / sqrt(2), never 0
+    assert 400 < int((u[:, 0] > 0).sum()) < 600

@@ -408,3 +408,66 @@ def test_a_callable_schedule_must_be_given_again_to_resume():
         spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state)
     res = spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state, lr_schedule=halve)
     np.testing.assert_allclose(res.history["lr"], 0.01 * 0.5 ** np.arange(3, 6))
+
+
+# ---------------------------------------------------------------- what the objective and the callback return (issue 13, item 10)
+@pytest.mark.parametrize("value", ["0.5", True, np.bool_(False), None, b"1", 1 + 2j, [None]])
+def test_an_objective_returning_something_other_than_a_number_is_refused(value):
+    with pytest.raises(ObjectiveError, match=r"the objective must return one float, but returned "
+                                             + type(value).__name__):
+        spsa_mix.minimize(lambda a: value, k=2, maxiter=2, seed=0)
+    with pytest.raises(ObjectiveError, match=r"the objective must return 2 losses \(numbers\)"):
+        spsa_mix.minimize(lambda pts: [value] * len(pts), k=2, maxiter=2, seed=0, vectorized=True)
+
+
+def test_numbers_of_every_kind_are_losses():
+    for value in [1, 0.5, np.float32(0.5), np.int64(1), np.array(0.5), [0.5], np.array([0.5], dtype=object)]:
+        assert spsa_mix.minimize(lambda a, v=value: v, k=2, maxiter=2, seed=0).success
+
+
+def test_x0_and_tell_name_what_is_not_a_number():
+    with pytest.raises(ValueError, match=r"x0 must be an array of numbers, but got str: 'abc'"):
+        spsa_mix.minimize(lambda a: 0.0, k=3, x0="abc", maxiter=2)
+    with pytest.raises(ValueError, match=r"x0 must be an array of numbers, but got list: \['a', 'b', 'c', 'd'\]"):
+        spsa_mix.minimize(lambda a: 0.0, k=spsa_mix.Domain(3, positive=1), x0=list("abcd"), maxiter=2)
+    with pytest.raises(ValueError, match=r"x0 must be an array of numbers, but got str"):
+        spsa_mix.minimize(lambda a: 0.0, k=3, x0="abc", method="optuna:random", max_evals=2)
+    opt = spsa_mix.SimplexSPSA(2, seed=0)
+    opt.ask()
+    for losses in (["a", "b"], [None, 1.0], [True, False], ["0.5", "0.1"]):
+        with pytest.raises(ValueError, match=r"tell\(\) expects 2 losses as numbers, but got list"):
+            opt.tell(losses)
+    opt.tell([1.0, 0.5])  # the refusals left the pending probes
+    grad = spsa_mix.SimplexGradient(2)
+    grad.ask()
+    with pytest.raises(ValueError, match=r"tell\(\) expects a gradient of numbers, but got list"):
+        grad.tell(0.0, ["a", "b"])
+
+
+def test_a_callback_raising_keeps_the_finished_steps_in_the_partial_result():
+    q = Quadratic.random(3, rng=0)
+
+    def callback(info):
+        if info.nit == 4:
+            raise RuntimeError("plot window closed")
+
+    with pytest.raises(ObjectiveError, match=r"the callback raised after step 4 of method 'spsa': RuntimeError: plot "
+                                             r"window closed \(the 4 steps completed are in \.partial_result\)") as e:
+        spsa_mix.minimize(q, k=3, maxiter=10, seed=0, callback=callback)
+    partial = e.value.partial_result
+    assert partial.status is Status.ERROR and partial.nit == 4 and len(partial.history["loss"]) == 4
+    assert isinstance(e.value.__cause__, RuntimeError)
+    full = spsa_mix.minimize(q, k=3, maxiter=4, seed=0, final_eval=False)
+    np.testing.assert_array_equal(partial.x, full.x)
+
+
+def test_the_radius_biases_a_learned_scale_by_order_mu_squared_and_a_decaying_radius_removes_it():
+    # What docs/directions.md says ("When to change it"): SPSA settles where the smoothed
+    # gradient vanishes, O(mu^2) from the optimum; for a learned scale most of it comes from
+    # the logits' radius, so a smaller radius for the scale alone would not remove it.
+    p = ScaledQuadratic.random(5, rng=0, s_star=3.0)
+    kw = dict(k=p.domain, maxiter=1000, lr=0.05, lr_schedule="cosine", seed=0, vectorized=True, final_eval=False)
+    s = {name: spsa_mix.minimize(p, **kw, **extra).extras["scale"] for name, extra in [
+        ("mu=0.05", {}), ("mu=0.01", dict(mu=0.01)), ("cosine", dict(mu_schedule="cosine"))]}
+    assert s["mu=0.05"] < 3.0 - 0.01  # about -0.7 %
+    assert abs(s["mu=0.01"] - 3.0) < 0.003 and abs(s["cosine"] - 3.0) < 0.002

@@ -47,4 +47,4 @@ def test_errors_holds_the_exceptions_and_validation_the_checks():
     assert errors.__all__ == ["NonFiniteLossError", "ObjectiveError"]
     assert not any(name.startswith(("check_", "normalize_")) for name in vars(errors))
     assert {"check_array", "check_bool", "check_int", "check_positive", "check_positive_int", "check_probability",
-            "normalize_shape", "normalize_rng"} == set(validation.__all__)
+            "check_real_array", "real_array", "normalize_shape", "normalize_rng"} == set(validation.__all__)

@@ -137,14 +137,14 @@ def test_paper_scale_instead_of_unbiased_scale_is_rejected():
     assert not stats.mse.contains(wrong.mse)
 
 
-def test_full_space_rademacher_moment_in_the_subspace_is_rejected():
-    k, m = 3, 1
+def test_the_moment_of_centred_signs_with_zero_rows_is_rejected():
+    k, m = 4, 1
     stats, h = _stats("rademacher", k, True, m, c=1.0)
     d = k - 1
-    right = (d + 2 / k - 1) * h * h  # M = d + 2/k
-    naive = (d - 1) * h * h  # M = d, as for signs in the full space
+    right = ((1 - 2 ** (1 - k)) * (d + 2 / k) - 1) * h * h  # M = (1 - q)(d + 2/k): rows of equal signs drawn again
+    kept = (d + 2 / k - 1) * h * h  # M = d + 2/k: centred signs, zero directions kept
     assert stats.variance.contains(right)
-    assert not stats.variance.contains(naive)
+    assert not stats.variance.contains(kept)
 
 
 def test_iid_formula_for_orthogonal_directions_is_rejected():

@@ -122,8 +122,13 @@ def test_errors(call, message):
 
 # ----------------------------------------------------------------------------- the mu^2 term in beta space
 def _all_signs(k: int, sum_zero: bool) -> np.ndarray:
+    """The Rademacher directions as ``sample_directions`` draws them, all equally likely
+    (in the sum-zero subspace: no row of equal signs, centred, times sqrt(1 - 2^(1-k)))."""
     z = np.array(list(itertools.product([-1.0, 1.0], repeat=k)))
-    return z - z.mean(axis=1, keepdims=True) if sum_zero else z
+    if not sum_zero:
+        return z
+    z = z[~np.all(z == z[:, :1], axis=1)]
+    return (z - z.mean(axis=1, keepdims=True)) * np.sqrt(1.0 - 2.0 ** (1 - k))
 
 
 @pytest.mark.parametrize("sum_zero", [True, False])

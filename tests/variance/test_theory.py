@@ -27,17 +27,25 @@ KINDS = ["normalized-gaussian", "gaussian", "rademacher"]
 
 
 def _all_signs(shape: tuple[int, ...], sum_zero: bool) -> np.ndarray:
-    """Every Rademacher direction of ``shape`` (each with probability 2^-n), projected."""
+    """Every Rademacher direction of ``shape`` as ``sample_directions`` draws them, all
+    equally likely: the ``2^n`` sign vectors; in the sum-zero subspace those without a row
+    of equal signs (such a row is drawn again), centred and scaled by ``sqrt(1 - 2^(1-k))``."""
     n = int(np.prod(shape))
     z = np.array(list(itertools.product([-1.0, 1.0], repeat=n))).reshape(-1, *shape)
-    return project(z, sum_zero=sum_zero)
+    if not sum_zero:
+        return z
+    k = shape[-1]
+    constant_row = np.all(z == z[..., :1], axis=-1).reshape(len(z), -1).any(axis=1)
+    return project(z[~constant_row], sum_zero=True) * math.sqrt(1.0 - 2.0 ** (1 - k))
 
 
 @pytest.mark.parametrize("shape", [(2,), (3,), (5,), (2, 3), (3, 4)])
 @pytest.mark.parametrize("sum_zero", [True, False])
 def test_rademacher_moments_by_enumeration(shape, sum_zero):
-    """E[u u^T] = P and E[(h.u)^2 |u|^2] = M |h|^2, M = d + 2/k (sum-zero) or d, exactly."""
-    u = _all_signs(shape, sum_zero).reshape(2 ** int(np.prod(shape)), -1)
+    """E[u u^T] = P and E[(h.u)^2 |u|^2] = M |h|^2, M = d - (k-1) + (1 - q)(k - 1 + 2/k) (sum-zero,
+    q = 2^(1-k)) or d, exactly."""
+    u = _all_signs(shape, sum_zero)
+    u = u.reshape(len(u), -1)
     n = u.shape[1]
     mom = direction_moments("rademacher", shape, sum_zero=sum_zero)
     proj = np.kron(np.eye(n // shape[-1]), np.eye(shape[-1]) - (1.0 / shape[-1] if sum_zero else 0.0))
@@ -49,13 +57,14 @@ def test_rademacher_moments_by_enumeration(shape, sum_zero):
         assert fourth == pytest.approx(mom.fourth * (h @ h), rel=1e-12)
 
 
-def test_rademacher_sum_zero_is_not_the_naive_d():
-    """The naive value d (that of the full space) is wrong once the signs are projected."""
+def test_rademacher_sum_zero_is_neither_the_naive_d_nor_that_of_centred_signs():
+    """Neither the value d of the full space nor d + 2/k, that of centred signs whose rows of
+    equal signs are kept (zero directions), is the moment of the directions drawn."""
     u = _all_signs((4,), True)
     h = project(np.array([1.0, -2.0, 0.5, 0.3]), sum_zero=True)
     fourth = np.mean((u @ h) ** 2 * np.sum(u * u, axis=1)) / (h @ h)
-    assert fourth == pytest.approx(3 + 2 / 4)
-    assert abs(fourth - 3) > 0.4
+    assert fourth == pytest.approx((1 - 1 / 8) * (3 + 2 / 4))
+    assert abs(fourth - 3) > 0.06 and abs(fourth - (3 + 2 / 4)) > 0.4
 
 
 @pytest.mark.parametrize(
@@ -66,7 +75,7 @@ def test_rademacher_sum_zero_is_not_the_naive_d():
         ("gaussian", (5,), False, (5, 1.0, 7.0)),
         ("gaussian", (3, 4), True, (9, 1.0, 11.0)),
         ("rademacher", (6,), False, (6, 1.0, 6.0)),
-        ("rademacher", (6,), True, (5, 1.0, 5 + 1 / 3)),
+        ("rademacher", (6,), True, (5, 1.0, (1 - 1 / 32) * (5 + 1 / 3))),
     ],
 )
 def test_direction_moments_table(kind, shape, sum_zero, expected):
@@ -179,6 +188,27 @@ def test_mu_bias_rademacher_exact_by_enumeration(sum_zero):
     # Without the fourth-moment correction (the Gaussian formula) the result is wrong.
     wrong = mu_bias_leading("gaussian", n, sum_zero=sum_zero, scale=c, mu=mu, trace_term=basis_t)
     assert np.abs(wrong - expected).max() > 1e-3
+
+
+def test_mu_bias_rademacher_on_several_rows_exact_by_enumeration():
+    """Two rows of three: the fourth moments within a row are (1 - q) those of centred
+    signs, those across the rows unchanged (row_trace_term)."""
+    shape, n = (2, 3), 6
+    _, t = _random_cubic(n, np.random.default_rng(4))
+    u = _all_signs(shape, True).reshape(-1, n)
+    mu, c = 0.3, 1.5
+    expected = c * mu * mu / 6 * _exact_mean_shift(t, u, np.full(len(u), 1.0 / len(u)))
+    proj = np.kron(np.eye(2), np.eye(3) - 1 / 3)
+    row = np.kron(np.eye(2), np.ones((3, 3)))  # 1 where a and b are in the same row
+    trace = np.einsum("abe,ab->e", t, proj)
+    row_trace = np.einsum("abe,ab,ae->e", t, proj, row)
+    cubes = np.einsum("abc,af,bf,cf->f", t, proj, proj, proj)
+    got = mu_bias_leading("rademacher", shape, sum_zero=True, scale=c, mu=mu, trace_term=trace.reshape(shape),
+                          cube_terms=cubes, row_trace_term=row_trace.reshape(shape))
+    np.testing.assert_allclose(got.ravel(), expected, atol=1e-12)
+    with pytest.raises(ValueError, match=r"on 2 rows needs row_trace_term"):
+        mu_bias_leading("rademacher", shape, sum_zero=True, scale=c, mu=mu, trace_term=trace.reshape(shape),
+                        cube_terms=cubes)
 
 
 def _trace_term(t: np.ndarray, sum_zero: bool) -> np.ndarray:
