@@ -132,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"spsa-mix merge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spsa-mix merge: interrupted; the run's state is in {cfg.state_path()}: run again with --resume "
-              "to continue", file=sys.stderr)
+        where = (f"the run's state is in {cfg.state_path()}: run again with --resume to continue"
+                 if cfg.state_path().exists() else "no state was saved")
+        print(f"spsa-mix merge: interrupted; {where}", file=sys.stderr)
         return 130
     if not outcome.recipe:  # another rank of a torchrun job: rank 0 prints
         return 0

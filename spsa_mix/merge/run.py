@@ -387,6 +387,10 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     plan = plan_merge(cfg)
     ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
     say = say if ranks.is_writer else (lambda line: None)
+    if resume and ranks.world_size > 1:
+        ranks.close()
+        raise ValueError("--resume is not supported under torchrun with several processes: their runs do not "
+                         "write a state yet (docs/distributed.md)")
     if resume and not plan.state.exists():
         say(f"no saved state at {plan.state}: starting from the beginning")
     elif not resume and plan.state.exists():
@@ -412,9 +416,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     kwargs: dict[str, Any] = dict(method=cfg.method, max_evals=cfg.budget, seed=cfg.seed, vectorized=True,
                                   show_progress_bar=progress and ranks.is_writer, val_objective=ranks.same(val_objective),
                                   val_every=cfg.validate_every)
-    import inspect
-
-    if "checkpoint" in inspect.signature(spsa_mix.minimize).parameters:
+    if ranks.world_size == 1:  # under torchrun every rank would write the one state file: not yet supported
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
     ranks.close()
