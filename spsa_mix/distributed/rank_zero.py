@@ -174,6 +174,11 @@ def consistency_callback(every: int = 10, *, group: Any = None,
     """A ``callback`` for :func:`spsa_mix.minimize` that checks ``intermediate_result.x``
     across ranks every ``every`` steps (:func:`check_consistent`), then calls ``then``.
 
+    On divergence :func:`spsa_mix.minimize` raises
+    :class:`~spsa_mix.core.errors.ObjectiveError` (as for any exception a callback raises),
+    with the :class:`~spsa_mix.distributed.errors.DivergenceError` as its ``__cause__`` and
+    the steps finished so far in its ``partial_result``.
+
     >>> import spsa_mix
     >>> res = spsa_mix.minimize(lambda a: float(a @ a), k=3, maxiter=20, callback=consistency_callback(5))
     >>> res.nit
