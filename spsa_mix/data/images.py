@@ -21,7 +21,9 @@ any torchvision dataset present locally
 
 Images are kept as ``uint8`` (N, C, H, W) with a ``scale`` (1/16 for digits, 1/255
 otherwise) and per-channel ``mean``/``std`` of the training split; :class:`Batches`
-normalises each batch as it is drawn.
+normalises them. They are stored in PyTorch's default (contiguous, channels-first) layout
+whatever the arrays they came from, strides included: the architecture picks the layout
+it runs in (:func:`spsa_mix.models.preferred_layout`), not the accident of a copy.
 
 
 Example
@@ -131,8 +133,8 @@ class ImageData:
         may be empty. Images are normalised by the training split's per-channel statistics,
         by ``mean`` and ``std`` when given (e.g. those the experts were trained with), or only
         scaled with ``standardize=False`` (``mean`` 0, ``std`` 1)."""
-        xt = torch.as_tensor(np.asarray(x_train), dtype=torch.uint8)
-        xs = torch.as_tensor(np.asarray(x_test), dtype=torch.uint8)
+        xt = _standard_layout(torch.as_tensor(np.asarray(x_train), dtype=torch.uint8))
+        xs = _standard_layout(torch.as_tensor(np.asarray(x_test), dtype=torch.uint8))
         if xt.ndim != 4 or xs.ndim != 4 or xt.shape[1:] != xs.shape[1:]:
             raise ValueError(f"images must be (N, C, H, W) with equal (C, H, W), but got {tuple(xt.shape)} "
                              f"and {tuple(xs.shape)}")
@@ -217,6 +219,19 @@ class ImageData:
         return {"name": self.name, "source": self.source, "n_train": int(self.x_train.shape[0]),
                 "n_test": int(self.x_test.shape[0]), "image_shape": list(self.x_train.shape[1:]),
                 "num_classes": self.num_classes, "classes": list(self.classes)}
+
+
+def _standard_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with the strides of a freshly allocated contiguous tensor. NumPy arrays of one
+    channel come with a channel stride of 0 (``a[:, None]``) or 1 (a copy made by indexing),
+    which PyTorch reads as two different layouts.
+
+    >>> a = np.zeros((3, 4, 4), np.uint8)[:, None]
+    >>> torch.as_tensor(a).stride(), _standard_layout(torch.as_tensor(a)).stride()
+    ((16, 0, 4, 1), (16, 16, 4, 1))
+    """
+    return x if x.stride() == torch.empty(x.shape, dtype=x.dtype, device="meta").stride() else \
+        x.clone(memory_format=torch.contiguous_format)
 
 
 def _check_split(split: Any) -> str:
@@ -342,8 +357,8 @@ def _load_digits(test_size: int, standardize: bool) -> ImageData:
         if test_size != DIGITS_TEST_SIZE:
             source += f", test_size={test_size}"
     # The strides numpy gives the channel axis of (N, 1, 8, 8) differ between a copy made by
-    # indexing (1) and the array itself (0); they decide which convolution kernels PyTorch
-    # picks, hence the last bits of every result. Both paths are kept as they have always been.
+    # indexing (1) and the array itself (0); PyTorch reads them as channels-last and
+    # channels-first. from_arrays stores both in the standard layout; the architecture picks its own.
     return ImageData.from_arrays("digits", x_train, y_train, x_test, y_test, scale=1 / 16,
                                  classes=[str(c) for c in range(10)], source=source, standardize=standardize)
 

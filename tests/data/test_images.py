@@ -99,3 +99,13 @@ def test_read_idx_rejects_other_files(tmp_path: Path) -> None:
     p.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="is not an idx file of uint8"):
         read_idx(p)
+
+
+def test_images_are_stored_in_the_standard_layout_whatever_the_arrays_strides() -> None:
+    one = np.zeros((6, 4, 4), np.uint8)
+    for arrays in (one[:, None], one[:, None][np.arange(6)], np.zeros((6, 3, 4, 4), np.uint8)):
+        d = ImageData.from_arrays("toy", arrays, np.arange(6) % 2, arrays[:2], np.arange(2), scale=1 / 255)
+        c = arrays.shape[1]
+        assert d.x_train.stride() == d.x_test.stride() == (16 * c, 16, 4, 1)
+    digits = load_dataset("digits")  # indexed copies (channel stride 1) and the array itself (stride 0)
+    assert digits.x_train.stride() == digits.x_test.stride() == load_dataset("digits", test_size=0).x_train.stride()
