@@ -21,7 +21,8 @@ any torchvision dataset present locally
 
 Images are kept as ``uint8`` (N, C, H, W) with a ``scale`` (1/16 for digits, 1/255
 otherwise) and per-channel ``mean``/``std`` of the training split; :class:`Batches`
-normalises them. They are stored in PyTorch's default (contiguous, channels-first) layout
+normalises a subset once when it is drawn from (at most :data:`COLLATE_ONCE_MAX_BYTES` in
+float32; a larger one batch by batch). They are stored in PyTorch's default (contiguous, channels-first) layout
 whatever the arrays they came from, strides included: the architecture picks the layout
 it runs in (:func:`spsa_mix.models.preferred_layout`), not the accident of a copy.
 
@@ -56,10 +57,12 @@ __all__ = [
     "default_data_roots",
     "read_idx",
     "DIGITS_TEST_SIZE",
+    "COLLATE_ONCE_MAX_BYTES",
     "TORCHVISION_DATASETS",
 ]
 
 DIGITS_TEST_SIZE = 500  # ours: 1797 digits -> 1297 train, 500 test (stratified, rng 0)
+COLLATE_ONCE_MAX_BYTES = 512 * 2**20  # ours: a subset up to this size in float32 is normalised once, not per batch
 
 # name -> (torchvision class, train kwargs, test kwargs)
 TORCHVISION_DATASETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -182,16 +185,23 @@ class ImageData:
 
     # ------------------------------------------------------------------ what Batches uses
     def take(self, split: str, indices: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stored images and labels of a subset of ``split``, on ``device`` (uint8 kept)."""
+        """The images and labels of a subset of ``split``, on ``device``: normalised once
+        (float32) when that copy takes at most :data:`COLLATE_ONCE_MAX_BYTES`, else as stored
+        (uint8, normalised batch by batch by :meth:`collate`). Normalising is elementwise, so
+        a batch holds the same numbers either way."""
         x, y = (self.x_train, self.y_train) if _check_split(split) == "train" else (self.x_test, self.y_test)
         if indices is not None:
             ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
             x, y = x[ix], y[ix]
-        return x.to(device), y.to(device)
+        x = x.to(device)
+        if x.numel() * 4 <= COLLATE_ONCE_MAX_BYTES:
+            x = self.normalize(x)
+        return x, y.to(device)
 
     def collate(self, stored: torch.Tensor, labels: torch.Tensor, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch ``(normalised images, labels)`` of the stored subset."""
-        return self.normalize(stored[ix]), labels[ix]
+        """One batch ``(normalised images, labels)`` of a subset :meth:`take` gave."""
+        images = stored[ix]
+        return (self.normalize(images) if images.dtype == torch.uint8 else images), labels[ix]
 
     # ------------------------------------------------------------------ what the experiments use
     def features(self, indices: Any) -> torch.Tensor:
