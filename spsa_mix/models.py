@@ -43,7 +43,9 @@ Memory layout. The convolutional architectures (``small-cnn``, ``resnet20``,
 ``benchmarks/memory_format.py`` (one thread, the layouts timed in interleaved rounds;
 ``benchmarks/results/memory_format_cpu.md``): on the CPU, channels-last is faster for
 those three, for a forward pass as for a training step, while the ViT (one strided
-convolution, then tokens) gains nothing and is left as it is. The input's layout is made
+convolution, then tokens) gains nothing and is left as it is; so are the batched probes of
+the blended objective (:func:`torch.func.vmap`), whose batching rules lack some
+channels-last kernels. The input's layout is made
 explicit rather than left to its strides, which for one channel are ambiguous: an
 ``(N, 1, H, W)`` tensor is contiguous in both orders, and PyTorch picks its convolution
 kernels from the stride of the channel axis, so the same images made by two different
@@ -105,15 +107,27 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def _under_vmap() -> bool:
+    """Whether the call runs inside :func:`torch.func.vmap` (the batched probes): its
+    batching rules fall back to a loop for some channels-last ops (``as_strided_`` in the
+    average pooling), which made batched probes 1.15-1.2x slower; there the input keeps its
+    own layout."""
+    try:
+        from torch._C._functorch import TransformType, get_interpreter_stack
+    except ImportError:  # pragma: no cover - a torch without functorch's C API
+        return False
+    return any(i.key() == TransformType.Vmap for i in (get_interpreter_stack() or ()))
+
+
 def preferred_layout(x: torch.Tensor) -> torch.Tensor:
     """The input of a convolutional architecture of this module in the layout it runs in:
     :func:`channels_last` for a 4-D tensor on a device of :data:`CHANNELS_LAST_DEVICES`
-    (the CPU), else ``x`` as it is.
+    (the CPU), outside :func:`torch.func.vmap`; else ``x`` as it is.
 
     >>> preferred_layout(torch.zeros(2, 1, 4, 4)).stride()
     (16, 1, 4, 1)
     """
-    if x.ndim == 4 and x.device.type in CHANNELS_LAST_DEVICES:
+    if x.ndim == 4 and x.device.type in CHANNELS_LAST_DEVICES and not _under_vmap():
         return channels_last(x)
     return x
 

@@ -149,3 +149,18 @@ def test_the_vit_keeps_the_inputs_layout():
     net = build_model("vit", num_classes=10, in_channels=3, image_size=16, seed=0)
     x = torch.randn(2, 3, 16, 16)
     assert _first_conv_input_strides(net, x) == x.stride()
+
+
+def test_under_vmap_the_input_keeps_its_layout_outside_it_does_not():
+    from spsa_mix.models import preferred_layout
+
+    x = torch.zeros(2, 3, 4, 4)
+    seen = []
+
+    def probe(w):
+        seen.append(preferred_layout(x).stride())
+        return w.sum()
+
+    torch.func.vmap(probe)(torch.zeros(3, 2))  # the blended objective's batched probes
+    torch.func.jvp(probe, (torch.zeros(2),), (torch.ones(2),))  # its forward gradients, looped
+    assert seen == [x.stride(), (48, 1, 12, 3)]
