@@ -17,6 +17,11 @@ losses, training losses and alpha, as the largest absolute difference between th
 codes, whether they are equal bit for bit, and whether they are within the tolerances that
 ``tests/experiment/test_reproduce.py`` (and the README) state for a change of numerics.
 
+``--extra LABEL=JSON`` compares another results file of the same command with the old code's
+as well (e.g. the old code run with its kernels held to AVX2, ``ATEN_CPU_CAPABILITY=avx2``:
+how far a change of rounding alone moves the results); ``--reuse`` takes the rounds from an
+existing ``--output`` instead of running them again (to add an ``--extra``).
+
 Writes the JSON (``--output``) and a markdown summary beside it (same name, ``.md``).
 
 Usage::
@@ -55,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh-cache", action="store_true",
                    help="give every run an empty --cache-dir of its own (experts trained in each run)")
     p.add_argument("--work", type=Path, default=None, help="folder for the runs' outputs (default: a temporary one)")
+    p.add_argument("--extra", action="append", default=[], metavar="LABEL=JSON",
+                   help="another results file of the command, compared with the old code's too (repeatable)")
+    p.add_argument("--reuse", action="store_true", help="take the rounds from the existing --output, run nothing")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. the machine's load)")
     p.add_argument("--output", type=Path, required=True, help="JSON path; the markdown goes beside it")
     p.add_argument("command", nargs=argparse.REMAINDER, help="after --: the spsa-mix command and its arguments")
@@ -162,11 +170,24 @@ def render(doc: dict[str, Any]) -> str:
     checks = doc["checks"]
     lines.append("- the reproduction test's checks: " + "; ".join(
         f"{name.replace('_', ' ')}: {'pass' if ok is True else ok}" for name, ok in checks.items()))
-    lines += ["", "Largest |difference| per configuration (accuracy at any epoch, test loss, training loss, alpha):", "",
-              "| configuration | test accuracy | test loss | training loss | alpha |", "|---|---|---|---|---|"]
-    for name, row in d["per_config"].items():
-        lines.append(f"| {name} | {row['test_accuracy']:.4f} | {row['test_loss']:.2e} | {row['train_loss']:.2e} | "
-                     f"{row['alpha']:.2e} |")
+    for extra in doc.get("extras", []):
+        d, checks = extra["differences"], extra["checks"]
+        lines.append(f"- {extra['label']} against old (round 1): {d['bit_identical_runs']} of {d['runs']} runs "
+                     f"bit-identical; largest |difference|: expert test accuracy {d['expert_test_accuracy']:.4f}, run "
+                     f"test accuracy (any epoch) {d['test_accuracy']:.4f}, test loss {d['test_loss']:.2e}, training "
+                     f"loss {d['train_loss']:.2e}, alpha {d['alpha']:.2e}; the checks: " + "; ".join(
+                         f"{name.replace('_', ' ')}: {'pass' if ok is True else ok}" for name, ok in checks.items()))
+    labels = ["new"] + [e["label"] for e in doc.get("extras", [])]
+    tables = [doc["differences"]["per_config"]] + [e["differences"]["per_config"] for e in doc.get("extras", [])]
+    lines += ["", "Largest |difference| from the old code, per configuration (test accuracy at any epoch, test loss, "
+              "training loss, alpha):", "",
+              "| configuration | " + " | ".join(f"{label}: {what}" for label in labels
+                                              for what in ("accuracy", "test loss", "train loss", "alpha")) + " |",
+              "|---|" + "---|" * (4 * len(labels))]
+    for name in tables[0]:
+        cells = [f"{t[name]['test_accuracy']:.4f} | {t[name]['test_loss']:.2e} | {t[name]['train_loss']:.2e} | "
+                 f"{t[name]['alpha']:.2e}" for t in tables]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     checkouts = {"old": baseline, "new": ROOT}
     rounds = []
-    for r in range(args.rounds):
+    previous = json.loads(args.output.read_text()) if args.reuse else None
+    for r in range(args.rounds if previous is None else 0):
         order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
         results: dict[str, Any] = {"order": order}
         for label in order:
@@ -190,15 +212,27 @@ def main(argv: list[str] | None = None) -> int:
         results["wall_ratio"] = results["new"]["wall_s"] / results["old"]["wall_s"]
         results["cpu_ratio"] = results["new"]["cpu_s"] / results["old"]["cpu_s"]
         rounds.append(results)
+    if previous is not None:
+        rounds = previous["round_results"]
     new = json.loads(Path(rounds[0]["new"]["output"]).read_text())
     old = json.loads(Path(rounds[0]["old"]["output"]).read_text())
+    extras = []
+    for item in args.extra:
+        label, sep, path = item.rpartition("=")
+        if not sep:
+            raise SystemExit(f"--extra must be LABEL=JSON, but got {item!r}")
+        other = json.loads(Path(path).read_text())
+        extras.append({"label": label, "path": path, "environment": other.get("environment"),
+                       "differences": differences(other, old), "checks": tolerance_check(other, old)})
     doc = {
         "benchmark": "wall_time", "command": args.command, "baseline": str(args.baseline),
-        "invocation": "python benchmarks/wall_time.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "rounds": args.rounds, "cpu_count": os.cpu_count(), "python": platform.python_version(), "note": args.note,
+        "invocation": previous["invocation"] if previous is not None else
+        "python benchmarks/wall_time.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "rounds": len(rounds), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "note": args.note or (previous["note"] if previous is not None else ""),
         "round_results": rounds,
         "wall_ratio": _spread([r["wall_ratio"] for r in rounds]), "cpu_ratio": _spread([r["cpu_ratio"] for r in rounds]),
-        "differences": differences(new, old), "checks": tolerance_check(new, old),
+        "differences": differences(new, old), "checks": tolerance_check(new, old), "extras": extras,
         "new_timings": new.get("timings"), "old_timings": old.get("timings"),
     }
     write_json(doc, args.output, indent=2)
