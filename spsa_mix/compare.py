@@ -24,9 +24,12 @@ Problems:
     initialisation (seed 1000) and is trained with Adam (lr 1e-2, batch 32) for
     ``expert_epochs`` epochs. Everything derives from seed 0, so every seed of the
     comparison sees the same experts. The objective is
-    :class:`spsa_mix.blend.BlendedObjective` on minibatches of the target split drawn by a
-    shuffling ``torch.utils.data.DataLoader``; "final loss" is the cross-entropy of
-    theta(res.x) on the whole target split, the accuracy is on the held-out split.
+    :class:`spsa_mix.blend.BlendedObjective` on minibatches of the target split in the order
+    a shuffling ``torch.utils.data.DataLoader`` over a ``TensorDataset`` draws them, taken by
+    indexing the split kept on the device (:class:`spsa_mix.data.batches.TensorBatches`: the
+    same batches, without the loader's per-example collation); "final loss" is the
+    cross-entropy of theta(res.x) on the whole target split, the accuracy is on the held-out
+    split.
 
 The table gives mean and standard deviation over seeds, evaluations (``res.cost``), wall
 time, and the optimiser's own overhead per evaluation: wall time minus the time spent
@@ -209,6 +212,7 @@ def network_problem(k: int, *, target_size: int = 300, batch_size: int = 64, exp
     import torch
 
     from spsa_mix.blend import evaluate_blend
+    from spsa_mix.data.batches import TensorBatches
     from spsa_mix.data.splits import Splits, dirichlet_partition, random_parts
     from spsa_mix.experiment.experts import TrainSpec
     from spsa_mix.experiment.pool import PoolSpec, build_pool
@@ -233,10 +237,8 @@ def network_problem(k: int, *, target_size: int = 300, batch_size: int = 64, exp
     scorer = pool.objective()
 
     def make_objective(seed: int) -> Any:
-        gen = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_target, y_target),
-                                             batch_size=batch_size, shuffle=True, generator=gen)
-        return pool.objective(data=loader)
+        gen = torch.Generator().manual_seed(seed)  # the DataLoader(TensorDataset(...), shuffle=True) order
+        return pool.objective(data=TensorBatches(x_target, y_target, batch_size=batch_size, shuffle=True, generator=gen))
 
     def target_loss(alpha: FloatArray) -> float:
         return float(evaluate_blend(scorer, alpha, (x_target, y_target))["loss"])  # type: ignore[call-overload]

@@ -39,6 +39,25 @@ akamaster/pytorch_resnet_cifar10 (``../shared/data/resnet_cifar10``) into :class
 ``head=`` argument of :class:`~spsa_mix.blend.BlendedObjective` when experts have
 different heads.
 
+Memory layout. The convolutional architectures (``small-cnn``, ``resnet20``,
+``mobilenet_v2``) run in channels-last order on the CPU: each converts its input with
+:func:`preferred_layout` (:func:`channels_last` on a device of
+:data:`CHANNELS_LAST_DEVICES`), and every layer after it keeps that order. Measured with
+``benchmarks/memory_format.py`` (one thread, the layouts timed in interleaved rounds;
+``benchmarks/results/memory_format_cpu.md``): on the CPU, channels-last takes 0.30-0.65 of
+the time for the small CNN, 0.71-1.00 for ResNet-20 and 0.61-0.85 for MobileNetV2 (the
+blended objective, a training step, an evaluation), while the ViT (one strided
+convolution, then tokens) gains nothing and is left as it is; so are the batched probes of
+the blended objective (:func:`torch.func.vmap`), whose batching rules lack some
+channels-last kernels. The input's layout is made
+explicit rather than left to its strides, which for one channel are ambiguous: an
+``(N, 1, H, W)`` tensor is contiguous in both orders, and PyTorch picks its convolution
+kernels from the stride of the channel axis, so the same images made by two different
+copies once ran through different kernels. The weights keep PyTorch's default layout
+(converting them too changed little; the blended objective's weights are views of one
+flat buffer). On CUDA the layout is the input's own, as in the recorded GPU runs, until it
+is measured there.
+
 Example
 -------
 >>> import torch
@@ -53,6 +72,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,13 +80,68 @@ from torch import nn
 
 from spsa_mix.core.validation import check_int
 
-__all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20", "load_cifar_resnet"]
+__all__ = ["build_model", "available_models", "head_name", "SmallCNN", "ResNet20", "load_cifar_resnet",
+           "channels_last", "preferred_layout", "CHANNELS_LAST_DEVICES"]
 
 VIT_PATCH_SIZE = 8  # ours: 8x8 patches (16 tokens on 32x32 images, 64 px Imagenette: 64)
 VIT_LAYERS = 8  # ours: deep enough to be a transformer, small enough for a CPU
 VIT_HIDDEN = 192  # this package's small choice (the width of ViT-Tiny, Touvron et al. 2021)
 VIT_HEADS = 3  # ViT-Tiny
 VIT_MLP = 384  # this package's choice: 2x hidden (ViT-Tiny uses 4x)
+CHANNELS_LAST_DEVICES = frozenset({"cpu"})  # measured: benchmarks/results/memory_format_cpu.md; CUDA not yet
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` with channels-last strides ``(C*H*W, 1, W*C, C)``, copied only
+    when its elements are not already in that order.
+
+    For ``C = 1`` the order of the elements is the same in both layouts, but PyTorch reads
+    the layout from the strides (a stride of 1 on the channel axis is channels-last): the
+    result is a view with those strides, so the layout is explicit.
+
+    >>> x = torch.zeros(2, 1, 4, 4)
+    >>> x.stride(), channels_last(x).stride(), channels_last(torch.zeros(2, 3, 4, 4)).stride()
+    ((16, 16, 4, 1), (16, 1, 4, 1), (48, 1, 12, 3))
+    """
+    n, c, h, w = x.shape
+    strides = (c * h * w, 1, w * c, c)
+    if x.stride() == strides:
+        return x
+    if c == 1:
+        return x.contiguous().as_strided(x.shape, strides)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _under_vmap() -> bool:
+    """Whether the call runs inside :func:`torch.func.vmap` (the batched probes): its
+    batching rules fall back to a loop for some channels-last ops (``as_strided_`` in the
+    average pooling), which made batched probes 1.15-1.2x slower; there the input keeps its
+    own layout."""
+    try:
+        from torch._C._functorch import TransformType, get_interpreter_stack
+    except ImportError:  # pragma: no cover - a torch without functorch's C API
+        return False
+    return any(i.key() == TransformType.Vmap for i in (get_interpreter_stack() or ()))
+
+
+def preferred_layout(x: torch.Tensor) -> torch.Tensor:
+    """The input of a convolutional architecture of this module in the layout it runs in:
+    :func:`channels_last` for a 4-D tensor on a device of :data:`CHANNELS_LAST_DEVICES`
+    (the CPU), outside :func:`torch.func.vmap`; else ``x`` as it is.
+
+    >>> preferred_layout(torch.zeros(2, 1, 4, 4)).stride()
+    (16, 1, 4, 1)
+    """
+    if x.ndim == 4 and x.device.type in CHANNELS_LAST_DEVICES and not _under_vmap():
+        return channels_last(x)
+    return x
+
+
+def _layout_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A forward pre-hook giving a module's first input :func:`preferred_layout`."""
+    if args and isinstance(args[0], torch.Tensor):
+        return (preferred_layout(args[0]), *args[1:])
+    return args
 
 
 class SmallCNN(nn.Module):
@@ -91,7 +166,7 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))  # (B, num_classes)
+        return self.fc(self.features(preferred_layout(x)))  # (B, num_classes)
 
 
 class _BasicBlock(nn.Module):
@@ -143,7 +218,7 @@ class ResNet20(nn.Module):
                 nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W)
+        out = F.relu(self.bn1(self.conv1(preferred_layout(x))))  # (B, 16, H, W)
         out = self.layer3(self.layer2(self.layer1(out)))  # (B, 64, H/4, W/4)
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 64)
         return self.fc(out)  # (B, num_classes)
@@ -157,6 +232,7 @@ def _mobilenet_v2(*, num_classes: int, in_channels: int, image_size: int) -> nn.
         old = net.features[0][0]
         net.features[0][0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride,
                                        padding=old.padding, bias=False)
+    net.register_forward_pre_hook(_layout_hook)  # channels-last on the CPU (module docstring)
     return net
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -87,3 +89,78 @@ def test_tiny_llama_is_a_causal_lm_or_a_sequence_classifier():
         build_model("tiny-llama", max_length=16)
     with pytest.raises(ValueError, match="in_channels must be an integer >= 1, but got None"):
         build_model("small-cnn", num_classes=10, image_size=8)
+
+
+# ---------------------------------------------------------------------- memory layout
+def _first_conv_input_strides(net: torch.nn.Module, x: torch.Tensor) -> tuple[int, ...]:
+    seen: list[tuple[int, ...]] = []
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].stride()))
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+def test_channels_last_is_explicit_for_one_channel_too():
+    from spsa_mix.models import channels_last
+
+    for c in (1, 3):
+        x = torch.randn(2, c, 5, 4)
+        y = channels_last(x)
+        assert y.stride() == (c * 20, 1, 4 * c, c) and torch.equal(x, y)
+        assert channels_last(y) is y  # already in that order: no copy
+    one = torch.randn(2, 1, 5, 4)
+    assert channels_last(one).data_ptr() == one.data_ptr()  # one channel: a view with other strides
+    sliced = torch.randn(2, 1, 5, 8)[..., ::2]  # not contiguous
+    assert torch.equal(channels_last(sliced), sliced) and channels_last(sliced).stride() == (20, 1, 4, 1)
+
+
+@pytest.mark.parametrize(("name", "in_channels"), [("small-cnn", 1), ("small-cnn", 3), ("resnet20", 1), ("resnet20", 3),
+                                                   ("mobilenet_v2", 3)])
+def test_convolutional_models_run_channels_last_on_the_cpu_whatever_the_input(name, in_channels):
+    net = build_model(name, num_classes=10, in_channels=in_channels, image_size=16, seed=0)
+    x = torch.randn(4, in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+    nhwc = (in_channels * 256, 1, 16 * in_channels, in_channels)
+    variants = [x, x.contiguous(memory_format=torch.channels_last), x.as_strided(x.shape, nhwc)]
+    if in_channels == 1:
+        variants.append(x.as_strided(x.shape, (256, 0, 16, 1)))  # numpy's a[:, None]
+    assert {_first_conv_input_strides(net, v) for v in variants} == {nhwc}
+    assert {_first_conv_input_strides(copy.deepcopy(net), v) for v in variants} == {nhwc}  # kept by copies
+
+
+@pytest.mark.parametrize(("name", "in_channels"), [("small-cnn", 1), ("resnet20", 3), ("mobilenet_v2", 3)])
+def test_the_layout_changes_the_outputs_only_to_float_tolerance(name, in_channels, monkeypatch):
+    import spsa_mix.models as models
+
+    net = build_model(name, num_classes=10, in_channels=in_channels, image_size=16, seed=0).eval()
+    x = torch.randn(8, in_channels, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fast = net(x)
+        monkeypatch.setattr(models, "CHANNELS_LAST_DEVICES", frozenset())
+        assert _first_conv_input_strides(net, x) == x.stride()  # the input's own layout again
+        plain = net(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_the_vit_keeps_the_inputs_layout():
+    net = build_model("vit", num_classes=10, in_channels=3, image_size=16, seed=0)
+    x = torch.randn(2, 3, 16, 16)
+    assert _first_conv_input_strides(net, x) == x.stride()
+
+
+def test_under_vmap_the_input_keeps_its_layout_outside_it_does_not():
+    from spsa_mix.models import preferred_layout
+
+    x = torch.zeros(2, 3, 4, 4)
+    seen = []
+
+    def probe(w):
+        seen.append(preferred_layout(x).stride())
+        return w.sum()
+
+    torch.func.vmap(probe)(torch.zeros(3, 2))  # the blended objective's batched probes
+    torch.func.jvp(probe, (torch.zeros(2),), (torch.ones(2),))  # its forward gradients, looped
+    assert seen == [x.stride(), (48, 1, 12, 3)]

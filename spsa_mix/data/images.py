@@ -23,7 +23,10 @@ any other torchvision dataset present locally
 
 Images are kept as ``uint8`` (N, C, H, W) with a ``scale`` (1/16 for digits, 1/255
 otherwise) and per-channel ``mean``/``std`` of the training split; :class:`Batches`
-normalises each batch as it is drawn.
+normalises a subset once when it is drawn from (at most :data:`COLLATE_ONCE_MAX_BYTES` in
+float32; a larger one batch by batch). They are stored in PyTorch's default (contiguous, channels-first) layout
+whatever the arrays they came from, strides included: the architecture picks the layout
+it runs in (:func:`spsa_mix.models.preferred_layout`), not the accident of a copy.
 
 
 Example
@@ -56,10 +59,12 @@ __all__ = [
     "default_data_roots",
     "read_idx",
     "DIGITS_TEST_SIZE",
+    "COLLATE_ONCE_MAX_BYTES",
     "TORCHVISION_DATASETS",
 ]
 
 DIGITS_TEST_SIZE = 500  # ours: 1797 digits -> 1297 train, 500 test (stratified, rng 0)
+COLLATE_ONCE_MAX_BYTES = 512 * 2**20  # ours: a subset up to this size in float32 is normalised once, not per batch
 
 # name -> (torchvision class, train kwargs, test kwargs)
 TORCHVISION_DATASETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -154,8 +159,8 @@ class ImageData:
         may be empty. Images are normalised by the training split's per-channel statistics,
         by ``mean`` and ``std`` when given (e.g. those the experts were trained with), or only
         scaled with ``standardize=False`` (``mean`` 0, ``std`` 1)."""
-        xt = torch.as_tensor(np.asarray(x_train), dtype=torch.uint8)
-        xs = torch.as_tensor(np.asarray(x_test), dtype=torch.uint8)
+        xt = _standard_layout(torch.as_tensor(np.asarray(x_train), dtype=torch.uint8))
+        xs = _standard_layout(torch.as_tensor(np.asarray(x_test), dtype=torch.uint8))
         if xt.ndim != 4 or xs.ndim != 4 or xt.shape[1:] != xs.shape[1:]:
             raise ValueError(f"images must be (N, C, H, W) with equal (C, H, W), but got {tuple(xt.shape)} "
                              f"and {tuple(xs.shape)}")
@@ -203,16 +208,23 @@ class ImageData:
 
     # ------------------------------------------------------------------ what Batches uses
     def take(self, split: str, indices: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stored images and labels of a subset of ``split``, on ``device`` (uint8 kept)."""
+        """The images and labels of a subset of ``split``, on ``device``: normalised once
+        (float32) when that copy takes at most :data:`COLLATE_ONCE_MAX_BYTES`, else as stored
+        (uint8, normalised batch by batch by :meth:`collate`). Normalising is elementwise, so
+        a batch holds the same numbers either way."""
         x, y = (self.x_train, self.y_train) if _check_split(split) == "train" else (self.x_test, self.y_test)
         if indices is not None:
             ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
             x, y = x[ix], y[ix]
-        return x.to(device), y.to(device)
+        x = x.to(device)
+        if x.numel() * 4 <= COLLATE_ONCE_MAX_BYTES:
+            x = self.normalize(x)
+        return x, y.to(device)
 
     def collate(self, stored: torch.Tensor, labels: torch.Tensor, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch ``(normalised images, labels)`` of the stored subset."""
-        return self.normalize(stored[ix]), labels[ix]
+        """One batch ``(normalised images, labels)`` of a subset :meth:`take` gave."""
+        images = stored[ix]
+        return (self.normalize(images) if images.dtype == torch.uint8 else images), labels[ix]
 
     # ------------------------------------------------------------------ what the experiments use
     def features(self, indices: Any) -> torch.Tensor:
@@ -240,6 +252,19 @@ class ImageData:
         return {"name": self.name, "source": self.source, "n_train": int(self.x_train.shape[0]),
                 "n_test": int(self.x_test.shape[0]), "image_shape": list(self.x_train.shape[1:]),
                 "num_classes": self.num_classes, "classes": list(self.classes)}
+
+
+def _standard_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with the strides of a freshly allocated contiguous tensor. NumPy arrays of one
+    channel come with a channel stride of 0 (``a[:, None]``) or 1 (a copy made by indexing),
+    which PyTorch reads as two different layouts.
+
+    >>> a = np.zeros((3, 4, 4), np.uint8)[:, None]
+    >>> torch.as_tensor(a).stride(), _standard_layout(torch.as_tensor(a)).stride()
+    ((16, 0, 4, 1), (16, 16, 4, 1))
+    """
+    return x if x.stride() == torch.empty(x.shape, dtype=x.dtype, device="meta").stride() else \
+        x.clone(memory_format=torch.contiguous_format)
 
 
 def _check_split(split: Any) -> str:
@@ -365,8 +390,8 @@ def _load_digits(test_size: int, standardize: bool) -> ImageData:
         if test_size != DIGITS_TEST_SIZE:
             source += f", test_size={test_size}"
     # The strides numpy gives the channel axis of (N, 1, 8, 8) differ between a copy made by
-    # indexing (1) and the array itself (0); they decide which convolution kernels PyTorch
-    # picks, hence the last bits of every result. Both paths are kept as they have always been.
+    # indexing (1) and the array itself (0); PyTorch reads them as channels-last and
+    # channels-first. from_arrays stores both in the standard layout; the architecture picks its own.
     return ImageData.from_arrays("digits", x_train, y_train, x_test, y_test, scale=1 / 16,
                                  classes=[str(c) for c in range(10)], source=source, standardize=standardize)
 

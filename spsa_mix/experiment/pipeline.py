@@ -17,7 +17,9 @@ and the optimiser's own randomness (SPSA directions, Nevergrad and Optuna's draw
 every configuration the minibatch order of fine-tuning (and dropout, if any). The data
 split and the experts are fixed by ``data_seed`` and shared by all seeds. Within a seed,
 every configuration sees the same minibatch sequence, in alpha learning and in
-fine-tuning, so configurations differ only by alpha.
+fine-tuning, so configurations differ only by alpha; two that arrive at the very same alpha
+(data-size and uniform for splits of equal sizes) are fine-tuned once, and the run of the
+second records ``finetune_copied_from`` (:meth:`Experiment.finetune`).
 
 Nothing computed is lost to a failure: experts are cached as soon as each is trained,
 and the JSON (``output``) is rewritten after every expert and every (configuration,
@@ -185,6 +187,7 @@ class Experiment:
         }
         self.previous = self._read_previous()  # the finished runs of the file this run replaces
         self._reused: set[int] = set()  # id() of the previous runs placed in results["runs"]
+        self._finetuned: dict[tuple[int, bytes], tuple[str, dict[str, Any]]] = {}  # (seed, alpha) -> (config, result)
 
     def _read_previous(self) -> list[dict[str, Any]]:
         """The finished runs of the results file at ``output`` (``runs`` and ``previous_runs``)."""
@@ -364,15 +367,31 @@ class Experiment:
                     logger.debug("configuration %s failed", name, exc_info=True)
                 self.save()
 
-    def finish_run(self, name: str, seed: int, result: AlphaResult, *, reused: bool, key: str | None = None) -> None:
+    def finetune(self, name: str, seed: int, alpha: np.ndarray) -> tuple[dict[str, Any], str | None]:
+        """Fine-tune theta(alpha) with the minibatch order of ``seed``; and the configuration
+        whose fine-tuning it copies, if any. The fine-tuning is a function of alpha and the
+        seed alone (same blended prior, same minibatches, the global generator seeded), so a
+        configuration that arrives at the very alpha of an earlier one with the same seed
+        (data-size and uniform for equal splits, a greedy soup of one expert and best-single)
+        is given the earlier one's numbers instead of computing them again: the same bits."""
         cfg = self.cfg
-        model = self.blended(result.alpha)
+        memo = (int(seed), np.asarray(alpha, dtype=np.float64).tobytes())
+        if memo in self._finetuned:
+            source, ft = self._finetuned[memo]
+            return {**ft, "seconds": 0.0}, source
+        model = self.blended(alpha)
         gen = torch.Generator().manual_seed(derive_seed(seed, "finetune"))
         target = Batches(self.task, self.splits.target, batch_size=cfg.finetune_batch_size, shuffle=True,
                          generator=gen, device=self.device)
         ft = finetune(model, target, self.test, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                       seed=derive_seed(seed, "finetune"), loss_fn=self.task.loss, progress=self.progress,
                       desc=f"fine-tune {name} s{seed}")
+        self._finetuned[memo] = (name, ft)
+        return ft, None
+
+    def finish_run(self, name: str, seed: int, result: AlphaResult, *, reused: bool, key: str | None = None) -> None:
+        cfg = self.cfg
+        ft, copied = self.finetune(name, seed, result.alpha)
         run = {
             "config": name, "seed": seed, "key": key, "alpha": result.alpha.tolist(),
             "prior_accuracy": ft["test_accuracy"][0], "test_accuracy": ft["test_accuracy"],
@@ -382,10 +401,13 @@ class Experiment:
             "alpha_seconds": result.seconds, "alpha_reused": reused, "finetune_seconds": ft["seconds"],
             "details": result.details,
         }
+        if copied is not None:
+            run["finetune_copied_from"] = copied  # same alpha and seed: the fine-tuning of that configuration
         self.results["runs"].append(run)
         self.log(f"{name} seed {seed}: prior {100 * run['prior_accuracy']:.2f}%, after {cfg.finetune_epochs} "
                  f"epochs {100 * run['test_accuracy'][-1]:.2f}% (alpha: {result.evaluations:.0f} evaluations, "
-                 f"{result.seconds:.1f} s, max weight {max(result.alpha):.2f})")
+                 f"{result.seconds:.1f} s, max weight {max(result.alpha):.2f}"
+                 + (f"; fine-tuning as {copied}'s, the same alpha" if copied else "") + ")")
 
     def finalize(self, status: str) -> None:
         self.results["summary"] = summarize(self.results)

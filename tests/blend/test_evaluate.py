@@ -84,3 +84,42 @@ def test_evaluate_errors():
     obj = BlendedObjective(TinyNet(), make_tiny_experts(2), device="cpu")
     with pytest.raises(ValueError, match=r"alpha must have shape \(2,\) or \(n, 2\), but got shape \(3,\)"):
         evaluate_blend(obj, np.full(3, 1 / 3), _loader()[2])
+
+
+def test_large_batches_are_scored_in_chunks_on_the_cpu_with_the_whole_batchs_numbers(monkeypatch):
+    import importlib
+
+    from spsa_mix.models import build_model
+
+    ev = importlib.import_module("spsa_mix.blend.evaluate")  # the module (spsa_mix.blend.evaluate is also the function)
+
+    net = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(600, 1, 8, 8, generator=gen), torch.randint(0, 10, (600,), generator=gen)
+    sizes = []
+    net.register_forward_pre_hook(lambda m, args: sizes.append(int(args[0].shape[0])))
+    chunked = evaluate(net, (x, y))
+    assert sizes == [256, 256, 88]
+    monkeypatch.setattr(ev, "EVAL_CHUNK", 10_000)
+    sizes.clear()
+    whole = evaluate(net, (x, y))
+    assert sizes == [600]
+    assert chunked["accuracy"] == whole["accuracy"] and chunked["n"] == whole["n"] == 600
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)  # equal bits where the kernels allow
+
+
+def test_outputs_that_do_not_concatenate_are_computed_on_the_whole_batch():
+    class Boxed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return {"logits": self.lin(x)}
+
+    calls = []
+    net = Boxed()
+    net.register_forward_pre_hook(lambda m, args: calls.append(int(args[0].shape[0])))
+    x, y = torch.randn(300, 2), torch.zeros(300, dtype=torch.long)
+    m = evaluate(net, (x, y), loss_fn=lambda out, t: F.cross_entropy(out["logits"], t))
+    assert calls == [256, 44, 300] and m["n"] == 300

@@ -126,3 +126,13 @@ def test_a_partial_idx_folder_says_what_was_found_and_what_is_missing(tmp_path: 
     assert (f"Found in {raw}: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz; missing: "
             "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]. Provide it with --data-root PATH") in message
     assert "download it once" not in message
+
+
+def test_images_are_stored_in_the_standard_layout_whatever_the_arrays_strides() -> None:
+    one = np.zeros((6, 4, 4), np.uint8)
+    for arrays in (one[:, None], one[:, None][np.arange(6)], np.zeros((6, 3, 4, 4), np.uint8)):
+        d = ImageData.from_arrays("toy", arrays, np.arange(6) % 2, arrays[:2], np.arange(2), scale=1 / 255)
+        c = arrays.shape[1]
+        assert d.x_train.stride() == d.x_test.stride() == (16 * c, 16, 4, 1)
+    digits = load_dataset("digits")  # indexed copies (channel stride 1) and the array itself (stride 0)
+    assert digits.x_train.stride() == digits.x_test.stride() == load_dataset("digits", test_size=0).x_train.stride()

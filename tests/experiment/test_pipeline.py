@@ -62,6 +62,25 @@ def test_second_run_reuses_the_experts_and_reproduces_the_numbers(full_run, tmp_
         assert run["alpha"] == first[(run["config"], 0)]["alpha"]
 
 
+def test_the_same_alpha_and_seed_are_fine_tuned_once_with_the_same_numbers(full_run, tmp_path, monkeypatch) -> None:
+    res, out = full_run  # equal split sizes: data-size's alpha is uniform's, bit for bit
+    runs = {(r["config"], r["seed"]): r for r in res["runs"]}
+    fields = ("test_accuracy", "test_loss", "train_loss")
+    for seed in (0, 1):
+        first, copy = runs[("data-size", seed)], runs[("uniform", seed)]
+        assert first["alpha"] == copy["alpha"] and copy["finetune_copied_from"] == "data-size"
+        assert "finetune_copied_from" not in first and copy["finetune_seconds"] == 0.0
+        assert [copy[f] for f in fields] == [first[f] for f in fields]
+    calls = []
+    original = pipeline_mod.finetune
+    monkeypatch.setattr(pipeline_mod, "finetune", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    cfg = ExperimentConfig.quick(cache_dir=str(out / "cache"), seeds=(0, 1), configs=("uniform",))
+    alone = {r["seed"]: r for r in run_experiment(cfg, progress=False)["runs"]}  # fine-tuned, not copied
+    assert len(calls) == 2 and all("finetune_copied_from" not in r for r in alone.values())
+    for seed in (0, 1):
+        assert [alone[seed][f] for f in fields] == [runs[("uniform", seed)][f] for f in fields]  # the same bits
+
+
 def test_a_failing_configuration_is_recorded_and_the_rest_runs(tmp_path, monkeypatch) -> None:
     def boom(name, problem, *, seed=0):
         if name == "spsa":
@@ -89,7 +108,7 @@ def test_an_interrupted_run_keeps_its_results(tmp_path, monkeypatch) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(pipeline_mod, "finetune", interrupt_second)
-    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "data-size"))
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "spsa"))
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, output=tmp_path / "r.json", progress=False)
     saved = _strict_json(tmp_path / "r.json")
