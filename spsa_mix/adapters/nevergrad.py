@@ -44,6 +44,13 @@ Options (``options={...}``)
     lower end of the box for ``"normalize"`` and ``"stick"`` (default ``1e-6``).
 ``batch_size``
     points asked per round (``num_workers``), default 1.
+``noisy``
+    tell Nevergrad the objective is stochastic (``parametrization.function.deterministic =
+    False``), as its documentation asks for noisy functions: NGOpt then picks an optimizer
+    that handles noise (on 10 weights and 400 evaluations, a chain of a CMA/PSO/DE portfolio
+    and a noisy (1+1), instead of COBYLA or a meta-model), and recommends by averaged values
+    instead of the best single one. An objective on minibatches is noisy. Default ``False``
+    (Nevergrad's default).
 ``positive_bounds``, ``real_bounds``
     the boxes of the positive (default ``(1/8, 8)``, searched in ``log`` space) and real
     (default ``(-2, 2)``) coordinates of a domain that has them.
@@ -128,6 +135,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "bound": None,  # softmax logits unbounded: Nevergrad's own Array(init=0, sigma=1)
     "lower": DEFAULT_LOWER,
     "batch_size": 1,  # sequential: ask one, tell one
+    "noisy": False,  # Nevergrad's own default: a deterministic function (see the module docstring)
     "positive_bounds": DEFAULT_POSITIVE_BOUNDS,  # see spsa_mix.adapters._parametrization
     "real_bounds": DEFAULT_REAL_BOUNDS,
 }
@@ -197,7 +205,7 @@ class _NevergradBackend:
     of the simplex's and the extra coordinates' arrays for a domain that has some)."""
 
     def __init__(self, optimizer: str, param: Parametrization, z0: FloatArray, budget: int,
-                 *, batch_size: int, seed: int) -> None:
+                 *, batch_size: int, seed: int, noisy: bool = False) -> None:
         ng = _import_nevergrad()
         if isinstance(param, DomainParametrization):
             split = param.simplex.dim
@@ -206,6 +214,8 @@ class _NevergradBackend:
         else:
             parametrization = _array(ng, z0, param.bounds)
         parametrization.random_state = np.random.RandomState(seed)  # before anything is drawn
+        if noisy:
+            parametrization.function.deterministic = False  # read by NGOpt when it chooses
         self.opt = ng.optimizers.registry[optimizer](parametrization=parametrization, budget=budget,
                                                      num_workers=batch_size)
 
@@ -307,6 +317,8 @@ def _run(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, opti
     opts = parse_options(options, method=f"nevergrad:{optimizer}", allowed=options_for(shape, DEFAULT_OPTIONS))
     batch_size = batch_size_of({"options": opts})
     param = make_parametrization(shape, opts)
+    if not isinstance(opts["noisy"], bool):
+        raise ValueError(f"options['noisy'] must be True or False, but got {opts['noisy']!r}")
     seed = int(rng.integers(2**32 - 1))
     global_seed = int(rng.integers(2**32 - 1))  # drawn after seed: the parametrisation's seed is as before
 
@@ -316,7 +328,7 @@ def _run(objective: Callable[..., Any], shape: tuple[int, ...] | Domain, *, opti
             yield
 
     def make_backend(param: Parametrization, z0: FloatArray, budget: int) -> _NevergradBackend:
-        return _NevergradBackend(optimizer, param, z0, budget, batch_size=batch_size, seed=seed)
+        return _NevergradBackend(optimizer, param, z0, budget, batch_size=batch_size, seed=seed, noisy=opts["noisy"])
 
     return run_ask_tell(objective, shape, make_backend=make_backend, param=param, x0=x0, batch_size=batch_size,
                         run_kwargs=run_kwargs, final_eval=final_eval, quiet=run_context)

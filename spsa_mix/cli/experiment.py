@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--holdout-size", type=int, default=None,
                       help="IID held-out target images for proxy accuracy, best single and greedy soup (default: 100 for "
                            "digits, 1000 otherwise)")
+    data.add_argument("--target-concentration", type=float, default=_D.target_concentration,
+                      help="a label-shifted target domain: its class proportions ~ Dirichlet(this), the held-out "
+                           "and test sets drawn with them (default: an IID target, as GLUE)")
     data.add_argument("--dirichlet-alpha", type=float, default=_D.dirichlet_alpha,
                       help="Dirichlet concentration of the experts' class proportions (default: %(default)s, as GLUE)")
     data.add_argument("--data-seed", type=int, default=_D.data_seed, help="seed of the split and the experts (default: %(default)s)")
@@ -92,6 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "as GLUE 3.2; spsa_mix.minimize defaults to rademacher, see docs/directions.md)")
     alpha.add_argument("--alpha-batch-size", type=int, default=_D.alpha_batch_size,
                        help="target images per objective evaluation (default: %(default)s)")
+    alpha.add_argument("--alpha-loss", default=_D.alpha_loss,
+                       choices=["cross-entropy", "calibrated-cross-entropy", "causal-lm", "entropy"],
+                       help="the loss every learned row minimises (default: the task's, cross-entropy for images, as "
+                            "GLUE; calibrated-cross-entropy: after the best temperature, see docs/glue.md)")
     alpha.add_argument("--nevergrad-optimizer", default=_D.nevergrad_optimizer, help="Nevergrad optimizer name (default: %(default)s)")
     alpha.add_argument("--optuna-sampler", default=_D.optuna_sampler, help="Optuna sampler: tpe (the default), cmaes, random, qmc, gp")
     alpha.add_argument("--sail-features", choices=["pixels", "penultimate"], default=_D.sail_features,
@@ -132,7 +139,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         raise ValueError(f"--seeds must be a count >= 1 or a list of seeds, but got {args.seeds[0]}")
     values: dict[str, Any] = dict(
         dataset=args.dataset, task=args.task, data_root=args.data_root, image_size=args.image_size, k=args.k,
-        dirichlet_alpha=args.dirichlet_alpha, data_seed=args.data_seed, arch=args.arch,
+        dirichlet_alpha=args.dirichlet_alpha, target_concentration=args.target_concentration,
+        data_seed=args.data_seed, arch=args.arch, alpha_loss=args.alpha_loss,
         expert_epochs=args.expert_epochs, shared_init=not args.independent_init, cache_dir=args.cache_dir, configs=tuple(args.configs), m=args.m, directions=args.directions,
         alpha_batch_size=args.alpha_batch_size, nevergrad_optimizer=args.nevergrad_optimizer,
         optuna_sampler=args.optuna_sampler, sail_features=args.sail_features, finetune_epochs=args.finetune_epochs,

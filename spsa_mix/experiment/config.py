@@ -102,6 +102,8 @@ class ExperimentConfig:
     dirichlet_alpha: float = 0.5  # GLUE 5: Dirichlet concentration delta = 0.5
     target_size: int = 300  # ours (digits); GLUE 5: 10,000 images drawn IID from the base training set
     holdout_size: int = 100  # ours: IID held-out target split: proxy accuracy, best single, greedy soup
+    target_concentration: float | None = None  # GLUE 5: None, an IID target; a number: the target's class
+    # proportions ~ Dirichlet(it), the held-out split and the test set drawn with them (a label-shifted domain)
     data_seed: int = 0  # ours: fixes the split and the experts (same across alpha seeds)
     # ---- experts
     arch: str = "small-cnn"  # ours: small and fast on a CPU (spsa_mix.models)
@@ -117,6 +119,8 @@ class ExperimentConfig:
     alpha_lr: float = 1e-2  # GLUE 5: Adam on alpha, learning rate 1e-2
     alpha_betas: tuple[float, float] = (0.9, 0.99)  # GLUE 5
     alpha_batch_size: int = 64  # ours: minibatch of target images per objective call
+    alpha_loss: str | None = None  # GLUE 5: None, the task's loss (cross-entropy); or a name of spsa_mix.blend.LOSSES
+    # ("calibrated-cross-entropy": the loss after the best temperature, docs/glue.md's diagnosis of the default run)
     nevergrad_optimizer: str = "NGOpt"  # ours: Nevergrad's own recommended default
     optuna_sampler: str = "tpe"  # ours: Optuna's default sampler
     sail_features: str = "pixels"  # ours: "pixels" or "penultimate" (see spsa_mix.experiment.alpha)
@@ -167,6 +171,8 @@ class ExperimentConfig:
             _check_int(self.threads, "threads", 1)
         for name in ("dirichlet_alpha", "expert_lr", "alpha_lr", "finetune_lr"):
             _check_pos(getattr(self, name), name)
+        if self.target_concentration is not None:
+            _check_pos(self.target_concentration, "target_concentration")
         unknown = [c for c in self.configs if c not in ALL_CONFIGS]
         if unknown or not self.configs:
             raise ValueError(f"configs must be a non-empty subset of {list(ALL_CONFIGS)}, but got {list(self.configs)}")
@@ -178,6 +184,12 @@ class ExperimentConfig:
             raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {self.directions!r}")
         if self.sail_features not in ("pixels", "penultimate"):
             raise ValueError(f"sail_features must be 'pixels' or 'penultimate', but got {self.sail_features!r}")
+        if self.alpha_loss is not None:
+            from spsa_mix.blend.losses import LOSSES
+
+            if self.alpha_loss not in LOSSES:
+                raise ValueError(f"alpha_loss must be None (the task's loss) or one of {list(LOSSES)}, but got "
+                                 f"{self.alpha_loss!r}")
         if self.task is not None and self.task not in ("image-classification", "sequence-classification",
                                                        "causal-lm"):
             raise ValueError(f"task must be None, 'image-classification', 'sequence-classification' or 'causal-lm', "
@@ -255,4 +267,4 @@ class ExperimentConfig:
         return PoolSpec(dataset=self.dataset, kind=self.task, data_root=self.data_root, image_size=self.image_size,
                         arch=self.arch, k=self.k, per_expert=self.per_expert, target_size=self.target_size,
                         holdout_size=self.holdout_size, concentration=self.dirichlet_alpha, data_seed=self.data_seed,
-                        train=train)
+                        train=train, target_concentration=self.target_concentration)

@@ -53,14 +53,14 @@ from torch import nn
 
 from spsa_mix.blend import evaluate, evaluate_blend, resolve_device
 from spsa_mix.blend.batches import call_model
+from spsa_mix.blend.losses import resolve_loss
 from spsa_mix.data.batches import Batches
-from spsa_mix.data.splits import make_splits
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
 from spsa_mix.experiment.environment import bit_exact_environment
 from spsa_mix.experiment.experts import Expert, ExpertCache
 from spsa_mix.experiment.finetune import finetune
-from spsa_mix.experiment.pool import build_pool, default_model_fn, load_pool_task
+from spsa_mix.experiment.pool import build_pool, default_model_fn, default_splits, load_pool_task
 from spsa_mix.experiment.report import compare, figure_title, plot_curves, render_markdown, summarize
 from spsa_mix.io import atomic_write_text, write_json
 
@@ -178,17 +178,15 @@ class Experiment:
         if self.task.kind != "image-classification":
             self.results["task"] = {"kind": self.task.kind, "loss": repr(self.task.loss), "metric": self.task.metric}
         labels = self.task.labels().numpy()
-        sizes = cfg.per_expert if isinstance(cfg.per_expert, int) else list(cfg.per_expert)
-        self.splits = make_splits(labels, k=cfg.k, per_expert=sizes, target_size=cfg.target_size,
-                                  holdout_size=cfg.holdout_size, concentration=cfg.dirichlet_alpha,
-                                  rng=np.random.default_rng(cfg.data_seed))
+        self.splits = default_splits(self.spec, self.task)
         self.results["split"] = self.splits.describe(labels)
         self.results["timings"]["data_seconds"] = time.perf_counter() - start
         if self.model_fn is None:
             self.model_fn = default_model_fn(cfg.arch, self.task)
-        self.test = Batches(self.task, split="test", batch_size=cfg.eval_batch_size, device=self.device)
+        self.test = Batches(self.task, self.splits.test, split="test", batch_size=cfg.eval_batch_size,
+                            device=self.device)
         self.holdout = Batches(self.task, self.splits.holdout, batch_size=cfg.eval_batch_size, device=self.device)
-        n_test = int(self.task.labels("test").shape[0])
+        n_test = self.test.num_samples
         self.log(f"data: {self.task.name} ({self.task.data.source}); train {len(labels)}, test "
                  f"{n_test}; target {cfg.target_size}, held-out {cfg.holdout_size}, "
                  f"{cfg.k} experts of {cfg.per_expert} examples"
@@ -217,10 +215,13 @@ class Experiment:
 
     # ------------------------------------------------------------------ alpha
     def objective(self, seed: int | None) -> Any:
-        """A blended objective on target minibatches whose order comes from ``seed``."""
+        """A blended objective on target minibatches whose order comes from ``seed``, with the
+        loss ``cfg.alpha_loss`` (default: the task's)."""
         target = self.pool.target_batches(self.cfg.alpha_batch_size,
                                           seed=derive_seed(seed if seed is not None else 0, "alpha"))
-        return self.pool.objective(data=target)
+        if self.cfg.alpha_loss is None:
+            return self.pool.objective(data=target)
+        return self.pool.objective(data=target, loss_fn=resolve_loss(self.cfg.alpha_loss))
 
     @property
     def base_objective(self) -> Any:

@@ -15,7 +15,7 @@ def test_unknown_optimizer_lists_close_and_common_names():
 def test_options_are_checked():
     q = Quadratic.random(3, rng=0)
     with pytest.raises(ValueError, match=r"options of method 'nevergrad:CMA' must be among \['batch_size', 'bound', "
-                                         r"'lower', 'parametrization'\], but got 'sigma'"):
+                                         r"'lower', 'noisy', 'parametrization'\], but got 'sigma'"):
         spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"sigma": 1.0})
     with pytest.raises(ValueError, match=r"options\['batch_size'\] must be an integer >= 1, but got 0"):
         spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"batch_size": 0})
@@ -162,7 +162,7 @@ def test_domain_options_are_checked():
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"positive_bounds": (0.0, 2.0)})
     with pytest.raises(ValueError, match=r"x0's scale=10\.0 is outside options\['positive_bounds'\]=\(0\.125, 8\.0\)"):
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, x0=[0.2, 0.3, 0.5, 10.0])
-    with pytest.raises(ValueError, match=r"must be among \['batch_size', 'bound', 'lower', 'parametrization', "
+    with pytest.raises(ValueError, match=r"must be among \['batch_size', 'bound', 'lower', 'noisy', 'parametrization', "
                                          r"'positive_bounds'\], but got 'real_bounds'"):  # the domain has no real one
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"real_bounds": (0, 1)})
 
