@@ -31,7 +31,6 @@ About a minute of CPU after the experts (cached in ``$SPSA_MIX_CACHE``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
