@@ -459,8 +459,9 @@ def format_table(summary: list[dict[str, Any]], *, problem: str) -> str:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """One line per run (method, seed, losses, evaluations, times, status)."""
-    from spsa_mix.io import atomic_write_text
+    from spsa_mix.io import atomic_write_text, check_writable
 
+    check_writable(path, "path")
     keys = ["method", "seed", "final_loss", "rel", "heldout_accuracy", "nfev", "cost", "nit", "wall_s",
             "objective_s", "overhead_per_eval_s", "status"]
     keys = [k for k in keys if any(k in r for r in rows)]
@@ -474,6 +475,9 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> P
 def plot_curves(rows: list[dict[str, Any]], labels: Sequence[str], path: Path, *, budget: int, title: str,
                 ylabel: str, log: bool) -> None:
     """Loss versus evaluations: median over seeds, min-max band (matplotlib, Agg)."""
+    from spsa_mix.io import atomic_path, check_writable
+
+    check_writable(path, "path")  # before the drawing
     import matplotlib
 
     matplotlib.use("Agg")
@@ -510,8 +514,10 @@ def plot_curves(rows: list[dict[str, Any]], labels: Sequence[str], path: Path, *
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 

@@ -13,6 +13,11 @@ paths, enums, non-finite floats); :func:`dumps_json` and :func:`write_json` use 
 strict JSON (no ``NaN`` literal). NumPy is the only dependency: every layer may import this
 module.
 
+:func:`check_writable` (and :func:`check_outputs`, for several paths) is the one check of
+an output path, made before any work so that a bad ``--output`` fails at once with a
+one-line reason instead of a traceback at the end. It creates no folder and leaves no
+file (the writers above create the parent folders when they write).
+
 Example
 -------
 >>> import tempfile, numpy as np
@@ -37,7 +42,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory", "to_jsonable", "dumps_json",
-           "write_json"]
+           "write_json", "check_writable", "check_outputs"]
 
 _ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
 
@@ -259,3 +264,70 @@ def write_json(value: Any, path: str | os.PathLike[str], *, indent: int | None =
     '[1, 2]\\n'
     """
     return atomic_write_text(path, dumps_json(value, indent=indent))
+
+
+def check_writable(path: str | os.PathLike[str], name: str, *, folder: bool = False) -> Path:
+    """``path`` as a :class:`Path` if a file (``folder=True``: a folder) can be written
+    there; else ``ValueError`` with one line naming ``name`` (the option or argument), the
+    path and why.
+
+    Refused: a file path that is a folder, a folder path that is a file, a path under a
+    file, and a path whose nearest existing folder this process cannot create files in
+    (permissions, a read-only file system). The check creates no folder and leaves no file:
+    it creates and removes one empty temporary file in that nearest existing folder, which
+    is what the writers will need (they create the missing folders below it). An existing
+    file is accepted: the writers replace it whole.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_writable(root / "new" / "r.json", "--output") == root / "new" / "r.json", (root / "new").exists()
+    (True, False)
+    >>> check_writable(root, "--output")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --output '...' cannot be written: it is a folder
+    """
+    path = Path(path).expanduser()
+    verb = "used" if folder else "written"
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"{name} {str(path)!r} cannot be {verb}: {why}")
+
+    existing = path if folder else path.parent
+    if os.path.lexists(path):
+        if folder and not path.is_dir():
+            raise refuse("it is a file, not a folder")
+        if not folder and path.is_dir():
+            raise refuse("it is a folder")
+    while not os.path.lexists(existing):
+        existing = existing.parent  # ends at "." or the root, which exist
+    if not existing.is_dir():
+        raise refuse(f"{str(existing)!r} is a file, not a folder")
+    try:
+        probe, _ = _create_temporary(existing / "spsa_mix_check", suffix=".tmp")
+    except OSError as e:
+        raise refuse(f"cannot create files in {str(existing)!r} ({e.strerror or e})") from None
+    _remove(probe)
+    return path
+
+
+def check_outputs(paths: Mapping[str, str | os.PathLike[str] | None], *, folders: tuple[str, ...] = ()) -> None:
+    """:func:`check_writable` of every path of ``{name: path}`` that is not ``None`` (the
+    names in ``folders`` as folders), and no two names for one file.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_outputs({"--output": root / "r.json", "--plot": None, "--csv": root / "r.json"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --csv and --output name the same file '.../r.json'
+    """
+    seen: dict[Path, str] = {}
+    for name, path in paths.items():
+        if path is None:
+            continue
+        checked = check_writable(path, name, folder=name in folders)
+        where = Path(os.path.abspath(checked))
+        if where in seen:
+            raise ValueError(f"{name} and {seen[where]} name the same file {str(checked)!r}")
+        seen[where] = name

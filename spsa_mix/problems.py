@@ -39,6 +39,12 @@ __all__ = ["Quadratic", "ScaledQuadratic"]
 FloatArray = NDArray[np.float64]
 
 
+def _check_at_least(value: float, name: str, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or not value >= low:
+        raise ValueError(f"{name} must be a number >= {low:g}, but got {value!r}")
+
+
 @dataclass
 class Quadratic:
     """``f(alpha) = 0.5 (alpha - c)^T A (alpha - c)`` over one simplex of ``k`` vertices.
@@ -60,6 +66,7 @@ class Quadratic:
             raise ValueError(f"A must be (k, k) and c (k,), but got A {self.A.shape} and c {self.c.shape}")
         if not np.allclose(self.A, self.A.T) or np.linalg.eigvalsh(self.A).min() <= 0:
             raise ValueError("A must be symmetric positive definite")
+        _check_at_least(self.noise_std, "noise_std", 0.0)
 
     @property
     def k(self) -> int:
@@ -81,6 +88,7 @@ class Quadratic:
         minimiser), with ``"boundary"`` ``c`` lies outside it, beyond a face, so that the
         minimiser has zero coordinates."""
         k = check_positive_int(k, "k")
+        _check_at_least(condition, "condition", 1.0)  # the ratio of A's largest to smallest eigenvalue
         g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
         q, _ = np.linalg.qr(g.standard_normal((k, k)))
         eig = scale * np.logspace(-np.log10(condition), 0.0, k)

@@ -42,3 +42,24 @@ def test_an_interrupted_minimize_stops_the_comparison(monkeypatch):
         library.compare_methods(lambda seed: library.quadratic_problem(3, seed), [library.parse_method("spsa")],
                                 seeds=2, budget=10, on_update=seen.append)
     assert seen[-1]["status"] == "interrupted" and seen[-1]["runs"] == []
+
+
+def test_a_non_finite_loss_ends_that_run_as_nonfinite_and_the_comparison_goes_on():
+    import numpy as np
+
+    from spsa_mix.compare import Problem, compare_methods, parse_method, quadratic_problem
+
+    def make(seed):
+        p = quadratic_problem(3, seed)
+        calls = []
+
+        def objective(points):
+            calls.append(1)
+            return np.full(len(points), np.nan) if len(calls) == 3 else p.objective(points)
+
+        return Problem(objective, 3, p.final_loss, p.curve_loss, info=p.info)
+
+    doc = compare_methods(make, [parse_method("spsa")], seeds=2, budget=20)
+    assert doc["status"] == "complete" and not doc["errors"] and len(doc["runs"]) == 2
+    assert {r["status"] for r in doc["runs"]} == {"NONFINITE"} and not any(r["success"] for r in doc["runs"])
+    assert "NONFINITE" in doc["table"]

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
@@ -32,7 +34,7 @@ def _env_importing_this_checkout() -> dict[str, str]:
 
 def test_every_example_is_tested_here_and_named_in_the_readme():
     names = {p.name for p in EXAMPLES.glob("*.py")}
-    assert names == {"quadratic_minimize.py", "ask_tell.py", "blend_experts.py"}
+    assert names == {"quadratic_minimize.py", "ask_tell.py", "blend_experts.py", "distributed_blend.py"}
     readme = (ROOT / "README.md").read_text()
     assert all(f"`examples/{name}`" in readme for name in names)
 
@@ -67,3 +69,20 @@ def test_blend_example_learns_a_better_alpha_than_uniform_with_forward_passes_on
     assert int(out["backprop_backward_passes"]) == 150  # the same number of steps
     experts = [float(out[f"expert{i}_accuracy"]) for i in range(4)]
     assert max(experts) == experts[0]  # the target domain is expert 0's classes, as the docstring says
+
+
+def test_the_distributed_example_runs_under_torchrun_and_matches_one_process(tmp_path):
+    one = run_example("distributed_blend.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(EXAMPLES / "distributed_blend.py"), "--output", str(tmp_path / "result.json")]
+    env = {**_env_importing_this_checkout(), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = dict(re.findall(r"^([a-z0-9_]+)=(\S+)$", done.stdout, re.M))  # rank 0 alone prints
+    assert (one["world_size"], two["world_size"], two["data_ranks"]) == ("1", "2", "2")
+    assert done.stdout.count("world_size=") == 1 and [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    # data parallel: the same steps to float32 rounding of the two shards' mean losses
+    alpha1, alpha2 = (np.array(out["alpha"].split(","), dtype=float) for out in (one, two))
+    assert np.abs(alpha1 - alpha2).max() < 1e-6  # measured 4e-9
+    assert two["bytes_per_step"] == str(8 * (2 * 2 + 3))  # 2m losses, one weight, two checksum floats
+    assert float(two["accuracy"]) > float(two["uniform_accuracy"]) + 0.3  # measured 0.795 against 0.29

@@ -225,6 +225,76 @@ def test_io_imports_only_the_standard_library_and_numpy():
     assert imported - set(sys.stdlib_module_names) == {"numpy"}  # a leaf: every layer may import it
 
 
+# ---------------------------------------------------------------------- check_writable
+def _refused(folder: Path) -> bool:
+    probe = folder / ".probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return True
+    probe.unlink()
+    return False
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot create files in: a chmod 555 folder, or (for root, who
+    writes there anyway) /sys; skipped where neither refuses."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if _refused(folder):
+            yield folder
+        elif Path("/sys").is_dir() and _refused(Path("/sys")):
+            yield Path("/sys")
+        else:
+            pytest.skip("no folder refuses writes here")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_check_writable_accepts_new_files_and_creates_nothing(tmp_path):
+    from spsa_mix.io import check_writable
+
+    assert check_writable(tmp_path / "a" / "b" / "r.json", "--output") == tmp_path / "a" / "b" / "r.json"
+    assert not (tmp_path / "a").exists()  # the folders are created by the writer, not the check
+    (tmp_path / "old.json").write_text("{}")
+    check_writable(tmp_path / "old.json", "--output")  # an existing file is replaced whole
+    assert check_writable(tmp_path / "cache", "--cache-dir", folder=True) == tmp_path / "cache"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+
+
+def test_check_writable_says_which_option_which_path_and_why(tmp_path, read_only_folder):
+    from spsa_mix.io import check_writable
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (tmp_path / "folder", False, f"--output {str(tmp_path / 'folder')!r} cannot be written: it is a folder"),
+        (tmp_path / "file" / "sub" / "r.json", False,
+         f"--output {str(tmp_path / 'file' / 'sub' / 'r.json')!r} cannot be written: "
+         f"{str(tmp_path / 'file')!r} is a file, not a folder"),
+        (tmp_path / "file", True, f"--output {str(tmp_path / 'file')!r} cannot be used: it is a file, not a folder"),
+        (read_only_folder / "new" / "r.json", False,
+         f"--output {str(read_only_folder / 'new' / 'r.json')!r} cannot be written: cannot create files in "
+         f"{str(read_only_folder)!r} ("),
+    ]
+    for path, folder, message in cases:
+        with pytest.raises(ValueError) as info:
+            check_writable(path, "--output", folder=folder)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder", "ro"]
+
+
+def test_check_outputs_refuses_two_names_for_one_file(tmp_path):
+    from spsa_mix.io import check_outputs
+
+    check_outputs({"--output": tmp_path / "r.json", "--csv": tmp_path / "r.csv", "--plot": None})
+    with pytest.raises(ValueError, match=r"--csv and --output name the same file '.*r\.json'"):
+        check_outputs({"--output": tmp_path / "r.json", "--csv": tmp_path / "." / "r.json"})
+
+
 def test_a_directory_is_written_whole_with_the_usual_modes(tmp_path):
     import os
     import tempfile as tf

@@ -47,7 +47,8 @@ def test_the_slow_marker_is_explained_where_it_is_deselected():
     assert "-m slow" in README
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/glue.md", "docs/directions.md", "docs/variance.md", "docs/blend.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/glue.md", "docs/directions.md", "docs/variance.md", "docs/blend.md",
+                                 "docs/distributed.md"])
 def test_every_generated_figure_is_what_its_results_file_gives(doc):
     sync = _sync_docs()
     text = (ROOT / doc).read_text()
@@ -77,6 +78,32 @@ def test_the_first_python_example_runs():
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["res"].success
     assert abs(namespace["res"].x - namespace["c"]).max() < 0.05
+
+
+def _python_blocks_by_section(text: str) -> dict[str, list[str]]:
+    """Every ```python block, grouped by the heading (any level) it falls under, in order."""
+    sections: dict[str, list[str]] = {}
+    heading = "(top)"
+    for part in re.split(r"(^#+ [^\n]*$|```python\n.*?```)", text, flags=re.M | re.S):
+        if part.startswith("#"):
+            heading = part.lstrip("#").strip()
+        elif part.startswith("```python"):
+            sections.setdefault(heading, []).append(part[len("```python\n"):-3])
+    return sections
+
+
+def test_every_python_snippet_runs_as_written():
+    """Each section's blocks run in order in one fresh namespace (a block may use the ones
+    before it in its section), with nothing imported for them."""
+    sections = _python_blocks_by_section(README)
+    assert sum(len(b) for b in sections.values()) >= 2
+    for heading, blocks in sections.items():
+        namespace: dict = {"__name__": "__readme__"}
+        for i, code in enumerate(blocks):
+            try:
+                exec(compile(code, f"README.md ({heading}, block {i + 1})", "exec"), namespace)  # noqa: S102
+            except Exception as e:  # noqa: BLE001
+                pytest.fail(f"README.md, section {heading!r}, python block {i + 1}: {type(e).__name__}: {e}")
 
 
 def test_the_learned_scale_example_runs_after_the_first():

@@ -19,8 +19,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises
     ------
     ValueError
-        If ``device`` does not parse, or names CUDA (or MPS) on a machine without it, or a
-        CUDA index beyond the visible GPUs.
+        If ``device`` does not parse, names CUDA (or MPS) on a machine without it or a
+        CUDA index beyond the visible GPUs, or is ``"meta"`` (shapes without data).
 
     Examples
     --------
@@ -47,6 +47,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ValueError(
                 f"device={device!r} is not available: {torch.cuda.device_count()} CUDA device(s) are visible"
             )
+    elif dev.type == "meta":  # torch accepts it, but its tensors have shapes and no values
+        raise ValueError(f"device={device!r} holds no data: nothing can be scored there; pass 'cpu', 'cuda' or 'auto'")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} is not available: torch.backends.mps.is_available() is False")
     return dev

@@ -378,6 +378,7 @@ class BlendedObjective:
                                "constant")
         self._grad_model: nn.Module | None = None
         self._stream = BatchStream(data, device=device, dtype=dtype) if data is not None else None
+        self.last_batch: Batch | None = None  # the minibatch of the last call; spsa_mix.distributed weights shards by it
         self._policy: Batched = batched
         self._vmap = {"probes": batched is not False, "jvp": batched is not False}
         self._convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in arch.modules())
@@ -501,7 +502,8 @@ class BlendedObjective:
     def _next_batch(self) -> Batch:
         if self._stream is None:
             raise ValueError("this BlendedObjective has no data (data=None): pass data= to compute losses")
-        return self._stream.next()
+        self.last_batch = self._stream.next()
+        return self.last_batch
 
     @staticmethod
     def _check_finite(values: FloatArray, points: FloatArray, what: str) -> None:

@@ -28,7 +28,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser", "selected_command"]
+__all__ = ["main", "build_parser", "selected_command", "DefaultsHelpFormatter"]
 
 _COMMANDS = {
     ("merge",): ("spsa_mix.cli.merge", "blend expert checkpoints into one merged checkpoint, learning the weights on target data"),
@@ -38,6 +38,29 @@ _COMMANDS = {
     ("bench", "variance"): ("spsa_mix.cli.variance", "bias, variance and MSE of the gradient estimate versus K and m"),
 }
 _ALIASES = {"glue": "experiment"}  # old names of commands, still accepted
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that states each option's default once, as it is typed on the command line.
+
+    Like :class:`argparse.ArgumentDefaultsHelpFormatter`, but adds nothing where the help
+    already says its default, for a flag, or for a default of ``None``; and lists are shown
+    as their words (``on off``), not as a Python list.
+
+    >>> p = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    >>> _ = p.add_argument("--m", type=int, nargs="+", default=[1, 2], help="directions")
+    >>> _ = p.add_argument("--samples", type=int, help="estimates (default: 10000)")
+    >>> " ".join(p.format_help().split("options:")[1].split()[-13:])
+    '--m M [M ...] directions (default: 1 2) --samples SAMPLES estimates (default: 10000)'
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is argparse.SUPPRESS or isinstance(default, bool):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def selected_command(argv: Sequence[str]) -> tuple[str, ...] | None:

@@ -5,9 +5,13 @@ Parses the command line, builds the problem and runs :func:`spsa_mix.compare.com
 the table and writes JSON (``--output``, rewritten after every run), CSV (``--csv``) and
 loss-versus-evaluations curves (``--plot``, median over seeds, min-max band).
 
+Every option, every output path (:func:`spsa_mix.io.check_outputs`) and, for the network
+problem, the device are checked before any work.
+
 Exit status: 0 when every run succeeded, 1 when some raised (the others still ran; their
-errors are in the JSON), 2 for a bad argument, 130 when interrupted (the JSON keeps the
-runs so far, marked ``"interrupted"``).
+errors are in the JSON), 2 for a bad argument or an output path that cannot be written (one
+line says which and why), 130 when interrupted (the JSON keeps the runs so far, marked
+``"interrupted"``).
 
 Example
 -------
@@ -23,6 +27,7 @@ Example
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,16 +40,23 @@ DEFAULT_METHODS = ("spsa", "nevergrad:NGOpt", "optuna:tpe")
 # ---------------------------------------------------------------------- arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``spsa-mix bench compare`` to ``parser``."""
+    import spsa_mix
+    from spsa_mix.cli import DefaultsHelpFormatter
+
+    parser.formatter_class = DefaultsHelpFormatter
+    names = ", ".join([*spsa_mix.available_methods(), "uniform (the starting point, for reference)"])
     parser.add_argument("--problem", choices=["quadratic", "network"], default="quadratic",
                         help="objective: an analytic quadratic, or a blended network of digits experts")
     parser.add_argument("--k", type=int, default=10, help="number of vertices (experts)")
     parser.add_argument("--budget", type=int, default=200, help="max_evals of every method")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (problem instance and method seed)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD[@key=value,...]",
-                        help="methods of spsa_mix.minimize, or 'uniform'; settings after '@'")
+                        help=f"methods of spsa_mix.minimize: {names}; settings after '@', as in "
+                             "spsa@lr=0.05,lr_schedule=cosine or optuna:tpe@parametrization=stick")
     parser.add_argument("--no-vectorized", dest="vectorized", action="store_false",
                         help="call the objective one point at a time (default: whole batches)")
-    parser.add_argument("--output", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write results as JSON here (rewritten after every run)")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per run as CSV here")
     parser.add_argument("--plot", type=Path, default=None, help="draw loss versus evaluations here (PNG, PDF...)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,12 +84,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every option checked before any work (a bad value or path: ``ValueError``, exit 2)."""
     from spsa_mix.compare import check_methods
+    from spsa_mix.io import check_outputs
 
-    for name, low in (("k", 2), ("budget", 1), ("seeds", 1)):
+    for name, low in (("k", 2), ("budget", 1), ("seeds", 1), ("batch_size", 1), ("expert_epochs", 1),
+                      ("target_size", 1)):
         if getattr(args, name) < low:
-            raise ValueError(f"--{name} must be >= {low}, but got {getattr(args, name)}")
-    return check_methods(args.methods)  # an unknown method or setting fails before any run
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, but got {getattr(args, name)}")
+    for option, least in (("noise", 0.0), ("condition", 1.0)):  # NaN and infinity fail too
+        value = getattr(args, option)
+        if not math.isfinite(value) or not value >= least:
+            raise ValueError(f"--{option} must be a number >= {least:g}, but got {value}")
+    methods = check_methods(args.methods)  # an unknown method or setting fails before any run
+    check_outputs({"--output": args.output, "--csv": args.csv, "--plot": args.plot})
+    if args.problem == "network":
+        from spsa_mix.blend import resolve_device
+
+        resolve_device(args.device)  # an absent GPU fails before the experts are trained
+    return methods
 
 
 def _run(args: argparse.Namespace) -> int:

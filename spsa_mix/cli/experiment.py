@@ -14,9 +14,13 @@ The command was called ``spsa-mix experiment`` before 0.2 and that name still wo
 renamed because "GLUE" is also the NLP benchmark that SST-2 belongs to, and the command
 runs an experiment on any dataset, not that benchmark.
 
+Every option, the device and every output path (``--output``, ``--markdown``, ``--plot``,
+``--cache-dir``; :func:`spsa_mix.io.check_outputs`) are checked before any work.
+
 Exit status: 0 when every configuration ran, 1 when some failed (their errors are in
-the report and the JSON), 2 for bad input (the message says what and why), 130 when
-interrupted (the JSON keeps what was computed; trained experts stay cached).
+the report and the JSON), 2 for bad input or an output path that cannot be written (one
+line says what and why), 130 when interrupted (the JSON keeps what was computed; trained
+experts stay cached).
 
 Example
 -------
@@ -49,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data and split")
     data.add_argument("--dataset", default=_D.dataset,
                       help="digits (built in, scikit-learn; the default), text-domains (built in, generated token "
-                           "sequences of 10 domains), fashion-mnist (idx files under the data root), or a torchvision "
-                           "dataset present locally: cifar10, cifar100, svhn, imagenette, mnist, kmnist, stl10, usps, "
-                           "gtsrb")
+                           "sequences of 10 domains), fashion-mnist, mnist or kmnist (their idx files, .gz or not, "
+                           "under <data-root>/FashionMNIST/raw, /MNIST/raw or /KMNIST/raw), or a torchvision dataset "
+                           "present locally: cifar10, cifar100, svhn, imagenette, stl10, usps, gtsrb")
     data.add_argument("--task", default=None, choices=["image-classification", "sequence-classification", "causal-lm"],
                       help="what the experts learn (default: image-classification for images, causal-lm for text)")
     data.add_argument("--data-root", default=None,
@@ -178,10 +182,13 @@ def _default_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from spsa_mix.experiment.report import render_results
+    from spsa_mix.experiment.report import render_paths, render_results
+    from spsa_mix.io import check_outputs
 
     try:
-        text, paths = render_results(args.render, markdown=args.markdown, plot=args.plot)
+        markdown, plot = render_paths(args.render, markdown=args.markdown, plot=args.plot)
+        check_outputs({"--render": args.render, "--markdown": markdown, "--plot": plot})  # all three are written
+        text, paths = render_results(args.render, markdown=markdown, plot=plot)
     except ValueError as e:
         print(f"spsa-mix experiment: error: {e}", file=sys.stderr)
         return 2
@@ -201,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
         from spsa_mix.experiment.report import render_markdown
 
         resolve_device(cfg.device)  # a bad device fails before any work
+        from spsa_mix.io import check_outputs
+
+        check_outputs({"--output": output, "--markdown": markdown, "--plot": plot,
+                       "--cache-dir": cfg.resolved_cache_dir()}, folders=("--cache-dir",))
         from spsa_mix.models import available_models
 
         if cfg.arch not in available_models():
@@ -225,6 +236,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"spsa-mix experiment: interrupted; results so far in {output}; trained experts stay cached", file=sys.stderr)
         return 130
     print(render_markdown(results))
+    if results.get("reused_runs"):
+        from spsa_mix.experiment.report import runs_phrase
+
+        print(f"Reused {len(results['reused_runs'])} finished runs from {output} (same settings, not run again): "
+              f"{runs_phrase(results['reused_runs'])}.")
     total = results["timings"].get("total_seconds", 0.0)
     print(f"Wrote {output}, {markdown}, {plot} ({total:.0f} s).")
     return 1 if results["errors"] else 0

@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"spsa-mix merge: interrupted; the run's state is in {cfg.state_path()}: run again with --resume "
               "to continue", file=sys.stderr)
         return 130
+    if not outcome.recipe:  # another rank of a torchrun job: rank 0 prints
+        return 0
     print(outcome.table)
     print(f"Wrote {outcome.model_path} and, beside it, recipe.json, loss.png"
           + (" and mergekit.yaml" if (outcome.output / "mergekit.yaml").exists() else "") + ".")

@@ -7,8 +7,14 @@ interval, beside their closed forms (``docs/variance.md``) and GLUE's Propositio
 Prints a table, writes JSON (``--output``), a figure (``--plot``: variance and MSE
 against K, one line per m, log scales, theory dashed) and optionally a CSV (``--csv``).
 
-Exit status: 0 on success, 2 for bad input (the message says which option and why),
-130 when interrupted.
+The JSON is rewritten after every finished (configuration, K) cell with ``status``
+``"running"``, then ``"complete"`` (:func:`spsa_mix.variance.bench.run_benchmark`), so a
+kill loses only the cell in progress. Every option and output path is checked before any
+work.
+
+Exit status: 0 on success, 2 for bad input or an output path that cannot be written (one
+line says which option and why), 130 when interrupted (the JSON keeps the finished rows,
+marked ``"interrupted"``).
 
 Example
 -------
@@ -23,10 +29,8 @@ Example
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,9 @@ _ON_OFF = {"on": True, "off": False}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``spsa-mix bench variance`` (no NumPy-heavy or PyTorch import here)."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    from spsa_mix.cli import DefaultsHelpFormatter
+
+    parser.formatter_class = DefaultsHelpFormatter
     grid = parser.add_argument_group("grid")
     grid.add_argument("--k", type=int, nargs="+", default=[2, 5, 10, 20, 50], help="numbers of experts K (>= 2)")
     grid.add_argument("--m", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="directions per estimate")
@@ -101,73 +107,55 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the grid, print the table, write the JSON, the figure and the CSV."""
-    from spsa_mix.io import write_json
-    from spsa_mix.variance.bench import CI_METHODS, run_grid
+    try:
+        return _run(args)
+    except ValueError as e:
+        print(f"spsa-mix bench variance: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from spsa_mix.io import check_outputs
+    from spsa_mix.variance.bench import run_benchmark
     from spsa_mix.variance.report import plot_rows, render_proposition1, render_table, write_csv
 
     settings = _settings(args)
     if args.seed < 0:
-        print(f"spsa-mix bench variance: error: --seed must be >= 0, but got {args.seed}", file=sys.stderr)
-        return 2
-    network_options = None
-    if args.problem == "network":
-        network_options = {"target_size": args.target_size, "steps": args.expert_steps}
-        if args.threads is not None:
-            if args.threads < 1:
-                print(f"spsa-mix bench variance: error: --threads must be >= 1, but got {args.threads}",
-                      file=sys.stderr)
-                return 2
-            import torch
-
-            torch.set_num_threads(args.threads)
+        raise ValueError(f"--seed must be >= 0, but got {args.seed}")
+    for name in ("target_size", "expert_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, but got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, but got {args.threads}")
     output = Path(args.output)
     csv_path = None
     if args.csv is not None:
         csv_path = Path(args.csv) if args.csv else output.with_suffix(".csv")
+    check_outputs({"--output": output, "--plot": args.plot or None, "--csv": csv_path})
+    network_options = None
+    if args.problem == "network":
+        network_options = {"target_size": args.target_size, "steps": args.expert_steps}
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
-    finished: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-
-    def document(rows: list[dict[str, Any]], skipped: list[Any], elapsed: float, status: str) -> dict[str, Any]:
-        flags = [v for r in rows for v in r["agree"].values() if v is not None]
-        return {
-            "benchmark": "variance",
-            "status": status,
-            "command": _command(args),
-            "settings": {**settings, "network": network_options},
-            "ci_methods": CI_METHODS,
-            "environment": _environment(),
-            "elapsed_seconds": elapsed,
-            "summary": {"rows": len(rows), "comparisons": len(flags), "agree": int(sum(flags)),
-                        "skipped": len(skipped)},
-            "rows": rows,
-            "skipped": skipped,
-        }
-
+    latest: dict[str, Any] = {"rows": []}
     try:
-        result = run_grid(**settings, network_options=network_options, progress=not args.no_progress,
-                          log=None if args.quiet else log, rows_out=finished)
-    except ValueError as e:
-        print(f"spsa-mix bench variance: error: {e}", file=sys.stderr)
-        return 2
+        doc = run_benchmark(settings, output=output, command=_command(args), network_options=network_options,
+                            progress=not args.no_progress, log=None if args.quiet else log, on_update=latest.update)
     except KeyboardInterrupt:
-        doc = document(finished, [], time.perf_counter() - t0, "interrupted")
-        write_json(doc, output, indent=1)
-        print(f"spsa-mix bench variance: interrupted; the {len(finished)} finished rows are in {output}",
+        print(f"spsa-mix bench variance: interrupted; the {len(latest['rows'])} finished rows are in {output}",
               file=sys.stderr)
         return 130
-    rows = result["rows"]
-    doc = document(rows, result["skipped"], result["elapsed_seconds"], "complete")
-    write_json(doc, output, indent=1)
+    rows = doc["rows"]
     if args.plot:
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot_rows(rows, args.plot, title=f"two-point estimate at the uniform mixture: {args.problem}, "
                                          f"{settings['n_samples']} estimates per point")
     if csv_path is not None:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
         write_csv(rows, csv_path)
     if not args.quiet:
         print(render_table(rows))
@@ -176,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
             print("\nGLUE Proposition 1 (unit directions in the full space, c = 1) against the measurements:")
             print(prop1)
     written = ", ".join(str(p) for p in (output, args.plot or None, csv_path) if p)
-    print(f"{doc['summary']['agree']}/{doc['summary']['comparisons']} closed forms inside their {settings['confidence']:.4g} intervals "
-          f"({len(rows)} rows, {result['elapsed_seconds']:.1f} s); wrote {written}")
+    print(f"{doc['summary']['agree']}/{doc['summary']['comparisons']} closed forms inside their "
+          f"{settings['confidence']:.4g} intervals ({len(rows)} rows, {doc['elapsed_seconds']:.1f} s); wrote {written}")
     return 0
 
 
@@ -198,12 +186,3 @@ def _command(args: argparse.Namespace) -> str:
     if args.csv is not None:
         parts += ["--csv"] + ([args.csv] if args.csv else [])
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def _environment() -> dict[str, str]:
-    import numpy as np
-
-    import spsa_mix
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "spsa_mix": spsa_mix.__version__,
-            "platform": platform.platform()}

@@ -249,7 +249,7 @@ class TensorData:
         {'num_classes': 5, 'in_channels': 3, 'image_size': 8}
         """
         inputs, targets = self._splits["train"]
-        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or targets.is_floating_point():
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or targets is None or targets.is_floating_point():
             raise ValueError(f"{self.name}: an architecture by name needs images (N, C, H, W) and class labels; "
                              "give model: package.module:factory for other data")
         labels = [t for t in (targets, self._splits["test"][1]) if t is not None and t.numel()]

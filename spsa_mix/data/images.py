@@ -11,11 +11,13 @@ Datasets (:func:`load_dataset`)
     to set alpha and fine-tuning run in minutes on a CPU, and the domain shift is the
     paper's own: each expert sees a label-skewed Dirichlet split while the target is
     IID, so no expert matches the target distribution.
-``"fashion-mnist"``
-    read directly from the idx files (``.gz`` or unpacked) under
-    ``<root>/FashionMNIST/raw/`` (the layout torchvision uses); the files stay
-    untouched, so a read-only root works. Roots searched: :func:`default_data_roots`.
-any torchvision dataset present locally
+``"fashion-mnist"``, ``"mnist"``, ``"kmnist"``
+    read directly from their four idx files (``.gz`` or unpacked) under
+    ``<root>/FashionMNIST/raw/``, ``<root>/MNIST/raw/`` or ``<root>/KMNIST/raw/`` (the
+    layout torchvision uses, with the archives it downloads); the files stay untouched, so
+    a read-only root works. Roots searched: :func:`default_data_roots`. When the files are
+    not all there, the error says where it looked, what it found and what is missing.
+any other torchvision dataset present locally
     by name (:data:`TORCHVISION_DATASETS`: ``cifar10``, ``svhn``, ``imagenette``, ...),
     loaded with ``download=False`` from the data root.
 
@@ -71,7 +73,7 @@ TORCHVISION_DATASETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "usps": ("USPS", {"train": True}, {"train": False}),
     "gtsrb": ("GTSRB", {"split": "train"}, {"split": "test"}),
 }
-_FASHION_FILES = {
+_IDX_FILES = {  # the four files of every idx dataset (MNIST's format), torchvision's names
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte",
@@ -79,6 +81,27 @@ _FASHION_FILES = {
 }
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                     "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class _IdxDataset:
+    name: str  # as load_dataset names it
+    title: str  # as people write it
+    folder: str  # torchvision's folder: <root>/<folder>/raw/
+    classes: tuple[str, ...]  # torchvision's class names
+    origin: str  # where the files come from
+
+
+_IDX_DATASETS = {
+    "fashionmnist": _IdxDataset("fashion-mnist", "Fashion-MNIST", "FashionMNIST", _FASHION_CLASSES,
+                                "github.com/zalandoresearch/fashion-mnist, data/fashion/"),
+    "mnist": _IdxDataset("mnist", "MNIST", "MNIST",
+                         ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+                          "7 - seven", "8 - eight", "9 - nine"),
+                         "torchvision.datasets.MNIST(PATH, download=True) fetches them"),
+    "kmnist": _IdxDataset("kmnist", "KMNIST", "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+                          "torchvision.datasets.KMNIST(PATH, download=True) fetches them"),
+}
 _HOW_TO_PROVIDE = (
     "Provide it with --data-root PATH (Python: ExperimentConfig(data_root=PATH)) where {layout}; "
     "or set SPSA_MIX_DATA=PATH."
@@ -298,8 +321,8 @@ def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
                          f"but got test_size={test_size!r} for {name!r}")
     if key == "digits":
         data = _load_digits(DIGITS_TEST_SIZE if test_size is None else test_size, standardize)
-    elif key == "fashionmnist":
-        data = _load_fashion_mnist(_roots(data_root, cache_dir), standardize)
+    elif key in _IDX_DATASETS:
+        data = _load_idx_dataset(_IDX_DATASETS[key], _roots(data_root, cache_dir), standardize)
     elif key in TORCHVISION_DATASETS:
         data = _load_torchvision(key, _roots(data_root, cache_dir), image_size, standardize)
     else:
@@ -374,34 +397,52 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return data.reshape(dims).copy()  # writable, as torch wants
 
 
-def _find_fashion(root: Path) -> dict[str, Path] | None:
-    for folder in (root / "FashionMNIST" / "raw", root / "raw", root):
-        found: dict[str, Path] = {}
-        for key, stem in _FASHION_FILES.items():
-            for candidate in (folder / stem, folder / (stem + ".gz")):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
-        if len(found) == len(_FASHION_FILES):
-            return found
-    return None
+def _idx_folders(spec: _IdxDataset, root: Path) -> list[Path]:
+    """Where the files of ``spec`` are looked for under ``root``: torchvision's layout, and
+    for Fashion-MNIST (whose files are named as MNIST's) also ``root/raw`` and ``root``."""
+    layout = root / spec.folder / "raw"
+    return [layout, root / "raw", root] if spec.name == "fashion-mnist" else [layout]
 
 
-def _load_fashion_mnist(roots: list[Path], standardize: bool) -> ImageData:
+def _find_idx(folder: Path) -> dict[str, Path]:
+    """The idx files of :data:`_IDX_FILES` present in ``folder`` (unpacked or ``.gz``)."""
+    found: dict[str, Path] = {}
+    for key, stem in _IDX_FILES.items():
+        for candidate in (folder / stem, folder / (stem + ".gz")):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found
+
+
+def _load_idx_dataset(spec: _IdxDataset, roots: list[Path], standardize: bool) -> ImageData:
+    """An idx dataset (MNIST, Fashion-MNIST, KMNIST) from the first folder holding its four
+    files; else ``ValueError`` saying where it looked, what it found and what is missing."""
+    partial: list[tuple[Path, dict[str, Path]]] = []
     for root in roots:
-        files = _find_fashion(root)
-        if files is not None:
-            arrays = {key: read_idx(path) for key, path in files.items()}
-            return ImageData.from_arrays(
-                "fashion-mnist", arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
-                arrays["y_test"], scale=1 / 255, classes=_FASHION_CLASSES,
-                source=f"idx files in {files['x_train'].parent}", standardize=standardize,
-            )
-    looked = ", ".join(str(r / "FashionMNIST" / "raw") for r in roots)
+        for folder in _idx_folders(spec, root):
+            files = _find_idx(folder)
+            if len(files) == len(_IDX_FILES):
+                arrays = {key: read_idx(path) for key, path in files.items()}
+                return ImageData.from_arrays(
+                    spec.name, arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
+                    arrays["y_test"], scale=1 / 255, classes=spec.classes,
+                    source=f"idx files in {files['x_train'].parent} (torchvision.datasets.{spec.folder}'s layout)",
+                    standardize=standardize,
+                )
+            if files:
+                partial.append((folder, files))
+    wanted = ", ".join(s + "[.gz]" for s in _IDX_FILES.values())
+    looked = ", ".join(str(r / spec.folder / "raw") for r in roots)
+    found = "".join(
+        f"Found in {folder}: {', '.join(p.name for p in files.values())}; missing: "
+        f"{', '.join(s + '[.gz]' for k, s in _IDX_FILES.items() if k not in files)}. "
+        for folder, files in partial
+    )
     raise ValueError(
-        f"Fashion-MNIST not found: looked for {', '.join(s + '[.gz]' for s in _FASHION_FILES.values())} in {looked}. "
-        + _HOW_TO_PROVIDE.format(layout="PATH/FashionMNIST/raw/ holds those four files (torchvision's layout; "
-                                 "from github.com/zalandoresearch/fashion-mnist, data/fashion/)")
+        f"{spec.title} not found: looked for {wanted} in {looked}. {found}"
+        + _HOW_TO_PROVIDE.format(layout=f"PATH/{spec.folder}/raw/ holds those four files, .gz or unpacked "
+                                 f"(torchvision's layout; {spec.origin})")
     )
 
 

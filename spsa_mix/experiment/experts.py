@@ -10,7 +10,10 @@ seeds), its data indices and size, class counts, training losses and test metric
 that specification (:func:`expert_key`), so a later run with the same configuration
 loads the file instead of training, a changed configuration trains a new expert, and an
 interrupted run keeps every expert finished before the interruption. The JSON is
-written last (atomically), so a file pair without its JSON is never trusted.
+written last (atomically) and holds the SHA-256 of the weights file, so a file pair
+without its JSON is never trusted, and a damaged pair (weights truncated, overwritten or
+altered, a record that does not parse) is retrained and overwritten with a warning that
+names the file and what is wrong (:meth:`ExpertCache.load`).
 
 Initialisation. By default every expert starts from the same initial weights
 (``shared_init=True``, seeded by ``data_seed`` alone), as clients of federated averaging
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +84,7 @@ __all__ = [
     "CACHE_FORMAT",
 ]
 
+logger = logging.getLogger("spsa_mix.experiment")
 CACHE_FORMAT = 2  # bump when the file layout or the training code changes what a key means (2: tasks)
 
 
@@ -190,30 +195,74 @@ class ExpertCache:
         return self.root / f"{key}.safetensors", self.root / f"{key}.json"
 
     def load(self, key: str, model: nn.Module) -> dict[str, Any] | None:
-        """Load the weights of ``key`` into ``model`` and return its record, or ``None``."""
-        from safetensors.torch import load_model
+        """Load the weights of ``key`` into ``model`` and return its record, or ``None``.
 
+        ``None`` when the pair is absent, and also when it cannot be trusted: a record that
+        does not parse or names another key, weights whose SHA-256 differs from the one the
+        record holds, or a weights file safetensors cannot read (truncated, not safetensors,
+        other tensors); each of those logs a warning naming the file and what is wrong, and
+        leaves ``model`` as it was, so the caller retrains it and overwrites the pair.
+        """
         weights, meta_path = self.paths(key)
         if not (weights.is_file() and meta_path.is_file()):
             return None
+        problem, meta = self._check(key, weights, meta_path)
+        if problem is None:
+            before = {name: t.clone() for name, t in model.state_dict().items()}
+            try:
+                _load_weights(model, weights)
+            except Exception as e:  # safetensors raises its own SafetensorError, torch RuntimeError
+                model.load_state_dict(before)  # a partial load must not leak into the retraining
+                problem = f"{weights}: {type(e).__name__}: {e}"
+        if problem is not None:
+            logger.warning("expert cache: %s; retraining it", problem)
+            return None
+        return meta
+
+    @staticmethod
+    def _check(key: str, weights: Path, meta_path: Path) -> tuple[str | None, dict[str, Any]]:
+        """What is wrong with the pair of ``key`` before its weights are loaded, or ``None``."""
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("key") != key:
-                return None
-            load_model(model, str(weights), strict=True)
-        except (OSError, ValueError, RuntimeError, json.JSONDecodeError):
-            return None  # unreadable or mismatched: retrain and overwrite
-        return meta  # type: ignore[no-any-return]
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+            return f"{meta_path}: unreadable record ({type(e).__name__}: {e})", {}
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return f"{meta_path}: the record does not name key {key}", {}
+        expected = meta.get("weights_sha256")  # absent from records written before 0.2: not checked
+        if expected is not None:
+            try:
+                actual = _sha256(weights)
+            except OSError as e:
+                return f"{weights}: unreadable ({type(e).__name__}: {e})", meta
+            if actual != expected:
+                return f"{weights}: SHA-256 {actual[:12]}... differs from the record's {expected[:12]}...", meta
+        return None, meta
 
     def save(self, key: str, model: nn.Module, meta: dict[str, Any]) -> Path:
-        """Write the weights, then the record; each atomically (temporary file + rename)."""
+        """Write the weights, then the record with their SHA-256; each atomically
+        (temporary file + rename), so a record always describes whole weights."""
         from safetensors.torch import save_model
 
         weights, meta_path = self.paths(key)
         with atomic_path(weights) as tmp:
             save_model(model, str(tmp), metadata={"key": key})
-        write_json({**meta, "key": key}, meta_path)
+            digest = _sha256(tmp)
+        write_json({**meta, "key": key, "weights_sha256": digest}, meta_path)
         return weights
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), strict=True)
 
 
 def train_or_load_experts(

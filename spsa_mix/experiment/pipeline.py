@@ -25,6 +25,18 @@ seed) run, with ``status`` ``"running"``, then ``"complete"``, ``"complete with 
 (a configuration that raised is recorded in ``errors`` and the run goes on) or
 ``"interrupted"``.
 
+A rerun into the same ``output`` reuses its finished runs: each (configuration, seed) run
+is stored with a ``key``, the SHA-256 of everything that determines it
+(:meth:`Experiment.run_key`: the configuration less the fields that only say which runs
+there are and where files live, the device, the experts' cache keys, digests of the target
+and held-out examples, :data:`RESULTS_FORMAT`), and a run whose key is in the old file is
+taken from it instead of being computed (``reused_runs`` lists them; the log says so). The
+file never holds fewer finished runs than it did: the old runs this run has not placed
+(other settings, or not reached yet when it is interrupted) are kept under
+``previous_runs``, outside the summary, and are reused when their settings come back. To
+start afresh, delete the file or write elsewhere. An old file that cannot be read is
+replaced, with a warning.
+
 Example
 -------
 >>> import tempfile
@@ -37,6 +49,7 @@ Example
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -58,16 +71,23 @@ from spsa_mix.data.batches import Batches
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
 from spsa_mix.experiment.environment import bit_exact_environment
-from spsa_mix.experiment.experts import Expert, ExpertCache
+from spsa_mix.experiment.experts import Expert, ExpertCache, expert_key
 from spsa_mix.experiment.finetune import finetune
 from spsa_mix.experiment.pool import build_pool, default_model_fn, default_splits, load_pool_task
 from spsa_mix.experiment.report import compare, figure_title, plot_curves, render_markdown, summarize
-from spsa_mix.io import atomic_write_text, write_json
+from spsa_mix.io import atomic_write_text, check_outputs, write_json
 
 __all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT"]
 
 logger = logging.getLogger("spsa_mix.experiment")
-RESULTS_FORMAT = 1
+RESULTS_FORMAT = 2  # bump when the code changes what a run computes or how it is stored (2: run keys)
+# Fields of the configuration that do not change what one (configuration, seed) run computes:
+_NOT_IN_RUN_KEY = (
+    "configs", "seeds",  # which runs there are, not what each is
+    "cache_dir", "data_root",  # where files are (the data themselves are in the key by digest)
+    "extra",  # free-form notes
+    "device",  # in the key as resolved ("auto" is "cuda" or "cpu")
+)
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -161,12 +181,57 @@ class Experiment:
             "format": RESULTS_FORMAT, "status": "running", "config": cfg.to_dict(),
             "environment": _environment(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "dataset": {}, "split": {}, "experts": [], "runs": [], "errors": [], "summary": {}, "comparison": {},
-            "timings": {},
+            "timings": {}, "reused_runs": [],
         }
+        self.previous = self._read_previous()  # the finished runs of the file this run replaces
+        self._reused: set[int] = set()  # id() of the previous runs placed in results["runs"]
+
+    def _read_previous(self) -> list[dict[str, Any]]:
+        """The finished runs of the results file at ``output`` (``runs`` and ``previous_runs``)."""
+        if self.output is None or not self.output.exists():
+            return []
+        try:
+            old = json.loads(self.output.read_text())
+            runs = [r for r in [*old.get("runs", []), *old.get("previous_runs", [])]
+                    if isinstance(r, dict) and "config" in r and "seed" in r]
+        except (OSError, ValueError, AttributeError, TypeError) as e:
+            logger.warning("the results file %s cannot be read (%s: %s); it will be replaced", self.output,
+                           type(e).__name__, e)
+            return []
+        return runs
 
     def save(self) -> None:
+        """Write the results; the runs of the file replaced that this run has not placed (yet)
+        are kept under ``previous_runs``, so the file never holds fewer finished runs."""
+        kept = [r for r in self.previous if id(r) not in self._reused]
+        if kept:
+            self.results["previous_runs"] = kept
+        else:
+            self.results.pop("previous_runs", None)
         if self.output is not None:
             write_json(self.results, self.output, indent=2)
+
+    def run_key(self, name: str, seed: int) -> str:
+        """SHA-256 of everything that determines the run of ``name`` with ``seed``: the
+        configuration less the fields of :data:`_NOT_IN_RUN_KEY`, the device, the experts'
+        cache keys, digests of the target and held-out examples, the dataset's description
+        and :data:`RESULTS_FORMAT`."""
+        settings = {k: v for k, v in self.cfg.to_dict().items() if k not in _NOT_IN_RUN_KEY}
+        data = {k: v for k, v in self.results["dataset"].items() if k != "source"}  # the source names a folder
+        return expert_key({
+            "format": RESULTS_FORMAT, "config": name, "seed": int(seed), "settings": settings,
+            "device": str(self.device), "experts": [e.meta.get("key") for e in self.experts],
+            "target": self.task.digest(self.splits.target), "holdout": self.task.digest(self.splits.holdout),
+            "dataset": data, "task": self.results.get("task"),
+        })
+
+    def reuse(self, key: str) -> dict[str, Any] | None:
+        """The finished run of the replaced file with ``key``, or ``None``."""
+        for run in self.previous:
+            if run.get("key") == key and id(run) not in self._reused:
+                self._reused.add(id(run))
+                return run
+        return None
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> None:
@@ -275,12 +340,22 @@ class Experiment:
         for name in cfg.configs:
             fixed: AlphaResult | None = None  # rows without randomness set alpha once
             for seed in cfg.seeds:
+                key = self.run_key(name, seed)
+                old = self.reuse(key)
+                if old is not None:  # finished before, with the same settings
+                    self.results["runs"].append(old)
+                    self.results["reused_runs"].append({"config": name, "seed": seed})
+                    self.log(f"{name} seed {seed}: reused from {self.output} (same settings; prior "
+                             f"{100 * old['prior_accuracy']:.2f}%, after {cfg.finetune_epochs} epochs "
+                             f"{100 * old['test_accuracy'][-1]:.2f}%)")
+                    self.save()
+                    continue
                 try:
                     reused = fixed is not None
                     result = fixed if fixed is not None else set_alpha(name, problem, seed=seed)
                     if name not in SEED_DEPENDENT:
                         fixed = result
-                    self.finish_run(name, seed, result, reused=reused)
+                    self.finish_run(name, seed, result, reused=reused, key=key)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # recorded; the other configurations still run
@@ -290,7 +365,7 @@ class Experiment:
                     logger.debug("configuration %s failed", name, exc_info=True)
                 self.save()
 
-    def finish_run(self, name: str, seed: int, result: AlphaResult, *, reused: bool) -> None:
+    def finish_run(self, name: str, seed: int, result: AlphaResult, *, reused: bool, key: str | None = None) -> None:
         cfg = self.cfg
         model = self.blended(result.alpha)
         gen = torch.Generator().manual_seed(derive_seed(seed, "finetune"))
@@ -300,7 +375,7 @@ class Experiment:
                       seed=derive_seed(seed, "finetune"), loss_fn=self.task.loss, progress=self.progress,
                       desc=f"fine-tune {name} s{seed}")
         run = {
-            "config": name, "seed": seed, "alpha": result.alpha.tolist(),
+            "config": name, "seed": seed, "key": key, "alpha": result.alpha.tolist(),
             "prior_accuracy": ft["test_accuracy"][0], "test_accuracy": ft["test_accuracy"],
             "test_loss": ft["test_loss"], "train_loss": ft["train_loss"],
             # what setting alpha cost (once, for a row whose alpha is reused across seeds)
@@ -342,7 +417,9 @@ def run_experiment(
         ``spsa_mix.models.build_model(cfg.arch, ...)``. Give ``cfg.arch`` a name that
         identifies it: with the parameter shapes it keys the expert cache.
     output:
-        JSON file, rewritten after every expert and every run (partial results survive).
+        JSON file, rewritten after every expert and every run (partial results survive);
+        finished runs of an earlier run into the same file are reused where their settings
+        match, and kept under ``previous_runs`` where they do not (see the module docstring).
     markdown:
         Markdown report (experts table, configurations table, gaps), written at the end.
     plot:
@@ -364,10 +441,13 @@ def run_experiment(
     Raises
     ------
     ValueError
-        For a bad configuration, an unknown dataset or architecture, missing data, or
-        sizes the data cannot hold (before any training).
+        For a bad configuration, an unknown dataset or architecture, missing data, sizes
+        the data cannot hold, or an output path or cache folder that cannot be written
+        (:func:`spsa_mix.io.check_outputs`), all before any training.
     """
     cfg = cfg if cfg is not None else ExperimentConfig()
+    check_outputs({"output": output, "markdown": markdown, "plot": plot, "cache_dir": cfg.resolved_cache_dir()},
+                  folders=("cache_dir",))  # a bad path fails now, not after the work
     exp = Experiment(cfg, model_fn=model_fn, output=output, progress=progress, log=log)
     start = time.perf_counter()
     threads = torch.get_num_threads()

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from spsa_mix.io import atomic_write_text, write_json
+from spsa_mix.io import atomic_path, atomic_write_text, check_outputs, check_writable, write_json
 
 __all__ = [
     "refresh",
@@ -41,8 +41,12 @@ __all__ = [
     "comparison_lines",
     "render_markdown",
     "plot_curves",
+    "curves_figure",
+    "identical_groups",
     "figure_title",
     "render_results",
+    "render_paths",
+    "runs_phrase",
     "LABELS",
 ]
 
@@ -248,6 +252,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "",
         markdown_table(summary),
     ]
+    if results.get("reused_runs"):
+        head += ["", f"Reused from the results file this run replaced (same settings, not run again): "
+                     f"{runs_phrase(results['reused_runs'])}."]
+    if results.get("previous_runs"):
+        head += ["", f"The file also keeps {len(results['previous_runs'])} finished runs of other settings, or not "
+                     "reached again yet, under `previous_runs` (not in the tables)."]
     gaps = results.get("comparison") or compare(results)
     if gaps:
         head += ["", "### SPSA against the GLUE paper's comparisons (accuracy points)", "", *comparison_lines(gaps)]
@@ -256,40 +266,131 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(head) + "\n"
 
 
-def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """GLUE Figure 1's style: test accuracy against fine-tuning epochs, one line per
-    configuration (mean over seeds, band: min to max), written as PNG (Agg backend)."""
+def runs_phrase(runs: Sequence[Mapping[str, Any]]) -> str:
+    """``config`` and ``seed`` of each run, grouped by configuration in order.
+
+    >>> runs_phrase([{"config": "spsa", "seed": 0}, {"config": "uniform", "seed": 0}, {"config": "spsa", "seed": 1}])
+    'spsa seeds 0, 1; uniform seed 0'
+    """
+    seeds: dict[str, list[str]] = {}
+    for run in runs:
+        seeds.setdefault(str(run["config"]), []).append(str(run["seed"]))
+    return "; ".join(f"{c} seed{'s' if len(v) > 1 else ''} {', '.join(v)}" for c, v in seeds.items())
+
+
+_STYLES: dict[str, dict[str, Any]] = {  # GLUE's four configurations stand out
+    "spsa": dict(color="C3", lw=2.4, ls="-", marker="o"),
+    "backprop": dict(color="C2", lw=1.8, ls="--", marker="s"),
+    "data-size": dict(color="C0", lw=1.6, ls="-", marker="D"),
+    "proxy-accuracy": dict(color="C1", lw=1.6, ls="-", marker="^"),
+}
+_OTHER_COLORS = ("C4", "C5", "C6", "C7", "C8", "C9", "black", "darkgoldenrod", "navy")
+_OTHER_MARKERS = ("v", "P", "X", "<", ">", "*", "h", "p", "d")
+
+
+def identical_groups(summary: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """The configurations with a complete curve, grouped where their curves are identical
+    (mean, min and max at every epoch), in summary order: a figure draws each group once.
+
+    >>> c = lambda *m: {"curve": [{"mean": v, "min": v, "max": v} for v in m]}
+    >>> identical_groups({"data-size": c(0.5, 0.7), "spsa": c(0.6, 0.7), "uniform": c(0.5, 0.7)})
+    [['data-size', 'uniform'], ['spsa']]
+    """
+    groups: list[tuple[list[str], list[tuple[Any, ...]]]] = []
+    for name, s in summary.items():
+        curve = [(c["mean"], c["min"], c["max"]) for c in s["curve"]]
+        if not curve or any(m is None for m, _, _ in curve):
+            continue
+        for names, other in groups:
+            if other == curve:
+                names.append(name)
+                break
+        else:
+            groups.append(([name], curve))
+    return [names for names, _ in groups]
+
+
+def curves_figure(summary: Mapping[str, Mapping[str, Any]], *, title: str = "") -> Any:
+    """The figure of :func:`plot_curves` (a matplotlib ``Figure``, Agg backend).
+
+    Left: the prior (epoch 0, before fine-tuning) of each configuration; right: test
+    accuracy after each fine-tuning epoch, on a y-range of its own (the priors would squash
+    it). Markers are means over seeds and bars span min to max over seeds; the points of
+    one epoch are spread sideways so that none hides another, and identical curves
+    (:func:`identical_groups`) are drawn once, labelled with every name.
+    """
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    styles: dict[str, dict[str, Any]] = {"spsa": dict(lw=2.6, color="C3"), "backprop": dict(lw=2.0, color="C2", ls="--"),
-              "data-size": dict(lw=1.8, color="C0"), "proxy-accuracy": dict(lw=1.8, color="C1")}
-    others = iter([f"C{i}" for i in range(4, 10)] + ["black", "darkgoldenrod", "navy"] * 3)
-    for name, s in summary.items():
-        means = [c["mean"] for c in s["curve"]]
-        if not means or any(m is None for m in means):
-            continue
-        epochs = np.arange(len(means))
-        style: dict[str, Any] = styles[name] if name in styles else dict(lw=1.2, color=next(others), ls=":")
-        ax.plot(epochs, 100 * np.asarray(means), marker="o", ms=3, label=LABELS.get(name, name), **style)
-        if s["n_seeds"] > 1:
-            ax.fill_between(epochs, [100 * c["min"] for c in s["curve"]], [100 * c["max"] for c in s["curve"]],
-                            color=style["color"], alpha=0.12, lw=0)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("fine-tuning epoch (0 = prior, zero-shot)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "Test accuracy during fine-tuning with alpha fixed")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    groups = identical_groups(summary)
+    n_seeds = max((int(summary[g[0]]["n_seeds"]) for g in groups), default=0)
+    epochs = max((len(summary[g[0]]["curve"]) - 1 for g in groups), default=0)
+    fig, (prior_ax, ft_ax) = plt.subplots(1, 2, figsize=(12, 6.2), dpi=120,
+                                          gridspec_kw={"width_ratios": [1.0, 1.7]})
+    offsets = np.linspace(-0.3, 0.3, len(groups)) if len(groups) > 1 else np.zeros(1)
+    others = iter(range(len(_OTHER_COLORS) * 3))
+    labels = []
+    for row, names in enumerate(groups):
+        s = summary[names[0]]
+        if names[0] in _STYLES:
+            style = _STYLES[names[0]]
+        else:
+            j = next(others)
+            style = dict(color=_OTHER_COLORS[j % len(_OTHER_COLORS)], lw=1.2, ls=(":", "-.")[j % 2],
+                         marker=_OTHER_MARKERS[j % len(_OTHER_MARKERS)])
+        label = " = ".join(LABELS.get(n, n) for n in names)
+        labels.append(label)
+        mean = 100 * np.array([c["mean"] for c in s["curve"]])
+        lo = 100 * np.array([c["min"] for c in s["curve"]])
+        hi = 100 * np.array([c["max"] for c in s["curve"]])
+        bars = np.clip(np.vstack([mean - lo, hi - mean]), 0.0, None)  # (2, epochs + 1); rounding may cross 0
+        prior_ax.errorbar(mean[:1], [row], xerr=bars[:, :1], color=style["color"], marker=style["marker"], ms=6,
+                          ls="none", capsize=3, elinewidth=1.0)
+        if len(mean) > 1:
+            ft_ax.errorbar(np.arange(1, len(mean)) + offsets[row], mean[1:], yerr=bars[:, 1:], label=label,
+                           color=style["color"], ls=style["ls"], lw=style["lw"], marker=style["marker"], ms=5,
+                           capsize=2, elinewidth=0.8)
+    prior_ax.set_yticks(range(len(groups)), labels, fontsize=8)
+    prior_ax.set_ylim(len(groups) - 0.5, -0.5)  # the first configuration on top
+    prior_ax.set_xlabel("test accuracy (%) of the prior, before fine-tuning")
+    prior_ax.set_title("prior theta(alpha) (epoch 0)", fontsize=10)
+    prior_ax.grid(axis="x", alpha=0.3)
+    if epochs > 0:
+        ft_ax.set_xticks(range(1, epochs + 1))
+        ft_ax.set_xlim(0.5, epochs + 0.5)
+        handles, names = ft_ax.get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=4, fontsize=7.5, frameon=False,
+                   bbox_to_anchor=(0.5, 0.045))
+    else:
+        ft_ax.text(0.5, 0.5, "no fine-tuning epochs", ha="center", va="center", transform=ft_ax.transAxes)
+    ft_ax.set_xlabel("fine-tuning epoch")
+    ft_ax.set_ylabel("test accuracy (%)")
+    ft_ax.set_title("during fine-tuning, alpha fixed (its own y-range)", fontsize=10)
+    ft_ax.grid(alpha=0.3)
+    fig.suptitle(title or "Test accuracy of the prior and during fine-tuning")
+    seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    fig.text(0.5, 0.012, f"Markers: mean over {seeds}; bars: min to max over seeds. The points of one epoch are "
+                         "spread sideways so that none hides another; identical curves are drawn once, labelled "
+                         "'a = b'.", ha="center", va="bottom", fontsize=8)
+    legend_rows = -(-len(groups) // 4)
+    fig.tight_layout(rect=(0, 0.07 + 0.03 * legend_rows if epochs > 0 else 0.04, 1, 1))
+    return fig
+
+
+def plot_curves(summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Write :func:`curves_figure` as PNG to ``path`` (atomically); return the path."""
+    import matplotlib.pyplot as plt
+
+    path = check_writable(path, "path")
+    fig = curves_figure(summary, title=title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -301,6 +402,19 @@ def figure_title(config: Mapping[str, Any]) -> str:
     """
     return (f"K={config.get('k')} experts on {config.get('dataset')} ({config.get('arch')}, "
             f"{len(config.get('seeds', []))} seeds)")
+
+
+def render_paths(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None,
+                 plot: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """Where :func:`render_results` writes the report and the figure: as given, else beside
+    the results file (``.md`` and ``.png``).
+
+    >>> [p.as_posix() for p in render_paths("runs/r.json", plot="fig.png")]
+    ['runs/r.md', 'fig.png']
+    """
+    path = Path(path)
+    return (Path(markdown) if markdown else path.with_suffix(".md"),
+            Path(plot) if plot else path.with_suffix(".png"))
 
 
 def render_results(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None,
@@ -316,12 +430,12 @@ def render_results(path: str | os.PathLike[str], *, markdown: str | os.PathLike[
         If the file cannot be read as an experiment's results.
     """
     path = Path(path)
+    md, png = render_paths(path, markdown=markdown, plot=plot)
+    check_outputs({"path": path, "markdown": md, "plot": png})
     try:
         results = refresh(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read results file {str(path)!r}: {e}") from None
-    md = Path(markdown) if markdown else path.with_suffix(".md")
-    png = Path(plot) if plot else path.with_suffix(".png")
     write_json(results, path, indent=2)
     text = render_markdown(results)
     atomic_write_text(md, text)

@@ -11,6 +11,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spsa_mix.blend.batches import call_model
+from spsa_mix.core.errors import NonFiniteLossError
 from spsa_mix.core.validation import check_int
 
 __all__ = ["train_model"]
@@ -45,6 +47,11 @@ def train_model(
     (e.g. test accuracy), stored with the epoch's mean training loss. ``progress`` is a
     bar advanced once per batch (:func:`spsa_mix.progress.progress_bar`), or ``None``. Leaves the model in eval mode.
 
+    A NaN or infinite batch loss stops the training before its step:
+    :class:`~spsa_mix.core.errors.NonFiniteLossError` names the epoch and the batch, and the
+    weights are those after the last finite step (an expert is then not cached; a
+    fine-tuned configuration is recorded as an error of the experiment).
+
     Returns
     -------
     list of dict
@@ -62,13 +69,18 @@ def train_model(
     for epoch in range(1, epochs + 1):
         model.train()
         total, n = 0.0, 0
-        for inputs, targets in batches:
+        for batch, (inputs, targets) in enumerate(batches, start=1):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(call_model(model, inputs), targets)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # before its step: the weights stay finite
+                raise NonFiniteLossError(f"training loss is {value} at epoch {epoch}, batch {batch} (the weights are "
+                                         "those after the last finite step); try a lower learning rate",
+                                         index=batch - 1, value=value)
             loss.backward()
             optimizer.step()
             size = int(targets.shape[0])
-            total += float(loss.detach()) * size
+            total += value * size
             n += size
             if progress is not None:
                 progress.update(1)

@@ -95,7 +95,7 @@ def _build_lm(root: Path, *, lora: bool, seed: int) -> dict[str, Any]:
     tok = word_tokenizer(data.vocab_size)
     base_dir = root / "base"
     if not (base_dir / "config.json").is_file():
-        base = build_model("tiny-llama", vocab_size=vocab, max_length=data.max_length, seed=seed)
+        base: Any = build_model("tiny-llama", vocab_size=vocab, max_length=data.max_length, seed=seed)
         _train(base, task, np.arange(len(labels)), epochs=3, lr=3e-3, seed=seed)
         base.save_pretrained(base_dir)
         tok.save_pretrained(base_dir)
@@ -107,7 +107,7 @@ def _build_lm(root: Path, *, lora: bool, seed: int) -> dict[str, Any]:
             continue
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
         idx = np.flatnonzero(np.isin(labels, domains))
         if lora:
             from peft import LoraConfig, get_peft_model
@@ -194,6 +194,7 @@ def _build_vision(root: Path, *, seed: int) -> dict[str, Any]:
         for name, task in (("train", shifted(_VISION_TARGET, train_part)),
                            ("validation", shifted(_VISION_TARGET, np.arange(len(digits.y_test)), split="test"))):
             d = task.data
+            assert isinstance(d, ImageData)
             x = d.normalize(d.x_train)
             _save_tensors({"inputs": x, "targets": d.y_train}, target / f"{name}.pt")
     return {"base": str(base_path), "experts": [str(e) for e in experts], "target": str(target),

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -99,17 +98,12 @@ def _architecture(model_dir: Path | None) -> str | None:
     return str(archs[0]) if archs else None
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
+def _check_output(output: Path, overwrite: bool, state: Path) -> None:
+    from spsa_mix.io import check_outputs
+
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
         raise ValueError(f"output {str(output)!r} exists and is not empty: choose another output or pass --overwrite")
-    parent = output.parent if output.parent != Path("") else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"output {str(output)!r} cannot be created: {str(probe)!r} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"output {str(output)!r} cannot be written: no write permission in {str(probe)!r}")
+    check_outputs({"output": output, "the run's state": state}, folders=("output",))
 
 
 def plan_merge(cfg: MergeConfig) -> MergePlan:
@@ -170,7 +164,7 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
         raise ValueError(f"budget {cfg.budget} buys no step of {cfg.method!r} (a step costs {cost:g} evaluations, "
                          f"{reserve} more is kept to score the answer): raise budget to at least {int(cost) + reserve}")
     output = Path(cfg.output)
-    _check_output(output, cfg.overwrite)
+    _check_output(output, cfg.overwrite, cfg.state_path())
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
 
 
@@ -225,8 +219,10 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
     dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
     common = dict(data=train, device=cfg.device, granularity=cfg.granularity)
     if plan.kind in ("hf", "adapter"):
-        return BlendedObjective.from_pretrained([str(p) for p in plan.experts], base=cfg.base, space=cfg.space,
-                                                scale=cfg.scale, loss=plan.loss, dtype=dtype, **common)
+        return BlendedObjective.from_pretrained([str(p) for p in plan.experts], base=cfg.base,
+                                                space=cfg.space,  # type: ignore[arg-type]  # checked by the config
+                                                scale=cfg.scale,  # type: ignore[arg-type]
+                                                loss=plan.loss, dtype=dtype, **common)
     model = _plain_model(cfg.model, source)  # type: ignore[arg-type]
     extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     if cfg.space == "task-vectors":
@@ -330,6 +326,15 @@ def _plot(history: dict[str, np.ndarray], path: Path, title: str) -> Path:
     return path
 
 
+def _score(obj: Any, point: np.ndarray, data: Any) -> dict[str, float]:
+    """Loss and metric of one point over all of ``data``."""
+    from spsa_mix.blend import evaluate_blend
+
+    metrics = evaluate_blend(obj, point, data)
+    assert isinstance(metrics, dict)  # one point, one dict
+    return metrics
+
+
 def _vertex(obj: Any, index: int) -> np.ndarray:
     """The point of expert ``index`` alone: a one-hot alpha in every group (and a scale of 1)."""
     alpha = np.zeros(obj.domain.simplex)
@@ -372,47 +377,54 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         On Ctrl-C, after the run's state is written.
     """
     import spsa_mix
-    from spsa_mix.blend import evaluate_blend, evaluate_experts
+    from spsa_mix.blend import evaluate_experts
     from spsa_mix.core.result import Status
+    from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
 
     say = log or logger.info
     start = time.perf_counter()
     plan = plan_merge(cfg)
+    ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
+    say = say if ranks.is_writer else (lambda line: None)
     if resume and not plan.state.exists():
         say(f"no saved state at {plan.state}: starting from the beginning")
     elif not resume and plan.state.exists():
         say(f"a saved state exists at {plan.state}; starting again (pass --resume to continue it)")
-        plan.state.unlink()
+        if ranks.is_writer:
+            plan.state.unlink()
     source, train, val = _load_data(plan)
-    obj = _objective(plan, train, source)  # experts that do not match fail here, before any evaluation
+    obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train
     where = "validation" if val is not None else "training"
     uniform_point = obj.domain.center() if not obj.domain.simplex_only else np.full(obj.shape, 1.0 / obj.k)
-    uniform = evaluate_blend(obj, uniform_point, scoring)
+    uniform = _score(obj, uniform_point, scoring)
     singles = evaluate_experts(obj, scoring)
     best = int(np.argmin([m["loss"] for m in singles]))
     say(f"uniform blend: {where} loss {uniform['loss']:.4f}; best single expert: {plan.experts[best].name} "
         f"({singles[best]['loss']:.4f})")
 
     def val_objective(x: np.ndarray) -> float:
-        return float(evaluate_blend(obj, x, scoring)["loss"])  # type: ignore[call-overload]
+        return float(_score(obj, x, scoring)["loss"])
 
     options = dict(cfg.options)
     kwargs: dict[str, Any] = dict(method=cfg.method, max_evals=cfg.budget, seed=cfg.seed, vectorized=True,
-                                  show_progress_bar=progress, val_objective=val_objective,
+                                  show_progress_bar=progress and ranks.is_writer, val_objective=ranks.same(val_objective),
                                   val_every=cfg.validate_every)
     import inspect
 
     if "checkpoint" in inspect.signature(spsa_mix.minimize).parameters:
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
-    res = spsa_mix.minimize(obj, k=obj.shape, **kwargs, **options)
+    res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
+    ranks.close()
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
     if not res.success:
         raise RuntimeError(f"the search stopped: {res.message}")
-    learned = evaluate_blend(obj, res.x, scoring)
+    if not ranks.is_writer:  # the search is the same on every rank; rank 0 scores and writes alone
+        return MergeOutcome(plan.output, plan.output, {}, "")
+    learned = _score(obj, res.x, scoring)
     candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
                   "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),
                   "best single": (_vertex(obj, best), singles[best])}
@@ -424,7 +436,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
             "writes the learned blend)")
     alpha, scale = _weights(obj, point, cfg)
     model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite))
-    rows = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
+    rows: list[dict[str, Any]] = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
             {"blend": f"best single ({plan.experts[best].name})", "loss": singles[best]["loss"],
              "metric": singles[best]["accuracy"]},
             {"blend": f"learned ({cfg.method})", "loss": learned["loss"], "metric": learned["accuracy"]}]

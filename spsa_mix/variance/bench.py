@@ -4,8 +4,11 @@
 and ``K``, draws ``n_samples`` estimates for every ``m`` at the uniform mixture, and
 returns one row per ``(configuration, K, m)`` with the empirical values and intervals,
 the closed forms, whether each closed form lies inside its interval, and GLUE's
-Proposition 1 where it applies (unit directions in the full space, ``c = 1``). ``spsa-mix bench
-variance`` (:mod:`spsa_mix.cli.variance`) prints, saves and plots these rows.
+Proposition 1 where it applies (unit directions in the full space, ``c = 1``).
+:func:`run_benchmark` runs it as ``spsa-mix bench variance`` (:mod:`spsa_mix.cli.variance`)
+does: the results document, written after every finished cell (``status`` ``"running"``),
+at the end (``"complete"``), on Ctrl-C (``"interrupted"``) or a failure (``"failed"``), so
+that a kill loses only the cell in progress.
 
 Which closed form a row carries (``theory["limit"]``):
 
@@ -38,6 +41,7 @@ Example
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,7 +73,7 @@ from spsa_mix.variance.theory import (
     project,
 )
 
-__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid"]
+__all__ = ["SCALES", "ALL_PROBLEMS", "CI_METHODS", "run_grid", "run_benchmark"]
 
 SCALES: tuple[str, ...] = ("unbiased", "paper")
 ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, "network")
@@ -116,6 +120,7 @@ def run_grid(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     rows_out: list[dict[str, Any]] | None = None,
+    on_rows: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Every ``(configuration, K, m)`` of the grid: empirical statistics and closed forms.
 
@@ -155,6 +160,9 @@ def run_grid(
     rows_out:
         A list that receives each row as soon as it is computed, so that a caller keeps
         the finished rows when the grid is interrupted (Ctrl-C) or fails part way.
+    on_rows:
+        Called with the rows and the skipped combinations so far after each
+        ``(configuration, K)`` cell (:func:`run_benchmark` writes its file there).
 
     Returns
     -------
@@ -256,6 +264,8 @@ def run_grid(
                                        progress=None if bar is None else bar.update)
                 rows.extend(_rows_for(fp, problem, est, kind=kind, sum_zero=sz, orthogonal=orth, mu=mu,
                                       scales=scales, derivative=derivative, confidence=confidence))
+                if on_rows is not None:
+                    on_rows(rows, skipped)
     finally:
         if bar is not None:
             bar.close()
@@ -336,3 +346,87 @@ def _rows_for(
                 "paper_prop1": paper,
             })
     return rows
+
+
+def run_benchmark(
+    settings: dict[str, Any],
+    *,
+    output: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+    network_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`run_grid` with ``settings`` (its keyword arguments) as one results document,
+    written to ``output`` (and given to ``on_update``) after every finished
+    ``(configuration, K)`` cell and at the end.
+
+    The document holds ``benchmark``, ``status``, ``command``, ``settings``,
+    ``ci_methods``, ``environment``, ``elapsed_seconds``, ``summary`` (rows, closed forms
+    compared, inside their intervals, skipped), ``rows`` and ``skipped``. ``status`` is
+    ``"running"`` while cells remain, then ``"complete"``; on Ctrl-C the file gets the
+    finished rows as ``"interrupted"`` and ``KeyboardInterrupt`` propagates; on any other
+    exception raised after the first cell, ``"failed"`` with the ``error``, and the
+    exception propagates. Bad settings raise ``ValueError`` before anything is written.
+
+    >>> doc = run_benchmark(dict(problem="linear", ks=[3], ms=[1], kinds=["gaussian"], sum_zero=[True],
+    ...                          scales=["unbiased"], n_samples=500))
+    >>> doc["status"], doc["summary"]["rows"], doc["settings"]["n_samples"]
+    ('complete', 1, 500)
+    """
+    from spsa_mix.io import check_writable, write_json
+
+    if output is not None:
+        check_writable(output, "output")
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    def document(status: str, elapsed: float | None = None, **extra: Any) -> dict[str, Any]:
+        flags = [v for r in rows for v in r["agree"].values() if v is not None]
+        return {
+            "benchmark": "variance", "status": status, "command": command,
+            "settings": {**settings, "network": network_options}, "ci_methods": CI_METHODS,
+            "environment": _environment(),
+            "elapsed_seconds": time.perf_counter() - t0 if elapsed is None else elapsed,
+            "summary": {"rows": len(rows), "comparisons": len(flags), "agree": int(sum(flags)), "skipped": len(skipped)},
+            "rows": rows, "skipped": skipped, **extra,
+        }
+
+    def save(doc: dict[str, Any]) -> dict[str, Any]:
+        if output is not None:
+            write_json(doc, output, indent=1)
+        if on_update is not None:
+            on_update(doc)
+        return doc
+
+    started = False
+
+    def on_rows(so_far: list[dict[str, Any]], skipped_so_far: list[dict[str, Any]]) -> None:
+        nonlocal started
+        started = True
+        skipped[:] = skipped_so_far
+        save(document("running"))
+
+    try:
+        result = run_grid(**settings, network_options=network_options, progress=progress, log=log, rows_out=rows,
+                          on_rows=on_rows)
+    except KeyboardInterrupt:
+        save(document("interrupted"))
+        raise
+    except Exception as e:
+        if started:  # a bad setting fails before the first cell, and leaves no file
+            save(document("failed", error=f"{type(e).__name__}: {e}"))
+        raise
+    skipped[:] = result["skipped"]
+    return save(document("complete", result["elapsed_seconds"]))
+
+
+def _environment() -> dict[str, str]:
+    import platform
+
+    import spsa_mix
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "spsa_mix": spsa_mix.__version__,
+            "platform": platform.platform()}

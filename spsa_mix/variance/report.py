@@ -12,6 +12,7 @@ Example
 from __future__ import annotations
 
 import csv
+import io
 import os
 import textwrap
 from collections.abc import Sequence
@@ -144,13 +145,16 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> N
     >>> write_csv([], path); open(path).read()
     ''
     """
+    from spsa_mix.io import atomic_write_text, check_writable
+
+    check_writable(path, "path")
     flat = [_flat(r) for r in rows]
-    with open(path, "w", newline="") as fh:
-        if not flat:
-            return
-        writer = csv.DictWriter(fh, fieldnames=list(flat[0]))
+    buf = io.StringIO(newline="")
+    if flat:
+        writer = csv.DictWriter(buf, fieldnames=list(flat[0]))
         writer.writeheader()
         writer.writerows(flat)
+    atomic_write_text(path, buf.getvalue())
 
 
 def plot_rows(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, title: str | None = None) -> None:
@@ -167,6 +171,9 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, t
     >>> plot_rows(rows, path); open(path, "rb").read(4)
     b'\x89PNG'
     """
+    from spsa_mix.io import check_writable
+
+    check_writable(path, "path")  # before the drawing
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,5 +241,10 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, t
     # fixed margins: tight_layout measures every log-scale tick label (seconds per panel)
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.5 / height, top=1.0 - 1.0 / height, wspace=0.35,
                         hspace=0.55)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from spsa_mix.io import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)

@@ -33,6 +33,13 @@ def test_float_dtype():
         check_float_dtype("float32")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("device", ["meta", torch.device("meta")])
+def test_meta_is_refused_it_holds_no_data(device):
+    with pytest.raises(ValueError, match=r"device=.*meta.* holds no data: nothing can be scored there; pass 'cpu', "
+                                         r"'cuda' or 'auto'"):
+        resolve_device(device)
+
+
 def test_a_dtype_the_device_cannot_run_is_named_with_the_device(monkeypatch):
     import torch
 

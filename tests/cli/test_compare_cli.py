@@ -72,11 +72,19 @@ def test_nan_values_become_null(tmp_path):
     (["--methods", "nevergrad:Nope"], "unknown Nevergrad optimizer 'Nope'"),
     (["--methods", "sgd"], "unknown method 'sgd'"),
     (["--methods", "spsa@lrr=0.1"], "method 'spsa' does not use options="),
+    (["--noise", "-1"], "--noise must be a number >= 0, but got -1.0"),
+    (["--noise", "nan"], "--noise must be a number >= 0, but got nan"),
+    (["--condition", "0.5"], "--condition must be a number >= 1, but got 0.5"),
+    (["--condition", "inf"], "--condition must be a number >= 1, but got inf"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, but got 0"),
+    (["--expert-epochs", "0"], "--expert-epochs must be >= 1, but got 0"),
+    (["--target-size", "-3"], "--target-size must be >= 1, but got -3"),
 ])
 def test_bad_arguments_return_2(argv, message, capsys):
     assert compare.run(parse(*argv, "--budget", "10", "--seeds", "1", "--no-progress", "--quiet")
                        if "--seeds" not in argv else parse(*argv, "--budget", "10", "--no-progress", "--quiet")) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -138,3 +146,103 @@ def test_ctrl_c_keeps_the_runs_so_far(tmp_path, monkeypatch):
     assert rc == 130
     data = json.loads(out.read_text())
     assert data["status"] == "interrupted" and len(data["runs"]) == 2
+
+
+def test_a_real_sigint_stops_the_comparison_exits_130_and_keeps_the_finished_runs(tmp_path):
+    """End to end: ``python -m spsa_mix bench compare`` in a subprocess, SIGINT once the
+    JSON holds a finished run; the process exits 130, the file says "interrupted" and keeps
+    the runs that had finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if os.name != "posix":
+        pytest.skip("SIGINT to a subprocess needs POSIX")
+    out = tmp_path / "r.json"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "compare", "--k", "10", "--budget", "20000",
+                             "--seeds", "500", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out),
+                             "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+        runs_seen = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_file():
+                runs = json.loads(out.read_text())["runs"]  # never half-written: replaced atomically
+                runs_seen = len(runs)
+                if runs_seen >= 1:
+                    time.sleep(runs[0]["wall_s"] / 2)  # so that the signal lands inside minimize, most likely
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None and runs_seen >= 1, "the comparison ended or wrote nothing before the signal"
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bench compare went on after SIGINT")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    data = strict_json(out)
+    assert data["status"] == "interrupted"
+    assert len(data["runs"]) >= runs_seen and len(data["runs"]) < 500
+    assert all(r["status"] != "INTERRUPTED" for r in data["runs"])  # an interrupted run is not recorded as a result
+    assert "interrupted after" in err and str(out) in err
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "r.png").exists()  # written at the end only
+
+
+def test_the_quadratic_problem_refuses_what_it_cannot_build():
+    with pytest.raises(ValueError, match="noise_std must be a number >= 0, but got -1.0"):
+        library.quadratic_problem(3, 0, noise=-1.0)
+    with pytest.raises(ValueError, match="condition must be a number >= 1, but got 0.5"):
+        library.quadratic_problem(3, 0, condition=0.5)
+
+
+def _help(*words):
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "spsa_mix", *words, "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    return re.sub(r"\s+", " ", out)  # argparse wraps lines
+
+
+def test_help_shows_every_default_once_and_the_method_names():
+    text = _help("bench", "compare").split("options:", 1)[1]  # past the usage lines
+    for option, default in [("--k K", "10"), ("--budget BUDGET", "200"), ("--seeds SEEDS", "3"),
+                            ("--problem {quadratic,network}", "quadratic"), ("--condition CONDITION", "10.0"),
+                            ("--noise NOISE", "0.0"), ("--batch-size BATCH_SIZE", "64"), ("--device DEVICE", "cpu"),
+                            ("--expert-epochs EXPERT_EPOCHS", "30"), ("--target-size TARGET_SIZE", "300")]:
+        assert option in text and f"(default: {default})" in text.split(option, 1)[1].split(" --", 1)[0], option
+    methods = text.split("--methods", 1)[1].split(" --", 1)[0]
+    for name in ("spsa", "forward-grad", "backprop", "nevergrad:<name>", "optuna:<name>", "uniform",
+                 "(default: spsa nevergrad:NGOpt optuna:tpe)"):
+        assert name in methods, name
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for option in text.split(" --")[1:]:
+        assert option.count("default") <= 1, option
+
+
+def test_the_json_says_running_after_every_run_and_a_rerun_replaces_it(tmp_path, monkeypatch):
+    real = library.run_one
+    out = tmp_path / "r.json"
+    seen = []
+
+    def watching(*args):
+        seen.append(json.loads(out.read_text()) if out.exists() else None)
+        return real(*args)
+
+    monkeypatch.setattr(library, "run_one", watching)
+    argv = ["--k", "3", "--budget", "20", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out)]
+    assert compare.run(parse(*argv, "--seeds", "2")) == 0
+    assert seen[0] is None and (seen[1]["status"], len(seen[1]["runs"])) == ("running", 1)
+    assert strict_json(out)["status"] == "complete"
+    assert compare.run(parse(*argv, "--seeds", "1")) == 0  # no reuse: the file is the new comparison's
+    assert len(strict_json(out)["runs"]) == 1

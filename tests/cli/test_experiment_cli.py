@@ -110,3 +110,72 @@ def test_default_output_paths() -> None:
     out, md, png = experiment_cli._default_paths(parse("--dataset", "fashion-mnist"))
     assert out == Path("runs/experiment_fashion-mnist_small-cnn/results.json")
     assert md == Path("runs/experiment_fashion-mnist_small-cnn/results.md") and png == out.with_name("figure.png")
+
+
+def test_a_rerun_into_the_same_output_says_which_runs_it_reused(tmp_path, capsys) -> None:
+    out = tmp_path / "results.json"
+    argv = ["--quick", "--configs", "uniform", "spsa", "--no-progress", "--cache-dir", str(tmp_path / "c"),
+            "--output", str(out)]
+    assert experiment_cli.run(parse(*argv)) == 0
+    capsys.readouterr()
+    assert experiment_cli.run(parse(*argv, "--seeds", "0", "1")) == 0
+    captured = capsys.readouterr()
+    assert f"Reused 2 finished runs from {out} (same settings, not run again): uniform seed 0; spsa seed 0." \
+        in captured.out
+    assert "uniform seed 0: reused from" in captured.err and "spsa seed 1: reused" not in captured.err
+    assert "Reused from the results file this run replaced" in out.with_suffix(".md").read_text()
+
+
+def test_a_real_sigint_exits_130_and_keeps_the_finished_runs(tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    if os.name != "posix":
+        pytest.skip("SIGINT to a subprocess needs POSIX")
+    out = tmp_path / "r.json"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "experiment", "--quick", "--configs", "uniform", "spsa",
+                             "--seeds", "40", "--no-progress", "--cache-dir", str(tmp_path / "c"), "--output", str(out)],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+        runs = 0
+        while time.monotonic() < deadline and proc.poll() is None and runs == 0:
+            if out.is_file():
+                runs = len(json.loads(out.read_text())["runs"])
+            time.sleep(0.05)
+        assert proc.poll() is None and runs >= 1, "the experiment ended or wrote no run before the signal"
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the experiment went on after SIGINT")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    saved = json.loads(out.read_text())
+    assert saved["status"] == "interrupted" and runs <= len(saved["runs"]) < 80 and len(saved["experts"]) == 3
+    assert f"interrupted; results so far in {out}; trained experts stay cached" in err
+    assert len(list((tmp_path / "c" / "experts").glob("*.safetensors"))) == 3
+    assert not out.with_suffix(".md").exists()  # the report and the figure are written at the end only
+
+
+def test_a_diverged_expert_exits_2_with_one_line_and_is_not_cached(tmp_path, capsys, monkeypatch) -> None:
+    import spsa_mix.experiment.experts as experts_mod
+    from spsa_mix.core.errors import NonFiniteLossError
+
+    def diverge(*args, **kwargs):
+        raise NonFiniteLossError("training loss is nan at epoch 1, batch 3 (the weights are those after the last "
+                                 "finite step); try a lower learning rate", index=2, value=float("nan"))
+
+    monkeypatch.setattr(experts_mod, "train_model", diverge)
+    code = experiment_cli.run(parse("--quick", "--configs", "uniform", "--no-progress", "--cache-dir",
+                                    str(tmp_path / "c"), "--output", str(tmp_path / "r.json")))
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines()[-1].startswith("spsa-mix experiment: error: training loss is nan at epoch "
+                                                         "1, batch 3"), err
+    assert "Traceback" not in err
+    assert not list((tmp_path / "c" / "experts").glob("*"))

@@ -100,6 +100,8 @@ def one_thread_cli():
         (["--confidence", "1"], r"confidence must be a number in \(0, 1\), but got 1.0"),
         (["--seed", "-1"], "--seed must be >= 0, but got -1"),
         (["--problem", "network", "--threads", "0"], "--threads must be >= 1, but got 0"),
+        (["--target-size", "0"], "--target-size must be >= 1, but got 0"),  # checked whatever the problem
+        (["--expert-steps", "-2"], "--expert-steps must be >= 1, but got -2"),
     ],
 )
 def test_bad_input_exits_with_status_2(argv, message, tmp_path, capsys):
@@ -135,3 +137,83 @@ def test_ctrl_c_writes_the_rows_already_finished(tmp_path, monkeypatch, capsys):
     assert data["summary"]["rows"] == len(data["rows"]) > 0
     assert {r["k"] for r in data["rows"]} == {3}  # the first cell's rows, finished before Ctrl-C
     assert "finished rows are in" in capsys.readouterr().err
+
+
+def test_the_json_is_rewritten_after_every_finished_cell_marked_running(tmp_path, monkeypatch):
+    """A kill loses nothing already computed: the file holds the finished rows, "running"."""
+    import spsa_mix.variance.bench as bench
+
+    real = bench.sample_estimates
+    out = tmp_path / "v.json"
+    seen = []
+
+    def watching(*args, **kwargs):
+        seen.append(json.loads(out.read_text()) if out.exists() else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "sample_estimates", watching)
+    code = main(["bench", "variance", "--k", "3", "5", "--m", "1", "2", "--directions", "gaussian", "--sum-zero", "on",
+                 "--samples", "200", "--output", str(out), "--plot", "", "--no-progress", "--quiet"])
+    assert code == 0
+    assert seen[0] is None  # nothing to write before the first cell
+    assert seen[1]["status"] == "running" and {r["k"] for r in seen[1]["rows"]} == {3}
+    assert seen[1]["summary"]["rows"] == len(seen[1]["rows"]) == 2
+    final = json.loads(out.read_text())
+    assert final["status"] == "complete" and len(final["rows"]) == 4
+    monkeypatch.undo()
+    assert main(["bench", "variance", "--k", "4", "--m", "1", "--directions", "gaussian", "--sum-zero", "on",
+                 "--samples", "200", "--output", str(out), "--plot", "", "--no-progress", "--quiet"]) == 0
+    assert [r["k"] for r in json.loads(out.read_text())["rows"]] == [4]  # a rerun starts afresh
+
+
+def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    if os.name != "posix":
+        pytest.skip("SIGINT to a subprocess needs POSIX")
+    out = tmp_path / "v.json"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "variance", "--k", *map(str, range(2, 60)),
+                             "--m", "1", "--directions", "gaussian", "--sum-zero", "on", "--samples", "20000",
+                             "--output", str(out), "--plot", str(tmp_path / "v.png"), "--csv", "--no-progress",
+                             "--quiet"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+        rows = 0
+        while time.monotonic() < deadline and proc.poll() is None and rows == 0:
+            if out.is_file():
+                rows = len(json.loads(out.read_text())["rows"])
+            time.sleep(0.05)
+        assert proc.poll() is None and rows >= 1, "the grid ended or wrote nothing before the signal"
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bench variance went on after SIGINT")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    data = json.loads(out.read_text(), parse_constant=_no_nan)
+    assert data["status"] == "interrupted" and rows <= len(data["rows"]) < 58
+    assert data["summary"]["rows"] == len(data["rows"])
+    assert "finished rows are in" in err
+    assert not (tmp_path / "v.png").exists() and not (tmp_path / "v.csv").exists()  # written at the end only
+
+
+def test_help_states_each_default_once():
+    import re
+
+    out = subprocess.run([sys.executable, "-m", "spsa_mix", "bench", "variance", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    text = re.sub(r"\s+", " ", out).split("options:", 1)[1]  # past the usage lines
+    assert "(default: 10000; 300 for network)" in text and "(default: None)" not in text
+    assert "(default: False)" not in text and "['" not in text  # lists as on the command line
+    assert "(default: 2 5 10 20 50)" in text and "(default: on off)" in text
+    for option in text.split(" --")[1:]:
+        assert option.count("default") <= 1, option

@@ -99,3 +99,30 @@ def test_read_idx_rejects_other_files(tmp_path: Path) -> None:
     p.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="is not an idx file of uint8"):
         read_idx(p)
+
+
+@pytest.mark.parametrize(("name", "folder", "first_class"), [("mnist", "MNIST", "0 - zero"), ("kmnist", "KMNIST", "o"),
+                                                             ("fashion-mnist", "FashionMNIST", "T-shirt/top")])
+@pytest.mark.parametrize("compress", [True, False])
+def test_every_idx_dataset_reads_torchvisions_layout_gz_or_not(tmp_path: Path, name, folder, first_class,
+                                                                compress) -> None:
+    _fake_mnist_layout(tmp_path, folder, compress=compress)
+    d = load_dataset(name, data_root=tmp_path)
+    assert tuple(d.x_train.shape) == (30, 1, 28, 28) and tuple(d.x_test.shape) == (10, 1, 28, 28)
+    assert d.y_train.tolist() == [i % 10 for i in range(30)] and d.classes[0] == first_class
+    assert str(tmp_path / folder / "raw") in d.source
+
+
+def test_a_partial_idx_folder_says_what_was_found_and_what_is_missing(tmp_path: Path) -> None:
+    _fake_mnist_layout(tmp_path, "MNIST", compress=True)
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / "MNIST" / "raw" / f"{stem}.gz").unlink()
+    raw = tmp_path / "MNIST" / "raw"
+    with pytest.raises(ValueError) as info:
+        load_dataset("mnist", data_root=tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"MNIST not found: looked for train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+                              f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] in {raw}. ")
+    assert (f"Found in {raw}: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz; missing: "
+            "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]. Provide it with --data-root PATH") in message
+    assert "download it once" not in message

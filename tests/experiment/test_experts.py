@@ -152,3 +152,58 @@ def test_experts_share_one_initialisation_unless_told_otherwise(digits: ImageDat
     independent = _train(digits, None, spec=TrainSpec(epochs=0, shared_init=False))
     assert not torch.equal(_state(independent[0].model)[1], _state(independent[1].model)[1])
     assert shared[0].meta["spec"]["init_seed"] == shared[1].meta["spec"]["init_seed"]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"these are not weights " * 20)
+
+
+def _flip_last_bytes(path: Path) -> None:  # a valid header, wrong data: only the record's checksum tells
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-4] + bytes(255 - b for b in raw[-4:]))
+
+
+@pytest.mark.parametrize(("damage", "checksum", "what"), [
+    (_truncate, True, "SHA-256"), (_garbage, True, "SHA-256"), (_flip_last_bytes, True, "SHA-256"),
+    # records written before they held a checksum: safetensors' own error is caught
+    (_truncate, False, "SafetensorError"), (_garbage, False, "SafetensorError"),
+])
+def test_a_corrupt_weights_file_is_retrained_with_a_warning(digits: ImageData, tmp_path: Path, caplog,
+                                                           damage, checksum, what) -> None:
+    cache = ExpertCache(tmp_path)
+    first = _train(digits, cache)
+    if not checksum:
+        record = first[0].path.with_suffix(".json")
+        record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items()
+                                      if k != "weights_sha256"}))
+    damage(first[0].path)
+    with caplog.at_level("WARNING", logger="spsa_mix.experiment"):
+        again = _train(digits, cache)
+    assert [e.cached for e in again] == [False, True]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(first[0].path) in warnings[0] and what in warnings[0], warnings
+    assert "retraining" in warnings[0]
+    # retrained from its own initialisation: the same weights as the first time, and the file is whole again
+    assert all(torch.equal(x, y) for x, y in zip(_state(first[0].model), _state(again[0].model), strict=True))
+    assert [e.cached for e in _train(digits, cache)] == [True, True]
+
+
+def test_an_expert_whose_training_loss_is_not_finite_is_not_cached(digits: ImageData, tmp_path: Path) -> None:
+    from spsa_mix.core.errors import NonFiniteLossError
+
+    class Diverged(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = make_model()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x) * float("nan")
+
+    cache = ExpertCache(tmp_path)
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1, batch 1"):
+        train_or_load_experts(Diverged, digits, SPLITS, spec=SPEC, cache=cache, arch="nan", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -132,3 +132,75 @@ def test_a_text_task_flows_through_the_same_pipeline_cache_and_report(task, tmp_
     again = run_experiment(cfg.replace(configs=("uniform",)), progress=False)
     assert all(e["cached"] for e in again["experts"])  # the same cache, keyed by the task's data
     assert again["runs"][0]["test_accuracy"] == next(r for r in res["runs"] if r["config"] == "uniform")["test_accuracy"]
+
+
+def test_a_bad_output_path_fails_before_any_work(tmp_path, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may run before the paths are checked")
+
+    monkeypatch.setattr(pipeline_mod.Experiment, "prepare", refuse)
+    (tmp_path / "a-file").write_text("x")
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform",))
+    with pytest.raises(ValueError, match=r"^plot '.*a-file/f.png' cannot be written: '.*a-file' is a file, not a folder$"):
+        run_experiment(cfg, output=tmp_path / "r.json", plot=tmp_path / "a-file" / "f.png", progress=False)
+    with pytest.raises(ValueError, match=r"^cache_dir '.*a-file' cannot be used: it is a file, not a folder$"):
+        run_experiment(cfg.replace(cache_dir=str(tmp_path / "a-file")), output=tmp_path / "r.json", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_non_finite_fine_tuning_loss_is_an_error_of_its_configuration(tmp_path, monkeypatch) -> None:
+    original = pipeline_mod.finetune
+
+    def diverging_for_spsa(*args, **kwargs):
+        if kwargs["desc"].startswith("fine-tune spsa"):
+            kwargs["loss_fn"] = lambda out, y: torch.nn.functional.cross_entropy(out, y) * float("nan")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod, "finetune", diverging_for_spsa)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("spsa", "uniform"))
+    res = run_experiment(cfg, output=tmp_path / "r.json", progress=False)
+    assert res["status"] == "complete with errors" and [r["config"] for r in res["runs"]] == ["uniform"]
+    assert [e["config"] for e in res["errors"]] == ["spsa"]
+    assert res["errors"][0]["error"].startswith("NonFiniteLossError: training loss is nan at epoch 1, batch 1")
+
+
+def test_the_file_says_running_after_every_expert_and_run_and_failed_on_a_crash(tmp_path, monkeypatch) -> None:
+    """What a kill leaves (the last file written, "running") and what a crash leaves ("failed")."""
+    out = tmp_path / "r.json"
+    seen = []
+    original = pipeline_mod.finetune
+
+    def watching(*args, **kwargs):
+        seen.append(_strict_json(out))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod, "finetune", watching)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("uniform", "spsa"))
+    run_experiment(cfg, output=out, progress=False)
+    assert [(s["status"], len(s["experts"]), len(s["runs"])) for s in seen] == [("running", 3, 0), ("running", 3, 1)]
+
+    def crash(self):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pipeline_mod.Experiment, "run_configs", crash)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_experiment(cfg.replace(budget=30), output=out, progress=False)
+    saved = _strict_json(out)
+    assert saved["status"] == "failed" and saved["errors"][-1]["error"] == "RuntimeError: disk on fire"
+    assert len(saved["experts"]) == 3 and len(saved["previous_runs"]) == 2  # the runs of the first call are kept
+
+
+def test_a_non_finite_loss_while_learning_alpha_is_an_error_of_its_configuration(tmp_path, monkeypatch) -> None:
+    original = pipeline_mod.Experiment.objective
+
+    def nan_for_learning(self, seed):
+        if seed is None:  # the objective that builds blended models and held-out scores
+            return original(self, seed)
+        return lambda points: np.full(len(points), np.nan)
+
+    monkeypatch.setattr(pipeline_mod.Experiment, "objective", nan_for_learning)
+    cfg = ExperimentConfig.quick(cache_dir=str(tmp_path / "c"), configs=("spsa", "uniform"))
+    res = run_experiment(cfg, output=tmp_path / "r.json", progress=False)
+    assert res["status"] == "complete with errors" and [r["config"] for r in res["runs"]] == ["uniform"]
+    assert res["errors"][0]["error"].startswith("RuntimeError: minimize(method='spsa') did not succeed: stopped: "
+                                                "the objective returned nan")

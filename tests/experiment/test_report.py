@@ -79,3 +79,32 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     path = plot_curves(summarize({"runs": _runs()}), tmp_path / "f.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_the_figure_shows_identical_curves_once_says_what_the_bars_are_and_zooms_on_fine_tuning() -> None:
+    import matplotlib.pyplot as plt
+
+    from spsa_mix.experiment.report import curves_figure
+
+    runs = _runs()
+    runs += [{**r, "config": "uniform"} for r in runs if r["config"] == "data-size"]  # an identical curve
+    for r in runs:  # priors far below the fine-tuned accuracies, as after blending non-IID experts
+        r["test_accuracy"] = [r["test_accuracy"][0] - 0.3, *r["test_accuracy"][1:]]
+        r["prior_accuracy"] = r["test_accuracy"][0]
+    summary = summarize({"runs": runs})
+    fig = curves_figure(summary, title="t")
+    try:
+        prior_ax, ft_ax = fig.axes
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend == ["SPSA (GLUE Config 4)", "data-size (Config 1) = uniform", "backprop (Config 3)"]
+        assert [t.get_text() for t in prior_ax.get_yticklabels()] == legend
+        caption = " ".join(t.get_text() for t in fig.texts)
+        assert "bars: min to max over seeds" in caption and "mean over 3 seeds" in caption
+        finetuned = [100 * c[k] for s in summary.values() for c in s["curve"][1:] for k in ("min", "max")]
+        low, high = ft_ax.get_ylim()
+        assert low <= min(finetuned) and high >= max(finetuned)
+        assert high - low < 1.5 * (max(finetuned) - min(finetuned))  # the priors (30 points lower) are not in range
+        xs = [line.get_xdata() for line in ft_ax.get_lines() if len(line.get_xdata()) == 2]
+        assert len({tuple(np.round(x, 6)) for x in xs}) == 3  # each curve at its own offset: none hides another
+    finally:
+        plt.close(fig)

@@ -97,3 +97,29 @@ def test_same_seed_same_rows():
 def test_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         run_grid(**{"ks": [3], "ms": [1], "n_samples": 10, **kwargs})
+
+
+def test_run_benchmark_leaves_failed_with_the_finished_rows_on_a_crash(tmp_path, monkeypatch):
+    import spsa_mix.variance.bench as bench
+
+    real = bench.sample_estimates
+    calls = []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "sample_estimates", crashing)
+    out = tmp_path / "v.json"
+    settings = dict(problem="linear", ks=[3, 4], ms=[1], kinds=["gaussian"], sum_zero=[True], scales=["unbiased"],
+                    n_samples=100)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bench.run_benchmark(settings, output=out)
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "failed" and doc["error"] == "RuntimeError: out of memory"
+    assert [r["k"] for r in doc["rows"]] == [3] and doc["summary"]["rows"] == 1
+    with pytest.raises(ValueError, match="every K must be at least 2"):  # bad settings: nothing written
+        bench.run_benchmark({**settings, "ks": [1]}, output=tmp_path / "none.json")
+    assert not (tmp_path / "none.json").exists()
