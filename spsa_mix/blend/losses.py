@@ -18,6 +18,8 @@ name                what it is                                                  
 ``cross-entropy``   ``min_T CE(logits / T, labels)`` (a blend's accuracy does   example
                     not depend on T, its raw cross-entropy does; see
                     :class:`CalibratedCrossEntropy`)
+``calibrated-``     the same for next-token logits (:class:`CalibratedCausalLM`) next-token hits
+``causal-lm``
 ``entropy``         mean Shannon entropy of the predicted distribution          none (``nan``)
                     (AdaMerging's test-time objective: no labels needed); for
                     ``(B, T, V)`` logits the mean over the tokens that
@@ -55,6 +57,8 @@ __all__ = [
     "CalibratedCrossEntropy",
     "fit_inverse_temperature",
     "CausalLM",
+    "CalibratedCausalLM",
+    "calibrated",
     "Entropy",
     "resolve_loss",
     "correct_counts",
@@ -224,6 +228,46 @@ class CausalLM:
         return "CausalLM()"
 
 
+class CalibratedCausalLM(CausalLM):
+    """Next-token cross-entropy after the temperature that minimises it on the batch (the
+    causal-LM counterpart of :class:`CalibratedCrossEntropy`; the scored tokens are pooled).
+
+    >>> z = torch.zeros(2, 4, 8); z[..., 3] = 0.1
+    >>> labels = torch.tensor([[1, 3, 3, -100], [4, 3, 3, 3]])
+    >>> float(CalibratedCausalLM()(z, labels)) <= float(CausalLM()(z, labels))
+    True
+    """
+
+    name = "calibrated-causal-lm"
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        logits, labels = self._shifted(outputs, targets)
+        flat = _at_least_float32(logits.reshape(-1, logits.shape[-1]))
+        y = labels.reshape(-1)
+        b = fit_inverse_temperature(flat, y).to(flat.dtype)
+        return F.cross_entropy(flat * b, y, ignore_index=IGNORE_INDEX)
+
+    def __repr__(self) -> str:
+        return "CalibratedCausalLM()"
+
+
+def calibrated(loss: Any) -> LossFn:
+    """The calibrated version of a task's loss: :class:`CalibratedCrossEntropy` for
+    cross-entropy (a :class:`CrossEntropy` or ``F.cross_entropy``), :class:`CalibratedCausalLM`
+    for :class:`CausalLM`; a ``ValueError`` for any other.
+
+    >>> calibrated(CrossEntropy()), calibrated(CausalLM())
+    (CalibratedCrossEntropy(), CalibratedCausalLM())
+    """
+    if isinstance(loss, (CalibratedCrossEntropy, CalibratedCausalLM)):
+        return loss
+    if isinstance(loss, CausalLM):
+        return CalibratedCausalLM()
+    if isinstance(loss, CrossEntropy) or loss is F.cross_entropy:
+        return CalibratedCrossEntropy()
+    raise ValueError(f"no calibrated version of the loss {loss!r}: only cross-entropy and causal-lm have one")
+
+
 class Entropy:
     """Mean Shannon entropy (nats) of ``softmax(logits)``: a label-free objective
     (AdaMerging). ``targets`` may be ``None``; for ``(B, T, V)`` logits, a ``(B, T)`` tensor
@@ -253,7 +297,8 @@ class Entropy:
 
 
 LOSSES: dict[str, Callable[[], LossFn]] = {"cross-entropy": CrossEntropy, "calibrated-cross-entropy": CalibratedCrossEntropy,
-                                           "causal-lm": CausalLM, "entropy": Entropy}
+                                           "causal-lm": CausalLM, "calibrated-causal-lm": CalibratedCausalLM,
+                                           "entropy": Entropy}
 
 
 def resolve_loss(spec: Any) -> LossFn:
@@ -264,7 +309,7 @@ def resolve_loss(spec: Any) -> LossFn:
     >>> resolve_loss("mse")
     Traceback (most recent call last):
     ...
-    ValueError: loss must be one of ['cross-entropy', 'calibrated-cross-entropy', 'causal-lm', 'entropy'], a callable or 'package.module:callable', but got 'mse'
+    ValueError: loss must be one of ['cross-entropy', 'calibrated-cross-entropy', 'causal-lm', 'calibrated-causal-lm', 'entropy'], a callable or 'package.module:callable', but got 'mse'
     """
     if callable(spec):
         return spec  # type: ignore[no-any-return]
