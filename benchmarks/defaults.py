@@ -29,6 +29,7 @@ Usage (the recorded files)::
     python benchmarks/defaults.py spsa --output benchmarks/results/defaults_spsa.json
     python benchmarks/defaults.py network --output benchmarks/results/defaults_network.json
     python benchmarks/defaults.py peers --output benchmarks/results/defaults_peers.json
+    python benchmarks/defaults.py render benchmarks/results/defaults_spsa.json   # the tables again
 """
 
 from __future__ import annotations
@@ -216,10 +217,89 @@ def part_peers(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# ---------------------------------------------------------------------- tables
+def _log_ratio_table(rows: list[dict[str, Any]], keys: tuple[str, ...], label: Callable[[dict[str, Any]], str],
+                     floor: float) -> list[str]:
+    """Per variant: mean and 90th percentile over settings of log10(median / best variant's median)."""
+    by: dict[tuple[Any, ...], dict[str, float]] = {}
+    for r in rows:
+        by.setdefault(tuple(r[k] for k in keys), {})[label(r)] = r["median"]
+    ratios: dict[str, list[float]] = {}
+    for cells in by.values():
+        best = min(cells.values())
+        for name, v in cells.items():
+            ratios.setdefault(name, []).append(math.log10((v + floor) / (best + floor)))
+    lines = ["| variant | mean log10(gap / best variant's gap) | 90th percentile | worst | settings |",
+             "|---|---:|---:|---:|---:|"]
+    for name, vals in sorted(ratios.items(), key=lambda t: float(np.mean(t[1]))):
+        lines.append(f"| {name} | {np.mean(vals):.3f} | {np.quantile(vals, 0.9):.3f} | {np.max(vals):.3f} | "
+                     f"{len(vals)} |")
+    return lines
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The markdown tables of one results file (``spsa``, ``network`` or ``peers``)."""
+    rows, part = doc["rows"], doc["benchmark"].split()[-1]
+    out = [f"Command: `{doc['command']}` ({doc['seconds']:.0f} s on {doc['machine']['cpu_count']} cores, shared).", ""]
+    if part in ("spsa", "network"):
+        variant = lambda r: f"{r['rule']}, start {r['start']}"  # noqa: E731
+        keys = ("k", "noise", "optimum", "budget") if part == "spsa" else ("k", "budget")
+        what = "relative gap (f(x) - f*) / (f(1/k) - f*)" if part == "spsa" else "target cross-entropy minus the best vertex's"
+        if part == "network":
+            rows = [dict(r, median=r["median"] - r["best_vertex_loss"] + 1e-3) for r in rows]
+        out += [f"Every variant against the best one per setting ({what}, median over seeds):", ""]
+        out += _log_ratio_table(rows, keys, variant, 1e-6 if part == "spsa" else 0.0)
+        budgets = sorted({r["budget"] for r in rows})
+        out += ["", f"Median over settings of the median {what} at each budget:", "",
+                "| variant | " + " | ".join(f"{b} evals" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+        for name in sorted({variant(r) for r in rows}):
+            cells = [np.median([r["median"] for r in rows if variant(r) == name and r["budget"] == b]) for b in budgets]
+            out.append(f"| {name} | " + " | ".join(f"{c:.3g}" for c in cells) + " |")
+        if part == "network":
+            out += ["", "Per K (target cross-entropy, median over seeds; uniform blend and best single expert beside):",
+                    ""]
+            for k in sorted({r["k"] for r in rows}):
+                sub = [r for r in rows if r["k"] == k]
+                out += [f"K = {k}: uniform {sub[0]['uniform_loss']:.4f}, best single expert "
+                        f"{sub[0]['best_vertex_loss']:.4f}", "",
+                        "| variant | " + " | ".join(f"{b}" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+                for name in sorted({variant(r) for r in sub}):
+                    cells = [next((r["median"] + r["best_vertex_loss"] - 1e-3 for r in sub
+                                   if variant(r) == name and r["budget"] == b), float("nan")) for b in budgets]
+                    out.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+                out.append("")
+    else:
+        for problem in ("quadratic", "network"):
+            sub = [r for r in rows if r["problem"] == problem]
+            if not sub:
+                continue
+            budgets = sorted({r["budget"] for r in sub})
+            groups = sorted({(r["k"], r.get("noise")) for r in sub}, key=lambda t: (t[0], t[1] or 0))
+            what = "relative gap" if problem == "quadratic" else "target cross-entropy"
+            for k, noise in groups:
+                cells = [r for r in sub if r["k"] == k and r.get("noise") == noise]
+                head = f"{problem}, K = {k}" + (f", noise {noise}" if noise is not None else
+                                                  f" (uniform {cells[0]['uniform_loss']:.4f}, best single "
+                                                  f"{cells[0]['best_vertex_loss']:.4f})")
+                out += [f"{head}: median {what} over seeds, and seconds per run:", "",
+                        "| method | " + " | ".join(f"{b} evals" for b in budgets) + " |",
+                        "|---|" + "---:|" * len(budgets)]
+                for name in dict.fromkeys(r["method"] for r in cells):
+                    vals = []
+                    for b in budgets:
+                        hit = [r for r in cells if r["method"] == name and r["budget"] == b]
+                        vals.append(f"{hit[0]['median']:.3g} ({hit[0]['seconds'] / len(hit[0]['values']):.1f} s)"
+                                    if hit else "-")
+                    out.append(f"| {name} | " + " | ".join(vals) + " |")
+                out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["spsa", "network", "peers"])
-    ap.add_argument("--output", type=Path, required=True)
+    ap.add_argument("part", choices=["spsa", "network", "peers", "render"])
+    ap.add_argument("results", nargs="?", type=Path, help="render: the JSON file whose tables to write beside it")
+    ap.add_argument("--output", type=Path, default=None)
     ap.add_argument("--k", type=int, nargs="+", default=None)
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5, 2.0],
                     help="sd of the centre's shift per call, in units of 1/k (quadratics)")
@@ -234,6 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network-budgets", type=int, nargs="+", default=[100, 400, 1000])
     ap.add_argument("--tpe-max-budget", type=int, default=1000, help="TPE's cost per trial grows with the trials")
     args = ap.parse_args(argv)
+    if args.part == "render":
+        import json
+
+        doc = json.loads(args.results.read_text())
+        from spsa_mix.io import atomic_write_text
+
+        atomic_write_text(args.results.with_suffix(".md"), render(doc))
+        print(render(doc))
+        return 0
+    if args.output is None:
+        ap.error("--output is required")
     defaults = {"spsa": ([2, 10, 50], [100, 300, 1000, 5000], 5), "network": ([3, 10, 30], [100, 400, 1000, 3000], 3),
                 "peers": ([2, 10, 50], [100, 300, 1000, 5000], 3)}[args.part]
     args.k = args.k or defaults[0]
@@ -247,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
            "argv": {k: v for k, v in vars(args).items() if k != "output"}, "seconds": time.perf_counter() - t0,
            "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count()}, "rows": rows}
     write_json(out, args.output, indent=1)
-    print(f"wrote {args.output} ({out['seconds']:.0f} s)")
+    from spsa_mix.io import atomic_write_text
+
+    atomic_write_text(args.output.with_suffix(".md"), render(out))
+    print(f"wrote {args.output} and its tables ({out['seconds']:.0f} s)")
     return 0
 
 

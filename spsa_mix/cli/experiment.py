@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--target-size", type=int, default=None,
                       help="IID target images that learn alpha and are fine-tuned on (default: 300 for digits, "
                            "GLUE's 10,000 otherwise)")
+    data.add_argument("--target-used", type=int, default=None,
+                      help="learn alpha and fine-tune on a random N of the target images (nested in N; the experts, "
+                           "held-out and test sets stay those of --target-size): a point of a target-size curve")
     data.add_argument("--holdout-size", type=int, default=None,
                       help="IID held-out target images for proxy accuracy, best single and greedy soup (default: 100 for "
                            "digits, 1000 otherwise)")
@@ -164,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     values: dict[str, Any] = dict(
         dataset=args.dataset, task=args.task, data_root=args.data_root, image_size=args.image_size, k=args.k,
         dirichlet_alpha=args.dirichlet_alpha, data_seed=args.data_seed, arch=args.arch,
+        target_used=getattr(args, "target_used", None),
         expert_epochs=args.expert_epochs, shared_init=not args.independent_init, cache_dir=args.cache_dir, configs=tuple(args.configs), m=args.m, directions=args.directions,
         alpha_batch_size=args.alpha_batch_size, nevergrad_optimizer=args.nevergrad_optimizer,
         optuna_sampler=args.optuna_sampler, sail_features=args.sail_features, finetune_epochs=args.finetune_epochs,

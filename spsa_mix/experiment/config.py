@@ -109,6 +109,8 @@ class ExperimentConfig:
     dirichlet_alpha: float = 0.5  # GLUE 5: Dirichlet concentration delta = 0.5
     target_size: int = 300  # ours (digits); GLUE 5: 10,000 images drawn IID from the base training set
     holdout_size: int = 100  # ours: IID held-out target split: proxy accuracy, best single, greedy soup
+    target_used: int | None = None  # ours: None, all target_size images; N: learn alpha and fine-tune on a random N
+    # of them (nested in N), the experts, held-out and test sets unchanged (target-size curves)
     target_concentration: float | None = 0.5  # ours (digits): a label-shifted target domain, its class
     # proportions ~ Dirichlet(0.5), the held-out split and the test set drawn with them; GLUE 5 (and paper()): None, IID
     data_seed: int = 0  # ours: fixes the split and the experts (same across alpha seeds)
@@ -181,6 +183,11 @@ class ExperimentConfig:
             _check_pos(getattr(self, name), name)
         if self.target_concentration is not None:
             _check_pos(self.target_concentration, "target_concentration")
+        if self.target_used is not None:
+            _check_int(self.target_used, "target_used", 1)
+            if self.target_used > self.target_size:
+                raise ValueError(f"target_used must be at most target_size={self.target_size}, but got "
+                                 f"{self.target_used}")
         unknown = [c for c in self.configs if c not in ALL_CONFIGS]
         if unknown or not self.configs:
             raise ValueError(f"configs must be a non-empty subset of {list(ALL_CONFIGS)}, but got {list(self.configs)}")
@@ -274,4 +281,4 @@ class ExperimentConfig:
         return PoolSpec(dataset=self.dataset, kind=self.task, data_root=self.data_root, image_size=self.image_size,
                         arch=self.arch, k=self.k, per_expert=self.per_expert, target_size=self.target_size,
                         holdout_size=self.holdout_size, concentration=self.dirichlet_alpha, data_seed=self.data_seed,
-                        train=train, target_concentration=self.target_concentration)
+                        train=train, target_concentration=self.target_concentration, target_used=self.target_used)

@@ -24,6 +24,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class PoolSpec:
     data_seed: int = 0
     train: TrainSpec = field(default_factory=TrainSpec)
     target_concentration: float | None = None  # None: IID target (GLUE 5); else a label-shifted target domain
+    target_used: int | None = None  # None: the whole target set; N: a random N of it (nested in N), experts unchanged
 
 
 @dataclass
@@ -159,13 +161,22 @@ def default_model_fn(arch: str, task: Task) -> Callable[[], nn.Module]:
 
 def default_splits(spec: PoolSpec, task: Task) -> Splits:
     """:func:`~spsa_mix.data.splits.make_splits` with ``spec``'s sizes and
-    ``numpy.random.default_rng(spec.data_seed)`` (and the test split's labels, for a shifted target)."""
+    ``numpy.random.default_rng(spec.data_seed)`` (and the test split's labels, for a shifted
+    target); with ``spec.target_used = N``, the target set is N of the drawn one, at random
+    and nested (the N of a smaller N are among those of a larger), so that the experts, the
+    held-out and the test sets are the same for every N: a target-size curve."""
     sizes = spec.per_expert if isinstance(spec.per_expert, int) else list(spec.per_expert)
     test_labels = task.labels("test").numpy() if spec.target_concentration is not None else None
-    return make_splits(task.labels().numpy(), k=spec.k, per_expert=sizes, target_size=spec.target_size,
-                       holdout_size=spec.holdout_size, concentration=spec.concentration,
-                       rng=np.random.default_rng(spec.data_seed), target_concentration=spec.target_concentration,
-                       test_labels=test_labels)
+    split = make_splits(task.labels().numpy(), k=spec.k, per_expert=sizes, target_size=spec.target_size,
+                        holdout_size=spec.holdout_size, concentration=spec.concentration,
+                        rng=np.random.default_rng(spec.data_seed), target_concentration=spec.target_concentration,
+                        test_labels=test_labels)
+    if spec.target_used is None:
+        return split
+    if not 1 <= spec.target_used <= len(split.target):
+        raise ValueError(f"target_used must be in [1, target_size={len(split.target)}], but got {spec.target_used}")
+    order = np.random.default_rng([spec.data_seed, 7]).permutation(split.target)  # one order: smaller N nested
+    return dataclasses.replace(split, target=np.sort(order[: spec.target_used]))
 
 
 def build_pool(

@@ -274,10 +274,13 @@ def scale_lines(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def _target_phrase(cfg: Mapping[str, Any], split: Mapping[str, Any]) -> str:
     conc = cfg.get("target_concentration")
+    n = split.get("target_size", cfg.get("target_size", "?"))
+    if cfg.get("target_used") is not None:
+        n = f"{n} (of {cfg.get('target_size')} drawn)"
     if conc is None:
-        return f"Target: {cfg.get('target_size', '?')} IID images"
-    return (f"Target: {cfg.get('target_size', '?')} images of a label-shifted domain (class proportions ~ "
-            f"Dirichlet({conc}); held-out and test drawn with them)")
+        return f"Target: {n} IID images"
+    return (f"Target: {n} images of a label-shifted domain (class proportions ~ Dirichlet({conc}); held-out and "
+            "test drawn with them)")
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:

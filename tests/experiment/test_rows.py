@@ -64,3 +64,19 @@ def test_a_shifted_target_evaluates_on_its_own_test_set(tmp_path):
     split = res["split"]
     assert split["test_size"] < 500 and len(split["target_proportions"]) == 10
     assert "label-shifted domain" in render_markdown(res)
+
+
+def test_target_used_takes_a_nested_subset_and_keeps_the_experts():
+    from spsa_mix.experiment.pool import default_splits, load_pool_task
+
+    cfg = ExperimentConfig.quick(target_size=120)
+    task = load_pool_task(cfg.pool_spec())
+    full = default_splits(cfg.pool_spec(), task)
+    small, smaller = (default_splits(cfg.replace(target_used=n).pool_spec(), task) for n in (60, 30))
+    assert len(small.target) == 60 and len(smaller.target) == 30
+    assert set(smaller.target) <= set(small.target) <= set(full.target)
+    for a, b in zip(small.experts, full.experts, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(small.holdout, full.holdout)
+    with pytest.raises(ValueError, match="target_used must be at most target_size=120"):
+        cfg.replace(target_used=121)
