@@ -12,7 +12,8 @@ name               how alpha is set                                             
 ``best-single``    one-hot on the expert with the best held-out accuracy        nothing
 ``greedy-soup``    Wortsman et al. 2022 on held-out accuracy                    nothing
 ``sail``           SAIL (Theorem 3): MMDs between expert and target features    nothing
-``nevergrad``      ``minimize(method="nevergrad:<optimizer>")`` (NGOpt)         minibatches, optimiser
+``nevergrad``      ``minimize(method="nevergrad:<optimizer>")`` (NGOpt), noise  minibatches, optimiser
+                   declared (``options={"noisy": True}``)
 ``optuna``         ``minimize(method="optuna:<sampler>")`` (TPE)                minibatches, sampler
 ``spsa-defaults``  ``minimize(objective, k, max_evals=budget)``: the library's  minibatches, directions
                    defaults (``lr="auto"``, ``start="auto"``: the uniform
@@ -195,7 +196,9 @@ def _forward_grad(problem: AlphaProblem, seed: int) -> AlphaResult:
 
 
 def _nevergrad(problem: AlphaProblem, seed: int) -> AlphaResult:
-    return _minimize(problem, f"nevergrad:{problem.nevergrad_optimizer}", seed, max_evals=problem.budget)
+    # the objective draws a new minibatch per call: noisy, as Nevergrad's documentation asks to declare
+    return _minimize(problem, f"nevergrad:{problem.nevergrad_optimizer}", seed, max_evals=problem.budget,
+                     options={"noisy": True})
 
 
 def _optuna(problem: AlphaProblem, seed: int) -> AlphaResult:

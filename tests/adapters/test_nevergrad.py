@@ -148,7 +148,8 @@ def test_positive_and_real_coordinates_stay_in_their_boxes(counting):
     d = spsa_mix.Domain(3, positive=1, real=1, names=("scale", "shift"))
     f, calls = counting(lambda x: np.sum((x - [0.1, 0.1, 0.8, 6.0, -3.0]) ** 2, axis=-1))  # beyond both boxes
     res = spsa_mix.minimize(f, d, method="nevergrad:CMA", max_evals=150, seed=0, vectorized=True,
-                            options={"positive_bounds": (0.5, 4.0), "real_bounds": (-1.0, 1.0)})
+                            options={"positive_bounds": (0.5, 4.0), "real_bounds": (-1.0, 1.0),
+                                     "parametrization": "normalize"})  # the default before "softmax"
     pts = np.concatenate(calls)
     assert np.all((pts[:, 3] >= 0.5 - 1e-12) & (pts[:, 3] <= 4.0 + 1e-12))
     assert np.all((pts[:, 4] >= -1.0) & (pts[:, 4] <= 1.0))
