@@ -181,8 +181,8 @@ def _minimize(problem: AlphaProblem, method: str, seed: int, *, objective: Any =
 
 
 def _spsa(problem: AlphaProblem, seed: int) -> AlphaResult:
-    return _minimize(problem, "spsa", seed, max_evals=problem.budget, m=problem.m,
-                     directions=problem.directions, lr=problem.lr, betas=problem.betas)
+    return _minimize(problem, "spsa", seed, max_evals=problem.budget, m=problem.m,  # GLUE 3.3: start at 1/K
+                     directions=problem.directions, lr=problem.lr, betas=problem.betas, start="uniform")
 
 
 def _backprop(problem: AlphaProblem, seed: int) -> AlphaResult:
