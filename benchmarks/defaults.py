@@ -184,15 +184,20 @@ def part_peers(args: argparse.Namespace) -> list[dict[str, Any]]:
         for label, spec in PEERS.items():
             if "tpe" in label and budget > args.tpe_max_budget:
                 continue
-            t0, gaps = time.perf_counter(), []
+            t0, gaps, failed = time.perf_counter(), [], []
             for seed in range(args.seeds):
                 q = Quadratic.random(k, rng=1000 + seed, optimum="interior")
                 opts = dict(spec.get("options", {}))
-                res = spsa_mix.minimize(MinibatchQuadratic(q, noise, seed), k=k, method=spec["method"],
-                                        max_evals=budget, seed=seed, vectorized=True,
-                                        **({"options": opts} if opts else {}))
+                try:
+                    res = spsa_mix.minimize(MinibatchQuadratic(q, noise, seed), k=k, method=spec["method"],
+                                            max_evals=budget, seed=seed, vectorized=True,
+                                            **({"options": opts} if opts else {}))
+                except Exception as e:  # a peer that fails is recorded, not the end of the benchmark
+                    failed.append(f"seed {seed}: {type(e).__name__}: {e}")
+                    continue
                 gaps.append((q.value(res.x) - q.minimum()) / (q.value(np.full(k, 1.0 / k)) - q.minimum()))
-            record("quadratic", k, budget, label, gaps, time.perf_counter() - t0, {"noise": noise})
+            record("quadratic", k, budget, label, gaps or [float("nan")], time.perf_counter() - t0,
+                   {"noise": noise, "failed": failed})
     for k in args.network_k:
         prob = network_problem(k)
         info = {"uniform_loss": prob.target_loss(np.full(k, 1.0 / k)),
@@ -206,14 +211,20 @@ def part_peers(args: argparse.Namespace) -> list[dict[str, Any]]:
             for label, spec in PEERS.items():
                 if "tpe" in label and budget > args.tpe_max_budget:
                     continue
-                t0, xs = time.perf_counter(), []
+                t0, xs, failed = time.perf_counter(), [], []
                 for seed in range(args.seeds):
                     opts = dict(spec.get("options", {}))
-                    res = spsa_mix.minimize(prob.make_objective(seed), k=k, method=spec["method"], max_evals=budget,
-                                            seed=seed, vectorized=True, **({"options": opts} if opts else {}))
+                    try:
+                        res = spsa_mix.minimize(prob.make_objective(seed), k=k, method=spec["method"],
+                                                max_evals=budget, seed=seed, vectorized=True,
+                                                **({"options": opts} if opts else {}))
+                    except Exception as e:
+                        failed.append(f"seed {seed}: {type(e).__name__}: {e}")
+                        continue
                     xs.append(res.x)
-                record("network", k, budget, label, [prob.target_loss(x) for x in xs], time.perf_counter() - t0,
-                       {**info, "heldout_accuracy": [prob.heldout_accuracy(x) for x in xs]})
+                record("network", k, budget, label, [prob.target_loss(x) for x in xs] or [float("nan")],
+                       time.perf_counter() - t0,
+                       {**info, "heldout_accuracy": [prob.heldout_accuracy(x) for x in xs], "failed": failed})
     return rows
 
 
@@ -286,7 +297,8 @@ def render(doc: dict[str, Any]) -> str:
                     vals = []
                     for b in budgets:
                         hit = [r for r in cells if r["method"] == name and r["budget"] == b]
-                        vals.append(f"{hit[0]['median']:.3g} ({hit[0]['seconds'] / len(hit[0]['values']):.1f} s)"
+                        bad = f", {len(hit[0]['failed'])} failed" if hit and hit[0].get("failed") else ""
+                        vals.append(f"{hit[0]['median']:.3g} ({hit[0]['seconds'] / len(hit[0]['values']):.1f} s{bad})"
                                     if hit else "-")
                     out.append(f"| {name} | " + " | ".join(vals) + " |")
                 out.append("")
