@@ -14,7 +14,8 @@ benchmark to bring the docs up to date::
     python benchmarks/sync_docs.py --check   # exit 1 if a block is stale
 
 Kinds: ``experiment-table`` (one row per way of setting alpha, as in the run's own report), ``experiment-experts`` (the experts'
-test accuracies), ``experiment-gaps`` (GLUE's paired gaps to the paper's comparisons),
+test accuracies), ``experiment-gaps`` (GLUE's paired gaps to the paper's comparisons), ``experiment-check``
+(each learned blend against the best candidate it could have checked, and the task-vector scales),
 ``compare-table`` (the table of ``spsa-mix bench compare``), ``directions-table`` (the
 summary of ``benchmarks/directions.py``), ``directions-small-k`` (its ``--small-k``
 comparison), ``md-tables`` (the tables and bullet lines of a
@@ -59,6 +60,17 @@ def experiment_gaps(path: str) -> str:
     from spsa_mix.experiment.report import comparison_lines, refresh
 
     return "\n".join(comparison_lines(refresh(_load(path))["comparison"]))
+
+
+def experiment_check(path: str) -> str:
+    """Each learned row's prior against the best of uniform, best single and greedy soup, then
+    the task-vector scales."""
+    from spsa_mix.experiment.report import baseline_check, refresh, scale_lines
+
+    summary = refresh(_load(path))["summary"]
+    lines = baseline_check(summary)
+    scales = scale_lines(summary)
+    return "\n".join(lines + ([""] + scales if scales else []))
 
 
 def compare_table(path: str) -> str:
@@ -148,6 +160,7 @@ RENDERERS: dict[str, Callable[[str], str]] = {
     "experiment-table": experiment_table,
     "experiment-experts": experiment_experts,
     "experiment-gaps": experiment_gaps,
+    "experiment-check": experiment_check,
     "compare-table": compare_table,
     "directions-table": directions_table,
     "directions-tails": directions_tails,

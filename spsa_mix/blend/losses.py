@@ -14,6 +14,12 @@ name                what it is                                                  
                     ``t`` scored against ``labels[:, t + 1]``; ``labels`` is    scored token
                     ``input_ids`` with padding set to ``-100`` (ignored), as
                     Hugging Face's ``labels`` convention
+``calibrated-``     cross-entropy after the best temperature on the batch:      arg-max hits per
+``cross-entropy``   ``min_T CE(logits / T, labels)`` (a blend's accuracy does   example
+                    not depend on T, its raw cross-entropy does; see
+                    :class:`CalibratedCrossEntropy`)
+``calibrated-``     the same for next-token logits (:class:`CalibratedCausalLM`) next-token hits
+``causal-lm``
 ``entropy``         mean Shannon entropy of the predicted distribution          none (``nan``)
                     (AdaMerging's test-time objective: no labels needed); for
                     ``(B, T, V)`` logits the mean over the tokens that
@@ -48,7 +54,11 @@ __all__ = [
     "IGNORE_INDEX",
     "logits_of",
     "CrossEntropy",
+    "CalibratedCrossEntropy",
+    "fit_inverse_temperature",
     "CausalLM",
+    "CalibratedCausalLM",
+    "calibrated",
     "Entropy",
     "resolve_loss",
     "correct_counts",
@@ -111,6 +121,79 @@ class CrossEntropy:
         return "CrossEntropy()"
 
 
+def fit_inverse_temperature(logits: torch.Tensor, labels: torch.Tensor, *, iters: int = 12) -> torch.Tensor:
+    """``b* = argmin_b CE(b * logits, labels)`` for class logits ``(N, C)``, by Newton's method.
+
+    ``CE(b z)`` is convex in ``b`` with ``f'(b) = mean(E_p[z] - z_y)`` and ``f''(b) =
+    mean(Var_p[z])``, ``p = softmax(b z)``; from ``b = 1``, each step is kept within a
+    factor 4 of the current ``b``, and ``b`` within ``[1e-3, 1e3]``. Tensor operations only,
+    a fixed number of steps, no gradient: it runs under inference mode, ``torch.func.jvp``
+    and ``vmap``. Labels of ``-100`` are ignored. Returns a 0-d tensor (float64).
+
+    >>> z = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    >>> b = fit_inverse_temperature(z, torch.tensor([0, 1, 0, 1]))
+    >>> round(float(b), 4), round(float(torch.log(torch.tensor(3.0)) / 2), 4)   # p(correct) = 3/4 at b*
+    (0.5493, 0.5493)
+    """
+    with torch.no_grad():
+        z = logits.detach().to(torch.float64)
+        valid = labels != IGNORE_INDEX
+        safe = torch.where(valid, labels, torch.zeros_like(labels))
+        zy = z.gather(1, safe[:, None]).squeeze(1)
+        w = valid.to(torch.float64) / valid.sum().clamp_min(1).to(torch.float64)
+        b = torch.ones((), dtype=torch.float64, device=z.device)
+        for _ in range(iters):
+            p = (b * z).softmax(dim=1)
+            mean = (p * z).sum(dim=1)
+            g = ((mean - zy) * w).sum()
+            h = ((p * (z - mean[:, None]) ** 2).sum(dim=1) * w).sum()
+            step = g / h.clamp_min(1e-12)
+            b = torch.minimum(torch.maximum(b - step, b / 4), b * 4).clamp(1e-3, 1e3)
+        return b
+
+
+class CalibratedCrossEntropy:
+    """Cross-entropy after the temperature that minimises it on the batch:
+    ``min_{T > 0} CE(logits / T, labels)``, for class logits ``(B, C)`` (labels of ``-100``
+    ignored).
+
+    Why: a weight blend of experts trained on different data is under-confident (its
+    logits shrink as the experts disagree: the uniform blend of the default digits run needs
+    ``T = 0.12``), so the raw cross-entropy of the blend rewards putting the weight on
+    one or two confident experts over an accurate blend of many, and its minimiser has a
+    lower accuracy than the uniform blend (``benchmarks/results/diagnose_default.md``).
+    The accuracy of a blend does not depend on ``T``; this loss does not either, so it
+    scores what fine-tuning cannot fix for free. The temperature is fitted by
+    :func:`fit_inverse_temperature` (forward only, a few Newton steps on the logits) and
+    held fixed in the gradient, which is then the gradient of the profiled loss (envelope
+    theorem), so ``method="backprop"`` and ``"forward-grad"`` minimise the same function.
+
+    >>> z, y = torch.tensor([[0.2, 0.0], [0.0, 0.2], [0.2, 0.0]]), torch.tensor([0, 1, 1])
+    >>> round(float(CrossEntropy()(z, y)), 4), round(float(CalibratedCrossEntropy()(z, y)), 4)
+    (0.6648, 0.6365)
+    >>> round(float(CalibratedCrossEntropy()(10 * z, y)), 6) == round(float(CalibratedCrossEntropy()(z, y)), 6)
+    True
+    """
+
+    name = "calibrated-cross-entropy"
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        logits = _at_least_float32(logits_of(outputs))
+        if logits.ndim != 2 or not isinstance(targets, torch.Tensor) or targets.shape != logits.shape[:1]:
+            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(f"calibrated-cross-entropy needs logits (B, C) and labels (B,), but got logits "
+                             f"{tuple(logits.shape)} and labels {got}")
+        b = fit_inverse_temperature(logits, targets).to(logits.dtype)
+        return F.cross_entropy(logits * b, targets)
+
+    def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+        """Arg-max hits and the number of examples scored (the temperature changes neither)."""
+        return _argmax_hits(logits_of(outputs), targets)
+
+    def __repr__(self) -> str:
+        return "CalibratedCrossEntropy()"
+
+
 class CausalLM:
     """Next-token cross-entropy of logits ``(B, T, V)`` against ``labels`` ``(B, T)``:
     position ``t`` predicts ``labels[:, t + 1]``; ``-100`` marks padding (ignored). The mean
@@ -145,6 +228,46 @@ class CausalLM:
         return "CausalLM()"
 
 
+class CalibratedCausalLM(CausalLM):
+    """Next-token cross-entropy after the temperature that minimises it on the batch (the
+    causal-LM counterpart of :class:`CalibratedCrossEntropy`; the scored tokens are pooled).
+
+    >>> z = torch.zeros(2, 4, 8); z[..., 3] = 0.1
+    >>> labels = torch.tensor([[1, 3, 3, -100], [4, 3, 3, 3]])
+    >>> float(CalibratedCausalLM()(z, labels)) <= float(CausalLM()(z, labels))
+    True
+    """
+
+    name = "calibrated-causal-lm"
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        logits, labels = self._shifted(outputs, targets)
+        flat = _at_least_float32(logits.reshape(-1, logits.shape[-1]))
+        y = labels.reshape(-1)
+        b = fit_inverse_temperature(flat, y).to(flat.dtype)
+        return F.cross_entropy(flat * b, y, ignore_index=IGNORE_INDEX)
+
+    def __repr__(self) -> str:
+        return "CalibratedCausalLM()"
+
+
+def calibrated(loss: Any) -> LossFn:
+    """The calibrated version of a task's loss: :class:`CalibratedCrossEntropy` for
+    cross-entropy (a :class:`CrossEntropy` or ``F.cross_entropy``), :class:`CalibratedCausalLM`
+    for :class:`CausalLM`; a ``ValueError`` for any other.
+
+    >>> calibrated(CrossEntropy()), calibrated(CausalLM())
+    (CalibratedCrossEntropy(), CalibratedCausalLM())
+    """
+    if isinstance(loss, (CalibratedCrossEntropy, CalibratedCausalLM)):
+        return loss
+    if isinstance(loss, CausalLM):
+        return CalibratedCausalLM()
+    if isinstance(loss, CrossEntropy) or loss is F.cross_entropy:
+        return CalibratedCrossEntropy()
+    raise ValueError(f"no calibrated version of the loss {loss!r}: only cross-entropy and causal-lm have one")
+
+
 class Entropy:
     """Mean Shannon entropy (nats) of ``softmax(logits)``: a label-free objective
     (AdaMerging). ``targets`` may be ``None``; for ``(B, T, V)`` logits, a ``(B, T)`` tensor
@@ -173,7 +296,9 @@ class Entropy:
         return "Entropy()"
 
 
-LOSSES: dict[str, Callable[[], LossFn]] = {"cross-entropy": CrossEntropy, "causal-lm": CausalLM, "entropy": Entropy}
+LOSSES: dict[str, Callable[[], LossFn]] = {"cross-entropy": CrossEntropy, "calibrated-cross-entropy": CalibratedCrossEntropy,
+                                           "causal-lm": CausalLM, "calibrated-causal-lm": CalibratedCausalLM,
+                                           "entropy": Entropy}
 
 
 def resolve_loss(spec: Any) -> LossFn:
@@ -184,7 +309,7 @@ def resolve_loss(spec: Any) -> LossFn:
     >>> resolve_loss("mse")
     Traceback (most recent call last):
     ...
-    ValueError: loss must be one of ['cross-entropy', 'causal-lm', 'entropy'], a callable or 'package.module:callable', but got 'mse'
+    ValueError: loss must be one of ['cross-entropy', 'calibrated-cross-entropy', 'causal-lm', 'calibrated-causal-lm', 'entropy'], a callable or 'package.module:callable', but got 'mse'
     """
     if callable(spec):
         return spec  # type: ignore[no-any-return]

@@ -68,9 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--target-size", type=int, default=None,
                       help="IID target images that learn alpha and are fine-tuned on (default: 300 for digits, "
                            "GLUE's 10,000 otherwise)")
+    data.add_argument("--target-used", type=int, default=None,
+                      help="learn alpha and fine-tune on a random N of the target images (nested in N; the experts, "
+                           "held-out and test sets stay those of --target-size): a point of a target-size curve")
     data.add_argument("--holdout-size", type=int, default=None,
                       help="IID held-out target images for proxy accuracy, best single and greedy soup (default: 100 for "
                            "digits, 1000 otherwise)")
+    data.add_argument("--target-concentration", type=_concentration, default=None, metavar="DELTA|iid",
+                      help="the target domain: 'iid' (GLUE's), or a label shift with class proportions ~ "
+                           "Dirichlet(DELTA), held-out and test sets drawn with them (default: 0.5 for digits, iid "
+                           "otherwise)")
     data.add_argument("--dirichlet-alpha", type=float, default=_D.dirichlet_alpha,
                       help="Dirichlet concentration of the experts' class proportions (default: %(default)s, as GLUE)")
     data.add_argument("--data-seed", type=int, default=_D.data_seed, help="seed of the split and the experts (default: %(default)s)")
@@ -96,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "as GLUE 3.2; spsa_mix.minimize defaults to rademacher, see docs/directions.md)")
     alpha.add_argument("--alpha-batch-size", type=int, default=_D.alpha_batch_size,
                        help="target images per objective evaluation (default: %(default)s)")
+    alpha.add_argument("--alpha-loss", default=None,
+                       choices=["task", "calibrated", "cross-entropy", "calibrated-cross-entropy", "causal-lm",
+                                "calibrated-causal-lm", "entropy"],
+                       help="the loss every learned row minimises: 'task' (the task's own, cross-entropy for images, "
+                            "as GLUE), 'calibrated' (the task's after the best temperature, see docs/glue.md) or a "
+                            "name (default: calibrated for the built-in sets, task otherwise)")
     alpha.add_argument("--nevergrad-optimizer", default=_D.nevergrad_optimizer, help="Nevergrad optimizer name (default: %(default)s)")
     alpha.add_argument("--optuna-sampler", default=_D.optuna_sampler, help="Optuna sampler: tpe (the default), cmaes, random, qmc, gp")
     alpha.add_argument("--sail-features", choices=["pixels", "penultimate"], default=_D.sail_features,
@@ -121,6 +134,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "the report and write the markdown and the figure (beside it unless --markdown/--plot)")
 
 
+def _concentration(text: str) -> float | str:
+    """``--target-concentration``: ``iid`` or a positive number.
+
+    >>> _concentration("iid"), _concentration("0.5")
+    ('iid', 0.5)
+    """
+    if text.lower() == "iid":
+        return "iid"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'iid' or a positive number, but got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be 'iid' or a positive number, but got {text!r}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The :class:`ExperimentConfig` the options describe (sizes default by dataset).
 
@@ -137,13 +167,16 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     values: dict[str, Any] = dict(
         dataset=args.dataset, task=args.task, data_root=args.data_root, image_size=args.image_size, k=args.k,
         dirichlet_alpha=args.dirichlet_alpha, data_seed=args.data_seed, arch=args.arch,
+        target_used=getattr(args, "target_used", None),
         expert_epochs=args.expert_epochs, shared_init=not args.independent_init, cache_dir=args.cache_dir, configs=tuple(args.configs), m=args.m, directions=args.directions,
         alpha_batch_size=args.alpha_batch_size, nevergrad_optimizer=args.nevergrad_optimizer,
         optuna_sampler=args.optuna_sampler, sail_features=args.sail_features, finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr, seeds=seeds, device=args.device,
     )
     explicit = {"per_expert": args.per_expert, "target_size": args.target_size, "holdout_size": args.holdout_size,
-                "budget": args.budget, "threads": args.threads}
+                "budget": args.budget, "threads": args.threads,
+                "target_concentration": getattr(args, "target_concentration", None),
+                "alpha_loss": getattr(args, "alpha_loss", None)}
     if args.quick:
         quick = ExperimentConfig.quick()
         for name in ("k", "expert_epochs", "finetune_epochs"):  # quick sizes unless the option was changed
@@ -158,9 +191,14 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         base = ExperimentConfig.paper(args.dataset)
     for name, value in explicit.items():
         values[name] = value if value is not None else getattr(base, name)
+    if values["target_concentration"] == "iid":
+        values["target_concentration"] = None
+    if values["alpha_loss"] == "task":
+        values["alpha_loss"] = None
     if isinstance(values["per_expert"], list) and len(values["per_expert"]) == 1:
         values["per_expert"] = values["per_expert"][0]
     if args.quick:
+        values["from_scratch"] = base.from_scratch
         values["sail_max_points"] = base.sail_max_points
         values["eval_batch_size"] = base.eval_batch_size
     return ExperimentConfig(**values)

@@ -54,6 +54,7 @@ from spsa_mix.core.methods import MethodSpec, lookup_method, register_method
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
 from spsa_mix.core.result import OptimizeResult
 from spsa_mix.core.schedules import schedule_spec
+from spsa_mix.core.start import resolve_start, run_from_best
 from spsa_mix.core.validation import check_positive, check_positive_int, normalize_rng
 from spsa_mix.io import to_jsonable
 
@@ -66,6 +67,7 @@ DEFAULT_MAXITER = 1000  # steps, when neither max_evals nor maxiter is given
 _RUN_ARGUMENTS = frozenset({
     "objective", "k", "method", "max_evals", "maxiter", "seed", "rng", "vectorized", "callback",
     "val_objective", "val_every", "patience", "final_eval", "show_progress_bar", "checkpoint", "checkpoint_every",
+    "start",
 })
 DEFAULT_CHECKPOINT_EVERY = 10  # steps between two writes of the state file
 
@@ -77,7 +79,7 @@ def minimize(
     method: str = "spsa",
     x0: Any = None,
     m: int | None = None,
-    lr: float | None = None,
+    lr: float | str | None = None,
     betas: tuple[float, float] | None = None,
     eps: float | None = None,
     update: str | None = None,
@@ -103,6 +105,7 @@ def minimize(
     show_progress_bar: bool = False,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    start: str = "auto",
     options: dict[str, Any] | None = None,
 ) -> OptimizeResult:
     """Minimise ``objective(alpha)`` over the probability simplex (or several), optionally
@@ -181,6 +184,13 @@ def minimize(
         ``val_objective``) with ``state_dict()`` and ``load_state_dict()`` has its state
         saved and restored too (a :class:`~spsa_mix.blend.BlendedObjective`: the
         minibatches drawn).
+    start:
+        ``"best"``: score the start (``x0``, default uniform) and the K vertices first
+        (K + 1 evaluations, counted), start from the best, and at the end return the better
+        of the answer and that candidate, both scored in one call (``res.start`` says which);
+        ``"uniform"``: start at ``x0``; ``"auto"`` (default): ``"best"`` for ``"spsa"`` when
+        ``max_evals`` leaves at least 20 steps after the candidates, else ``"uniform"``
+        (:mod:`spsa_mix.core.start`).
     options:
         A dict of method-specific settings (methods outside the core).
 
@@ -237,6 +247,17 @@ def minimize(
         backward_cost = check_positive(backward_cost, "backward_cost")
 
     cost = spec.cost_per_step(given)
+    rule = resolve_start(start, method=method, max_evals=max_evals, step_cost=cost, k=domain.k)
+    if rule == "best" and initial_state is None:
+        inner = {name: arguments[name] for name in inspect.signature(minimize).parameters
+                 if name not in ("objective", "k", "x0", "max_evals", "final_eval", "start", "seed", "rng")}
+
+        def call(*, x0: Any, max_evals: int | None, final_eval: bool) -> OptimizeResult:
+            return minimize(objective, k, x0=x0, max_evals=max_evals, final_eval=final_eval, start="uniform",
+                            rng=generator, **inner)
+
+        return run_from_best(objective, domain, x0=x0, vectorized=vectorized, max_evals=max_evals,
+                             final_eval=final_eval, call=call, val_objective=val_objective)
     reserve = 1 if (final_eval and spec.final_eval) else 0
     total_steps = planned_steps(max_evals, maxiter, cost, reserve)
     run_kwargs: dict[str, Any] = dict(

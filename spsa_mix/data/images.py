@@ -17,6 +17,14 @@ Datasets (:func:`load_dataset`)
     layout torchvision uses, with the archives it downloads); the files stay untouched, so
     a read-only root works. Roots searched: :func:`default_data_roots`. When the files are
     not all there, the error says where it looked, what it found and what is missing.
+``"cifar10-jpeg"``
+    CIFAR-10 re-encoded as JPEG, one zip in torchvision's ImageFolder layout
+    (``cifar10-jpeg.zip``: ``<top>/{train,test}/<class>/NNNN.jpg``; ``../shared/data`` holds
+    one, its README gives the provenance; lossy: a pretrained ResNet-20 scores about 81 % on
+    it against 91.8 % on the original pixels). Decoded once into ``uint8`` arrays and kept as
+    ``<cache>/data/cifar10-jpeg-<size>-<mtime>.npz`` (:data:`CIFAR10_JPEG_ZIP`), so a second
+    load reads the arrays; the zip is only read. Classes in ImageFolder's (alphabetical)
+    order, which is CIFAR-10's.
 any other torchvision dataset present locally
     by name (:data:`TORCHVISION_DATASETS`: ``cifar10``, ``svhn``, ``imagenette``, ...),
     loaded with ``download=False`` from the data root.
@@ -61,10 +69,15 @@ __all__ = [
     "DIGITS_TEST_SIZE",
     "COLLATE_ONCE_MAX_BYTES",
     "TORCHVISION_DATASETS",
+    "CIFAR10_JPEG_ZIP",
+    "read_image_folder_zip",
+    "image_folder_members",
+    "decode_members",
 ]
 
 DIGITS_TEST_SIZE = 500  # ours: 1797 digits -> 1297 train, 500 test (stratified, rng 0)
 COLLATE_ONCE_MAX_BYTES = 512 * 2**20  # ours: a subset up to this size in float32 is normalised once, not per batch
+CIFAR10_JPEG_ZIP = "cifar10-jpeg.zip"  # ../shared/data/README.md
 
 # name -> (torchvision class, train kwargs, test kwargs)
 TORCHVISION_DATASETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -123,7 +136,7 @@ def available_datasets() -> list[str]:
     >>> available_datasets()[:3]
     ['digits', 'fashion-mnist', 'cifar10']
     """
-    return ["digits", "fashion-mnist", *TORCHVISION_DATASETS]
+    return ["digits", "fashion-mnist", *TORCHVISION_DATASETS, "cifar10-jpeg"]
 
 
 @dataclass(frozen=True)
@@ -348,6 +361,8 @@ def load_dataset(name: str, *, data_root: str | os.PathLike[str] | None = None,
         data = _load_digits(DIGITS_TEST_SIZE if test_size is None else test_size, standardize)
     elif key in _IDX_DATASETS:
         data = _load_idx_dataset(_IDX_DATASETS[key], _roots(data_root, cache_dir), standardize)
+    elif key == "cifar10jpeg":
+        data = _load_cifar10_jpeg(_roots(data_root, cache_dir), cache_dir, standardize)
     elif key in TORCHVISION_DATASETS:
         data = _load_torchvision(key, _roots(data_root, cache_dir), image_size, standardize)
     else:
@@ -469,6 +484,95 @@ def _load_idx_dataset(spec: _IdxDataset, roots: list[Path], standardize: bool) -
         + _HOW_TO_PROVIDE.format(layout=f"PATH/{spec.folder}/raw/ holds those four files, .gz or unpacked "
                                  f"(torchvision's layout; {spec.origin})")
     )
+
+
+def image_folder_members(z: Any, split: str) -> dict[str, list[str]]:
+    """The image members of ``split`` in an open :class:`zipfile.ZipFile` of ImageFolder
+    layout (``<top>/<split>/<class>/<file>`` or ``<split>/<class>/<file>``), by class, each
+    list sorted by member name (one listing for every reader of such zips)."""
+    by_class: dict[str, list[str]] = {}
+    for name in z.namelist():
+        parts = name.split("/")
+        if len(parts) >= 3 and parts[-3] == split and parts[-1] and \
+                parts[-1].lower().endswith((".jpg", ".jpeg", ".png")):
+            by_class.setdefault(parts[-2], []).append(name)
+    return {cls: sorted(members) for cls, members in by_class.items()}
+
+
+def decode_members(z: Any, members: list[str]) -> list[np.ndarray]:
+    """The images ``members`` of an open zip, decoded by Pillow, as ``(H, W, 3)`` uint8 arrays."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for member in members:
+        with Image.open(io.BytesIO(z.read(member))) as img:
+            out.append(np.asarray(img.convert("RGB")))
+    return out
+
+
+def read_image_folder_zip(path: str | os.PathLike[str], split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image of ``split`` in a zip of ImageFolder layout (``<top>/<split>/<class>/<file>``
+    or ``<split>/<class>/<file>``): ``(N, C, H, W)`` uint8 images in member-name order within
+    each class, their labels and the class names (sorted, as ImageFolder sorts them).
+
+    Raises
+    ------
+    ValueError
+        For no image of ``split``, or images of different sizes or modes.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        by_class = image_folder_members(z, split)
+        if not by_class:
+            raise ValueError(f"{path}: no image under '{split}/<class>/' (ImageFolder layout)")
+        classes = sorted(by_class)
+        images: list[np.ndarray] = []
+        labels: list[int] = []
+        for label, cls in enumerate(classes):
+            images += decode_members(z, by_class[cls])
+            labels += [label] * len(by_class[cls])
+    shapes = {a.shape for a in images}
+    if len(shapes) != 1:
+        raise ValueError(f"{path}: the images of '{split}' differ in size: {sorted(shapes)[:4]}")
+    x = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
+    return x, np.asarray(labels, dtype=np.int64), classes
+
+
+def _load_cifar10_jpeg(roots: list[Path], cache_dir: str | os.PathLike[str] | None, standardize: bool) -> ImageData:
+    """``cifar10-jpeg``: the zip of the first root holding it, decoded once and cached as .npz."""
+    from spsa_mix.experiment.config import default_cache_dir
+    from spsa_mix.io import atomic_path
+
+    zips = [r / CIFAR10_JPEG_ZIP for r in roots if (r / CIFAR10_JPEG_ZIP).is_file()]
+    if not zips:
+        raise ValueError(
+            f"cifar10-jpeg not found: looked for {CIFAR10_JPEG_ZIP} in {', '.join(str(r) for r in roots)}. "
+            + _HOW_TO_PROVIDE.format(layout=f"PATH/{CIFAR10_JPEG_ZIP} is CIFAR-10 as JPEG in ImageFolder layout "
+                                     "(<top>/{train,test}/<class>/*.jpg; ../shared/data/README.md)"))
+    zip_path = zips[0]
+    stat = zip_path.stat()
+    cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "data"
+    npz = cache / f"cifar10-jpeg-{stat.st_size}-{stat.st_mtime_ns}.npz"
+    if npz.is_file():
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test", "classes")}
+        source = f"{zip_path} (decoded arrays cached in {npz})"
+    else:
+        x_train, y_train, classes = read_image_folder_zip(zip_path, "train")
+        x_test, y_test, test_classes = read_image_folder_zip(zip_path, "test")
+        if test_classes != classes:
+            raise ValueError(f"{zip_path}: the test classes {test_classes} differ from the train classes {classes}")
+        arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+                  "classes": np.asarray(classes)}
+        with atomic_path(npz) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        source = f"{zip_path} (decoded, arrays cached in {npz})"
+    return ImageData.from_arrays("cifar10-jpeg", arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                                 arrays["y_test"], scale=1 / 255, classes=[str(c) for c in arrays["classes"]],
+                                 source=source, standardize=standardize)
 
 
 def _load_torchvision(key: str, roots: list[Path], image_size: int | None, standardize: bool) -> ImageData:

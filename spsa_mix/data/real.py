@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from spsa_mix.data.images import CIFAR10_JPEG_ZIP as CIFAR10_ZIP  # one name for the file
+
 __all__ = ["find_shared", "read_cifar10_zip", "read_sst2", "arithmetic_texts", "sample_texts", "causal_lm_examples",
            "as_batches", "CIFAR10_CLASSES", "CIFAR10_ZIP", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-CIFAR10_ZIP = "cifar10-jpeg.zip"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # The normalisation the pretrained CIFAR-10 ResNets of ../shared/data were trained with
 # (akamaster/pytorch_resnet_cifar10: ImageNet's channel statistics).
@@ -78,7 +79,7 @@ def read_cifar10_zip(path: str | os.PathLike[str], split: str = "train", *, per_
     ValueError
         For a missing zip, an unknown split, or a class with fewer images than asked.
     """
-    from PIL import Image
+    from spsa_mix.data.images import decode_members, image_folder_members  # Pillow is imported when used
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', but got {split!r}")
@@ -87,22 +88,18 @@ def read_cifar10_zip(path: str | os.PathLike[str], split: str = "train", *, per_
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no such file {str(p)!r} (CIFAR-10 as JPEG: see ../shared/data/README.md)")
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
     with zipfile.ZipFile(p) as z:
-        by_class: dict[str, list[str]] = {c: [] for c in CIFAR10_CLASSES}
-        for name in z.namelist():
-            parts = name.split("/")
-            if len(parts) >= 3 and parts[-3] == split and parts[-2] in by_class and name.endswith(".jpg"):
-                by_class[parts[-2]].append(name)
+        by_class = image_folder_members(z, split)
         for label, cls in enumerate(CIFAR10_CLASSES):
-            members = sorted(by_class[cls])[offset: offset + per_class]
+            found = [m for m in by_class.get(cls, []) if m.endswith(".jpg")]
+            members = found[offset: offset + per_class]
             if len(members) < per_class:
-                raise ValueError(f"{p}: class {cls!r} of split {split!r} has {len(by_class[cls])} images, fewer "
+                raise ValueError(f"{p}: class {cls!r} of split {split!r} has {len(found)} images, fewer "
                                  f"than offset {offset} + per_class {per_class}")
-            for member in members:
-                with Image.open(io.BytesIO(z.read(member))) as img:
-                    images.append(np.asarray(img.convert("RGB")))
-                labels.append(label)
+            images += decode_members(z, members)
+            labels += [label] * len(members)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
     return x, torch.tensor(labels, dtype=torch.int64)
 

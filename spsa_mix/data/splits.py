@@ -315,6 +315,8 @@ class Splits:
     holdout: IntArray
     experts: list[IntArray]
     seeds: tuple[int, ...] | None = None
+    test: IntArray | None = None  # indices into the test split (a shifted target's test set); None: all of it
+    target_proportions: NDArray[np.float64] | None = None  # a shifted target's class proportions
 
     def describe(self, labels: Any) -> dict[str, Any]:
         """Sizes and class counts, for the results file."""
@@ -324,10 +326,16 @@ class Splits:
         def counts(ix: IntArray) -> list[int]:
             return np.bincount(labels[ix], minlength=c).tolist()
 
-        return {"target_size": len(self.target), "holdout_size": len(self.holdout),
-                "target_class_counts": counts(self.target), "holdout_class_counts": counts(self.holdout),
-                "expert_sizes": [len(e) for e in self.experts],
-                "expert_class_counts": [counts(e) for e in self.experts]}
+        out: dict[str, Any] = {
+            "target_size": len(self.target), "holdout_size": len(self.holdout),
+            "target_class_counts": counts(self.target), "holdout_class_counts": counts(self.holdout),
+            "expert_sizes": [len(e) for e in self.experts],
+            "expert_class_counts": [counts(e) for e in self.experts]}
+        if self.target_proportions is not None:
+            out["target_proportions"] = [float(v) for v in self.target_proportions]
+        if self.test is not None:
+            out["test_size"] = len(self.test)
+        return out
 
 
 def make_splits(
@@ -339,8 +347,20 @@ def make_splits(
     holdout_size: int,
     concentration: float = 0.5,
     rng: np.random.Generator,
+    target_concentration: float | None = None,
+    test_labels: Any = None,
 ) -> Splits:
     """Target (IID), held-out target (IID), then K Dirichlet expert splits; disjoint.
+
+    With ``target_concentration``, the target domain is shifted in its labels: its class
+    proportions ``q ~ Dirichlet(target_concentration)`` are drawn first, and the target set
+    and the held-out split are drawn with class counts as close to ``q`` as the images
+    allow (GLUE's "new target domain ... that exhibits a shifted data distribution");
+    with ``test_labels`` (the labels of the test split), ``Splits.test`` is the largest
+    subset of the test split whose class counts are proportional to ``q`` (to rounding), so
+    that test accuracy is accuracy on the target domain. Without it (the default, GLUE 5's
+    protocol) the target is IID and nothing else is drawn: the splits are as before, bit
+    for bit.
 
     Raises
     ------
@@ -373,6 +393,49 @@ def make_splits(
             f"target_size={target_size} + holdout_size={holdout_size} + {shown} ({experts_need}); "
             f"lower k, per_expert, target_size or holdout_size"
         )
-    target, holdout, rest = random_parts(len(labels), [target_size, holdout_size], rng)
+    if target_concentration is None:
+        target, holdout, rest = random_parts(len(labels), [target_size, holdout_size], rng)
+        experts = dirichlet_split(labels, k=k, per_expert=per_expert, concentration=concentration, rng=rng, pool=rest)
+        return Splits(target=target, holdout=holdout, experts=experts)
+    _check_concentration(target_concentration)
+    test_y = None if test_labels is None else np.asarray(test_labels)
+    num_classes = int(max(labels.max(), -1 if test_y is None or not test_y.size else test_y.max())) + 1
+    q = rng.dirichlet(np.full(num_classes, float(target_concentration)))
+    target, holdout, rest = _shifted_parts(labels, q, [target_size, holdout_size], rng)
     experts = dirichlet_split(labels, k=k, per_expert=per_expert, concentration=concentration, rng=rng, pool=rest)
-    return Splits(target=target, holdout=holdout, experts=experts)
+    test = None if test_y is None else _proportional_subset(test_y, q, rng)
+    return Splits(target=target, holdout=holdout, experts=experts, test=test, target_proportions=q)
+
+
+def _shifted_parts(labels: IntArray, q: NDArray[np.float64], sizes: Sequence[int],
+                   rng: np.random.Generator) -> list[IntArray]:
+    """Disjoint parts of the given sizes with class counts as close to ``size * q`` as the
+    images allow (:func:`_capped_counts`), then the rest; each sorted."""
+    remaining = [list(rng.permutation(np.flatnonzero(labels == c))) for c in range(len(q))]
+    parts = []
+    for size in sizes:
+        avail = np.array([len(r) for r in remaining], dtype=np.int64)
+        counts = _capped_counts(q, avail, size)
+        chosen: list[int] = []
+        for c in range(len(q)):
+            chosen += remaining[c][: counts[c]]
+            remaining[c] = remaining[c][counts[c]:]
+        parts.append(np.sort(np.asarray(chosen, dtype=np.int64)))
+    parts.append(np.sort(np.asarray([i for r in remaining for i in r], dtype=np.int64)))
+    return parts
+
+
+def _proportional_subset(labels: IntArray, q: NDArray[np.float64], rng: np.random.Generator) -> IntArray:
+    """The largest subset with class counts ``n q`` (to rounding) that ``labels`` holds.
+
+    >>> labels = np.repeat(np.arange(3), 10)
+    >>> np.bincount(labels[_proportional_subset(labels, np.array([0.5, 0.25, 0.25]), np.random.default_rng(0))])
+    array([10,  5,  5])
+    """
+    avail = np.bincount(labels, minlength=len(q)).astype(np.int64)
+    wanted = q > 0
+    n = int(np.floor(np.min(avail[wanted] / q[wanted]) + 1e-9)) if wanted.any() else 0
+    n = min(n, int(avail.sum()))
+    counts = _round_to_total(q * n, np.minimum(avail, np.ceil(q * n).astype(np.int64)), n)
+    picked = [rng.choice(np.flatnonzero(labels == c), size=int(m), replace=False) for c, m in enumerate(counts) if m]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)

@@ -12,9 +12,24 @@ name               how alpha is set                                             
 ``best-single``    one-hot on the expert with the best held-out accuracy        nothing
 ``greedy-soup``    Wortsman et al. 2022 on held-out accuracy                    nothing
 ``sail``           SAIL (Theorem 3): MMDs between expert and target features    nothing
-``nevergrad``      ``minimize(method="nevergrad:<optimizer>")`` (NGOpt)         minibatches, optimiser
+``nevergrad``      ``minimize(method="nevergrad:<optimizer>")`` (NGOpt), noise  minibatches, optimiser
+                   declared (``options={"noisy": True}``)
 ``optuna``         ``minimize(method="optuna:<sampler>")`` (TPE)                minibatches, sampler
+``spsa-defaults``  ``minimize(objective, k, max_evals=budget)``: the library's  minibatches, directions
+                   defaults (``lr="auto"``, ``start="auto"``: the uniform
+                   point and the vertices checked first, Rademacher directions)
+``task-            task arithmetic (Ilharco et al. 2023): uniform weights on    nothing
+arithmetic``       the task vectors over the base, the scale chosen from
+                   :data:`TASK_SCALES` on held-out accuracy
+``task-vectors``   the weights and the scale of the task vectors learned        minibatches, directions
+                   together (``scale="learned"``, SPSA with the defaults)
 =================  ===========================================================  =============
+
+The task-vector rows blend ``theta = theta_base + s * sum_i alpha_i (theta_i - theta_base)``
+(:class:`~spsa_mix.blend.BlendedObjective` with ``space="task-vectors"``) over a base:
+the experts' shared initialisation in the Dirichlet protocol, a pretrained model when the
+experts were fine-tuned from one. Their ``alpha`` is the weights (on the simplex) and
+``scale`` the scale; ``s = 1`` is the convex blend.
 
 Budgets. ``spsa``, ``nevergrad`` and ``optuna`` get the same ``max_evals`` (forward
 passes on target minibatches, one reserved for scoring the answer). ``backprop`` and
@@ -34,7 +49,7 @@ of the uniform blend theta(1/K), a reference network that favours no expert. At 
 Example
 -------
 >>> sorted(SEED_DEPENDENT)
-['backprop', 'forward-grad', 'nevergrad', 'optuna', 'spsa']
+['backprop', 'forward-grad', 'nevergrad', 'optuna', 'spsa', 'spsa-defaults', 'task-vectors']
 """
 
 from __future__ import annotations
@@ -47,10 +62,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["AlphaProblem", "AlphaResult", "set_alpha", "SEED_DEPENDENT", "CONFIG_FUNCTIONS", "spsa_steps"]
+__all__ = ["AlphaProblem", "AlphaResult", "set_alpha", "SEED_DEPENDENT", "CONFIG_FUNCTIONS", "spsa_steps",
+           "TASK_SCALES"]
 
 FloatArray = NDArray[np.float64]
-SEED_DEPENDENT = frozenset({"backprop", "spsa", "forward-grad", "nevergrad", "optuna"})
+SEED_DEPENDENT = frozenset({"backprop", "spsa", "forward-grad", "nevergrad", "optuna", "spsa-defaults",
+                            "task-vectors"})
+TASK_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # ours: task arithmetic's scale grid, chosen on held-out accuracy
 
 
 @dataclass
@@ -82,6 +100,11 @@ class AlphaProblem:
         Points per distribution in SAIL's MMDs.
     progress:
         Progress bars for learning alpha.
+    make_task_vector_objective, task_vector_holdout_accuracy:
+        ``make_task_vector_objective(seed, scale)``: the objective of the task-vector blend over
+        the base with ``scale`` a number or ``"learned"``; ``task_vector_holdout_accuracy(alpha,
+        scale)``: its held-out accuracy. ``None`` when there is no base (the task-vector rows
+        then fail with a message).
     """
 
     k: int
@@ -101,6 +124,8 @@ class AlphaProblem:
     optuna_sampler: str = "tpe"
     sail_max_points: int = 500
     progress: bool = False
+    make_task_vector_objective: Callable[[int, Any], Any] | None = None
+    task_vector_holdout_accuracy: Callable[[FloatArray, float], float] | None = None
 
 
 @dataclass
@@ -109,7 +134,7 @@ class AlphaResult:
 
     ``evaluations`` is in the unit of ``eval_unit``; ``images`` converts it to images
     forwarded; ``details`` holds method-specific records (the optimiser's loss history,
-    the greedy soup's decisions, SAIL's distances).
+    the greedy soup's decisions, SAIL's distances); ``scale`` is set by the task-vector rows.
     """
 
     alpha: FloatArray
@@ -118,6 +143,7 @@ class AlphaResult:
     eval_unit: str
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    scale: float | None = None  # the task-vector rows: theta = base + scale * sum_i alpha_i (theta_i - base)
 
 
 def spsa_steps(budget: int, m: int) -> int:
@@ -129,14 +155,14 @@ def spsa_steps(budget: int, m: int) -> int:
     return max((budget - 1) // (2 * m), 1)
 
 
-def _minimize(problem: AlphaProblem, method: str, seed: int, **kwargs: Any) -> AlphaResult:
+def _minimize(problem: AlphaProblem, method: str, seed: int, *, objective: Any = None, **kwargs: Any) -> AlphaResult:
     import spsa_mix
     from spsa_mix.core.result import Status
     from spsa_mix.progress import progress_enabled
 
-    objective = problem.make_objective(seed)
-    res = spsa_mix.minimize(objective, k=problem.k, method=method, vectorized=True, seed=seed,
-                            show_progress_bar=progress_enabled(problem.progress), **kwargs)
+    objective = problem.make_objective(seed) if objective is None else objective
+    res = spsa_mix.minimize(objective, k=getattr(objective, "shape", problem.k), method=method, vectorized=True,
+                            seed=seed, show_progress_bar=progress_enabled(problem.progress), **kwargs)
     if res.status == Status.INTERRUPTED:  # the core returns what it had on Ctrl-C; the experiment stops
         raise KeyboardInterrupt
     if not res.success:
@@ -146,13 +172,17 @@ def _minimize(problem: AlphaProblem, method: str, seed: int, **kwargs: Any) -> A
                "fun": float(res.fun), "message": res.message,
                "loss_history": np.asarray(history.get("loss", []), dtype=np.float64).tolist(),
                "cost_history": np.asarray(history.get("cost", []), dtype=np.float64).tolist()}
-    return AlphaResult(np.asarray(res.x, dtype=np.float64), float(res.cost), float(res.cost) * problem.batch_size,
-                       "forward passes on target minibatches (a backward pass counts 2)", details=details)
+    if "start" in res:
+        details["start"] = res.start
+    x = np.asarray(res.get("alpha", res.x), dtype=np.float64)
+    scale = float(res.extras["scale"]) if "extras" in res and "scale" in res.extras else None
+    return AlphaResult(x, float(res.cost), float(res.cost) * problem.batch_size,
+                       "forward passes on target minibatches (a backward pass counts 2)", details=details, scale=scale)
 
 
 def _spsa(problem: AlphaProblem, seed: int) -> AlphaResult:
-    return _minimize(problem, "spsa", seed, max_evals=problem.budget, m=problem.m,
-                     directions=problem.directions, lr=problem.lr, betas=problem.betas)
+    return _minimize(problem, "spsa", seed, max_evals=problem.budget, m=problem.m,  # GLUE 3.3: start at 1/K
+                     directions=problem.directions, lr=problem.lr, betas=problem.betas, start="uniform")
 
 
 def _backprop(problem: AlphaProblem, seed: int) -> AlphaResult:
@@ -166,11 +196,41 @@ def _forward_grad(problem: AlphaProblem, seed: int) -> AlphaResult:
 
 
 def _nevergrad(problem: AlphaProblem, seed: int) -> AlphaResult:
-    return _minimize(problem, f"nevergrad:{problem.nevergrad_optimizer}", seed, max_evals=problem.budget)
+    # the objective draws a new minibatch per call: noisy, as Nevergrad's documentation asks to declare
+    return _minimize(problem, f"nevergrad:{problem.nevergrad_optimizer}", seed, max_evals=problem.budget,
+                     options={"noisy": True})
 
 
 def _optuna(problem: AlphaProblem, seed: int) -> AlphaResult:
     return _minimize(problem, f"optuna:{problem.optuna_sampler}", seed, max_evals=problem.budget)
+
+
+def _spsa_defaults(problem: AlphaProblem, seed: int) -> AlphaResult:
+    return _minimize(problem, "spsa", seed, max_evals=problem.budget)
+
+
+def _require_base(problem: AlphaProblem, name: str) -> None:
+    if problem.make_task_vector_objective is None or problem.task_vector_holdout_accuracy is None:
+        raise ValueError(f"{name!r} blends task vectors over a base: the experts need a shared initialisation "
+                         "(shared_init=True) or a pretrained base")
+
+
+def _task_arithmetic(problem: AlphaProblem, seed: int) -> AlphaResult:
+    _require_base(problem, "task-arithmetic")
+    assert problem.task_vector_holdout_accuracy is not None
+    alpha = np.full(problem.k, 1.0 / problem.k)
+    scores = [float(problem.task_vector_holdout_accuracy(alpha, s)) for s in TASK_SCALES]
+    best = int(np.argmax(scores))  # ties: the smallest scale
+    evals, images = _held_out_cost(len(TASK_SCALES), problem)
+    return AlphaResult(alpha, evals, images, _HELD_OUT, scale=float(TASK_SCALES[best]),
+                       details={"scales": list(TASK_SCALES), "holdout_accuracy": scores})
+
+
+def _task_vectors(problem: AlphaProblem, seed: int) -> AlphaResult:
+    _require_base(problem, "task-vectors")
+    assert problem.make_task_vector_objective is not None
+    objective = problem.make_task_vector_objective(seed, "learned")
+    return _minimize(problem, "spsa", seed, objective=objective, max_evals=problem.budget)
 
 
 _HELD_OUT = "models scored on the whole held-out split"
@@ -251,6 +311,9 @@ CONFIG_FUNCTIONS: dict[str, Callable[[AlphaProblem, int], AlphaResult]] = {
     "sail": _sail,
     "nevergrad": _nevergrad,
     "optuna": _optuna,
+    "spsa-defaults": _spsa_defaults,
+    "task-arithmetic": _task_arithmetic,
+    "task-vectors": _task_vectors,
 }
 
 

@@ -52,8 +52,15 @@ ALL_CONFIGS: tuple[str, ...] = (
     "sail",
     "nevergrad",
     "optuna",
+    "spsa-defaults",  # spsa_mix.minimize's own defaults (lr="auto", start="auto")
+    "task-arithmetic",  # task vectors over the base, uniform weights, scale on held-out
+    "task-vectors",  # task vectors, weights and scale learned
 )
 DEFAULT_CONFIGS = ALL_CONFIGS
+# The losses alpha can be learned on: "calibrated" (the task's after the best temperature) and the
+# names of spsa_mix.blend.losses.LOSSES (listed here so that the CLI need not import PyTorch).
+ALPHA_LOSSES = ("calibrated", "cross-entropy", "calibrated-cross-entropy", "causal-lm", "calibrated-causal-lm",
+                "entropy")
 
 
 def default_cache_dir() -> Path:
@@ -102,6 +109,10 @@ class ExperimentConfig:
     dirichlet_alpha: float = 0.5  # GLUE 5: Dirichlet concentration delta = 0.5
     target_size: int = 300  # ours (digits); GLUE 5: 10,000 images drawn IID from the base training set
     holdout_size: int = 100  # ours: IID held-out target split: proxy accuracy, best single, greedy soup
+    target_used: int | None = None  # ours: None, all target_size images; N: learn alpha and fine-tune on a random N
+    # of them (nested in N), the experts, held-out and test sets unchanged (target-size curves)
+    target_concentration: float | None = 0.5  # ours (digits): a label-shifted target domain, its class
+    # proportions ~ Dirichlet(0.5), the held-out split and the test set drawn with them; GLUE 5 (and paper()): None, IID
     data_seed: int = 0  # ours: fixes the split and the experts (same across alpha seeds)
     # ---- experts
     arch: str = "small-cnn"  # ours: small and fast on a CPU (spsa_mix.models)
@@ -117,6 +128,8 @@ class ExperimentConfig:
     alpha_lr: float = 1e-2  # GLUE 5: Adam on alpha, learning rate 1e-2
     alpha_betas: tuple[float, float] = (0.9, 0.99)  # GLUE 5
     alpha_batch_size: int = 64  # ours: minibatch of target images per objective call
+    alpha_loss: str | None = "calibrated"  # ours (digits): the task's loss after the best temperature
+    # (docs/glue.md, the diagnosis of the default run); GLUE 5 (and paper()): None, the task's own loss
     nevergrad_optimizer: str = "NGOpt"  # ours: Nevergrad's own recommended default
     optuna_sampler: str = "tpe"  # ours: Optuna's default sampler
     sail_features: str = "pixels"  # ours: "pixels" or "penultimate" (see spsa_mix.experiment.alpha)
@@ -125,6 +138,7 @@ class ExperimentConfig:
     finetune_epochs: int = 5  # ours: the paper's "few epochs" is not a number
     finetune_lr: float = 1e-3  # ours: Adam, as the experts were trained
     finetune_batch_size: int = 64  # ours: as the experts
+    from_scratch: bool = True  # ours: a reference row, the architecture from random initialisation fine-tuned alike
     # ---- run
     configs: tuple[str, ...] = DEFAULT_CONFIGS
     seeds: tuple[int, ...] = (0, 1, 2)  # GLUE 5: three seeds
@@ -167,6 +181,13 @@ class ExperimentConfig:
             _check_int(self.threads, "threads", 1)
         for name in ("dirichlet_alpha", "expert_lr", "alpha_lr", "finetune_lr"):
             _check_pos(getattr(self, name), name)
+        if self.target_concentration is not None:
+            _check_pos(self.target_concentration, "target_concentration")
+        if self.target_used is not None:
+            _check_int(self.target_used, "target_used", 1)
+            if self.target_used > self.target_size:
+                raise ValueError(f"target_used must be at most target_size={self.target_size}, but got "
+                                 f"{self.target_used}")
         unknown = [c for c in self.configs if c not in ALL_CONFIGS]
         if unknown or not self.configs:
             raise ValueError(f"configs must be a non-empty subset of {list(ALL_CONFIGS)}, but got {list(self.configs)}")
@@ -178,6 +199,9 @@ class ExperimentConfig:
             raise ValueError(f"directions must be one of {list(DIRECTION_KINDS)}, but got {self.directions!r}")
         if self.sail_features not in ("pixels", "penultimate"):
             raise ValueError(f"sail_features must be 'pixels' or 'penultimate', but got {self.sail_features!r}")
+        if self.alpha_loss is not None and self.alpha_loss not in ALPHA_LOSSES:
+            raise ValueError(f"alpha_loss must be None (the task's loss) or one of {list(ALPHA_LOSSES)}, but got "
+                             f"{self.alpha_loss!r}")
         if self.task is not None and self.task not in ("image-classification", "sequence-classification",
                                                        "causal-lm"):
             raise ValueError(f"task must be None, 'image-classification', 'sequence-classification' or 'causal-lm', "
@@ -187,27 +211,29 @@ class ExperimentConfig:
 
     @classmethod
     def paper(cls, dataset: str = "fashion-mnist", **overrides: Any) -> ExperimentConfig:
-        """GLUE section 5's sizes: 2000 images per expert, 10,000 target images, 40 epochs.
+        """GLUE section 5's sizes: 2000 images per expert, 10,000 target images, 40 epochs;
+        and its protocol: an IID target, alpha learned on the task's cross-entropy.
 
         >>> ExperimentConfig.paper(target_size=5000).target_size
         5000
         """
         values: dict[str, Any] = dict(dataset=dataset, per_expert=2000, target_size=10_000, holdout_size=1000,
-                                      expert_epochs=40, budget=1000, threads=None)
+                                      expert_epochs=40, budget=1000, threads=None, target_concentration=None,
+                                      alpha_loss=None)
         values.update(overrides)
         return cls(**values)
 
     @classmethod
     def quick(cls, **overrides: Any) -> ExperimentConfig:
         """A tiny run for tests and smoke checks (seconds): K=3, few images, short budgets,
-        one CPU thread (tiny models run faster on one).
+        one CPU thread (tiny models run faster on one), no from-scratch row.
 
         >>> ExperimentConfig.quick().k
         3
         """
         values: dict[str, Any] = dict(k=3, per_expert=40, target_size=120, holdout_size=60, expert_epochs=2,
                                       budget=24, finetune_epochs=1, seeds=(0,), sail_max_points=60,
-                                      eval_batch_size=500, threads=1)
+                                      eval_batch_size=500, threads=1, from_scratch=False)
         values.update(overrides)
         return cls(**values)
 
@@ -255,4 +281,4 @@ class ExperimentConfig:
         return PoolSpec(dataset=self.dataset, kind=self.task, data_root=self.data_root, image_size=self.image_size,
                         arch=self.arch, k=self.k, per_expert=self.per_expert, target_size=self.target_size,
                         holdout_size=self.holdout_size, concentration=self.dirichlet_alpha, data_seed=self.data_seed,
-                        train=train)
+                        train=train, target_concentration=self.target_concentration, target_used=self.target_used)

@@ -137,6 +137,15 @@ def expert_seed(data_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(data_seed), int(index), 0x61E]).generate_state(1)[0])
 
 
+def initial_model(model_fn: Callable[[], nn.Module], spec: TrainSpec, index: int = 0) -> nn.Module:
+    """The weights expert ``index`` starts from (with ``shared_init``, every expert's), built
+    as :func:`train_or_load_experts` builds them: ``model_fn()`` under a forked generator
+    seeded with the initialisation seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_init_seed(spec, index))
+        return model_fn()
+
+
 def _init_seed(spec: TrainSpec, index: int) -> int:
     if spec.init_seed is not None:
         return int(spec.init_seed)

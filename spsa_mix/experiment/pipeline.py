@@ -68,18 +68,20 @@ from torch import nn
 
 from spsa_mix.blend import evaluate, evaluate_blend, resolve_device
 from spsa_mix.blend.batches import call_model
+from spsa_mix.blend.losses import calibrated, resolve_loss
 from spsa_mix.data.batches import Batches
-from spsa_mix.data.splits import make_splits
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
 from spsa_mix.experiment.environment import bit_exact_environment
-from spsa_mix.experiment.experts import Expert, ExpertCache, expert_key
+from spsa_mix.experiment.experts import Expert, ExpertCache, expert_key, initial_model
 from spsa_mix.experiment.finetune import finetune
-from spsa_mix.experiment.pool import build_pool, default_model_fn, load_pool_task
+from spsa_mix.experiment.pool import build_pool, default_model_fn, default_splits, load_pool_task
 from spsa_mix.experiment.report import compare, figure_title, plot_curves, render_markdown, summarize
 from spsa_mix.io import atomic_write_text, check_outputs, write_json
 
-__all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT"]
+__all__ = ["run_experiment", "Experiment", "derive_seed", "RESULTS_FORMAT", "FROM_SCRATCH"]
+
+FROM_SCRATCH = "from-scratch"  # the reference row: the architecture from random initialisation, fine-tuned
 
 logger = logging.getLogger("spsa_mix.experiment")
 RESULTS_FORMAT = 2  # bump when the code changes what a run computes or how it is stored (2: run keys)
@@ -151,6 +153,40 @@ def _penultimate(model: nn.Module, batches: Batches) -> tuple[np.ndarray, int]:
     return torch.cat(rows).numpy().astype(np.float64), calls
 
 
+TASK_VECTOR_PENALTY = 100.0  # ours: the loss of a task-vector blend whose loss is not finite (see NonFiniteAsPenalty)
+
+
+class NonFiniteAsPenalty:
+    """A loss that is ``penalty`` where ``loss_fn`` is NaN or infinite, per probe.
+
+    Task vectors scaled past ``s = 1`` extrapolate every tensor, the BatchNorm running
+    variances too, which can fall below zero: the network's outputs and its loss are then
+    NaN. As a loss of ``penalty`` (far above any cross-entropy of a working network), such a
+    point is one to move away from, as it should be, instead of the end of the run.
+
+    >>> import torch
+    >>> loss = NonFiniteAsPenalty(lambda out, y: out.sum(), penalty=100.0)
+    >>> float(loss(torch.tensor([1.0, 2.0]), None)), float(loss(torch.tensor([1.0, float("nan")]), None))
+    (3.0, 100.0)
+    """
+
+    def __init__(self, loss_fn: Any, *, penalty: float) -> None:
+        self.loss_fn = loss_fn
+        self.penalty = float(penalty)
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        value = self.loss_fn(outputs, targets)
+        return torch.where(torch.isfinite(value), value, torch.full_like(value, self.penalty))
+
+    def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+        from spsa_mix.blend.losses import correct_counts
+
+        return correct_counts(self.loss_fn, outputs, targets)
+
+    def __repr__(self) -> str:
+        return f"NonFiniteAsPenalty({self.loss_fn!r}, penalty={self.penalty:g})"
+
+
 class Experiment:
     """The state of one experiment: task, split, expert pool, the results dict.
 
@@ -179,6 +215,7 @@ class Experiment:
         self.device = resolve_device(cfg.device)
         self.model_fn = model_fn
         self._base_objective: Any = None
+        self._base_model: nn.Module | None = None
         self.results: dict[str, Any] = {
             "format": RESULTS_FORMAT, "status": "running", "config": cfg.to_dict(),
             "environment": _environment(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -187,7 +224,7 @@ class Experiment:
         }
         self.previous = self._read_previous()  # the finished runs of the file this run replaces
         self._reused: set[int] = set()  # id() of the previous runs placed in results["runs"]
-        self._finetuned: dict[tuple[int, bytes], tuple[str, dict[str, Any]]] = {}  # (seed, alpha) -> (config, result)
+        self._finetuned: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}  # (seed, prior) -> (config, result)
 
     def _read_previous(self) -> list[dict[str, Any]]:
         """The finished runs of the results file at ``output`` (``runs`` and ``previous_runs``)."""
@@ -246,17 +283,15 @@ class Experiment:
         if self.task.kind != "image-classification":
             self.results["task"] = {"kind": self.task.kind, "loss": repr(self.task.loss), "metric": self.task.metric}
         labels = self.task.labels().numpy()
-        sizes = cfg.per_expert if isinstance(cfg.per_expert, int) else list(cfg.per_expert)
-        self.splits = make_splits(labels, k=cfg.k, per_expert=sizes, target_size=cfg.target_size,
-                                  holdout_size=cfg.holdout_size, concentration=cfg.dirichlet_alpha,
-                                  rng=np.random.default_rng(cfg.data_seed))
+        self.splits = default_splits(self.spec, self.task)
         self.results["split"] = self.splits.describe(labels)
         self.results["timings"]["data_seconds"] = time.perf_counter() - start
         if self.model_fn is None:
             self.model_fn = default_model_fn(cfg.arch, self.task)
-        self.test = Batches(self.task, split="test", batch_size=cfg.eval_batch_size, device=self.device)
+        self.test = Batches(self.task, self.splits.test, split="test", batch_size=cfg.eval_batch_size,
+                            device=self.device)
         self.holdout = Batches(self.task, self.splits.holdout, batch_size=cfg.eval_batch_size, device=self.device)
-        n_test = int(self.task.labels("test").shape[0])
+        n_test = self.test.num_samples
         self.log(f"data: {self.task.name} ({self.task.data.source}); train {len(labels)}, test "
                  f"{n_test}; target {cfg.target_size}, held-out {cfg.holdout_size}, "
                  f"{cfg.k} experts of {cfg.per_expert} examples"
@@ -285,10 +320,23 @@ class Experiment:
 
     # ------------------------------------------------------------------ alpha
     def objective(self, seed: int | None) -> Any:
-        """A blended objective on target minibatches whose order comes from ``seed``."""
+        """A blended objective on target minibatches whose order comes from ``seed``, with the
+        loss ``cfg.alpha_loss`` (default: the task's)."""
         target = self.pool.target_batches(self.cfg.alpha_batch_size,
                                           seed=derive_seed(seed if seed is not None else 0, "alpha"))
-        return self.pool.objective(data=target)
+        if self.cfg.alpha_loss is None:
+            return self.pool.objective(data=target)
+        return self.pool.objective(data=target, loss_fn=self.alpha_loss())
+
+    def alpha_loss(self) -> Any:
+        """The loss the learned rows minimise: ``cfg.alpha_loss`` by name, ``"calibrated"`` the
+        task's own after the best temperature (:func:`spsa_mix.blend.losses.calibrated`), or
+        the task's (``None``)."""
+        if self.cfg.alpha_loss is None:
+            return self.task.loss
+        if self.cfg.alpha_loss == "calibrated":
+            return calibrated(self.task.loss)
+        return resolve_loss(self.cfg.alpha_loss)
 
     @property
     def base_objective(self) -> Any:
@@ -306,6 +354,48 @@ class Experiment:
         metrics = evaluate_blend(self.base_objective, np.asarray(alpha, dtype=np.float64), self.holdout)
         assert isinstance(metrics, dict)  # one alpha, one dict
         return float(metrics["accuracy"])
+
+    # ------------------------------------------------------------------ task vectors over the base
+    def base_model(self) -> nn.Module:
+        """The base of the task-vector rows: the experts' shared initialisation, rebuilt from
+        its seed (``ValueError`` when the experts were initialised independently)."""
+        if not self.cfg.shared_init:
+            raise ValueError("the task-vector rows need a base: the experts' shared initialisation "
+                             "(shared_init=True), and these experts were initialised independently")
+        if self._base_model is None:
+            assert self.model_fn is not None
+            self._base_model = initial_model(self.model_fn, self.spec.train).to(self.device).eval()
+        return self._base_model
+
+    def task_vector_objective(self, seed: int | None, scale: Any) -> Any:
+        """The task-vector blend over :meth:`base_model` with ``scale`` (a number or
+        ``"learned"``) on target minibatches ordered by ``seed`` (the same as :meth:`objective`)."""
+        target = self.pool.target_batches(self.cfg.alpha_batch_size,
+                                          seed=derive_seed(seed if seed is not None else 0, "alpha"))
+        loss = NonFiniteAsPenalty(self.alpha_loss(), penalty=TASK_VECTOR_PENALTY)
+        return self.pool.objective(data=target, base=self.base_model(), space="task-vectors", scale=scale,
+                                   loss_fn=loss)
+
+    def task_vector_model(self, alpha: np.ndarray, scale: float) -> nn.Module:
+        """A fresh module holding ``base + scale * sum_i alpha_i (theta_i - base)``, in train mode."""
+        obj = self.task_vector_objective(None, float(scale))
+        return obj.blended_model(np.asarray(alpha, dtype=np.float64))  # type: ignore[no-any-return]
+
+    def task_vector_holdout_accuracy(self, alpha: np.ndarray, scale: float) -> float:
+        """Held-out accuracy of the task-vector blend with weights ``alpha`` and ``scale``."""
+        metrics = evaluate_blend(self.task_vector_objective(None, float(scale)), np.asarray(alpha, dtype=np.float64),
+                                 self.holdout)
+        assert isinstance(metrics, dict)
+        return float(metrics["accuracy"])
+
+    def scratch_model(self, seed: int) -> nn.Module:
+        """The architecture from a random initialisation (seeded by ``seed``), in train mode:
+        the from-scratch row, fine-tuned exactly as the priors are."""
+        assert self.model_fn is not None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "scratch"))
+            model = self.model_fn()
+        return model.to(self.device).train()
 
     def sail_features(self) -> tuple[list[np.ndarray], np.ndarray, int]:
         cfg = self.cfg
@@ -333,13 +423,15 @@ class Experiment:
             holdout_accuracy=self.holdout_accuracy, sail_features=self.sail_features, budget=cfg.budget, m=cfg.m, directions=cfg.directions,
             lr=cfg.alpha_lr, betas=cfg.alpha_betas, batch_size=cfg.alpha_batch_size, holdout_size=cfg.holdout_size,
             nevergrad_optimizer=cfg.nevergrad_optimizer, optuna_sampler=cfg.optuna_sampler,
-            sail_max_points=cfg.sail_max_points, progress=self.progress)
+            sail_max_points=cfg.sail_max_points, progress=self.progress,
+            make_task_vector_objective=self.task_vector_objective if cfg.shared_init else None,
+            task_vector_holdout_accuracy=self.task_vector_holdout_accuracy if cfg.shared_init else None)
 
     # ------------------------------------------------------------------ runs
     def run_configs(self) -> None:
         cfg = self.cfg
         problem = self.problem()
-        for name in cfg.configs:
+        for name in (*cfg.configs, *((FROM_SCRATCH,) if cfg.from_scratch else ())):
             fixed: AlphaResult | None = None  # rows without randomness set alpha once
             for seed in cfg.seeds:
                 key = self.run_key(name, seed)
@@ -354,8 +446,12 @@ class Experiment:
                     continue
                 try:
                     reused = fixed is not None
-                    result = fixed if fixed is not None else set_alpha(name, problem, seed=seed)
-                    if name not in SEED_DEPENDENT:
+                    if name == FROM_SCRATCH:  # no alpha: a random initialisation
+                        result = AlphaResult(np.zeros(0), 0.0, 0.0, "none",
+                                             details={"init_seed": derive_seed(seed, "scratch")})
+                    else:
+                        result = fixed if fixed is not None else set_alpha(name, problem, seed=seed)
+                    if name not in SEED_DEPENDENT and name != FROM_SCRATCH:
                         fixed = result
                     self.finish_run(name, seed, result, reused=reused, key=key)
                 except (KeyboardInterrupt, SystemExit):
@@ -367,19 +463,30 @@ class Experiment:
                     logger.debug("configuration %s failed", name, exc_info=True)
                 self.save()
 
-    def finetune(self, name: str, seed: int, alpha: np.ndarray) -> tuple[dict[str, Any], str | None]:
-        """Fine-tune theta(alpha) with the minibatch order of ``seed``; and the configuration
-        whose fine-tuning it copies, if any. The fine-tuning is a function of alpha and the
-        seed alone (same blended prior, same minibatches, the global generator seeded), so a
-        configuration that arrives at the very alpha of an earlier one with the same seed
-        (data-size and uniform for equal splits, a greedy soup of one expert and best-single)
-        is given the earlier one's numbers instead of computing them again: the same bits."""
+    def finetune(self, name: str, seed: int, result: AlphaResult) -> tuple[dict[str, Any], str | None]:
+        """Fine-tune the prior of ``result`` (theta(alpha), the base plus scaled task
+        vectors, or a random initialisation for the from-scratch row) with the minibatch
+        order of ``seed``; and the configuration whose fine-tuning it copies, if any. The
+        fine-tuning is a function of the prior and the seed alone (same minibatches, the
+        global generator seeded), so a configuration that arrives at the very prior of an
+        earlier one with the same seed (data-size and uniform for equal splits, a greedy soup
+        of one expert and best-single) is given the earlier one's numbers instead of
+        computing them again: the same bits."""
         cfg = self.cfg
-        memo = (int(seed), np.asarray(alpha, dtype=np.float64).tobytes())
+        if name == FROM_SCRATCH:
+            memo: tuple[Any, ...] = (int(seed), FROM_SCRATCH)
+        else:
+            memo = (int(seed), np.asarray(result.alpha, dtype=np.float64).tobytes(),
+                    None if result.scale is None else float(result.scale))
         if memo in self._finetuned:
             source, ft = self._finetuned[memo]
             return {**ft, "seconds": 0.0}, source
-        model = self.blended(alpha)
+        if name == FROM_SCRATCH:
+            model = self.scratch_model(seed)
+        elif result.scale is not None:
+            model = self.task_vector_model(result.alpha, result.scale)
+        else:
+            model = self.blended(result.alpha)
         gen = torch.Generator().manual_seed(derive_seed(seed, "finetune"))
         target = Batches(self.task, self.splits.target, batch_size=cfg.finetune_batch_size, shuffle=True,
                          generator=gen, device=self.device)
@@ -391,7 +498,7 @@ class Experiment:
 
     def finish_run(self, name: str, seed: int, result: AlphaResult, *, reused: bool, key: str | None = None) -> None:
         cfg = self.cfg
-        ft, copied = self.finetune(name, seed, result.alpha)
+        ft, copied = self.finetune(name, seed, result)
         run = {
             "config": name, "seed": seed, "key": key, "alpha": result.alpha.tolist(),
             "prior_accuracy": ft["test_accuracy"][0], "test_accuracy": ft["test_accuracy"],
@@ -401,13 +508,16 @@ class Experiment:
             "alpha_seconds": result.seconds, "alpha_reused": reused, "finetune_seconds": ft["seconds"],
             "details": result.details,
         }
+        if result.scale is not None:
+            run["scale"] = result.scale
         if copied is not None:
-            run["finetune_copied_from"] = copied  # same alpha and seed: the fine-tuning of that configuration
+            run["finetune_copied_from"] = copied  # same prior and seed: the fine-tuning of that configuration
         self.results["runs"].append(run)
         self.log(f"{name} seed {seed}: prior {100 * run['prior_accuracy']:.2f}%, after {cfg.finetune_epochs} "
                  f"epochs {100 * run['test_accuracy'][-1]:.2f}% (alpha: {result.evaluations:.0f} evaluations, "
-                 f"{result.seconds:.1f} s, max weight {max(result.alpha):.2f}"
-                 + (f"; fine-tuning as {copied}'s, the same alpha" if copied else "") + ")")
+                 f"{result.seconds:.1f} s" + (f", max weight {max(result.alpha):.2f}" if len(result.alpha) else "")
+                 + (f", scale {result.scale:.3g}" if result.scale is not None else "")
+                 + (f"; fine-tuning as {copied}'s, the same prior" if copied else "") + ")")
 
     def finalize(self, status: str) -> None:
         self.results["summary"] = summarize(self.results)

@@ -24,6 +24,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from spsa_mix.data.splits import Splits, make_splits
 from spsa_mix.data.tasks import Task, load_task
 from spsa_mix.experiment.experts import Expert, ExpertCache, TrainSpec, train_or_load_experts
 
-__all__ = ["PoolSpec", "ExpertPool", "build_pool", "load_pool_task", "default_model_fn"]
+__all__ = ["PoolSpec", "ExpertPool", "build_pool", "load_pool_task", "default_model_fn", "default_splits"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class PoolSpec:
 
     ``dataset``, ``kind``, ``data_root``, ``image_size``, ``standardize``, ``test_size`` go to
     :func:`~spsa_mix.data.tasks.load_task`; ``k``, ``per_expert``, ``target_size``,
-    ``holdout_size``, ``concentration`` and ``data_seed`` to
+    ``holdout_size``, ``concentration``, ``target_concentration`` and ``data_seed`` to
     :func:`~spsa_mix.data.splits.make_splits` (unless ``build_pool`` is given its own
     ``splits``); ``arch`` names the architecture (:func:`spsa_mix.models.build_model`) and
     keys the cache with ``train``.
@@ -71,6 +72,8 @@ class PoolSpec:
     concentration: float = 0.5
     data_seed: int = 0
     train: TrainSpec = field(default_factory=TrainSpec)
+    target_concentration: float | None = None  # None: IID target (GLUE 5); else a label-shifted target domain
+    target_used: int | None = None  # None: the whole target set; N: a random N of it (nested in N), experts unchanged
 
 
 @dataclass
@@ -110,14 +113,16 @@ class ExpertPool:
         return Batches(self.task, self.splits.holdout, batch_size=batch_size, device=self.device)
 
     def test_batches(self, batch_size: int) -> Batches:
-        """The task's test split, in order."""
-        return Batches(self.task, split="test", batch_size=batch_size, device=self.device)
+        """The task's test split (the target domain's part of it, ``splits.test``, for a
+        shifted target), in order."""
+        return Batches(self.task, self.splits.test, split="test", batch_size=batch_size, device=self.device)
 
     def whole(self, part: str) -> tuple[Any, Any]:
         """All of ``"target"``, ``"holdout"`` or ``"test"`` as one batch ``(inputs, targets)``."""
         if part == "test":
-            n = int(self.task.labels("test").shape[0])
-            batches = Batches(self.task, split="test", batch_size=max(n, 1), device=self.device)
+            ix = self.splits.test
+            n = int(self.task.labels("test").shape[0]) if ix is None else len(ix)
+            batches = Batches(self.task, ix, split="test", batch_size=max(n, 1), device=self.device)
         elif part in ("target", "holdout"):
             ix = getattr(self.splits, part)
             batches = Batches(self.task, ix, batch_size=max(len(ix), 1), device=self.device)
@@ -127,9 +132,10 @@ class ExpertPool:
 
     def objective(self, *, data: Any = None, **kwargs: Any) -> BlendedObjective:
         """A :class:`~spsa_mix.blend.BlendedObjective` of the experts with the task's loss
-        on ``data`` (e.g. :meth:`target_batches`); ``kwargs`` go to it (``dtype``,
-        ``granularity``, ``simplex_atol``, ...)."""
-        return BlendedObjective(self.model_fn(), self.models, loss_fn=self.task.loss, data=data,
+        on ``data`` (e.g. :meth:`target_batches`); ``kwargs`` go to it (``loss_fn`` instead of the
+        task's, ``dtype``, ``granularity``, ``simplex_atol``, ...)."""
+        loss_fn = kwargs.pop("loss_fn", self.task.loss)
+        return BlendedObjective(self.model_fn(), self.models, loss_fn=loss_fn, data=data,
                                 device=kwargs.pop("device", self.device), **kwargs)
 
 
@@ -151,6 +157,26 @@ def default_model_fn(arch: str, task: Task) -> Callable[[], nn.Module]:
     with torch.random.fork_rng(devices=[]):  # leaves the global generator as it was
         build_model(arch, **dims)  # fail now, not after the data is split, if the sizes do not suit it
     return lambda: build_model(arch, **dims)
+
+
+def default_splits(spec: PoolSpec, task: Task) -> Splits:
+    """:func:`~spsa_mix.data.splits.make_splits` with ``spec``'s sizes and
+    ``numpy.random.default_rng(spec.data_seed)`` (and the test split's labels, for a shifted
+    target); with ``spec.target_used = N``, the target set is N of the drawn one, at random
+    and nested (the N of a smaller N are among those of a larger), so that the experts, the
+    held-out and the test sets are the same for every N: a target-size curve."""
+    sizes = spec.per_expert if isinstance(spec.per_expert, int) else list(spec.per_expert)
+    test_labels = task.labels("test").numpy() if spec.target_concentration is not None else None
+    split = make_splits(task.labels().numpy(), k=spec.k, per_expert=sizes, target_size=spec.target_size,
+                        holdout_size=spec.holdout_size, concentration=spec.concentration,
+                        rng=np.random.default_rng(spec.data_seed), target_concentration=spec.target_concentration,
+                        test_labels=test_labels)
+    if spec.target_used is None:
+        return split
+    if not 1 <= spec.target_used <= len(split.target):
+        raise ValueError(f"target_used must be in [1, target_size={len(split.target)}], but got {spec.target_used}")
+    order = np.random.default_rng([spec.data_seed, 7]).permutation(split.target)  # one order: smaller N nested
+    return dataclasses.replace(split, target=np.sort(order[: spec.target_used]))
 
 
 def build_pool(
@@ -200,11 +226,7 @@ def build_pool(
     task = task if task is not None else load_pool_task(spec, cache_dir)
     fn = model_fn if model_fn is not None else default_model_fn(spec.arch, task)
     if splits is None:
-        labels = task.labels().numpy()
-        sizes = spec.per_expert if isinstance(spec.per_expert, int) else list(spec.per_expert)
-        split = make_splits(labels, k=spec.k, per_expert=sizes, target_size=spec.target_size,
-                            holdout_size=spec.holdout_size, concentration=spec.concentration,
-                            rng=np.random.default_rng(spec.data_seed))
+        split = default_splits(spec, task)
     elif isinstance(splits, Splits):
         split = splits
     else:

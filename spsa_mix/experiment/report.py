@@ -35,6 +35,8 @@ from spsa_mix.io import atomic_path, atomic_write_text, check_outputs, check_wri
 __all__ = [
     "refresh",
     "summarize",
+    "baseline_check",
+    "scale_lines",
     "compare",
     "markdown_table",
     "experts_table",
@@ -56,7 +58,14 @@ LABELS = {
     "proxy-accuracy": "proxy-accuracy (Config 2)",
     "backprop": "backprop (Config 3)",
     "spsa": "SPSA (GLUE Config 4)",
+    "spsa-defaults": "SPSA, library defaults",
+    "task-arithmetic": "task arithmetic (scale on held-out)",
+    "task-vectors": "task vectors, learned scale",
+    "from-scratch": "from scratch (no prior)",
 }
+# The rows a learned blend must not lose to (each costs at most K + K - 1 held-out passes).
+CHECKABLE = ("uniform", "best-single", "greedy-soup")
+LEARNED = ("spsa-defaults", "spsa", "backprop", "forward-grad", "nevergrad", "optuna", "task-vectors")
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
@@ -67,9 +76,9 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
             "min": float(arr.min()), "max": float(arr.max()), "n": int(arr.size)}
 
 
-def _effective_experts(alpha: Sequence[float]) -> float:
+def _effective_experts(alpha: Sequence[float]) -> float | None:
     a = np.asarray(alpha, dtype=np.float64).ravel()
-    return float(1.0 / np.sum(a**2))
+    return float(1.0 / np.sum(a**2)) if a.size else None  # None: no blend (the from-scratch row)
 
 
 def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -100,6 +109,8 @@ def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "alpha_seconds": _stats([r["alpha_seconds"] for r in runs])["mean"],
             "effective_experts": _stats([_effective_experts(r["alpha"]) for r in runs])["mean"],
         }
+        if any(r.get("scale") is not None for r in runs):
+            out[name]["scale"] = _stats([r.get("scale") for r in runs])
     return out
 
 
@@ -227,20 +238,67 @@ def comparison_lines(gaps: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def baseline_check(summary: Mapping[str, Mapping[str, Any]], *, key: str = "prior") -> list[str]:
+    """For each learned row present, its mean test accuracy (``key``: ``"prior"``, ``"final"``
+    or ``"finetune_mean"``) minus the best of :data:`CHECKABLE` present: a learned blend should
+    not lose to a candidate it could have checked. Empty without those rows.
+
+    >>> s = {"uniform": {"prior": {"mean": 0.8}}, "best-single": {"prior": {"mean": 0.7}},
+    ...      "spsa": {"prior": {"mean": 0.78}}}
+    >>> baseline_check(s)
+    ['- SPSA (GLUE Config 4): -2.00 points against uniform (80.00 %): below it']
+    """
+    refs = {n: summary[n][key]["mean"] for n in CHECKABLE if n in summary and summary[n][key].get("mean") is not None}
+    if not refs:
+        return []
+    best = max(refs, key=lambda n: refs[n])
+    out = []
+    for name in LEARNED:
+        if name not in summary or summary[name][key].get("mean") is None:
+            continue
+        gap = 100 * (summary[name][key]["mean"] - refs[best])
+        verdict = "at least as good" if gap >= -1e-9 else "below it"
+        out.append(f"- {LABELS.get(name, name)}: {gap:+.2f} points against {best} ({100 * refs[best]:.2f} %): {verdict}")
+    return out
+
+
+def scale_lines(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The task-vector scales of the rows that have one (mean ± sd over seeds).
+
+    >>> scale_lines({"task-vectors": {"scale": {"mean": 1.5, "std": 0.1}}})
+    ['- task vectors, learned scale: s = 1.50 ± 0.10']
+    """
+    return [f"- {LABELS.get(n, n)}: s = {s['scale']['mean']:.2f} ± {s['scale']['std'] or 0.0:.2f}"
+            for n, s in summary.items() if s.get("scale") and s["scale"].get("mean") is not None]
+
+
+def _target_phrase(cfg: Mapping[str, Any], split: Mapping[str, Any]) -> str:
+    conc = cfg.get("target_concentration")
+    n = split.get("target_size", cfg.get("target_size", "?"))
+    if cfg.get("target_used") is not None:
+        n = f"{n} (of {cfg.get('target_size')} drawn)"
+    if conc is None:
+        return f"Target: {n} IID images"
+    return (f"Target: {n} images of a label-shifted domain (class proportions ~ Dirichlet({conc}); held-out and "
+            "test drawn with them)")
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     """The whole markdown report: setup, experts table, configurations table, gaps."""
     summary = results.get("summary") or summarize(results)
     cfg = results.get("config", {})
     data = results.get("dataset", {})
+    split = results.get("split", {})
     n_epochs = cfg.get("finetune_epochs", "?")
     head = [
         f"## Blending experts on {data.get('name', cfg.get('dataset', '?'))} ({cfg.get('arch', '?')}, K={cfg.get('k', '?')})",
         "",
         f"Experts: {cfg.get('per_expert', '?')} images each (Dirichlet({cfg.get('dirichlet_alpha', '?')}) classes), "
-        f"{cfg.get('expert_epochs', '?')} epochs. Target: {cfg.get('target_size', '?')} IID images (learn alpha, "
-        f"fine-tune), held-out: {cfg.get('holdout_size', '?')}, test: {data.get('n_test', '?')}. "
-        f"Alpha budget: {cfg.get('budget', '?')} evaluations (m={cfg.get('m', '?')}); fine-tuning: {n_epochs} "
-        f"epochs; seeds: {cfg.get('seeds', '?')}. Status: {results.get('status', '?')}.",
+        f"{cfg.get('expert_epochs', '?')} epochs. {_target_phrase(cfg, split)} (learn alpha, "
+        f"fine-tune), held-out: {cfg.get('holdout_size', '?')}, test: {split.get('test_size', data.get('n_test', '?'))}. "
+        f"Alpha budget: {cfg.get('budget', '?')} evaluations (m={cfg.get('m', '?')})"
+        + (f", loss {cfg['alpha_loss']}" if cfg.get("alpha_loss") else "")
+        + f"; fine-tuning: {n_epochs} epochs; seeds: {cfg.get('seeds', '?')}. Status: {results.get('status', '?')}.",
         *([f"Task: {results['task']['kind']} (loss {results['task']['loss']}); accuracy below is "
            f"{results['task']['metric']}."] if results.get("task") else []),
         "",
@@ -252,6 +310,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "",
         markdown_table(summary),
     ]
+    if scale_lines(summary):
+        head += ["", "Task-vector scales (theta = base + s sum_i alpha_i (theta_i - base)):", "", *scale_lines(summary)]
+    checks = baseline_check(summary)
+    if checks:
+        head += ["", "### Learned blends against the best candidate they could have checked (prior test accuracy)", "",
+                 *checks]
     if results.get("reused_runs"):
         head += ["", f"Reused from the results file this run replaced (same settings, not run again): "
                      f"{runs_phrase(results['reused_runs'])}."]

@@ -15,7 +15,7 @@ def test_unknown_optimizer_lists_close_and_common_names():
 def test_options_are_checked():
     q = Quadratic.random(3, rng=0)
     with pytest.raises(ValueError, match=r"options of method 'nevergrad:CMA' must be among \['batch_size', 'bound', "
-                                         r"'lower', 'parametrization'\], but got 'sigma'"):
+                                         r"'lower', 'noisy', 'parametrization'\], but got 'sigma'"):
         spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"sigma": 1.0})
     with pytest.raises(ValueError, match=r"options\['batch_size'\] must be an integer >= 1, but got 0"):
         spsa_mix.minimize(q, 3, method="nevergrad:CMA", max_evals=10, options={"batch_size": 0})
@@ -148,7 +148,8 @@ def test_positive_and_real_coordinates_stay_in_their_boxes(counting):
     d = spsa_mix.Domain(3, positive=1, real=1, names=("scale", "shift"))
     f, calls = counting(lambda x: np.sum((x - [0.1, 0.1, 0.8, 6.0, -3.0]) ** 2, axis=-1))  # beyond both boxes
     res = spsa_mix.minimize(f, d, method="nevergrad:CMA", max_evals=150, seed=0, vectorized=True,
-                            options={"positive_bounds": (0.5, 4.0), "real_bounds": (-1.0, 1.0)})
+                            options={"positive_bounds": (0.5, 4.0), "real_bounds": (-1.0, 1.0),
+                                     "parametrization": "normalize"})  # the default before "softmax"
     pts = np.concatenate(calls)
     assert np.all((pts[:, 3] >= 0.5 - 1e-12) & (pts[:, 3] <= 4.0 + 1e-12))
     assert np.all((pts[:, 4] >= -1.0) & (pts[:, 4] <= 1.0))
@@ -162,7 +163,7 @@ def test_domain_options_are_checked():
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"positive_bounds": (0.0, 2.0)})
     with pytest.raises(ValueError, match=r"x0's scale=10\.0 is outside options\['positive_bounds'\]=\(0\.125, 8\.0\)"):
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, x0=[0.2, 0.3, 0.5, 10.0])
-    with pytest.raises(ValueError, match=r"must be among \['batch_size', 'bound', 'lower', 'parametrization', "
+    with pytest.raises(ValueError, match=r"must be among \['batch_size', 'bound', 'lower', 'noisy', 'parametrization', "
                                          r"'positive_bounds'\], but got 'real_bounds'"):  # the domain has no real one
         spsa_mix.minimize(p, p.domain, method="nevergrad:CMA", max_evals=10, options={"real_bounds": (0, 1)})
 

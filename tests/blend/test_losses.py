@@ -87,3 +87,59 @@ def test_evaluate_reports_token_accuracy_for_a_causal_lm() -> None:
     m = evaluate(Echo(), (ids, labels), loss_fn=CausalLM())
     # scored tokens: (1->1 hit, 1->2 miss, 2->2 hit), (3->3 hit, 3->3 hit); 4 of 5
     assert m["n"] == 2 and math.isclose(m["accuracy"], 4 / 5)
+
+
+def test_calibrated_cross_entropy_is_the_minimum_over_temperatures() -> None:
+    from spsa_mix.blend.losses import CalibratedCrossEntropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(64, 5, generator=gen, dtype=torch.float64), torch.randint(0, 5, (64,), generator=gen)
+    labels[:3] = -100  # ignored, as by F.cross_entropy
+    grid = torch.logspace(-2, 2, 4001, dtype=torch.float64)
+    brute = min(float(F.cross_entropy(logits * b, labels)) for b in grid)
+    loss = CalibratedCrossEntropy()
+    assert float(loss(logits, labels)) == pytest.approx(brute, abs=1e-6)
+    assert float(loss(logits, labels)) <= float(F.cross_entropy(logits, labels))
+    assert float(loss(7.0 * logits, labels)) == pytest.approx(float(loss(logits, labels)), abs=1e-9)  # scale-free
+    assert [int(v) for v in loss.correct(logits, labels)] == [int((logits.argmax(1) == labels).sum()), 61]
+    with pytest.raises(ValueError, match="needs logits"):
+        loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.int64))
+
+
+def test_calibrated_cross_entropy_gradient_is_that_of_the_profiled_loss() -> None:
+    """The temperature is held fixed in the backward pass (envelope theorem): the gradient is
+    the derivative of min_T CE(z / T) itself, checked by central differences."""
+    from spsa_mix.blend.losses import CalibratedCrossEntropy
+
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(32, 4, generator=gen, dtype=torch.float64).requires_grad_(True)
+    y = torch.randint(0, 4, (32,), generator=gen)
+    loss = CalibratedCrossEntropy()
+    (grad,) = torch.autograd.grad(loss(z, y), z)
+    direction = torch.randn(32, 4, generator=gen, dtype=torch.float64)
+    h = 1e-5
+    with torch.no_grad():
+        numeric = (loss(z + h * direction, y) - loss(z - h * direction, y)) / (2 * h)
+    assert float((grad * direction).sum()) == pytest.approx(float(numeric), rel=1e-5)
+
+
+def test_calibrated_cross_entropy_in_a_blended_objective_for_every_method() -> None:
+    import numpy as np
+
+    import spsa_mix
+    from spsa_mix.blend import BlendedObjective
+
+    gen = torch.Generator().manual_seed(2)
+    experts = [torch.nn.Linear(6, 3) for _ in range(3)]
+    x, y = torch.randn(48, 6, generator=gen), torch.randint(0, 3, (48,), generator=gen)
+    obj = BlendedObjective(torch.nn.Linear(6, 3), experts, loss_fn="calibrated-cross-entropy", data=(x, y),
+                           device="cpu")
+    alpha = np.array([0.5, 0.3, 0.2])
+    value, grad = obj.value_and_grad(alpha)
+    assert value == pytest.approx(float(obj(alpha[None])[0]), abs=1e-6)
+    tangent = np.array([[1.0, -1.0, 0.0]])
+    _, deriv = obj.jvp(alpha, tangent)
+    assert float(deriv[0]) == pytest.approx(float(grad @ tangent[0]), rel=1e-4, abs=1e-7)
+    for method in ("spsa", "backprop", "forward-grad"):
+        res = spsa_mix.minimize(obj, k=3, method=method, vectorized=True, maxiter=5, seed=0)
+        assert res.success, method

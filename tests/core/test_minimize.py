@@ -71,13 +71,13 @@ def test_builtin_methods_share_the_result_type(method):
 
 def test_budget_counts_for_each_method():
     q = Quadratic.random(4, rng=0)
-    spsa = spsa_mix.minimize(q, k=4, max_evals=101, m=2, seed=0)
+    spsa = spsa_mix.minimize(q, k=4, max_evals=101, m=2, seed=0, start="uniform")
     assert spsa.nit == 25 and spsa.nfev == 101 and spsa.cost == 101  # 25 steps x 4 probes + final
     fg = spsa_mix.minimize(q, k=4, method="forward-grad", max_evals=100, m=2, seed=0)
     assert fg.nit == 33 and fg.njev == 66 and fg.cost == 100  # 33 x (1 + 2) + final
     bp = spsa_mix.minimize(q, k=4, method="backprop", max_evals=100, backward_cost=3.0)
     assert bp.nit == 24 and bp.njev == 24 and bp.cost == 24 * 4 + 1
-    no_final = spsa_mix.minimize(q, k=4, max_evals=100, seed=0, final_eval=False)
+    no_final = spsa_mix.minimize(q, k=4, max_evals=100, seed=0, start="uniform", final_eval=False)
     assert no_final.nit == 50 and no_final.nfev == 100
     assert no_final.fun == no_final.history["loss"][-1]
 
@@ -86,7 +86,7 @@ def test_budget_counts_for_each_method():
 def test_budget_never_exceeded(max_evals, m, final_eval):
     calls = []
     res = spsa_mix.minimize(lambda a: calls.append(a) or 1.0, k=3, m=m, max_evals=max_evals,
-                            final_eval=final_eval, seed=0)
+                            final_eval=final_eval, seed=0, start="uniform")
     assert len(calls) == res.nfev <= max_evals
     assert res.nit == (max_evals - int(final_eval)) // (2 * m)
 
@@ -111,8 +111,8 @@ def test_seed_reproducibility_and_rng():
 
 def test_resume_from_result_state_equals_uninterrupted():
     q = Quadratic.random(5, rng=4)
-    full = spsa_mix.minimize(q, k=5, maxiter=60, seed=3, final_eval=False)
-    first = spsa_mix.minimize(q, k=5, maxiter=20, seed=3, final_eval=False)
+    full = spsa_mix.minimize(q, k=5, maxiter=60, seed=3, final_eval=False, lr=0.01)  # a constant step
+    first = spsa_mix.minimize(q, k=5, maxiter=20, seed=3, final_eval=False, lr=0.01)
     rest = spsa_mix.minimize(q, k=5, maxiter=40, seed=999, final_eval=False, initial_state=first.state)
     np.testing.assert_array_equal(rest.x, full.x)
 
@@ -132,7 +132,7 @@ def test_callback_receives_intermediate_result_and_can_stop():
         if r.nit == 5:
             raise StopIteration
 
-    res = spsa_mix.minimize(lambda a: float(a[0]), k=3, callback=cb, max_evals=1000, seed=0)
+    res = spsa_mix.minimize(lambda a: float(a[0]), k=3, callback=cb, max_evals=1000, seed=0, start="uniform")
     assert [s[0] for s in seen] == [1, 2, 3, 4, 5] and seen[-1][1] == 10
     assert res.status is Status.CALLBACK and not res.success and res.nit == 5
     assert "StopIteration" in res.message
@@ -160,7 +160,7 @@ def test_nonfinite_loss_stops_and_keeps_last_finite_iterate():
         calls["n"] += 1
         return np.nan if calls["n"] == 21 else float(a[0])
 
-    res = spsa_mix.minimize(f, k=3, max_evals=100, seed=0)
+    res = spsa_mix.minimize(f, k=3, max_evals=100, seed=0, start="uniform")
     assert res.status is Status.NONFINITE and not res.success
     assert res.nit == 10 and res.nfev == 21
     assert "the objective returned nan" in res.message and "evaluation 21" in res.message
@@ -177,7 +177,7 @@ def test_keyboard_interrupt_returns_result_so_far():
             raise KeyboardInterrupt
         return float(a[1])
 
-    res = spsa_mix.minimize(f, k=3, max_evals=100, seed=0)
+    res = spsa_mix.minimize(f, k=3, max_evals=100, seed=0, start="uniform")
     assert res.status is Status.INTERRUPTED and not res.success and res.nit == 15
     assert "interrupted" in res.message
 
@@ -192,7 +192,7 @@ def test_objective_error_carries_partial_result():
         return float(a[0])
 
     with pytest.raises(ObjectiveError, match=r"the objective raised at evaluation 13 of method 'spsa': RuntimeError: GPU on fire") as info:
-        spsa_mix.minimize(f, k=3, max_evals=100, seed=0)
+        spsa_mix.minimize(f, k=3, max_evals=100, seed=0, start="uniform")
     partial = info.value.partial_result
     assert partial.nit == 6 and partial.status is Status.ERROR and len(partial.history["x"]) == 6
     assert isinstance(info.value.__cause__, RuntimeError)
@@ -207,10 +207,10 @@ def test_objective_returning_wrong_shape():
 
 def test_schedules_reach_the_history():
     res = spsa_mix.minimize(lambda a: float(a[0]), k=3, maxiter=50, mu=0.1, mu_schedule="power",
-                            lr_schedule="cosine", seed=0)
+                            lr_schedule="cosine", seed=0, lr=0.01)
     assert res.history["mu"][0] == pytest.approx(0.1) and res.history["mu"][-1] == pytest.approx(0.1 * 50**-0.101)
     assert res.history["lr"][0] == pytest.approx(0.01) and res.history["lr"][-1] < 0.001
-    custom = spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=3, lr_schedule=lambda n: 2.0**-n, seed=0)
+    custom = spsa_mix.minimize(lambda a: 0.0, k=3, maxiter=3, lr_schedule=lambda n: 2.0**-n, seed=0, lr=0.01)
     np.testing.assert_allclose(custom.history["lr"], [0.01, 0.005, 0.0025])
 
 
@@ -302,7 +302,7 @@ def test_plain_simplex_results_are_unchanged_by_the_domain():
 
 def test_x0_is_the_whole_point_of_the_domain():
     p = ScaledQuadratic.random(3, rng=0)
-    res = spsa_mix.minimize(p, k=p.domain, maxiter=1, seed=0, x0=[0.2, 0.3, 0.5, 4.0], final_eval=False)
+    res = spsa_mix.minimize(p, k=p.domain, maxiter=1, seed=0, x0=[0.2, 0.3, 0.5, 4.0], final_eval=False, lr=0.01)
     np.testing.assert_allclose(res.state["beta"][3], np.log(4.0), atol=0.05)  # one step from log 4
     with pytest.raises(ValueError, match=r"x0 must be a point of Domain\(simplex=\(3,\), positive=1, "
                                          r"names=\('scale',\)\) of shape \(4,\)"):
@@ -402,7 +402,7 @@ def test_options_that_conflict_with_the_state_are_refused():
 def test_a_callable_schedule_must_be_given_again_to_resume():
     q = Quadratic.random(3, rng=0)
     halve = lambda n: 0.5 ** n  # noqa: E731
-    state = spsa_mix.minimize(q, k=3, maxiter=3, lr_schedule=halve, seed=0).state
+    state = spsa_mix.minimize(q, k=3, maxiter=3, lr_schedule=halve, seed=0, lr=0.01).state
     with pytest.raises(ValueError, match=r"state\['config'\]\['lr_schedule'\] is a callable, which a state cannot "
                                          r"hold: build this optimiser with that callable \(lr_schedule=\.\.\.\)"):
         spsa_mix.minimize(q, k=3, maxiter=3, initial_state=state)

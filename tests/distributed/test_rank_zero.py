@@ -34,11 +34,11 @@ def test_only_rank_zero_writes(tmp_path):
 def test_every_rank_resumes_from_rank_zeros_checkpoint_and_continues_bit_for_bit(tmp_path):
     c = np.array([0.6, 0.3, 0.1])
     f = lambda a: float(((a - c) ** 2).sum())  # noqa: E731
-    whole = spsa_mix.minimize(f, k=3, maxiter=20, seed=3, final_eval=False)
+    whole = spsa_mix.minimize(f, k=3, maxiter=20, seed=3, final_eval=False, lr=0.01)  # a constant step
     path = tmp_path / "ckpt.json"
 
     def rank_main(comm):
-        first = spsa_mix.minimize(f, k=3, maxiter=10, seed=3, final_eval=False)
+        first = spsa_mix.minimize(f, k=3, maxiter=10, seed=3, final_eval=False, lr=0.01)
         save_checkpoint(first.state, path, group=comm)
         state = load_checkpoint(path, group=comm)
         return spsa_mix.minimize(f, k=3, maxiter=10, seed=3, final_eval=False, initial_state=state).x

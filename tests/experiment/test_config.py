@@ -12,7 +12,7 @@ def test_defaults_follow_the_paper_where_it_says() -> None:
     assert (cfg.k, cfg.dirichlet_alpha, cfg.expert_lr, cfg.expert_betas, cfg.expert_batch_size) == (
         10, 0.5, 1e-3, (0.9, 0.999), 64)
     assert (cfg.m, cfg.alpha_lr, cfg.alpha_betas, cfg.seeds) == (1, 1e-2, (0.9, 0.99), (0, 1, 2))
-    assert cfg.configs == ALL_CONFIGS and len(ALL_CONFIGS) == 11
+    assert cfg.configs == ALL_CONFIGS and len(ALL_CONFIGS) == 14  # GLUE's 11 rows, library defaults, two task-vector rows
     paper = ExperimentConfig.paper()
     assert (paper.per_expert, paper.target_size, paper.expert_epochs) == (2000, 10_000, 40)
 
@@ -47,3 +47,10 @@ def test_to_dict_is_json_ready() -> None:
 def test_bad_values_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**kwargs)
+
+
+def test_the_alpha_losses_listed_for_the_cli_are_the_library_s() -> None:
+    from spsa_mix.blend.losses import LOSSES
+    from spsa_mix.experiment.config import ALPHA_LOSSES
+
+    assert set(ALPHA_LOSSES) == set(LOSSES) | {"calibrated"}

@@ -48,6 +48,9 @@ EPOCH_ATOL = 0.04  # one run's test accuracy at one epoch, the prior included (m
 MEAN_ATOL = 0.01  # a configuration's seed-mean accuracy: final, and over the fine-tuning epochs (<= 0.0047)
 ALPHA_ATOL = {  # max |alpha_i - recorded alpha_i|
     "data-size": 0.0, "uniform": 0.0,  # from the split sizes alone (measured 0)
+    "from-scratch": 0.0,  # no blend: alpha is empty
+    # spsa-defaults, task-arithmetic and task-vectors branch on noisy comparisons (the start
+    # candidate, the scale on held-out accuracy), as Nevergrad and Optuna do: accuracies only
     "spsa": 5e-3, "forward-grad": 5e-3, "backprop": 5e-3, "proxy-accuracy": 5e-3, "sail": 5e-3,  # <= 0.0017
 }
 

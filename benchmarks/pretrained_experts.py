@@ -1,0 +1,257 @@
+"""Experts that share a pretrained start: CIFAR-10 ResNet-20 fine-tuned on shifted domains.
+
+The setting weight blending is used in (model soups, task arithmetic): one pretrained model
+(akamaster's CIFAR-10 ResNet-20, ``../shared/data/resnet_cifar10``), fine-tuned into K experts,
+each on its own shifted domain of CIFAR-10 (JPEG, ``cifar10-jpeg``): Gaussian noise, blur,
+low contrast, darkening (``DOMAINS``); the target is a new domain that combines two of the
+shifts (``TARGET``). Every way to set the weights of the experts' blend runs through the
+experiment's own functions (:func:`spsa_mix.experiment.alpha.set_alpha`, on an
+:class:`~spsa_mix.experiment.alpha.AlphaProblem` built here): uniform, best single, greedy
+soup, data size, proxy accuracy, backprop, GLUE's SPSA, SPSA with the library's defaults,
+Nevergrad and Optuna on the convex blend; task arithmetic (uniform weights, scale from a grid on
+held-out accuracy) and task vectors with a learned scale over the pretrained base; the
+pretrained model itself and a network from scratch as references. Each prior is scored on the
+target domain's test images, then fine-tuned on the target images (alpha fixed, Adam lr
+1e-3) as the experiment does.
+
+Writes ``--output`` (JSON with every run and the command), its ``.md`` (the experiment's
+table and checks)::
+
+    python benchmarks/pretrained_experts.py --output benchmarks/results/pretrained_resnet20_cifar10.json
+
+Needs ``../shared/data/cifar10-jpeg.zip`` and ``../shared/data/resnet_cifar10/resnet20-12fca82f.th``
+(it says so and exits 2 without them). Sizes are cut for a 2-core CPU (``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation akamaster's CIFAR ResNets were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET20 = "resnet_cifar10/resnet20-12fca82f.th"
+
+
+def shift(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One domain shift of uint8 images ``(N, 3, H, W)`` (CIFAR-10-C's kinds, one severity)."""
+    f = x.astype(np.float32)
+    if kind == "noise":
+        f = f + rng.normal(0.0, 25.0, size=f.shape)
+    elif kind == "blur":  # 3x3 box blur
+        p = np.pad(f, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+        f = sum(p[:, :, i:i + f.shape[2], j:j + f.shape[3]] for i in range(3) for j in range(3)) / 9.0
+    elif kind == "contrast":
+        mean = f.mean(axis=(1, 2, 3), keepdims=True)
+        f = mean + 0.4 * (f - mean)
+    elif kind == "dark":
+        f = 0.45 * f
+    elif "+" in kind:
+        for part in kind.split("+"):
+            f = shift(np.clip(f, 0, 255).astype(np.uint8), part, rng).astype(np.float32)
+    else:
+        raise ValueError(f"unknown shift {kind!r}")
+    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+DOMAINS = ("noise", "blur", "contrast", "dark")
+TARGET = "noise+contrast"
+
+
+def load_resnet20(path: Path) -> torch.nn.Module:
+    """akamaster's checkpoint (``module.``-prefixed DataParallel names, head ``linear``) as
+    :class:`spsa_mix.models.ResNet20` (the same architecture: option-A shortcuts)."""
+    from spsa_mix.models import ResNet20
+
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
+    state = {("fc." + k[len("linear."):] if k.startswith("linear.") else k): v for k, v in state.items()}
+    net = ResNet20(num_classes=10, in_channels=3)
+    for name, buf in net.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            state.setdefault(name, torch.zeros_like(buf))
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--output", type=Path, default=Path("benchmarks/results/pretrained_resnet20_cifar10.json"))
+    ap.add_argument("--per-expert", type=int, default=1000, help="training images per expert domain")
+    ap.add_argument("--expert-epochs", type=int, default=2)
+    ap.add_argument("--expert-lr", type=float, default=1e-3)
+    ap.add_argument("--target-size", type=int, default=500)
+    ap.add_argument("--holdout-size", type=int, default=500)
+    ap.add_argument("--test-size", type=int, default=2000)
+    ap.add_argument("--budget", type=int, default=400)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--configs", nargs="+", default=["uniform", "best-single", "greedy-soup", "spsa", "spsa-defaults",
+                                                     "backprop", "nevergrad", "task-arithmetic", "task-vectors"])
+    ap.add_argument("--alpha-loss", default="calibrated", help="'task' (cross-entropy) or 'calibrated'")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend
+    from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
+    from spsa_mix.data.batches import Batches
+    from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
+    from spsa_mix.data.tasks import Task
+    from spsa_mix.experiment.alpha import AlphaProblem, AlphaResult, set_alpha
+    from spsa_mix.experiment.finetune import finetune
+    from spsa_mix.experiment.pipeline import NonFiniteAsPenalty, derive_seed
+    from spsa_mix.experiment.report import markdown_table, render_markdown, summarize
+    from spsa_mix.experiment.training import train_model
+    from spsa_mix.io import atomic_write_text, write_json
+
+    weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
+    try:
+        cifar = load_dataset("cifar10-jpeg", standardize=False)
+    except ValueError as e:
+        print(f"pretrained_experts.py: {e}", file=sys.stderr)
+        return 2
+    if weights is None:
+        print(f"pretrained_experts.py: {RESNET20} not found under {[str(r) for r in default_data_roots()]}",
+              file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    x_tr, y_tr = cifar.x_train.numpy(), cifar.y_train.numpy()
+    x_te, y_te = cifar.x_test.numpy(), cifar.y_test.numpy()
+    k = len(DOMAINS)
+    perm = rng.permutation(len(y_tr))
+    cuts = np.cumsum([0] + [args.per_expert] * k + [args.target_size, args.holdout_size])
+    parts = [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    test_ix = rng.permutation(len(y_te))[: args.test_size]
+
+    def domain_task(kind: str, ix: np.ndarray, test: np.ndarray | None = None) -> Task:
+        g = np.random.default_rng(zlib.crc32(kind.encode()))  # one fixed draw of noise per domain
+        xs = shift(x_tr[ix], kind, g)
+        xt = shift(x_te[test], kind, g) if test is not None else xs[:0]
+        yt = y_te[test] if test is not None else y_tr[ix][:0]
+        data = ImageData.from_arrays(kind, xs, y_tr[ix], xt, yt, scale=1 / 255, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                     classes=cifar.classes)
+        return Task(data, "image-classification")
+
+    base = load_resnet20(weights)
+    experts, sizes = [], []
+    for i, kind in enumerate(DOMAINS):
+        task = domain_task(kind, parts[i])
+        model = copy.deepcopy(base).train()
+        gen = torch.Generator().manual_seed(100 + i)
+        train_model(model, Batches(task, batch_size=64, shuffle=True, generator=gen), epochs=args.expert_epochs,
+                    lr=args.expert_lr)
+        experts.append(model.eval())
+        sizes.append(len(parts[i]))
+        print(f"expert {i} ({kind}) fine-tuned", file=sys.stderr, flush=True)
+    target_task = domain_task(TARGET, np.concatenate([parts[k], parts[k + 1]]), test_ix)
+    n_t = args.target_size
+    target_ix, holdout_ix = np.arange(n_t), np.arange(n_t, n_t + args.holdout_size)
+    test = Batches(target_task, split="test", batch_size=1000)
+    holdout = Batches(target_task, holdout_ix, batch_size=1000)
+    alpha_loss = CalibratedCrossEntropy() if args.alpha_loss == "calibrated" else CrossEntropy()
+
+    def objective(seed: int | None, **kw: Any) -> BlendedObjective:
+        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
+        data = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
+        return BlendedObjective(load_resnet20(weights), experts, loss_fn=kw.pop("loss_fn", alpha_loss), data=data,
+                                device="cpu", **kw)
+
+    scorer = objective(None, loss_fn=CrossEntropy())
+
+    def holdout_accuracy(alpha: np.ndarray) -> float:
+        return float(evaluate_blend(scorer, np.asarray(alpha, dtype=np.float64), holdout)["accuracy"])
+
+    def tv_objective(seed: int | None, scale: Any) -> BlendedObjective:
+        return objective(seed, base=base, space="task-vectors", scale=scale,
+                         loss_fn=NonFiniteAsPenalty(alpha_loss, penalty=100.0))
+
+    def tv_holdout(alpha: np.ndarray, scale: float) -> float:
+        obj = tv_objective(None, float(scale))
+        return float(evaluate_blend(obj, np.asarray(alpha, dtype=np.float64), holdout)["accuracy"])
+
+    expert_holdout = [holdout_accuracy(np.eye(k)[i]) for i in range(k)]
+    problem = AlphaProblem(k=k, make_objective=objective, sizes=sizes, expert_holdout_accuracy=expert_holdout,
+                           holdout_accuracy=holdout_accuracy, sail_features=lambda: ([], np.zeros((0, 1)), 0),
+                           budget=args.budget, holdout_size=args.holdout_size, make_task_vector_objective=tv_objective,
+                           task_vector_holdout_accuracy=tv_holdout)
+    results: dict[str, Any] = {
+        "command": "python benchmarks/pretrained_experts.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": {"dataset": "cifar10-jpeg (shifted domains)", "arch": "resnet20 (pretrained, akamaster)", "k": k,
+                   "per_expert": args.per_expert, "dirichlet_alpha": "none (domains: " + ", ".join(DOMAINS) + ")",
+                   "expert_epochs": args.expert_epochs, "target_size": args.target_size,
+                   "holdout_size": args.holdout_size, "budget": args.budget, "m": 1,
+                   "alpha_loss": args.alpha_loss, "finetune_epochs": args.finetune_epochs,
+                   "seeds": list(range(args.seeds)), "target_domain": TARGET},
+        "dataset": {"name": f"CIFAR-10 (JPEG), target domain {TARGET}", "n_test": len(test_ix)},
+        "experts": [{"index": i, "size": sizes[i], "domain": d, "class_counts": np.bincount(y_tr[parts[i]],
+                                                                                          minlength=10).tolist(),
+                     "test_accuracy": float(evaluate(experts[i], test)["accuracy"]),
+                     "holdout_accuracy": expert_holdout[i], "cached": False} for i, d in enumerate(DOMAINS)],
+        "runs": [], "errors": [], "status": "running",
+        "pretrained_test_accuracy": float(evaluate(base, test)["accuracy"]),
+    }
+
+    def finish(name: str, seed: int, model: torch.nn.Module, result: AlphaResult | None) -> None:
+        gen = torch.Generator().manual_seed(derive_seed(seed, "finetune"))
+        train = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
+        ft = finetune(model, train, test, epochs=args.finetune_epochs, lr=1e-3, seed=derive_seed(seed, "finetune"))
+        run = {"config": name, "seed": seed, "alpha": [] if result is None else result.alpha.tolist(),
+               "prior_accuracy": ft["test_accuracy"][0], "test_accuracy": ft["test_accuracy"],
+               "evaluations": 0.0 if result is None else result.evaluations,
+               "images": 0.0 if result is None else result.images,
+               "alpha_seconds": 0.0 if result is None else result.seconds,
+               "details": {} if result is None else result.details}
+        if result is not None and result.scale is not None:
+            run["scale"] = result.scale
+        results["runs"].append(run)
+        print(f"{name} seed {seed}: prior {100 * run['prior_accuracy']:.2f}%, fine-tuned "
+              f"{100 * run['test_accuracy'][-1]:.2f}%", file=sys.stderr, flush=True)
+        write_json(results, args.output, indent=1)
+
+    for seed in range(args.seeds):
+        finish("pretrained", seed, copy.deepcopy(base).train(), None)
+    for name in args.configs:
+        fixed = None
+        for seed in range(args.seeds):
+            try:
+                res = fixed if fixed is not None else set_alpha(name, problem, seed=seed)
+                if name in ("uniform", "best-single", "greedy-soup", "data-size", "proxy-accuracy", "task-arithmetic"):
+                    fixed = res
+                if res.scale is not None:
+                    model = tv_objective(None, float(res.scale)).blended_model(res.alpha)
+                else:
+                    model = scorer.blended_model(res.alpha)
+                finish(name, seed, model, res)
+            except Exception as e:  # recorded, the others run
+                results["errors"].append({"config": name, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+                print(f"{name} seed {seed}: FAILED {e}", file=sys.stderr, flush=True)
+    for seed in range(args.seeds):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "scratch"))
+            from spsa_mix.models import ResNet20
+
+            scratch = ResNet20(num_classes=10, in_channels=3)
+        finish("from-scratch", seed, scratch.train(), None)
+    results["summary"] = summarize(results)
+    results["status"] = "complete" if not results["errors"] else "complete with errors"
+    results["seconds"] = time.perf_counter() - t_start
+    write_json(results, args.output, indent=1)
+    md = render_markdown(results) + (f"\nThe pretrained model alone scores {100 * results['pretrained_test_accuracy']:.2f} "
+                                     f"% on the target domain's test images.\n")
+    atomic_write_text(args.output.with_suffix(".md"), f"Command: `{results['command']}` "
+                      f"({results['seconds']:.0f} s).\n\n" + md)
+    print(markdown_table(results["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
