@@ -36,50 +36,20 @@ from typing import Any
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation akamaster's CIFAR ResNets were trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET20 = "resnet_cifar10/resnet20-12fca82f.th"
+# The experts' domains and the new target domain: CIFAR-10-C's kinds (spsa_mix.data.corruptions,
+# levels on its scale, as benchmarks/real_models.py uses them); the target combines two shifts.
+DOMAINS = ("gaussian-noise=0.08", "gaussian-blur=1.0", "contrast=0.2", "jpeg=10")
+TARGET = "gaussian-blur=0.7+gaussian-noise=0.06"
 
 
-def shift(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """One domain shift of uint8 images ``(N, 3, H, W)`` (CIFAR-10-C's kinds, one severity)."""
-    f = x.astype(np.float32)
-    if kind == "noise":
-        f = f + rng.normal(0.0, 25.0, size=f.shape)
-    elif kind == "blur":  # 3x3 box blur
-        p = np.pad(f, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-        f = sum(p[:, :, i:i + f.shape[2], j:j + f.shape[3]] for i in range(3) for j in range(3)) / 9.0
-    elif kind == "contrast":
-        mean = f.mean(axis=(1, 2, 3), keepdims=True)
-        f = mean + 0.4 * (f - mean)
-    elif kind == "dark":
-        f = 0.45 * f
-    elif "+" in kind:
-        for part in kind.split("+"):
-            f = shift(np.clip(f, 0, 255).astype(np.uint8), part, rng).astype(np.float32)
-    else:
-        raise ValueError(f"unknown shift {kind!r}")
-    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+def shift(x: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    """uint8 images ``(N, 3, H, W)`` under the shift ``kind`` (:func:`spsa_mix.data.corruptions.corrupt`,
+    its noise drawn from a generator seeded with ``seed``), back as uint8."""
+    from spsa_mix.data.corruptions import corrupt
 
-
-DOMAINS = ("noise", "blur", "contrast", "dark")
-TARGET = "noise+contrast"
-
-
-def load_resnet20(path: Path) -> torch.nn.Module:
-    """akamaster's checkpoint (``module.``-prefixed DataParallel names, head ``linear``) as
-    :class:`spsa_mix.models.ResNet20` (the same architecture: option-A shortcuts)."""
-    from spsa_mix.models import ResNet20
-
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
-    state = {("fc." + k[len("linear."):] if k.startswith("linear.") else k): v for k, v in state.items()}
-    net = ResNet20(num_classes=10, in_channels=3)
-    for name, buf in net.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            state.setdefault(name, torch.zeros_like(buf))
-    net.load_state_dict(state, strict=True)
-    return net.eval()
+    y = corrupt(torch.from_numpy(x).float() / 255.0, kind, generator=torch.Generator().manual_seed(seed))
+    return np.clip(np.rint(y.numpy() * 255.0), 0, 255).astype(np.uint8)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,13 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
     from spsa_mix.data.batches import Batches
     from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
+    from spsa_mix.data.real import IMAGENET_MEAN, IMAGENET_STD
     from spsa_mix.data.tasks import Task
     from spsa_mix.experiment.alpha import AlphaProblem, AlphaResult, set_alpha
     from spsa_mix.experiment.finetune import finetune
     from spsa_mix.experiment.pipeline import NonFiniteAsPenalty, derive_seed
     from spsa_mix.experiment.report import markdown_table, render_markdown, summarize
     from spsa_mix.experiment.training import train_model
-    from spsa_mix.io import atomic_write_text, write_json
+    from spsa_mix.io import atomic_write_text, check_outputs, write_json
+    from spsa_mix.models import ResNet20, load_cifar_resnet
+
+    check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
 
     weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
     try:
@@ -133,15 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     test_ix = rng.permutation(len(y_te))[: args.test_size]
 
     def domain_task(kind: str, ix: np.ndarray, test: np.ndarray | None = None) -> Task:
-        g = np.random.default_rng(zlib.crc32(kind.encode()))  # one fixed draw of noise per domain
-        xs = shift(x_tr[ix], kind, g)
-        xt = shift(x_te[test], kind, g) if test is not None else xs[:0]
+        seed = zlib.crc32(kind.encode())  # one fixed draw of noise per domain
+        xs = shift(x_tr[ix], kind, seed)
+        xt = shift(x_te[test], kind, seed + 1) if test is not None else xs[:0]
         yt = y_te[test] if test is not None else y_tr[ix][:0]
         data = ImageData.from_arrays(kind, xs, y_tr[ix], xt, yt, scale=1 / 255, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                      classes=cifar.classes)
         return Task(data, "image-classification")
 
-    base = load_resnet20(weights)
+    base = load_cifar_resnet(weights)
     experts, sizes = [], []
     for i, kind in enumerate(DOMAINS):
         task = domain_task(kind, parts[i])
@@ -162,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     def objective(seed: int | None, **kw: Any) -> BlendedObjective:
         gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
         data = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
-        return BlendedObjective(load_resnet20(weights), experts, loss_fn=kw.pop("loss_fn", alpha_loss), data=data,
+        return BlendedObjective(load_cifar_resnet(weights), experts, loss_fn=kw.pop("loss_fn", alpha_loss), data=data,
                                 device="cpu", **kw)
 
     scorer = objective(None, loss_fn=CrossEntropy())
@@ -237,8 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seeds):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "scratch"))
-            from spsa_mix.models import ResNet20
-
             scratch = ResNet20(num_classes=10, in_channels=3)
         finish("from-scratch", seed, scratch.train(), None)
     results["summary"] = summarize(results)

@@ -27,7 +27,13 @@ check, missing history entries). Its layout (:data:`FORMAT`, version :data:`VERS
      "history": {"rows": nit, "columns": {name: [one value per step]}},
      "method_state": ...,           # the method's (see below)
      "objective_state": ...,        # objective.state_dict(), or null
-     "val_objective_state": ...}    # val_objective.state_dict(), or null
+     "val_objective_state": ...,    # val_objective.state_dict(), or null
+     "start": ...}                  # start="best" only: the candidates' scores (below)
+
+A run with ``start="best"`` (:mod:`spsa_mix.core.start`) has ``"start": "best"`` in its
+fingerprint and the candidates' record (their names and losses, the one chosen) in
+``"start"``: a resumed run takes them from the file instead of scoring the candidates again,
+so that its objective draws nothing before its state is restored.
 
 The method's state is the optimiser's ``state_dict()`` for the built-in methods; for the
 Nevergrad and Optuna adapters, whose libraries' states are not JSON, it is the record of
@@ -134,24 +140,27 @@ class Checkpoint:
     """
 
     def __init__(self, path: Path, *, every: int, fingerprint: dict[str, Any], budget: dict[str, Any],
-                 loaded: dict[str, Any] | None) -> None:
+                 loaded: dict[str, Any] | None, start: dict[str, Any] | None = None) -> None:
         self.path = path
         self.every = every
         self.fingerprint = fingerprint
         self.budget = budget
         self.loaded = loaded
+        self.start = loaded.get("start") if loaded is not None else start
         self.plan: dict[str, Any] = dict(loaded["plan"]) if loaded is not None else dict(budget)
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, every: int, fingerprint: dict[str, Any],
-             budget: dict[str, Any], rng: np.random.Generator, rng_given: bool) -> tuple[Checkpoint, np.random.Generator]:
+             budget: dict[str, Any], rng: np.random.Generator, rng_given: bool,
+             start: dict[str, Any] | None = None) -> tuple[Checkpoint, np.random.Generator]:
         """The checkpoint at ``path`` and the generator the run must use.
 
         ``fingerprint`` holds what must match to resume (without ``"rng"``: the state of
         ``rng`` is added, taken now, before the run draws from it); ``rng_given`` says
         whether the caller chose the generator (``seed`` or ``rng``): if not, a resumed run
-        uses the file's.
+        uses the file's. ``start``: the candidates' record of a ``start="best"`` run, written
+        with every snapshot (a resumed run keeps the file's).
         """
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"checkpoint must be a path (str or os.PathLike), but got {type(path).__name__}: "
@@ -162,7 +171,7 @@ class Checkpoint:
         budget = to_jsonable(dict(budget))
         if not p.exists():
             logger.info("no checkpoint at %s yet: %s starts from the beginning", p, fingerprint["method"])
-            return cls(p, every=every, fingerprint=fingerprint, budget=budget, loaded=None), rng
+            return cls(p, every=every, fingerprint=fingerprint, budget=budget, loaded=None, start=start), rng
         loaded = cls._read(p)
         saved = loaded["fingerprint"]
         if not rng_given:  # continue with the file's generator (a run started without a seed can resume)
@@ -174,6 +183,17 @@ class Checkpoint:
         logger.info("%s resumes from checkpoint %s at step %d (%s evaluations done)", fingerprint["method"], p,
                     loaded["run"]["nit"], loaded["run"]["nfev"])
         return ckpt, rng
+
+    @classmethod
+    def saved_start(cls, path: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The candidates' record of the ``start="best"`` run saved at ``path``; ``None``
+        when there is no file, or one of a run without it (resuming then fails in
+        :meth:`open` with the reason)."""
+        try:
+            p = Path(path)
+            return cls._read(p).get("start") if p.is_file() else None
+        except (TypeError, ValueError, OSError):
+            return None
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
@@ -270,6 +290,8 @@ class Checkpoint:
             "objective_state": snapshot["objective_state"],
             "val_objective_state": snapshot["val_objective_state"],
         }
+        if self.start is not None:
+            state["start"] = self.start
         write_json(state, self.path, indent=None)
         logger.debug("checkpoint %s written at step %d", self.path, snapshot["run"]["nit"])
 

@@ -39,6 +39,7 @@ the objective takes flat points ``(alpha_1, ..., alpha_k, s)``:
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import numbers
 import os
@@ -70,6 +71,9 @@ _RUN_ARGUMENTS = frozenset({
     "start",
 })
 DEFAULT_CHECKPOINT_EVERY = 10  # steps between two writes of the state file
+# The candidates' record of a start="best" call, seen by the run it makes from the best one
+# (so that its checkpoint holds the record and a resumed run does not score them again).
+_START_RECORD: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("start_record", default=None)
 
 
 def minimize(
@@ -252,12 +256,18 @@ def minimize(
         inner = {name: arguments[name] for name in inspect.signature(minimize).parameters
                  if name not in ("objective", "k", "x0", "max_evals", "final_eval", "start", "seed", "rng")}
 
-        def call(*, x0: Any, max_evals: int | None, final_eval: bool) -> OptimizeResult:
-            return minimize(objective, k, x0=x0, max_evals=max_evals, final_eval=final_eval, start="uniform",
-                            rng=generator, **inner)
+        def call(*, x0: Any, max_evals: int | None, final_eval: bool, record: dict[str, Any]) -> OptimizeResult:
+            token = _START_RECORD.set(record)  # for the checkpoint of the run from the best candidate
+            try:
+                return minimize(objective, k, x0=x0, max_evals=max_evals, final_eval=final_eval, start="uniform",
+                                rng=generator, **inner)
+            finally:
+                _START_RECORD.reset(token)
 
         return run_from_best(objective, domain, x0=x0, vectorized=vectorized, max_evals=max_evals,
-                             final_eval=final_eval, call=call, val_objective=val_objective)
+                             final_eval=final_eval, call=call, val_objective=val_objective,
+                             saved=Checkpoint.saved_start(checkpoint) if checkpoint is not None else None)
+    start_record = _START_RECORD.get()
     reserve = 1 if (final_eval and spec.final_eval) else 0
     total_steps = planned_steps(max_evals, maxiter, cost, reserve)
     run_kwargs: dict[str, Any] = dict(
@@ -272,10 +282,12 @@ def minimize(
             "final_eval": final_eval, "val_objective": val_objective is not None, "val_every": val_every,
             "patience": patience, "seed": seed,
         }
+        if start_record is not None:  # the run of start="best": its candidates' record goes in the file
+            fingerprint["start"] = "best"
         run_kwargs["checkpoint"], generator = Checkpoint.open(
             checkpoint, every=checkpoint_every, fingerprint=fingerprint,
             budget={"max_evals": max_evals, "maxiter": maxiter}, rng=generator,
-            rng_given=seed is not None or rng is not None)
+            rng_given=seed is not None or rng is not None, start=start_record)
     shape = domain.simplex if domain.simplex_only else domain  # methods without extra coordinates get a shape
     return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
                     total_steps=total_steps, **given)

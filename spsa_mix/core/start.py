@@ -151,14 +151,19 @@ def _shift(res: OptimizeResult, n: int) -> None:
 
 def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vectorized: bool,
                   max_evals: int | None, final_eval: bool, call: Callable[..., OptimizeResult],
-                  val_objective: Callable[[FloatArray], float] | None = None) -> OptimizeResult:
-    """Score the candidates, run ``call(x0=..., max_evals=..., final_eval=False)`` from the
+                  val_objective: Callable[[FloatArray], float] | None = None,
+                  saved: dict[str, Any] | None = None) -> OptimizeResult:
+    """Score the candidates, run ``call(x0=..., max_evals=..., final_eval=..., record=...)`` from the
     best, and return the better of its answer and that candidate (see the module docstring).
 
     The final comparison is on the objective (the two points in one call, two evaluations
     counted), or, with ``val_objective``, on validation (the candidate's validation loss
     against the run's best, ``res.val_fun``; not budgeted). There is none when the run ended
     on a non-finite loss, an interruption, an error or a callback's ``StopIteration``.
+
+    ``saved``: the record of a checkpointed run being resumed (``call`` continues it): the
+    candidates are not scored again, their losses and the choice are the file's, so the
+    objective draws nothing (no minibatch) before the run restores its state.
 
     ``res.start`` records the candidates' names and losses, the one chosen, and which point
     was returned (``"learned"`` or the candidate's name); ``nfev``, ``cost``, the history's
@@ -171,7 +176,10 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
     record: dict[str, Any] = {"candidates": names, "losses": None, "chosen": None, "returned": None,
                               "final_losses": None, "repeats": [repeats, pairs]}
     try:
-        losses = np.mean([_score(objective, points, vectorized) for _ in range(repeats)], axis=0)
+        if saved is not None and saved.get("candidates") == names and saved.get("losses") is not None:
+            losses = np.asarray(saved["losses"], dtype=np.float64)
+        else:
+            losses = np.mean([_score(objective, points, vectorized) for _ in range(repeats)], axis=0)
     except KeyboardInterrupt:
         return _empty_result(points[0], float("nan"), 0, Status.INTERRUPTED,
                              "interrupted (KeyboardInterrupt) while scoring the start candidates", record)
@@ -192,7 +200,8 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
                              f"max_evals={max_evals} leaves no evaluation after the {len(points)} start candidates; "
                              "the best of them is returned", record)
     try:
-        res = call(x0=start, max_evals=left, final_eval=final_eval and use_val)
+        res = call(x0=start, max_evals=left, final_eval=final_eval and use_val,
+                   record={k: v for k, v in record.items() if k in ("candidates", "losses", "chosen", "repeats")})
     except ObjectiveError as e:
         _shift(e.partial_result, n)
         text = re.sub(r"at evaluation (\d+)", lambda m: f"at evaluation {int(m.group(1)) + n}", str(e), count=1)

@@ -24,7 +24,6 @@ Example
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
 from collections.abc import Sequence

@@ -68,7 +68,7 @@ CHECKABLE = ("uniform", "best-single", "greedy-soup")
 LEARNED = ("spsa-defaults", "spsa", "backprop", "forward-grad", "nevergrad", "optuna", "task-vectors")
 
 
-def _stats(values: Sequence[float]) -> dict[str, Any]:
+def _stats(values: Sequence[float | None]) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if arr.size == 0:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}

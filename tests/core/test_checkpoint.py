@@ -366,3 +366,52 @@ def test_every_few_steps_and_at_the_end(tmp_path, monkeypatch):
                                                                        real(state, path, **kw))[1])
     spsa_mix.minimize(_problem(), k=4, maxiter=10, seed=0, checkpoint=tmp_path / "s", checkpoint_every=4)
     assert written == [4, 8, 10]
+
+
+class _Stream:
+    """A minibatch objective like BlendedObjective: each call draws the next noise from a
+    generator seeded once; ``load_state_dict`` skips the draws of the saved run, which is
+    right only on an objective that has drawn nothing yet (a shuffled DataLoader's order
+    depends on what its generator gave before)."""
+
+    def __init__(self):
+        self.rng, self.drawn = np.random.default_rng(7), 0
+        self.q = Quadratic.random(4, rng=0)
+
+    def __call__(self, a):
+        a = np.asarray(a)
+        self.drawn += 1
+        shift = 0.05 * self.rng.normal(size=a.shape[-1])
+        return np.array([self.q(p) + float(p @ shift) for p in a.reshape(-1, a.shape[-1])]).reshape(a.shape[:-1])
+
+    def state_dict(self):
+        return {"drawn": self.drawn}
+
+    def load_state_dict(self, state):
+        for _ in range(state["drawn"]):
+            self.rng.normal(size=4)
+        self.drawn = state["drawn"]
+
+
+@pytest.mark.parametrize("vectorized", [True, False])
+def test_start_best_resumes_bit_for_bit_without_scoring_the_candidates_again(vectorized, tmp_path):
+    path, copy = tmp_path / "run.state", tmp_path / "at_step_6.state"
+
+    def keep_step_6(info):
+        if info.nit == 6:  # the file as a SIGKILL after step 6 would leave it (written every 2 steps)
+            copy.write_bytes(path.read_bytes())
+
+    kw = dict(k=4, max_evals=200, seed=5, vectorized=vectorized, checkpoint_every=2)
+    full = spsa_mix.minimize(_Stream(), checkpoint=path, callback=keep_step_6, **kw)
+    assert full.start["chosen"] is not None and full.nit > 20
+    saved = json.loads(copy.read_text())
+    assert saved["fingerprint"]["start"] == "best" and saved["start"]["losses"] == full.start["losses"]
+    os.replace(copy, path)
+    resumed_objective = _Stream()
+    res = spsa_mix.minimize(resumed_objective, checkpoint=path, **kw)
+    assert res.resumed_from == 6 and res.start == full.start
+    _assert_same_run(res, full)
+    # a file of a start="uniform" run is refused by a start="best" call, naming the setting
+    spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", start="uniform", **kw)
+    with pytest.raises(ValueError, match="start"):
+        spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", **{**kw, "max_evals": 300})
