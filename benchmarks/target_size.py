@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-concentration", default="0.5", help="'iid' or a Dirichlet concentration")
     ap.add_argument("--alpha-loss", default="calibrated")
     ap.add_argument("--render", action="store_true", help="only rewrite the table and the figure from --output")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the sizes already in --output (same settings) and run the others")
     args = ap.parse_args(argv)
     from spsa_mix.io import atomic_write_text, write_json
 
@@ -152,12 +154,27 @@ def main(argv: list[str] | None = None) -> int:
                                       alpha_loss=None if args.alpha_loss == "task" else args.alpha_loss,
                                       configs=ROWS, threads=1, device="cpu")
         t0 = time.perf_counter()
+        previous: dict[str, Any] | None = None
+        if args.resume and args.output.is_file():
+            import json
+
+            previous = json.loads(args.output.read_text())
+            if previous["config"] != json.loads(json.dumps(base.to_dict())):
+                print(f"target_size.py: {args.output} was written with other settings; --resume needs the same "
+                      "(or leave --resume out to start over)", file=sys.stderr)
+                return 2
         doc = {"command": "python benchmarks/target_size.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "config": base.to_dict(), "finetune_epochs": args.finetune_epochs, "points": [],
                "title": (f"K={base.k} experts on {args.dataset} ({base.per_expert} images each, {base.expert_epochs} "
                          f"epochs), target {'IID' if conc is None else f'label-shifted, Dirichlet({conc})'}, "
                          f"alpha budget {base.budget}, {args.seeds} seeds")}
+        done = {p["n"]: p for p in previous["points"]} if previous is not None else {}
+        if previous is not None:
+            doc["command"], t0 = previous["command"], t0 - previous.get("seconds", 0.0)
         for n in args.sizes:
+            if n in done:  # kept from the file being resumed
+                doc["points"].append(done[n])
+                continue
             try:
                 res = run_experiment(base.replace(target_used=n), progress=False,
                                      log=lambda line: print(line, file=sys.stderr, flush=True))

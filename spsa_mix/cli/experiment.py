@@ -54,8 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset", default=_D.dataset,
                       help="digits (built in, scikit-learn; the default), text-domains (built in, generated token "
                            "sequences of 10 domains), fashion-mnist, mnist or kmnist (their idx files, .gz or not, "
-                           "under <data-root>/FashionMNIST/raw, /MNIST/raw or /KMNIST/raw), or a torchvision dataset "
-                           "present locally: cifar10, cifar100, svhn, imagenette, stl10, usps, gtsrb")
+                           "under <data-root>/FashionMNIST/raw, /MNIST/raw or /KMNIST/raw), cifar10-jpeg (CIFAR-10 as "
+                           "JPEG in ImageFolder layout, <data-root>/cifar10-jpeg.zip, decoded once and cached), or a "
+                           "torchvision dataset present locally: cifar10, cifar100, svhn, imagenette, stl10, usps, "
+                           "gtsrb")
     data.add_argument("--task", default=None, choices=["image-classification", "sequence-classification", "causal-lm"],
                       help="what the experts learn (default: image-classification for images, causal-lm for text)")
     data.add_argument("--data-root", default=None,
