@@ -119,7 +119,7 @@ def small_k(args: argparse.Namespace) -> dict:
             f = q if problem == "exact" else MinibatchQuadratic(q, args.noise, seed)
             with zero_rows_kept() if sampler == "kept" else contextlib.nullcontext():
                 res = spsa_mix.minimize(f, k=k, vectorized=True, max_evals=budget, lr=args.lr,
-                                        lr_schedule="cosine", seed=seed, final_eval=False)
+                                        lr_schedule="cosine", seed=seed, final_eval=False, start="uniform")
             f_star, f_0 = q.minimum(), q.value(np.full(k, 1.0 / k))
             subopt.append((q.value(res.x) - f_star) / (f_0 - f_star))
         s = np.asarray(subopt)
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
             f = q if problem == "exact" else MinibatchQuadratic(q, args.noise, seed)
             res = spsa_mix.minimize(
                 f, k=k, vectorized=True, max_evals=args.budget[0], lr=args.lr, lr_schedule="cosine",
-                seed=seed, final_eval=False, **cfg,
+                seed=seed, final_eval=False, start="uniform", **cfg,  # from GLUE's start: directions alone
             )
             f_star, f_0 = q.minimum(), q.value(np.full(k, 1.0 / k))
             subopt.append((q.value(res.x) - f_star) / (f_0 - f_star))
