@@ -67,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", nargs="+", default=["uniform", "best-single", "greedy-soup", "spsa", "spsa-defaults",
                                                      "backprop", "nevergrad", "task-arithmetic", "task-vectors"])
     ap.add_argument("--alpha-loss", default="calibrated", help="'task' (cross-entropy) or 'calibrated'")
+    ap.add_argument("--render", action="store_true", help="only rewrite the report from --output")
     args = ap.parse_args(argv)
+    if args.render:
+        import json
+
+        write_report(json.loads(args.output.read_text()), args.output)
+        return 0
     torch.set_num_threads(1)
 
     from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend
@@ -79,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     from spsa_mix.experiment.alpha import AlphaProblem, AlphaResult, set_alpha
     from spsa_mix.experiment.finetune import finetune
     from spsa_mix.experiment.pipeline import NonFiniteAsPenalty, derive_seed
-    from spsa_mix.experiment.report import markdown_table, render_markdown, summarize
+    from spsa_mix.experiment.report import markdown_table, summarize
     from spsa_mix.experiment.training import train_model
-    from spsa_mix.io import atomic_write_text, check_outputs, write_json
+    from spsa_mix.io import check_outputs, write_json
     from spsa_mix.models import ResNet20, load_cifar_resnet
 
     check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
@@ -160,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": "python benchmarks/pretrained_experts.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {"dataset": "cifar10-jpeg (shifted domains)", "arch": "resnet20 (pretrained, akamaster)", "k": k,
-                   "per_expert": args.per_expert, "dirichlet_alpha": "none (domains: " + ", ".join(DOMAINS) + ")",
+                   "per_expert": args.per_expert, "expert_domains": list(DOMAINS),
                    "expert_epochs": args.expert_epochs, "target_size": args.target_size,
                    "holdout_size": args.holdout_size, "budget": args.budget, "m": 1,
                    "alpha_loss": args.alpha_loss, "finetune_epochs": args.finetune_epochs,
                    "seeds": list(range(args.seeds)), "target_domain": TARGET},
-        "dataset": {"name": f"CIFAR-10 (JPEG), target domain {TARGET}", "n_test": len(test_ix)},
+        "dataset": {"name": "CIFAR-10 (JPEG), shifted domains", "n_test": len(test_ix), "classes": list(cifar.classes)},
         "experts": [{"index": i, "size": sizes[i], "domain": d, "class_counts": np.bincount(y_tr[parts[i]],
                                                                                           minlength=10).tolist(),
                      "test_accuracy": float(evaluate(experts[i], test)["accuracy"]),
@@ -217,12 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     results["status"] = "complete" if not results["errors"] else "complete with errors"
     results["seconds"] = time.perf_counter() - t_start
     write_json(results, args.output, indent=1)
-    md = render_markdown(results) + (f"\nThe pretrained model alone scores {100 * results['pretrained_test_accuracy']:.2f} "
-                                     f"% on the target domain's test images.\n")
-    atomic_write_text(args.output.with_suffix(".md"), f"Command: `{results['command']}` "
-                      f"({results['seconds']:.0f} s).\n\n" + md)
+    write_report(results, args.output)
     print(markdown_table(results["summary"]))
     return 0
+
+
+def write_report(results: dict[str, Any], output: Path) -> None:
+    """The markdown report beside ``output`` (the experiment's report, and the pretrained model's score)."""
+    from spsa_mix.experiment.report import render_markdown
+    from spsa_mix.io import atomic_write_text
+
+    md = render_markdown(results) + (f"\nThe pretrained model alone scores {100 * results['pretrained_test_accuracy']:.2f} "
+                                     f"% on the target domain's test images.\n")
+    atomic_write_text(output.with_suffix(".md"), f"Command: `{results['command']}` ({results['seconds']:.0f} s).\n\n" + md)
 
 
 if __name__ == "__main__":

@@ -277,6 +277,8 @@ def _target_phrase(cfg: Mapping[str, Any], split: Mapping[str, Any]) -> str:
     n = split.get("target_size", cfg.get("target_size", "?"))
     if cfg.get("target_used") is not None:
         n = f"{n} (of {cfg.get('target_size')} drawn)"
+    if cfg.get("target_domain"):  # experts of their own domains (benchmarks/pretrained_experts.py)
+        return f"Target: {n} images of a new domain, {cfg['target_domain']}"
     if conc is None:
         return f"Target: {n} IID images"
     return (f"Target: {n} images of a label-shifted domain (class proportions ~ Dirichlet({conc}); held-out and "
@@ -293,7 +295,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     head = [
         f"## Blending experts on {data.get('name', cfg.get('dataset', '?'))} ({cfg.get('arch', '?')}, K={cfg.get('k', '?')})",
         "",
-        f"Experts: {cfg.get('per_expert', '?')} images each (Dirichlet({cfg.get('dirichlet_alpha', '?')}) classes), "
+        f"Experts: {cfg.get('per_expert', '?')} images each "
+        + (f"(each of its own domain: {', '.join(cfg['expert_domains'])}), " if cfg.get("expert_domains") else
+           f"(Dirichlet({cfg.get('dirichlet_alpha', '?')}) classes), ") +
         f"{cfg.get('expert_epochs', '?')} epochs. {_target_phrase(cfg, split)} (learn alpha, "
         f"fine-tune), held-out: {cfg.get('holdout_size', '?')}, test: {split.get('test_size', data.get('n_test', '?'))}. "
         f"Alpha budget: {cfg.get('budget', '?')} evaluations (m={cfg.get('m', '?')})"
