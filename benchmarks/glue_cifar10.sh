@@ -34,6 +34,18 @@ run() {
 }
 
 case "${1:-}" in
+  small-cnn|resnet20) ;;
+  *)
+    echo "usage: $0 small-cnn|resnet20" >&2
+    exit 2
+    ;;
+esac
+if [[ -z "${DRY_RUN:-}" ]] && ! "$PYTHON" -c 'import spsa_mix' 2>/dev/null; then
+  echo "$0: $PYTHON cannot import spsa_mix: install the package (pip install -e '.[all]') or set PYTHON" >&2
+  exit 2
+fi
+
+case "$1" in
   small-cnn)
     run "$PYTHON" -m spsa_mix experiment "${COMMON[@]}" --arch small-cnn --per-expert 1000 --target-size 3000 \
       --expert-epochs 20 --budget 400 --finetune-epochs 3 --seeds 3 \
@@ -45,9 +57,5 @@ case "${1:-}" in
       --expert-epochs 10 --budget 200 --finetune-epochs 2 --seeds 1 \
       --output $OUT/glue_cifar10_resnet20_cpu.json --markdown $OUT/glue_cifar10_resnet20_cpu.md \
       --plot $OUT/glue_cifar10_resnet20_cpu.png
-    ;;
-  *)
-    echo "usage: $0 small-cnn|resnet20" >&2
-    exit 2
     ;;
 esac
