@@ -248,6 +248,56 @@ def _log_ratio_table(rows: list[dict[str, Any]], keys: tuple[str, ...], label: C
     return lines
 
 
+NEW_SPSA = "spsa (new default: lr auto, start auto)"
+
+
+def _peer_wins(rows: list[dict[str, Any]]) -> list[str]:
+    """Per problem and peer: in how many settings (K, noise, budget) SPSA's new default ends
+    lower (median over seeds) than the peer at the same budget, and the smallest budget at
+    which each reaches the loss the other reaches with its largest (the evaluations a given
+    loss costs)."""
+    out = ["SPSA's new default against each method, setting by setting (K, noise, budget): the settings "
+           "where SPSA's median is lower, and the evaluations each needs, over the budgets measured, to reach "
+           "the median the other reaches at its largest budget (summed over settings, a budget not reaching it "
+           "counted as the next one, '>'):", "",
+           "| problem | method | SPSA lower in | SPSA's evaluations to the method's final | the method's to SPSA's final |",
+           "|---|---|---:|---:|---:|"]
+    for problem in ("quadratic", "network"):
+        sub = [r for r in rows if r["problem"] == problem]
+        groups = sorted({(r["k"], r.get("noise")) for r in sub}, key=lambda t: (t[0], t[1] or 0))
+        for name in dict.fromkeys(r["method"] for r in sub):
+            if name == NEW_SPSA:
+                continue
+            wins = total = 0
+            ours_to_theirs: list[str] = []
+            theirs_to_ours: list[str] = []
+            for k, noise in groups:
+                mine = {r["budget"]: r["median"] for r in sub if r["k"] == k and r.get("noise") == noise
+                        and r["method"] == NEW_SPSA}
+                other = {r["budget"]: r["median"] for r in sub if r["k"] == k and r.get("noise") == noise
+                         and r["method"] == name and np.isfinite(r["median"])}
+                common = sorted(set(mine) & set(other))
+                wins += sum(mine[b] < other[b] for b in common)
+                total += len(common)
+                if common:
+                    ours_to_theirs.append(_to_reach(mine, other[max(other)]))
+                    theirs_to_ours.append(_to_reach(other, mine[max(common)]))
+            out.append(f"| {problem} | {name} | {wins} of {total} | {_join(ours_to_theirs)} | {_join(theirs_to_ours)} |")
+    return out + [""]
+
+
+def _to_reach(curve: dict[int, float], target: float) -> str:
+    """The smallest budget of ``curve`` whose median is at most ``target``, or ``'>B'``."""
+    hit = [b for b in sorted(curve) if curve[b] <= target]
+    return str(hit[0]) if hit else f">{max(curve)}"
+
+
+def _join(cells: list[str]) -> str:
+    """Budgets of several settings: their sum, with '>' when one never reached its target."""
+    total = sum(int(c.lstrip(">")) for c in cells)
+    return (">" if any(c.startswith(">") for c in cells) else "") + f"{total:,}"
+
+
 def render(doc: dict[str, Any]) -> str:
     """The markdown tables of one results file (``spsa``, ``network`` or ``peers``)."""
     rows, part = doc["rows"], doc["benchmark"].split()[-1]
@@ -278,6 +328,7 @@ def render(doc: dict[str, Any]) -> str:
                     out.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
                 out.append("")
     else:
+        out += _peer_wins(rows)
         for problem in ("quadratic", "network"):
             sub = [r for r in rows if r["problem"] == problem]
             if not sub:
