@@ -39,6 +39,7 @@ import itertools
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 import warnings
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = {"spsa": part_spsa, "network": part_network, "peers": part_peers}[args.part](args)
     out = {"benchmark": f"defaults {args.part}",
-           "command": "python benchmarks/defaults.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "command": "python benchmarks/defaults.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
            "argv": {k: v for k, v in vars(args).items() if k != "output"}, "seconds": time.perf_counter() - t0,
            "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count()}, "rows": rows}
     write_json(out, args.output, indent=1)
