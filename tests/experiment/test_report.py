@@ -67,6 +67,15 @@ def test_render_markdown_mentions_errors_and_paper_claims() -> None:
     assert "SPSA minus data-size (paired by seed, 3 seeds): prior +10.00 ± 0.00" in text
 
 
+def test_render_markdown_describes_experts_of_their_own_domains() -> None:
+    cfg = {"k": 2, "per_expert": 10, "dirichlet_alpha": 0.5, "target_size": 20}
+    assert "(Dirichlet(0.5) classes)" in render_markdown({"runs": _runs(), "config": cfg})
+    text = render_markdown({"runs": _runs(), "config": {**cfg, "expert_domains": ["noise", "blur"],
+                                                         "target_domain": "noise+blur"}})
+    assert "10 images each (each of its own domain: noise, blur)" in text and "Dirichlet" not in text
+    assert "Target: 20 images of a new domain, noise+blur" in text
+
+
 def test_json_is_strict(tmp_path: Path) -> None:
     data = {"a": float("nan"), "b": np.array([1.0, np.inf]), "c": np.int64(3), "d": (1, 2)}
     path = write_json(data, tmp_path / "x" / "r.json")
