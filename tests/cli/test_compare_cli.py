@@ -8,6 +8,8 @@ import pytest
 from spsa_mix import compare as library
 from spsa_mix.cli import compare
 
+from .signal_helpers import default_sigint
+
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
@@ -166,7 +168,8 @@ def test_a_real_sigint_stops_the_comparison_exits_130_and_keeps_the_finished_run
     proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "compare", "--k", "10", "--budget", "20000",
                              "--seeds", "500", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out),
                              "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
         runs_seen = 0

@@ -12,6 +12,8 @@ import pytest
 
 from spsa_mix.cli import experiment as experiment_cli
 
+from .signal_helpers import default_sigint
+
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="spsa-mix experiment")
@@ -137,7 +139,8 @@ def test_a_real_sigint_exits_130_and_keeps_the_finished_runs(tmp_path) -> None:
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "experiment", "--quick", "--configs", "uniform", "spsa",
                              "--seeds", "40", "--no-progress", "--cache-dir", str(tmp_path / "c"), "--output", str(out)],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
         runs = 0

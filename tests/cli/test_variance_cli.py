@@ -12,6 +12,8 @@ import pytest
 from spsa_mix.cli import main
 from spsa_mix.cli import variance as variance_cli
 
+from .signal_helpers import default_sigint
+
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="spsa-mix bench variance")
@@ -180,7 +182,8 @@ def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
                              "--m", "1", "--directions", "gaussian", "--sum-zero", "on", "--samples", "20000",
                              "--output", str(out), "--plot", str(tmp_path / "v.png"), "--csv", "--no-progress",
                              "--quiet"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
         rows = 0
