@@ -55,14 +55,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from blend_memory import (  # one RSS sampler for both memory benchmarks (benchmarks/ is on sys.path)
+    MiB,
+    Peak,
+    rss_anon,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-MiB = 2**20
 SPACES = ("dense-fp32", "dense-bf16", "task-vectors", "lora")
 METHODS = ("spsa", "backprop", "ngopt", "forward2")
 TARGET_MEMORY = 0.5  # SPSA's peak memory at most half of backprop's
@@ -92,37 +96,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- measuring
-def rss_anon() -> int:
-    """Resident anonymous bytes of this process (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status (this benchmark needs Linux)")
-
-
-class Peak:
-    """The highest ``rss_anon()`` while the context is open (a 0.5 ms sampling thread)."""
-
-    def __enter__(self) -> Peak:
-        self.peak = rss_anon()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_anon())
-            time.sleep(0.0005)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_anon())
-
-
-# ---------------------------------------------------------------------------- one process
 def _objective(spec: dict[str, Any]) -> Any:
     import torch
 
