@@ -17,21 +17,9 @@
 # DRY_RUN=1 prints the commands instead of running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-OUT=benchmarks/results
+source benchmarks/experiment_common.sh
 COMMON=(--dataset cifar10-jpeg --k 10 --dirichlet-alpha 0.5 --holdout-size 500 --target-concentration iid
         --alpha-loss task --device cpu --threads 1 --no-progress)
-
-run() {
-  if [[ -n "${DRY_RUN:-}" ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    echo
-  else
-    "$@"
-  fi
-}
 
 case "${1:-}" in
   small-cnn|resnet20) ;;
@@ -40,10 +28,7 @@ case "${1:-}" in
     exit 2
     ;;
 esac
-if [[ -z "${DRY_RUN:-}" ]] && ! "$PYTHON" -c 'import spsa_mix' 2>/dev/null; then
-  echo "$0: $PYTHON cannot import spsa_mix: install the package (pip install -e '.[all]') or set PYTHON" >&2
-  exit 2
-fi
+require_spsa_mix "$0"
 
 case "$1" in
   small-cnn)

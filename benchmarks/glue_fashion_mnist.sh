@@ -16,22 +16,10 @@
 # delete the file first to record afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-OUT=benchmarks/results
+source benchmarks/experiment_common.sh
 # GLUE 5's protocol: an IID target and alpha learned on cross-entropy (the built-in default run differs).
 COMMON=(--dataset fashion-mnist --k 10 --per-expert 2000 --holdout-size 1000 --budget 1000 --seeds 3 --no-progress
         --target-concentration iid --alpha-loss task)
-
-run() {
-  if [[ -n "${DRY_RUN:-}" ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    echo
-  else
-    "$@"
-  fi
-}
 
 case "${1:-cpu}" in
   cpu|gpu|digits) ;;
@@ -40,10 +28,7 @@ case "${1:-cpu}" in
     exit 2
     ;;
 esac
-if [[ -z "${DRY_RUN:-}" ]] && ! "$PYTHON" -c 'import spsa_mix' 2>/dev/null; then
-  echo "$0: $PYTHON cannot import spsa_mix: install the package (pip install -e '.[all]') or set PYTHON" >&2
-  exit 2
-fi
+require_spsa_mix "$0"
 
 case "${1:-cpu}" in
   cpu)
