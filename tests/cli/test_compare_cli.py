@@ -8,7 +8,7 @@ import pytest
 from spsa_mix import compare as library
 from spsa_mix.cli import compare
 
-from .signal_helpers import default_sigint
+from .signal_helpers import interrupt_once_saved
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -154,44 +154,13 @@ def test_a_real_sigint_stops_the_comparison_exits_130_and_keeps_the_finished_run
     """End to end: ``python -m spsa_mix bench compare`` in a subprocess, SIGINT once the
     JSON holds a finished run; the process exits 130, the file says "interrupted" and keeps
     the runs that had finished."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    if os.name != "posix":
-        pytest.skip("SIGINT to a subprocess needs POSIX")
     out = tmp_path / "r.json"
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "compare", "--k", "10", "--budget", "20000",
-                             "--seeds", "500", "--methods", "spsa", "--no-progress", "--quiet", "--output", str(out),
-                             "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
-    try:
-        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-        runs_seen = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out.is_file():
-                runs = json.loads(out.read_text())["runs"]  # never half-written: replaced atomically
-                runs_seen = len(runs)
-                if runs_seen >= 1:
-                    time.sleep(runs[0]["wall_s"] / 2)  # so that the signal lands inside minimize, most likely
-                    break
-            time.sleep(0.05)
-        assert proc.poll() is None and runs_seen >= 1, "the comparison ended or wrote nothing before the signal"
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            pytest.fail("bench compare went on after SIGINT")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    code, err, runs_seen = interrupt_once_saved(
+        ["bench", "compare", "--k", "10", "--budget", "20000", "--seeds", "500", "--methods", "spsa", "--no-progress",
+         "--quiet", "--output", str(out), "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
+        out, "runs", what="bench compare",
+        settle=lambda runs: runs[0]["wall_s"] / 2)  # so that the signal lands inside minimize, most likely
+    assert code == 130, err
     data = strict_json(out)
     assert data["status"] == "interrupted"
     assert len(data["runs"]) >= runs_seen and len(data["runs"]) < 500

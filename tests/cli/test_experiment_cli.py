@@ -12,7 +12,7 @@ import pytest
 
 from spsa_mix.cli import experiment as experiment_cli
 
-from .signal_helpers import default_sigint
+from .signal_helpers import interrupt_once_saved
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -129,36 +129,11 @@ def test_a_rerun_into_the_same_output_says_which_runs_it_reused(tmp_path, capsys
 
 
 def test_a_real_sigint_exits_130_and_keeps_the_finished_runs(tmp_path) -> None:
-    import os
-    import signal
-    import time
-
-    if os.name != "posix":
-        pytest.skip("SIGINT to a subprocess needs POSIX")
     out = tmp_path / "r.json"
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "experiment", "--quick", "--configs", "uniform", "spsa",
-                             "--seeds", "40", "--no-progress", "--cache-dir", str(tmp_path / "c"), "--output", str(out)],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
-    try:
-        deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
-        runs = 0
-        while time.monotonic() < deadline and proc.poll() is None and runs == 0:
-            if out.is_file():
-                runs = len(json.loads(out.read_text())["runs"])
-            time.sleep(0.05)
-        assert proc.poll() is None and runs >= 1, "the experiment ended or wrote no run before the signal"
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the experiment went on after SIGINT")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    code, err, runs = interrupt_once_saved(
+        ["experiment", "--quick", "--configs", "uniform", "spsa", "--seeds", "40", "--no-progress", "--cache-dir",
+         str(tmp_path / "c"), "--output", str(out)], out, "runs", what="the experiment", deadline_s=300)
+    assert code == 130, err
     saved = json.loads(out.read_text())
     assert saved["status"] == "interrupted" and runs <= len(saved["runs"]) < 80 and len(saved["experts"]) == 3
     assert f"interrupted; results so far in {out}; trained experts stay cached" in err

@@ -12,7 +12,7 @@ import pytest
 from spsa_mix.cli import main
 from spsa_mix.cli import variance as variance_cli
 
-from .signal_helpers import default_sigint
+from .signal_helpers import interrupt_once_saved
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -169,39 +169,12 @@ def test_the_json_is_rewritten_after_every_finished_cell_marked_running(tmp_path
 
 
 def test_a_real_sigint_exits_130_with_the_rows_so_far(tmp_path):
-    import os
-    import signal
-    import time
-    from pathlib import Path
-
-    if os.name != "posix":
-        pytest.skip("SIGINT to a subprocess needs POSIX")
     out = tmp_path / "v.json"
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "bench", "variance", "--k", *map(str, range(2, 60)),
-                             "--m", "1", "--directions", "gaussian", "--sum-zero", "on", "--samples", "20000",
-                             "--output", str(out), "--plot", str(tmp_path / "v.png"), "--csv", "--no-progress",
-                             "--quiet"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
-    try:
-        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-        rows = 0
-        while time.monotonic() < deadline and proc.poll() is None and rows == 0:
-            if out.is_file():
-                rows = len(json.loads(out.read_text())["rows"])
-            time.sleep(0.05)
-        assert proc.poll() is None and rows >= 1, "the grid ended or wrote nothing before the signal"
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            pytest.fail("bench variance went on after SIGINT")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    code, err, rows = interrupt_once_saved(
+        ["bench", "variance", "--k", *map(str, range(2, 60)), "--m", "1", "--directions", "gaussian", "--sum-zero", "on",
+         "--samples", "20000", "--output", str(out), "--plot", str(tmp_path / "v.png"), "--csv", "--no-progress",
+         "--quiet"], out, "rows", what="bench variance")
+    assert code == 130, err
     data = json.loads(out.read_text(), parse_constant=_no_nan)
     assert data["status"] == "interrupted" and rows <= len(data["rows"]) < 58
     assert data["summary"]["rows"] == len(data["rows"])
