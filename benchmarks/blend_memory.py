@@ -188,7 +188,6 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def make_models(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
-    from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
 
     cfg = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=int(2.75 * args.hidden),
@@ -215,19 +214,29 @@ def make_models(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 save_file({n: t.clone() for n, t in expert.state_dict().items()}, str(file))
                 paths.setdefault("files", []).append(str(file))
         base.float()
-    paths["lora"] = []
+    paths["lora"] = save_lora_adapters(paths["float32_base"], [root / f"lora{i}" for i in range(args.k)], rank=8)
+    return paths
+
+
+def save_lora_adapters(base: str, folders: list[Path], *, rank: int) -> list[str]:
+    """PEFT LoRA adapters of the model at ``base`` on the seven projections (``lora_alpha =
+    2 rank``), adapter ``i`` filled with ``0.02 N(0, 1)`` from a generator seeded ``100 + i``,
+    saved in ``folders[i]``; their paths."""
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    for i in range(args.k):
-        model = transformers.AutoModelForCausalLM.from_pretrained(paths["float32_base"])
-        pm = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0))
+    for i, folder in enumerate(folders):
+        model = transformers.AutoModelForCausalLM.from_pretrained(base)
+        pm = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
         gen = torch.Generator().manual_seed(100 + i)
         with torch.no_grad():
             for n, p in pm.named_parameters():
                 if "lora_" in n:
                     p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-        pm.save_pretrained(root / f"lora{i}")
-        paths["lora"].append(str(root / f"lora{i}"))
-    return paths
+        pm.save_pretrained(folder)
+    return [str(f) for f in folders]
 
 
 def run_worker(spec: dict[str, Any], repo: Path) -> dict[str, Any]:

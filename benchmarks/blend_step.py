@@ -59,10 +59,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from blend_memory import (  # one RSS sampler for both memory benchmarks (benchmarks/ is on sys.path)
+from blend_memory import (  # one RSS sampler and one LoRA maker for both benchmarks (benchmarks/ is on sys.path)
     MiB,
     Peak,
     rss_anon,
+    save_lora_adapters,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,7 +262,6 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 def make_models(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
-    from peft import LoraConfig, get_peft_model
 
     cfg = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
                                    intermediate_size=int(2.6875 * args.hidden), num_hidden_layers=args.layers,
@@ -286,18 +286,7 @@ def make_models(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         base.float()
         paths["fp32"].append(str(root / f"fp32_{i}"))
         paths["bf16"].append(str(root / f"bf16_{i}"))
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    for i in range(kmax):
-        model = transformers.AutoModelForCausalLM.from_pretrained(paths["fp32_base"])
-        pm = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets,
-                                              lora_dropout=0.0))
-        gen = torch.Generator().manual_seed(100 + i)
-        with torch.no_grad():
-            for n, p in pm.named_parameters():
-                if "lora_" in n:
-                    p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-        pm.save_pretrained(root / f"lora_{i}")
-        paths["lora"].append(str(root / f"lora_{i}"))
+    paths["lora"] = save_lora_adapters(paths["fp32_base"], [root / f"lora_{i}" for i in range(kmax)], rank=args.rank)
     return paths
 
 
