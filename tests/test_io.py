@@ -23,6 +23,8 @@ from spsa_mix.io import (
     write_json,
 )
 
+from . import fs_helpers
+
 
 @pytest.fixture
 def umask_022():
@@ -226,32 +228,16 @@ def test_io_imports_only_the_standard_library_and_numpy():
 
 
 # ---------------------------------------------------------------------- check_writable
-def _refused(folder: Path) -> bool:
-    probe = folder / ".probe"
-    try:
-        probe.write_bytes(b"")
-    except OSError:
-        return True
-    probe.unlink()
-    return False
 
 
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A folder this process cannot create files in: a chmod 555 folder, or (for root, who
     writes there anyway) /sys; skipped where neither refuses."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
     try:
-        if _refused(folder):
-            yield folder
-        elif Path("/sys").is_dir() and _refused(Path("/sys")):
-            yield Path("/sys")
-        else:
-            pytest.skip("no folder refuses writes here")
+        yield fs_helpers.read_only_folder(tmp_path)
     finally:
-        folder.chmod(0o755)
+        (tmp_path / "ro").chmod(0o755)
 
 
 def test_check_writable_accepts_new_files_and_creates_nothing(tmp_path):

@@ -9,6 +9,8 @@ import pytest
 
 from spsa_mix.cli import main
 
+from ..fs_helpers import read_only_folder
+
 COMMANDS = {
     "experiment": ["experiment", "--quick", "--configs", "uniform", "--no-progress"],
     "compare": ["bench", "compare", "--k", "3", "--budget", "5", "--seeds", "1", "--methods", "spsa", "--no-progress",
@@ -24,14 +26,6 @@ OPTIONS = {
 FOLDERS = {"--cache-dir"}
 
 
-def _refused(folder: Path) -> bool:
-    probe = folder / ".probe"
-    try:
-        probe.write_bytes(b"")
-    except OSError:
-        return True
-    probe.unlink()
-    return False
 
 
 def _good_paths(command: str, tmp: Path) -> list[str]:
@@ -50,14 +44,7 @@ def _bad_path(kind: str, option: str, tmp: Path) -> tuple[Path, str]:
         return tmp / "a-file", "it is a file, not a folder"
     if kind == "under-a-file":
         return tmp / "a-file" / "sub" / "x.out", f"{str(tmp / 'a-file')!r} is a file, not a folder"
-    ro = tmp / "ro"
-    ro.mkdir(exist_ok=True)
-    ro.chmod(0o555)
-    if not _refused(ro):  # root writes there anyway
-        ro.chmod(0o755)
-        if not (Path("/sys").is_dir() and _refused(Path("/sys"))):
-            pytest.skip("no folder refuses writes here")
-        ro = Path("/sys")
+    ro = read_only_folder(tmp)
     return ro / "new" / "x.out", f"cannot create files in {str(ro)!r} ("
 
 
