@@ -6,7 +6,8 @@
    every named file exists, what kind of experts they are (Hugging Face model directories,
    PEFT adapter directories, or ``.pt``/``.safetensors`` state dicts; all of one kind),
    that the method and its options exist, that the budget buys at least one step, and that
-   the output can be written (an existing non-empty output is refused unless ``overwrite``);
+   the output can be written (an existing non-empty output is refused unless ``overwrite``;
+   an output that is, holds or lies inside an input always: :mod:`spsa_mix.merge.checks`);
 2. **the target data** (:mod:`spsa_mix.data.files`): text tokenized with the model's own
    tokenizer, image folders, tensors, or a factory; minibatches of the training data in an
    order fixed by ``seed``, the validation data in order;
@@ -119,8 +120,11 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
+    from spsa_mix.merge.checks import check_apart, merge_inputs
+
     cfg.check_files()
     experts = tuple(cfg.expert_paths())
+    check_apart(Path(cfg.output), {"the run's state": cfg.state_path()}, merge_inputs(cfg, experts))
     kinds = {expert_kind(p) for p in experts}
     if len(kinds) > 1:
         raise ValueError(f"experts must all be of one kind, but they mix {sorted(kinds)}: "

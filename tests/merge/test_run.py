@@ -16,18 +16,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from spsa_mix.cli import main  # noqa: E402
-from spsa_mix.merge.demo import build_demo  # noqa: E402
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "merge"
 
 
 @pytest.fixture(scope="module")
-def demos(tmp_path_factory) -> Path:
-    """The three examples' experts under <tmp>/build/<kind>, and their configs beside it."""
-    root = tmp_path_factory.mktemp("merge")
+def demos(merge_demos) -> Path:
+    """The three examples' experts under <tmp>/build/<kind>, and their configs beside it
+    (built once per session: tests/conftest.py)."""
     for kind in ("lm", "lora", "vision"):
-        build_demo(kind, root / "build" / kind)
-        shutil.copy(EXAMPLES / f"{kind}.yaml", root / f"{kind}.yaml")
+        root = merge_demos(kind)
     return root
 
 
