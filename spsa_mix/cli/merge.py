@@ -7,8 +7,9 @@ stopped by Ctrl-C, a crash or a kill. The work is :func:`spsa_mix.merge.run.run_
 this module parses, calls it and prints the summary.
 
 Exit status: 0 on success; 2 for bad input (one line: the key, the file or the value and
-what is wrong), before any expert is read; 130 when interrupted (the run's state is saved:
-``--resume`` continues it).
+what is wrong), before any expert is read; 1 when a file cannot be written (one line: a
+full disk, ...; the run's state is kept: ``--resume`` continues it); 130 when interrupted
+(the run's state is saved: ``--resume`` continues it).
 
 Example
 -------
@@ -116,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give a config file or --experts and --data")
         from spsa_mix.merge.run import plan_merge
 
-        plan_merge(cfg)  # every check that needs no weights, before the experts are read
+        plan_merge(cfg, resume=args.resume)  # every check that needs no weights, before the experts are read
     except ValueError as e:
         print(f"spsa-mix merge: error: {e}", file=sys.stderr)
         return 2
+    from spsa_mix.merge.guard import WriteFailed
     from spsa_mix.merge.run import run_merge
     from spsa_mix.progress import write
 
@@ -131,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"spsa-mix merge: error: {e}", file=sys.stderr)
         return 2
+    except WriteFailed as e:
+        print(f"spsa-mix merge: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         where = (f"the run's state is in {cfg.state_path()}: run again with --resume to continue"
                  if cfg.state_path().exists() else "no state was saved")

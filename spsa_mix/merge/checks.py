@@ -6,6 +6,10 @@
 * :func:`check_apart`: the output (and the files written beside it) is none of the inputs,
   holds none of them and lies inside none of them, so that ``--overwrite`` can never
   replace an expert, the base, the model or the data;
+* :func:`check_free_space`: the output's file system has room for the merged model
+  (:func:`output_bytes`: the size of the first expert's weights, or of every adapter's for
+  LoRA, which are written side by side), so that a full disk is found before the search,
+  not after it;
 
 Example
 -------
@@ -20,14 +24,15 @@ ValueError: output 'ft' holds experts[0] 'ft/a': writing it would replace that i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from spsa_mix.merge.config import MergeConfig
 
-__all__ = ["check_apart", "merge_inputs"]
+__all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space"]
 
 
 def _real(path: Path) -> Path:
@@ -76,3 +81,38 @@ def merge_inputs(cfg: MergeConfig, experts: Iterable[Path]) -> list[tuple[str, P
         if Path(value).expanduser().exists():
             out.append((label, Path(value)))
     return out
+
+
+def output_bytes(kind: str, experts: Sequence[Path]) -> int:
+    """About the size of the merged model: the first expert's weight files (``kind`` ``"hf"``
+    or ``"file"``), or every adapter's (``"adapter"``: the merged adapter holds them side
+    by side). The merged model keeps the experts' stored dtype."""
+    from spsa_mix.blend.checkpoints import hf_weight_files
+
+    def weights(path: Path) -> int:
+        if path.is_file():
+            return path.stat().st_size
+        if kind == "adapter":
+            return sum(p.stat().st_size for p in path.glob("adapter_model.*") if p.is_file())
+        return sum(f.stat().st_size for f in hf_weight_files(path, str(path))[1])
+
+    return sum(weights(p) for p in experts) if kind == "adapter" else weights(experts[0])
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def check_free_space(output: Path, needed: int) -> None:
+    """Refuse (``ValueError``) an ``output`` whose file system has less than ``needed``
+    bytes (and 1 MB for the recipe and the figure) free.
+
+    >>> check_free_space(Path("."), 1)
+    """
+    folder = output.expanduser().absolute()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed + 10**6:
+        raise ValueError(f"not enough free space for the merged model: it needs about {_megabytes(needed)}, but "
+                         f"{str(folder)!r} has {_megabytes(free)} free; free some space or choose another output")

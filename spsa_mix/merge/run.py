@@ -107,8 +107,9 @@ def _check_output(output: Path, overwrite: bool, state: Path) -> None:
     check_outputs({"output": output, "the run's state": state}, folders=("output",))
 
 
-def plan_merge(cfg: MergeConfig) -> MergePlan:
-    """Every check that needs no expert weights (see the module docstring, step 1).
+def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
+    """Every check that needs no expert weights (see the module docstring, step 1);
+    ``resume``: the saved run's record must match (:func:`spsa_mix.merge.fingerprint.check_resume`).
 
     Raises
     ------
@@ -120,11 +121,15 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
-    from spsa_mix.merge.checks import check_apart, merge_inputs
+    from spsa_mix.merge.checks import check_apart, check_free_space, merge_inputs, output_bytes
+    from spsa_mix.merge.fingerprint import check_resume, record_path
+    from spsa_mix.merge.guard import check_unlocked, lock_path
 
     cfg.check_files()
     experts = tuple(cfg.expert_paths())
-    check_apart(Path(cfg.output), {"the run's state": cfg.state_path()}, merge_inputs(cfg, experts))
+    check_apart(Path(cfg.output), {"the run's state": cfg.state_path(), "its record": record_path(cfg),
+                                   "its lock": lock_path(Path(cfg.output))}, merge_inputs(cfg, experts))
+    check_unlocked(Path(cfg.output))
     kinds = {expert_kind(p) for p in experts}
     if len(kinds) > 1:
         raise ValueError(f"experts must all be of one kind, but they mix {sorted(kinds)}: "
@@ -168,7 +173,9 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
         raise ValueError(f"budget {cfg.budget} buys no step of {cfg.method!r} (a step costs {cost:g} evaluations, "
                          f"{reserve} more is kept to score the answer): raise budget to at least {int(cost) + reserve}")
     output = Path(cfg.output)
-    _check_output(output, cfg.overwrite, cfg.state_path())
+    finishing = check_resume(cfg, experts) if resume else False  # a run stopped writing: its output may be replaced
+    _check_output(output, cfg.overwrite or finishing, cfg.state_path())
+    check_free_space(output, output_bytes(kind, experts))
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
 
 
@@ -379,16 +386,29 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         output that cannot be written (before any work).
     KeyboardInterrupt
         On Ctrl-C, after the run's state is written.
+    spsa_mix.merge.guard.WriteFailed
+        When a file cannot be written (a full disk): one line saying how to resume.
     """
+    from spsa_mix.merge.fingerprint import record_path
+    from spsa_mix.merge.guard import guarded
+
+    plan_merge(cfg, resume=resume)  # every check first: the lock goes beside an output that can be written
+    with guarded(Path(cfg.output), [cfg.state_path(), record_path(cfg)], cfg.state_path()):
+        return _run_merge(cfg, resume=resume, progress=progress, log=log)
+
+
+def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[[str], None] | None) -> MergeOutcome:
+    """:func:`run_merge` holding the output's lock."""
     import spsa_mix
     from spsa_mix.blend import evaluate_experts
     from spsa_mix.core.result import Status
     from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
+    from spsa_mix.merge.fingerprint import fingerprint, read_record, record_path, write_record
 
     say = log or logger.info
     start = time.perf_counter()
-    plan = plan_merge(cfg)
+    plan = plan_merge(cfg, resume=resume)
     ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
     say = say if ranks.is_writer else (lambda line: None)
     if resume and ranks.world_size > 1:
@@ -401,6 +421,10 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         say(f"a saved state exists at {plan.state}; starting again (pass --resume to continue it)")
         if ranks.is_writer:
             plan.state.unlink()
+    record = fingerprint(cfg, plan.experts)  # what --resume will compare, written before anything is read
+    phase = (read_record(record_path(cfg)) or {}).get("phase", "search") if resume and plan.state.exists() else "search"
+    if ranks.is_writer:
+        write_record(record_path(cfg), record, phase)
     source, train, val = _load_data(plan)
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
@@ -430,6 +454,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         raise RuntimeError(f"the search stopped: {res.message}")
     if not ranks.is_writer:  # the search is the same on every rank; rank 0 scores and writes alone
         return MergeOutcome(plan.output, plan.output, {}, "")
+    write_record(record_path(cfg), record, "write")  # from here, a resumed run writes the output again
     learned = _score(obj, res.x, scoring)
     candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
                   "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),
@@ -441,7 +466,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
             f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
             "writes the learned blend)")
     alpha, scale = _weights(obj, point, cfg)
-    model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite))
+    model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite or phase == "write"))
     rows: list[dict[str, Any]] = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
             {"blend": f"best single ({plan.experts[best].name})", "loss": singles[best]["loss"],
              "metric": singles[best]["accuracy"]},
@@ -485,4 +510,5 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     _plot(res.history, out_dir / "loss.png", title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})")
     if plan.state.exists():
         plan.state.unlink()  # the run is complete: its state is in recipe.json
+    record_path(cfg).unlink(missing_ok=True)
     return MergeOutcome(plan.output, model_path, recipe, table)

@@ -55,3 +55,166 @@ def test_overwrite_never_replaces_an_input(lm: Path, tmp_path: Path, capsys) -> 
                    str(lm / "build" / "lm" / "base" / "merged"))
     assert "lies inside model" in msg
     assert _tree(ex) == before and not (tmp_path / "ex.state").exists()
+
+
+def _killed_run(lm: Path, out: Path, *extra: str) -> Path:
+    """Start the lm merge into ``out`` in a subprocess and SIGKILL it once its state holds a
+    step; returns the state's path."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    state = out.with_name(out.name + ".state")
+    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "merge", str(lm / "lm.yaml"), "--budget", "81",
+                             "--checkpoint-every", "1", "--no-progress", "--output", str(out), *extra],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["run"]["nit"] >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    return state
+
+
+def test_resume_refuses_a_changed_config_or_input_naming_it(lm: Path, tmp_path: Path, capsys) -> None:
+    ex = _copy_experts(lm, tmp_path)
+    names = ["domains_0_1", "domains_2_3", "domains_4_5"]
+    experts = ["--experts", *(str(ex / n) for n in names)]
+    out = tmp_path / "m"
+    state = _killed_run(lm, out, *experts)
+    saved = state.read_bytes()
+    target = lm / "build" / "lm" / "target"
+    resume = [str(lm / "lm.yaml"), "--budget", "81", "--output", str(out), "--resume"]
+    msg = _refused(capsys, *resume, "--experts", *(str(ex / n) for n in names[::-1]))  # reordered
+    assert "cannot resume" in msg and "experts[0] differs from the run's" in msg and "domains_4_5" in msg
+    assert "data.batch_size was 32, now 16" in _refused(capsys, *resume, *experts, "--batch-size", "16")
+    assert "data.max_length was 32, now 24" in _refused(capsys, *resume, *experts, "--max-length", "24")
+    assert "dtype was None, now 'bfloat16'" in _refused(capsys, *resume, *experts, "--dtype", "bfloat16")
+    msg = _refused(capsys, *resume, *experts, "--data", str(target / "validation.jsonl"))
+    assert "data.train differs from the run's" in msg
+    msg = _refused(capsys, *resume, *experts, "--validation", str(target / "train.jsonl"))
+    assert "data.validation differs from the run's" in msg
+    assert "seed was 0, now 3" in _refused(capsys, *resume, *experts, "--seed", "3")
+    assert "budget was 81, now 41" in _refused(capsys, *resume, *experts, "--budget", "41")
+    replaced = ex / names[1] / "model.safetensors"
+    replaced.write_bytes((ex / names[2] / "model.safetensors").read_bytes())  # one expert replaced in place
+    msg = _refused(capsys, *resume, *experts)
+    assert "experts[1] differs from the run's: model.safetensors: " in msg and "content changed" in msg
+    assert state.read_bytes() == saved  # every refusal keeps the state
+    shutil.copyfile(lm / "build" / "lm" / "experts" / names[1] / "model.safetensors", replaced)
+    msg = _refused(capsys, *resume, *experts)
+    assert "experts[1] differs from the run's: model.safetensors: modified" in msg  # same bytes, touched since
+    os_utime = __import__("os").utime
+    stamp = (ex / names[0] / "model.safetensors").stat()
+    os_utime(replaced, ns=(stamp.st_atime_ns, _recorded_mtime(out, "experts[1]")))
+    assert _merge(*resume, *experts) == 0 and (out / "recipe.json").is_file()
+    assert not state.exists() and not out.with_name("m.fingerprint.json").exists()
+
+
+def _recorded_mtime(out: Path, label: str) -> int:
+    import json
+
+    record = json.loads(out.with_name(out.name + ".fingerprint.json").read_text())
+    return int(record["inputs"][label]["files"]["model.safetensors"][1])
+
+
+def test_a_run_stopped_in_its_write_phase_resumes_by_finishing_it(lm: Path, tmp_path: Path, capsys,
+                                                                  monkeypatch) -> None:
+    import json
+
+    import spsa_mix.io
+
+    common = [str(lm / "lm.yaml"), "--budget", "21", "--select", "learned"]
+    assert _merge(*common, "--output", str(tmp_path / "whole")) == 0
+    out = tmp_path / "m"
+    real = spsa_mix.io.write_json
+
+    def interrupted(value, path, **kw):  # Ctrl-C after the model is renamed into place, before recipe.json
+        if Path(path).name == "recipe.json":
+            raise KeyboardInterrupt
+        return real(value, path, **kw)
+
+    monkeypatch.setattr(spsa_mix.io, "write_json", interrupted)
+    assert _merge(*common, "--output", str(out)) == 130
+    assert "run again with --resume" in capsys.readouterr().err
+    monkeypatch.setattr(spsa_mix.io, "write_json", real)
+    assert (out / "model.safetensors").is_file() and not (out / "recipe.json").exists()
+    # what a kill leaves beside the output: a folder being written, a replaced one, state temporaries
+    stale = [tmp_path / ".m.ab12cd_9.tmp", tmp_path / ".m.old.zz99yy_1", tmp_path / ".m.0123456789abcdef.tmp",
+             tmp_path / ".m.fingerprint.fedcba9876543210.tmp", out / ".recipe.00112233aabbccdd.tmp"]
+    for p in stale[:2]:
+        p.mkdir()
+        (p / "model.safetensors").write_bytes(b"partial")
+    for p in stale[2:]:
+        p.write_text("{")
+    keep = tmp_path / ".m-other.ab12cd_9.tmp"  # another output's: not this run's to remove
+    keep.mkdir()
+    assert _merge(*common, "--output", str(out), "--resume") == 0
+    assert not any(p.exists() for p in stale) and keep.is_dir()
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    a, b = (json.loads((p / "recipe.json").read_text()) for p in (tmp_path / "whole", out))
+    assert a["alpha"] == b["alpha"] and a["history"] == b["history"]
+    assert (out / "loss.png").is_file() and not (tmp_path / "m.state").exists()
+
+
+def test_a_full_disk_is_found_before_the_search(lm: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import collections
+
+    import spsa_mix.merge.checks as checks
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checks.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**5, 10**5))
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--output", str(tmp_path / "m"))
+    assert "not enough free space for the merged model: it needs about" in msg and "0.1 MB free" in msg
+
+
+def test_a_failed_write_keeps_the_state_and_says_how_to_resume(lm: Path, tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    import errno
+
+    from spsa_mix.blend import BlendedObjective
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".m.x1y2z3w4.tmp" / "model.safetensors"))
+
+    common = [str(lm / "lm.yaml"), "--budget", "11", "--output", str(tmp_path / "m")]
+    monkeypatch.setattr(BlendedObjective, "save_pretrained", full)
+    capsys.readouterr()
+    assert _merge(*common) == 1
+    printed = capsys.readouterr().err
+    assert "Traceback" not in printed and printed.strip().splitlines()[-1].startswith("spsa-mix merge: error: ")
+    err = printed.strip().splitlines()[-1]
+    assert "No space left on device (the disk is full)" in err, err
+    assert "the run's state is kept in" in err and "--resume" in err
+    assert (tmp_path / "m.state").is_file() and not (tmp_path / "m").exists()
+    monkeypatch.undo()
+    assert _merge(*common, "--resume") == 0 and (tmp_path / "m" / "recipe.json").is_file()
+
+
+def test_a_second_merge_into_one_output_is_refused_at_its_start(lm: Path, tmp_path: Path, capsys) -> None:
+    import os
+    import subprocess
+    import sys
+
+    lock = tmp_path / "m.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(f"pid={holder.pid}\nhost={__import__('socket').gethostname()}\nstarted=\n")
+        msg = _refused(capsys, str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m"))
+        assert f"another merge into {str(tmp_path / 'm')!r} is running (process {holder.pid}" in msg
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.exists() and not (tmp_path / "m").exists()  # refused: nothing written, the lock left to its holder
+    assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m")) == 0  # its holder is gone
+    assert not lock.exists() and os.listdir(tmp_path) == ["m"]
