@@ -10,6 +10,10 @@
   (:func:`output_bytes`: the size of the first expert's weights, or of every adapter's for
   LoRA, which are written side by side), so that a full disk is found before the search,
   not after it;
+* :func:`check_options`: the ``options:`` of :func:`spsa_mix.minimize` are none of the
+  arguments the merge sets itself (``max_evals`` is ``budget``, ...), are known, and have
+  values the method takes (checked by a one-step run of the method on a constant
+  function, before any weight is read, instead of a ``TypeError`` after the loading);
 
 Example
 -------
@@ -23,6 +27,7 @@ ValueError: output 'ft' holds experts[0] 'ft/a': writing it would replace that i
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from spsa_mix.merge.config import MergeConfig
 
-__all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space"]
+__all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE"]
 
 
 def _real(path: Path) -> Path:
@@ -116,3 +121,50 @@ def check_free_space(output: Path, needed: int) -> None:
     if free < needed + 10**6:
         raise ValueError(f"not enough free space for the merged model: it needs about {_megabytes(needed)}, but "
                          f"{str(folder)!r} has {_megabytes(free)} free; free some space or choose another output")
+
+
+# The arguments of minimize that the merge sets itself, and what sets them.
+SET_BY_MERGE = {
+    "objective": "the merge (the blended loss)", "k": "the experts", "method": "the config key method",
+    "max_evals": "the config key budget", "seed": "the config key seed", "rng": "the config key seed",
+    "vectorized": "the merge (always true)", "val_objective": "the merge (the validation loss)",
+    "val_every": "the config key validate_every", "checkpoint": "the merge (<output>.state)",
+    "checkpoint_every": "the config key checkpoint_every", "show_progress_bar": "the flag --no-progress",
+    "callback": "no config (it is a Python function)", "initial_state": "--resume",
+}
+
+
+def check_options(cfg: MergeConfig, k: int) -> None:
+    """Refuse (``ValueError``) an option of ``cfg.options`` that the merge sets itself, that
+    :func:`spsa_mix.minimize` does not know, or whose value the method refuses (see the
+    module docstring); ``k``: the number of experts.
+
+    >>> from spsa_mix.merge.config import MergeConfig
+    >>> check_options(MergeConfig.from_dict({"experts": ["a", "b"], "data": "t.jsonl", "options": {"lrr": 0.1}}), 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: options: unknown key 'lrr' (did you mean 'lr'?); minimize takes backward_cost, betas, ...
+    """
+    import inspect
+
+    from spsa_mix.core.minimize import minimize
+
+    params = [n for n in inspect.signature(minimize).parameters if n not in SET_BY_MERGE]
+    for key in cfg.options:
+        if key in SET_BY_MERGE:
+            raise ValueError(f"options: {key!r} is set by {SET_BY_MERGE[key]}, not by options")
+        if key not in params:
+            close = difflib.get_close_matches(str(key), params, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"options: unknown key {key!r}{hint}; minimize takes {', '.join(sorted(params))}")
+    from spsa_mix.blend.spaces import BlendSpace
+
+    layer = cfg.granularity == "layer"  # the number of layer groups is known once the experts are read
+    shape = BlendSpace(cfg.space, k, 2 if layer else 1, cfg.scale, layer).shape
+    dry = {name: value for name, value in cfg.options.items() if not (layer and name == "x0")}
+    dry["maxiter"] = 1
+    try:
+        minimize(lambda x: 0.0, shape, method=cfg.method, seed=0, val_objective=lambda x: 0.0,
+                 val_every=cfg.validate_every, **dry)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"options: {e}") from None

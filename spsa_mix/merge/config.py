@@ -46,6 +46,21 @@ def _unknown(keys: Any, valid: Any, where: str) -> None:
         raise ValueError(f"unknown key {key!r} in {where}{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
+def _check_strings(cfg: Any) -> None:
+    """The keys that hold a name or a path hold a non-empty string (or nothing)."""
+    for key in ("model", "base", "loss", "device"):
+        value = getattr(cfg, key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise ValueError(f"{key} must be a non-empty string (a path or a name), but got {value!r}")
+
+
+def _check_data_value(value: Any, where: str) -> None:
+    """``data:`` is a mapping, a path, or absent."""
+    if value is not None and not isinstance(value, (str, dict)):
+        raise ValueError(f"data in {where} must be a mapping (train, validation, text_field, ...) or a path, but got "
+                         f"{type(value).__name__} {value!r:.60}")
+
+
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, but got {value!r}")
@@ -211,6 +226,7 @@ class MergeConfig:
 
     def check(self) -> None:
         """Check every value (not the files: :meth:`check_files`)."""
+        _check_strings(self)
         _choice(self.space, "space", SPACES)
         _choice(self.granularity, "granularity", GRANULARITIES)
         if self.dtype is not None:
@@ -328,6 +344,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             raise ValueError(f"the config {str(p)!r} must be a mapping of keys to values, but holds a "
                              f"{type(loaded).__name__}")
         _unknown(loaded, MergeConfig.keys(), p.name)
+        _check_data_value(loaded.get("data"), p.name)
         if isinstance(loaded.get("data"), dict):
             _unknown(loaded["data"], [f.name for f in dataclasses.fields(DataConfig)], f"{p.name}'s data")
         values = _relative_to(loaded, p.parent)

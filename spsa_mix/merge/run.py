@@ -121,7 +121,7 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
-    from spsa_mix.merge.checks import check_apart, check_free_space, merge_inputs, output_bytes
+    from spsa_mix.merge.checks import check_apart, check_free_space, check_options, merge_inputs, output_bytes
     from spsa_mix.merge.fingerprint import check_resume, record_path
     from spsa_mix.merge.guard import check_unlocked, lock_path
 
@@ -165,6 +165,7 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     else:
         task_kind = "image-classification" if data == "images" else data
     check_method(cfg.method, cfg.options)
+    check_options(cfg, len(experts))
     spec = lookup_method(cfg.method)
     cost = spec.cost_per_step({k: v for k, v in cfg.options.items()})
     reserve = 1 if spec.final_eval else 0

@@ -218,3 +218,41 @@ def test_a_second_merge_into_one_output_is_refused_at_its_start(lm: Path, tmp_pa
     assert lock.exists() and not (tmp_path / "m").exists()  # refused: nothing written, the lock left to its holder
     assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m")) == 0  # its holder is gone
     assert not lock.exists() and os.listdir(tmp_path) == ["m"]
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if an expert is read."""
+    from spsa_mix.blend import BlendedObjective
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an expert was read before the refusal")
+
+    monkeypatch.setattr(BlendedObjective, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("options: {max_evals: 3}", "options: 'max_evals' is set by the config key budget"),
+    ("options: {checkpoint: x}", "options: 'checkpoint' is set by the merge"),
+    ("options: {lrr: 0.1}", "options: unknown key 'lrr' (did you mean 'lr'?)"),
+    ("options: {lr: -1}", "options: lr must be positive, but got -1"),
+    ("base: 5", "base must be a non-empty string (a path or a name), but got 5"),
+    ("model: 5", "model must be a non-empty string"),
+])
+def test_bad_values_exit_2_before_any_weight_is_read(lm: Path, tmp_path: Path, capsys, no_loading, extra: str,
+                                                     message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    text = (lm / "lm.yaml").read_text()
+    if extra.startswith("model:"):
+        text = text.replace("model: build/lm/base", extra)
+    else:
+        text += extra + "\n"
+    cfg.write_text(text.replace("build/", str(lm / "build") + "/"))
+    assert message in _refused(capsys, str(cfg), "--output", str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("data", ["5", "[1, 2]"])
+def test_a_data_value_that_is_no_mapping_nor_path_exits_2(lm: Path, tmp_path: Path, capsys, data: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"experts: [{lm / 'build/lm/experts'}/*]\nmodel: {lm / 'build/lm/base'}\ndata: {data}\n")
+    assert "data in c.yaml must be a mapping" in _refused(capsys, str(cfg), "--output", str(tmp_path / "m"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spsa_mix.merge.checks import check_apart, merge_inputs
+from spsa_mix.merge.checks import check_apart, check_options, merge_inputs
 from spsa_mix.merge.config import MergeConfig
 
 
@@ -61,3 +61,33 @@ def test_merge_inputs_names_every_path_the_config_reads(tmp_path: Path) -> None:
                                  "data": {"train": f"torchvision:MNIST:{tmp_path / 'base'}"}})
     labels = [label for label, _ in merge_inputs(cfg, [tmp_path / "ex/a", tmp_path / "ex/b"])]
     assert labels == ["experts[0]", "experts[1]", "base", "data.train"]  # model: an architecture's name
+
+
+def _cfg(**values) -> MergeConfig:
+    return MergeConfig.from_dict({"experts": ["a", "b"], "data": "t.jsonl", **values})
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_evals": 3}, "options: 'max_evals' is set by the config key budget, not by options"),
+    ({"seed": 1}, "options: 'seed' is set by the config key seed"),
+    ({"vectorized": False}, "options: 'vectorized' is set by the merge"),
+    ({"checkpoint": "x"}, "options: 'checkpoint' is set by the merge"),
+    ({"val_objective": "x"}, "options: 'val_objective' is set by the merge"),
+    ({"lrr": 0.1}, "options: unknown key 'lrr' \\(did you mean 'lr'\\?\\); minimize takes"),
+    ({"lr": -1}, "options: lr must be positive, but got -1"),
+    ({"m": 0}, "options: m must be an integer >= 1, but got 0"),
+    ({"betas": "x"}, "options: "),
+])
+def test_options_are_checked_before_any_weight_is_read(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_options(_cfg(options=options), 3)
+    check_options(_cfg(options={"lr": 0.05, "m": 2, "mu": 0.1}), 3)
+
+
+def test_option_values_are_checked_for_the_method_and_space() -> None:
+    with pytest.raises(ValueError, match="options: method 'backprop' does not use mu"):
+        check_options(_cfg(method="backprop", options={"mu": 0.1}), 3)
+    check_options(_cfg(space="task-vectors", base="b", scale="learned", options={"lr": 0.05}), 3)
+    check_options(_cfg(granularity="layer", options={"x0": [0.5, 0.5]}), 2)  # the groups are not known yet
+    with pytest.raises(ValueError, match="options: x0"):
+        check_options(_cfg(options={"x0": [0.5, 0.2, 0.3]}), 2)

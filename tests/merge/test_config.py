@@ -77,3 +77,19 @@ def test_digest_names_the_settings() -> None:
     a = MergeConfig.from_dict({"experts": ["x", "y"], "data": "t.jsonl"})
     b = MergeConfig.from_dict({"experts": ["x", "y"], "data": "t.jsonl", "budget": 401})
     assert a.digest() == MergeConfig.from_dict(a.to_dict()).digest() != b.digest()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nbase: 5\nspace: task-vectors\n",
+     "base must be a non-empty string \\(a path or a name\\), but got 5"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nmodel: 5\n", "model must be a non-empty string"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nloss: [1]\n", "loss must be a non-empty string"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\ndevice: 0\n", "device must be a non-empty string"),
+    ("experts: [ft/a, ft/b]\ndata: 5\n", "data in merge.yaml must be a mapping .* or a path, but got int 5"),
+    ("experts: [ft/a, ft/b]\ndata: [1, 2]\n", "data in merge.yaml must be a mapping .* but got list \\[1, 2\\]"),
+])
+def test_wrong_typed_values_are_named_with_the_command_lines_data_too(tmp_path: Path, text: str,
+                                                                      message: str) -> None:
+    p = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=message):
+        load_config(p, {"data": {"batch_size": None, "train": None}})  # as the command line gives it
