@@ -141,9 +141,16 @@ def load_tokenizer(model_dir: str | os.PathLike[str]) -> Any:
 
 
 def texts_to_data(name: str, train: tuple[list[str], list[Any] | None], validation: tuple[list[str], list[Any] | None]
-                  | None, tokenizer: Any, *, max_length: int, source: str) -> TextData:
+                  | None, tokenizer: Any, *, max_length: int, source: str, min_tokens: int = 1,
+                  validation_source: str = "the validation data") -> TextData:
     """Tokenize texts (and number their labels) into a :class:`~spsa_mix.data.text.TextData`
-    whose test split is the validation data."""
+    whose test split is the validation data.
+
+    ``min_tokens``: examples with fewer tokens (after truncation) are left out; 2 for a
+    language model, whose loss needs a next token (a one-word line has none: a batch of
+    them would score 0 / 0). ``ValueError`` naming ``source`` (or ``validation_source``)
+    when none is left.
+    """
     val_texts, val_labels = validation if validation is not None else ([], None)
     labels_train, labels_val = train[1], val_labels
     classes: list[str] | None = None
@@ -165,9 +172,21 @@ def texts_to_data(name: str, train: tuple[list[str], list[Any] | None], validati
         out = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
         return [ids if ids else [tokenizer.pad_token_id] for ids in out]
 
-    return TextData.from_sequences(name, encode(train[0]), y_train, encode(val_texts), y_val,
+    seq_train, y_train = _long_enough(encode(train[0]), y_train, min_tokens, source)
+    seq_val, y_val = _long_enough(encode(val_texts), y_val, min_tokens, validation_source) if val_texts else ([], [])
+    return TextData.from_sequences(name, seq_train, y_train, seq_val, y_val,
                                    vocab_size=max(len(tokenizer), 1), pad_id=int(tokenizer.pad_token_id),
                                    max_length=max_length, classes=classes, source=source)
+
+
+def _long_enough(seqs: list[list[int]], labels: list[int], min_tokens: int, source: str) -> tuple[list[list[int]], list[int]]:
+    """The sequences of ``min_tokens`` tokens or more, and their labels."""
+    keep = [i for i, s in enumerate(seqs) if len(s) >= min_tokens]
+    if not keep:
+        longest = max((len(s) for s in seqs), default=0)
+        raise ValueError(f"{source}: no example has {min_tokens} tokens or more (the longest has {longest}): a "
+                         "language model's loss needs a next token to predict")
+    return [seqs[i] for i in keep], [labels[i] for i in keep]
 
 
 # ---------------------------------------------------------------------------- images

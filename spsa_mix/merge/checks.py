@@ -14,6 +14,11 @@
   arguments the merge sets itself (``max_evals`` is ``budget``, ...), are known, and have
   values the method takes (checked by a one-step run of the method on a constant
   function, before any weight is read, instead of a ``TypeError`` after the loading);
+* after the loading, :func:`check_finite_inputs` (tensor data without NaN or infinite
+  inputs) and, at the first evaluation (the reference scores), :func:`check_scores`: a loss
+  that is not finite is traced to the expert (or base) whose weights hold NaN or infinite
+  values, else to the data, and refused in one line, instead of a search that runs its whole
+  budget on NaN;
 
 Example
 -------
@@ -28,16 +33,18 @@ ValueError: output 'ft' holds experts[0] 'ft/a': writing it would replace that i
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from spsa_mix.merge.config import MergeConfig
 
-__all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE"]
+__all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE",
+           "check_finite_inputs", "nonfinite_tensor", "check_scores"]
 
 
 def _real(path: Path) -> Path:
@@ -168,3 +175,64 @@ def check_options(cfg: MergeConfig, k: int) -> None:
                  val_every=cfg.validate_every, **dry)
     except (TypeError, ValueError) as e:
         raise ValueError(f"options: {e}") from None
+
+
+def check_finite_inputs(source: Any, names: Mapping[str, str]) -> None:
+    """Refuse tensor data (:class:`~spsa_mix.data.files.TensorData`) whose floating-point
+    inputs hold NaN or infinity, naming the split's file (``names``: split -> label) and
+    the first such example; other data is left as it is (images and tokens are finite)."""
+    import torch
+
+    from spsa_mix.data.files import TensorData
+
+    if not isinstance(source, TensorData):
+        return
+    for split, label in names.items():
+        if not int(source.labels(split).shape[0]):
+            continue
+        inputs, _ = source.take(split, None, torch.device("cpu"))
+        for key, t in (inputs.items() if isinstance(inputs, dict) else [("", inputs)]):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero()[0, 0])
+                raise ValueError(f"{label}: input{f' {key!r}' if key else 's'} of example {bad} hold NaN or "
+                                 "infinite values")
+
+
+def nonfinite_tensor(path: Path) -> str | None:
+    """The name of the first floating-point tensor of the expert at ``path`` (a model or
+    adapter folder, or a weight file) holding NaN or infinity, or ``None``."""
+    import torch
+
+    from spsa_mix.blend.checkpoints import open_checkpoint
+
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        path = next((p for p in (path / "adapter_model.safetensors", path / "adapter_model.bin") if p.is_file()), path)
+    ckpt = open_checkpoint(path, label=str(path))
+    for name, info in ckpt.infos.items():
+        if info.dtype.is_floating_point and not bool(torch.isfinite(ckpt.read(name)).all()):
+            return name
+    return None
+
+
+def check_scores(uniform: float, singles: Sequence[float], inputs: Sequence[tuple[str, Path]], data: str) -> None:
+    """At the first evaluation: refuse losses that are not finite, naming the input
+    (``(label, path)``: the experts, the base) whose weights hold NaN or infinity, or else
+    ``data`` (the data scored), which then gives it.
+
+    >>> check_scores(1.0, [1.2, 0.9], [], "the validation data")
+    >>> check_scores(float("nan"), [1.2, float("nan")], [], "the validation data 'v.pt'")
+    Traceback (most recent call last):
+    ...
+    ValueError: the loss on the validation data 'v.pt' is not finite (nan for the uniform blend) although no expert's weights hold NaN or infinity: the data gives it (NaN or infinite inputs, or no example with a target)
+    """
+    if all(math.isfinite(v) for v in (uniform, *singles)):
+        return
+    for label, path in inputs:
+        name = nonfinite_tensor(path)
+        if name is not None:
+            raise ValueError(f"{label} {str(path)!r} holds NaN or infinite weights (tensor {name!r}), so every blend "
+                             f"scores a loss that is not finite on {data}: repair or remove it")
+    what = (f"{uniform} for the uniform blend" if not math.isfinite(uniform) else
+            f"{next(v for v in singles if not math.isfinite(v))} for an expert alone")
+    raise ValueError(f"the loss on {data} is not finite ({what}) although no expert's weights hold NaN or infinity: "
+                     "the data gives it (NaN or infinite inputs, or no example with a target)")

@@ -195,7 +195,8 @@ def _load_data(plan: MergePlan) -> tuple[Any, Any, Any]:
         val = files.read_texts(d.validation, text_field=d.text_field, label_field=d.label_field) \
             if d.validation else None
         data = files.texts_to_data(Path(d.train).stem, train, val, tok, max_length=d.max_length,  # type: ignore[arg-type]
-                                   source=str(d.train))
+                                   source=str(d.train), validation_source=str(d.validation),
+                                   min_tokens=2 if plan.task_kind == "causal-lm" else 1)
         source: Any = Task(data, plan.task_kind)
     elif kind == "images":
         source = Task(files.load_image_folder(d.train, d.validation, image_size=d.image_size, mean=d.mean,  # type: ignore[arg-type]
@@ -405,6 +406,7 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     from spsa_mix.core.result import Status
     from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
+    from spsa_mix.merge.checks import check_finite_inputs, check_scores
     from spsa_mix.merge.fingerprint import fingerprint, read_record, record_path, write_record
 
     say = log or logger.info
@@ -427,6 +429,8 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     if ranks.is_writer:
         write_record(record_path(cfg), record, phase)
     source, train, val = _load_data(plan)
+    check_finite_inputs(source, {"train": f"data.train {cfg.data.train!r}",
+                                 "test": f"data.validation {cfg.data.validation!r}"})
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train
@@ -434,6 +438,9 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     uniform_point = obj.domain.center() if not obj.domain.simplex_only else np.full(obj.shape, 1.0 / obj.k)
     uniform = _score(obj, uniform_point, scoring)
     singles = evaluate_experts(obj, scoring)
+    weights = [(f"experts[{i}]", p) for i, p in enumerate(plan.experts)] + [("base", Path(b)) for b in [cfg.base] if b]
+    check_scores(uniform["loss"], [m["loss"] for m in singles], weights,  # a NaN found at the first evaluation
+                 f"the {where} data {(cfg.data.validation if val is not None else cfg.data.train)!r}")
     best = int(np.argmin([m["loss"] for m in singles]))
     say(f"uniform blend: {where} loss {uniform['loss']:.4f}; best single expert: {plan.experts[best].name} "
         f"({singles[best]['loss']:.4f})")
@@ -451,6 +458,10 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     ranks.close()
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
+    if res.status == Status.NONFINITE:  # the reference scores were finite: a minibatch of the training data
+        raise ValueError(f"the search stopped on a loss that is not finite on the training data {cfg.data.train!r} "
+                         f"({res.message}): a batch of it gives it (NaN or infinite inputs, or no example with a "
+                         "target)")
     if not res.success:
         raise RuntimeError(f"the search stopped: {res.message}")
     if not ranks.is_writer:  # the search is the same on every rank; rank 0 scores and writes alone

@@ -24,12 +24,15 @@ def _merge(*argv: str) -> int:
     return main(["merge", *argv, "--no-progress"])
 
 
-def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """The one line a refused merge prints (exit status 2)."""
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str, logged: bool = False) -> str:
+    """The one line a refused merge prints (exit status 2); ``logged``: after the log's lines
+    (a refusal made once the experts are read), else alone."""
     capsys.readouterr()
     assert _merge(*argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("spsa-mix merge: error: "), err
+    assert "Traceback" not in err and (logged or err.count("\n") == 0), err
+    err = err.splitlines()[-1]
+    assert err.startswith("spsa-mix merge: error: "), err
     return err
 
 
@@ -256,3 +259,33 @@ def test_a_data_value_that_is_no_mapping_nor_path_exits_2(lm: Path, tmp_path: Pa
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"experts: [{lm / 'build/lm/experts'}/*]\nmodel: {lm / 'build/lm/base'}\ndata: {data}\n")
     assert "data in c.yaml must be a mapping" in _refused(capsys, str(cfg), "--output", str(tmp_path / "m"))
+
+
+def test_a_loss_that_is_not_finite_is_refused_at_the_first_evaluation_naming_its_cause(
+        merge_demos, tmp_path: Path, capsys) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    lm = merge_demos("lm")
+    words = tmp_path / "words.txt"  # one word a line: no next token to predict
+    words.write_text("".join(f"w{i % 40 + 1}\n" for i in range(100)))
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--data", str(words), "--validation", str(words), "--output",
+                   str(tmp_path / "a"))
+    assert "words.txt: no example has 2 tokens or more" in msg
+    ex = _copy_experts(lm, tmp_path)
+    weights = ex / "domains_2_3" / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["model.layers.0.mlp.up_proj.weight"][0, 0] = float("nan")
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--experts", str(ex / "*"), "--output", str(tmp_path / "b"),
+                   logged=True)
+    assert "experts[1]" in msg and "domains_2_3' holds NaN or infinite weights (tensor " \
+        "'model.layers.0.mlp.up_proj.weight')" in msg
+    vision = merge_demos("vision")
+    train = torch.load(vision / "build/vision/target/train.pt", weights_only=True)
+    train["inputs"][3, 0, 0, 0] = float("nan")
+    torch.save(train, tmp_path / "nan.pt")
+    msg = _refused(capsys, str(vision / "vision.yaml"), "--data", str(tmp_path / "nan.pt"), "--output",
+                   str(tmp_path / "c"), logged=True)
+    assert "nan.pt'" in msg and "inputs of example 3 hold NaN or infinite values" in msg
+    assert not any((tmp_path / n).exists() for n in "abc")

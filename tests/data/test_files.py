@@ -61,6 +61,19 @@ def test_texts_are_tokenized_padded_and_labels_numbered(tmp_path: Path) -> None:
     assert d.classes == ("neg", "pos") and d.y_train.tolist() == [1, 0] and d.y_test.tolist() == [0]
 
 
+def test_a_language_model_keeps_the_examples_with_a_next_token(tmp_path: Path) -> None:
+    tok = WordTokenizer(["a", "b", "c"])
+    d = texts_to_data("t", (["b a", "c", "a b c"], None), (["a", "b c"], None), tok, max_length=4, source="t.txt",
+                      min_tokens=2)
+    assert d.ids_train.tolist() == [[2, 1, 0, 0], [1, 2, 3, 0]] and d.ids_test.tolist() == [[2, 3, 0, 0]]
+    with pytest.raises(ValueError, match="t.txt: no example has 2 tokens or more \\(the longest has 1\\): a "
+                                         "language model's loss needs a next token"):
+        texts_to_data("t", (["a", "b"], None), None, tok, max_length=4, source="t.txt", min_tokens=2)
+    with pytest.raises(ValueError, match="^v.txt: no example"):
+        texts_to_data("t", (["a b"], None), (["a"], None), tok, max_length=4, source="t.txt", min_tokens=2,
+                      validation_source="v.txt")
+
+
 def test_text_errors_name_the_file_the_line_and_the_field(tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
     p.write_text('{"text": "a"}\n{"body": "b"}\n')

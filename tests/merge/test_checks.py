@@ -91,3 +91,36 @@ def test_option_values_are_checked_for_the_method_and_space() -> None:
     check_options(_cfg(granularity="layer", options={"x0": [0.5, 0.5]}), 2)  # the groups are not known yet
     with pytest.raises(ValueError, match="options: x0"):
         check_options(_cfg(options={"x0": [0.5, 0.2, 0.3]}), 2)
+
+
+def test_a_nonfinite_score_is_traced_to_the_expert_whose_weights_hold_it(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from spsa_mix.merge.checks import check_scores, nonfinite_tensor
+
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    save_file({"w": torch.ones(3), "n": torch.zeros(2, dtype=torch.int64)}, str(good))
+    save_file({"w": torch.tensor([1.0, float("inf"), 0.0])}, str(bad))
+    assert nonfinite_tensor(good) is None and nonfinite_tensor(bad) == "w"
+    inputs = [("experts[0]", good), ("experts[1]", bad)]
+    check_scores(1.0, [1.0, 2.0], inputs, "the data")
+    with pytest.raises(ValueError, match=r"experts\[1\] '.*bad.safetensors' holds NaN or infinite weights \(tensor "
+                                         r"'w'\), so every blend scores a loss that is not finite on the data"):
+        check_scores(float("nan"), [float("nan")] * 2, inputs, "the data")
+    with pytest.raises(ValueError, match="the loss on the data is not finite .* the data gives it"):
+        check_scores(float("nan"), [1.0, 1.0], inputs[:1], "the data")
+
+
+def test_tensor_data_with_nan_inputs_is_named() -> None:
+    import torch
+
+    from spsa_mix.data.files import TensorData
+    from spsa_mix.merge.checks import check_finite_inputs
+
+    x = torch.zeros(4, 2)
+    x[2, 1] = float("nan")
+    data = TensorData("t", torch.zeros(4, 2), torch.arange(4), x, torch.arange(4))
+    check_finite_inputs(TensorData("t", torch.zeros(4, 2), torch.arange(4)), {"train": "data.train", "test": "v"})
+    with pytest.raises(ValueError, match="data.validation 'v.pt': inputs of example 2 hold NaN"):
+        check_finite_inputs(data, {"train": "data.train 't.pt'", "test": "data.validation 'v.pt'"})
