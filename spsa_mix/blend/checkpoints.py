@@ -199,6 +199,7 @@ def read_safetensors_header(path: Path, label: str) -> tuple[dict[str, TensorInf
             header = json.loads(f.read(n))
         except ValueError as e:
             raise ValueError(f"{label}: {str(path)!r} is not a safetensors file ({e})") from None
+    _check_header(header, path, label)
     metadata = header.pop("__metadata__", None) or {}
     infos: dict[str, TensorInfo] = {}
     entries: dict[str, _Entry] = {}
@@ -217,6 +218,37 @@ def read_safetensors_header(path: Path, label: str) -> tuple[dict[str, TensorInf
         infos[name] = info
         entries[name] = _Entry(path, start + begin, start + stop)
     return infos, entries, metadata
+
+
+def _check_header(header: Any, path: Path, label: str) -> None:
+    """The header's JSON is what the safetensors format says: an object mapping each name to
+    ``{"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin, stop]}`` (and an
+    optional ``"__metadata__"`` object); else ``ValueError`` naming the entry."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{label}: {str(path)!r} is not a safetensors file ({why})")
+
+    if not isinstance(header, dict):
+        raise bad(f"its header is a JSON {type(header).__name__}, not an object")
+    if not isinstance(header.get("__metadata__") or {}, dict):
+        raise bad("its __metadata__ is not an object")
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(spec, dict):
+            raise bad(f"the entry of tensor {name!r} is a {type(spec).__name__}, not an object")
+        missing = [k for k in ("dtype", "shape", "data_offsets") if k not in spec]
+        if missing:
+            raise bad(f"the entry of tensor {name!r} has no {', '.join(missing)}")
+        shape, offsets = spec["shape"], spec["data_offsets"]
+        if not isinstance(spec["dtype"], str):
+            raise bad(f"tensor {name!r} has dtype {spec['dtype']!r}, not a name")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            raise bad(f"tensor {name!r} has shape {shape!r}, not a list of sizes")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) and not isinstance(
+                o, bool) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
+            raise bad(f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end]")
 
 
 def _unwrap(obj: Any, label: str) -> dict[str, torch.Tensor]:
@@ -276,8 +308,15 @@ def hf_weight_files(directory: Path, label: str) -> tuple[str, list[Path]]:
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{label}: {str(path)!r} is not a sharded-checkpoint index "
                              f"(expected a JSON object with a 'weight_map'): {e}") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+            raise ValueError(f"{label}: {str(path)!r} is not a sharded-checkpoint index (its weight_map must map "
+                             "tensor names to shard file names)")
         files = sorted(set(weight_map.values()))
         for file in files:
+            normal = os.path.normpath(file)
+            if os.path.isabs(file) or normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("../"):
+                raise ValueError(f"{label}: {kind} names the shard {file!r}, which is outside {str(directory)!r}: "
+                                 "refused (a shard must be a file of the model's folder)")
             if not (directory / file).is_file():
                 raise ValueError(f"{label}: {kind} names the shard {file!r}, which is not in {str(directory)!r}")
         return kind, [directory / f for f in files]

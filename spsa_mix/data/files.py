@@ -205,6 +205,7 @@ def load_image_folder(train: str | os.PathLike[str], validation: str | os.PathLi
             ds = ImageFolder(str(folder), transform=resize_transform(image_size))
         except (FileNotFoundError, OSError, RuntimeError) as e:
             raise ValueError(f"{folder}: not an image folder (one subfolder of images per class): {e}") from None
+        ds.loader = _naming_loader(ds.loader)
         x, y = images_to_arrays(ds, image_size)
         return ds, x, y
 
@@ -217,6 +218,18 @@ def load_image_folder(train: str | os.PathLike[str], validation: str | os.PathLi
         x_val, y_val = x_train[:0], y_train[:0]
     return ImageData.from_arrays(Path(train).name, x_train, y_train, x_val, y_val, scale=1 / 255, classes=ds.classes,
                                  source=f"ImageFolder({str(train)!r})", mean=mean, std=std)
+
+
+def _naming_loader(load: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``load`` with its errors (a truncated or corrupt image) as ``ValueError`` naming the file."""
+
+    def named(path: str) -> Any:
+        try:
+            return load(path)
+        except Exception as e:  # PIL raises OSError, SyntaxError, its DecompressionBombError...
+            raise ValueError(f"cannot read the image {path!r} ({type(e).__name__}: {e})") from None
+
+    return named
 
 
 # ---------------------------------------------------------------------------- tensors
@@ -298,21 +311,56 @@ def load_tensors(train: str | os.PathLike[str], validation: str | os.PathLike[st
         except Exception as e:  # safetensors and torch raise their own types for corrupt files
             raise ValueError(f"cannot read tensors from {str(p)!r}: {type(e).__name__}: {e}") from None
         if isinstance(obj, (tuple, list)) and len(obj) == 2:
-            return obj[0], obj[1]
+            pair = _tensor(obj[0], f"{p}: the inputs"), _tensor(obj[1], f"{p}: the targets")
+            _check_targets(pair[1], f"{p}: the targets")
+            return pair
         if not isinstance(obj, dict):
             raise ValueError(f"{p} must hold a dict of tensors (inputs, targets) or a pair, but holds "
                              f"{type(obj).__name__}")
         targets_key = next((k for k in ("targets", "y", "labels") if k in obj), None)
         if targets_key is None:
             raise ValueError(f"{p} has no 'targets' (or 'y', 'labels') tensor; it has {sorted(obj)}")
-        targets = obj[targets_key]
+        targets = _tensor(obj[targets_key], f"{p}: {targets_key!r}")
         inputs_key = next((k for k in ("inputs", "x") if k in obj), None)
         inputs = obj[inputs_key] if inputs_key is not None else {k: v for k, v in obj.items() if k != targets_key}
+        inputs = ({k: _tensor(v, f"{p}: {k!r}") for k, v in inputs.items()} if isinstance(inputs, dict)
+                  else _tensor(inputs, f"{p}: {inputs_key!r}"))
+        _check_targets(targets, f"{p}: {targets_key!r}")
         return inputs, targets
 
     inputs, targets = read(train)
     val = read(validation) if validation is not None else (None, None)
     return TensorData(Path(train).stem, inputs, targets, *val)
+
+
+def _tensor(value: Any, where: str) -> torch.Tensor:
+    """``value`` as a tensor (a list or an array of numbers is converted), else ``ValueError``."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{where} must be a tensor (or a list of numbers), but holds a {type(value).__name__} "
+                         f"({e})") from None
+
+
+def _check_targets(targets: torch.Tensor, where: str) -> None:
+    """Class labels are ``0 ... C-1`` (``-100``: ignored, as torch's cross-entropy does).
+
+    >>> _check_targets(torch.tensor([0, -1]), "t.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: t.pt: example 1 has the target -1; class labels are 0, 1, ... (or -100, ignored)
+    """
+    if targets.ndim == 0:
+        raise ValueError(f"{where} must hold one target per example, but holds a single number")
+    if targets.is_floating_point() or targets.dtype == torch.bool or not targets.numel():
+        return
+    bad = (targets < 0) & (targets != -100)
+    if bool(bad.any()):
+        i = int(bad.reshape(targets.shape[0], -1).any(dim=1).nonzero()[0, 0])
+        value = int(targets.reshape(targets.shape[0], -1)[i][bad.reshape(targets.shape[0], -1)[i]][0])
+        raise ValueError(f"{where}: example {i} has the target {value}; class labels are 0, 1, ... (or -100, ignored)")
 
 
 # ---------------------------------------------------------------------------- references

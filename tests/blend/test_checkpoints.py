@@ -49,6 +49,41 @@ def test_headers_are_checked(tmp_path):
         open_checkpoint(path, label="experts[0]")
 
 
+def _header(path, header) -> None:
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(64))
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ([1, 2], "its header is a JSON list, not an object"),
+    ({"w": {"dtype": "F32", "data_offsets": [0, 16]}}, "the entry of tensor 'w' has no shape"),
+    ({"w": {"dtype": "F32", "shape": [4]}}, "the entry of tensor 'w' has no data_offsets"),
+    ({"w": "F32"}, "the entry of tensor 'w' is a str, not an object"),
+    ({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "tensor 'w' has shape \\[-4\\]"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}}, "tensor 'w' has data_offsets \\[16, 0\\]"),
+    ({"w": {"dtype": 5, "shape": [4], "data_offsets": [0, 16]}}, "tensor 'w' has dtype 5, not a name"),
+    ({"__metadata__": [1], "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, "its __metadata__ is not"),
+])
+def test_crafted_headers_are_refused_naming_the_entry(tmp_path, header, message):
+    path = tmp_path / "c.safetensors"
+    _header(path, header)
+    with pytest.raises(ValueError, match=r"experts\[0\]: '.*c.safetensors' is not a safetensors file \(" + message):
+        read_safetensors_header(path, "experts[0]")
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../outside.safetensors"])
+def test_a_shard_index_naming_a_file_outside_the_folder_is_refused(tmp_path, shard):
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"w": torch.zeros(2)}, tmp_path / "outside.safetensors")
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    with pytest.raises(ValueError, match=f"names the shard '{shard}', which is outside .*: refused"):
+        hf_weight_files(model, "experts[0]")
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["w"]}))
+    with pytest.raises(ValueError, match="its weight_map must map tensor names to shard file names"):
+        hf_weight_files(model, "experts[0]")
+
+
 def test_hf_directories_single_sharded_and_bin(tmp_path):
     tensors = {f"layer{i}.weight": torch.full((64, 64), float(i)) for i in range(4)}
     single = tmp_path / "single"

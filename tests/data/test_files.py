@@ -118,6 +118,10 @@ def test_image_folders_with_given_normalisation(tmp_path: Path) -> None:
         load_image_folder(tmp_path / "train", mean=[0.5])
     with pytest.raises(ValueError, match="not an image folder"):
         load_image_folder(tmp_path / "nothing")
+    cut = tmp_path / "train" / "dog" / "1.png"
+    cut.write_bytes(cut.read_bytes()[:60])  # a truncated image
+    with pytest.raises(ValueError, match="cannot read the image '.*dog/1.png'"):
+        load_image_folder(tmp_path / "train")
 
 
 def test_tensor_files_and_what_they_must_hold(tmp_path: Path) -> None:
@@ -134,6 +138,16 @@ def test_tensor_files_and_what_they_must_hold(tmp_path: Path) -> None:
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="cannot read tensors from"):
         load_tensors(tmp_path / "corrupt.safetensors")
+    torch.save({"inputs": torch.ones(3, 2), "targets": [0, 2, 1]}, tmp_path / "list.pt")  # targets as a list
+    assert load_tensors(tmp_path / "list.pt").labels().tolist() == [0, 2, 1]
+    torch.save({"inputs": torch.ones(3, 2), "targets": torch.tensor([0, -1, 1])}, tmp_path / "neg.pt")
+    with pytest.raises(ValueError, match="neg.pt: 'targets': example 1 has the target -1; class labels are 0, 1"):
+        load_tensors(tmp_path / "neg.pt")
+    torch.save({"inputs": torch.ones(3, 2), "targets": torch.tensor([0, -100, 1])}, tmp_path / "ignored.pt")
+    load_tensors(tmp_path / "ignored.pt")  # -100: ignored by the cross-entropy
+    torch.save({"inputs": torch.ones(3, 2), "targets": ["a", None, 1]}, tmp_path / "mixed.pt")
+    with pytest.raises(ValueError, match="mixed.pt: 'targets' must be a tensor \\(or a list of numbers\\)"):
+        load_tensors(tmp_path / "mixed.pt")
 
 
 def test_kinds_and_references(tmp_path: Path) -> None:
