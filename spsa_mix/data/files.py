@@ -86,9 +86,9 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text",
     labels: list[Any] = []
     try:
         if suffix == ".txt":
-            texts = [line.rstrip("\n") for line in p.read_text().splitlines() if line.strip()]
+            texts = [line.rstrip("\n") for line in p.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         elif suffix == ".jsonl":
-            for n, line in enumerate(p.read_text().splitlines(), start=1):
+            for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -97,12 +97,14 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text",
                     raise ValueError(f"{p}: line {n} is not JSON ({e.msg})") from None
                 _take(row, text_field, label_field, texts, labels, f"{p}: line {n}")
         elif suffix in (".csv", ".tsv"):
-            with p.open(newline="") as fh:
+            with p.open(newline="", encoding="utf-8-sig") as fh:  # a byte-order mark is no part of the header
                 reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
                 for n, row in enumerate(reader, start=2):
                     _take(row, text_field, label_field, texts, labels, f"{p}: row {n}")
         else:
             raise ValueError(f"{p}: a text file must end in {', '.join(TEXT_SUFFIXES)}")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"cannot read {str(p)!r}: it is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
         raise ValueError(f"cannot read {str(p)!r}: {e}") from None
     if not texts:
@@ -114,10 +116,14 @@ def _take(row: Any, text_field: str, label_field: str | None, texts: list[str], 
     if not isinstance(row, dict) or text_field not in row:
         fields = sorted(row) if isinstance(row, dict) else type(row).__name__
         raise ValueError(f"{where} has no field {text_field!r} (data.text_field); it has {fields}")
+    if row[text_field] is None:  # JSON null, or a CSV row shorter than its header
+        raise ValueError(f"{where} has no value in its field {text_field!r} (data.text_field)")
     texts.append(str(row[text_field]))
     if label_field is not None:
         if label_field not in row:
             raise ValueError(f"{where} has no field {label_field!r} (data.label_field); it has {sorted(row)}")
+        if row[label_field] is None:
+            raise ValueError(f"{where} has no value in its field {label_field!r} (data.label_field)")
         labels.append(row[label_field])
 
 

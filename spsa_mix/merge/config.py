@@ -330,15 +330,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     values: dict[str, Any] = {}
     where = "the command line"
     if path is not None:
-        import yaml
-
         p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"no such config file {str(p)!r}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"cannot read the config {str(p)!r}: {e}") from None
+        loaded = _read_yaml(p)
         loaded = {} if loaded is None else loaded
         if not isinstance(loaded, dict):
             raise ValueError(f"the config {str(p)!r} must be a mapping of keys to values, but holds a "
@@ -347,9 +340,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         _check_data_value(loaded.get("data"), p.name)
         if isinstance(loaded.get("data"), dict):
             _unknown(loaded["data"], [f.name for f in dataclasses.fields(DataConfig)], f"{p.name}'s data")
-        values = _relative_to(loaded, p.parent)
+        values = _relative_to(_expand_paths(loaded), p.parent)
         where = p.name if not overrides else f"{p.name} and the command line"
-    for key, value in (overrides or {}).items():
+    for key, value in _expand_paths(overrides or {}).items():
         if key == "data":
             data = values.get("data") or {}
             data = {"train": data} if isinstance(data, str) else dict(data)
@@ -365,8 +358,8 @@ def _relative_to(values: dict[str, Any], root: Path) -> dict[str, Any]:
     ``package.module:factory`` names and architecture names left as they are."""
 
     def fix(value: Any) -> Any:
-        if not isinstance(value, str) or _is_reference(value) or Path(value).is_absolute():
-            return value
+        if not isinstance(value, str) or not value or _is_reference(value) or Path(value).is_absolute():
+            return value  # an empty path is refused by the checks, not taken for the config's folder
         return str(root / value)
 
     out = dict(values)
@@ -385,4 +378,104 @@ def _relative_to(values: dict[str, Any], root: Path) -> dict[str, Any]:
         out["data"] = {"train": fix(data)}
     elif isinstance(data, dict):
         out["data"] = {**data, **{k: fix(data[k]) for k in ("train", "validation") if k in data}}
+    return out
+
+
+MAX_CONFIG_VALUES = 100_000  # values of a config once its YAML aliases are expanded (a real one holds dozens)
+
+
+def _read_yaml(p: Path) -> Any:
+    """The YAML of the config file ``p``, refusing (``ValueError`` naming the file): a
+    folder, a missing or unreadable file, text that is not UTF-8, a key given twice in one
+    mapping, and more than :data:`MAX_CONFIG_VALUES` values once aliases are expanded (a
+    663-byte "billion laughs" file would otherwise take gigabytes when the config is
+    hashed)."""
+    import yaml
+
+    if p.is_dir():
+        raise ValueError(f"{str(p)!r} is a folder, not a config file (a YAML file such as merge.yaml)")
+    if not p.is_file():
+        raise ValueError(f"no such config file {str(p)!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"cannot read the config {str(p)!r}: it is not UTF-8 text (byte {e.start}: "
+                         f"{e.reason})") from None
+    except OSError as e:
+        raise ValueError(f"cannot read the config {str(p)!r}: {e.strerror or e}") from None
+    try:
+        loaded = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506  # a SafeLoader: no tag runs code
+    except yaml.YAMLError as e:
+        raise ValueError(f"cannot read the config {str(p)!r}: {' '.join(str(e).split())}") from None
+    _check_expanded_size(loaded, p)
+    return loaded
+
+
+def _unique_key_loader() -> Any:
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping (YAML keeps the last silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def _check_expanded_size(value: Any, p: Path) -> None:
+    """Count the values of ``value`` as if its shared parts (YAML aliases) were copied,
+    stopping at :data:`MAX_CONFIG_VALUES` (so the count itself stays bounded)."""
+    stack, n = [value], 0
+    while stack:
+        v = stack.pop()
+        n += 1
+        if n > MAX_CONFIG_VALUES:
+            raise ValueError(f"the config {str(p)!r} holds more than {MAX_CONFIG_VALUES} values once its aliases "
+                             "(*name) are expanded: refused (a YAML alias bomb?)")
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+
+
+def _expand_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """``~`` and environment variables (``$HOME``, ``${DATA}``) expanded in the keys that
+    hold paths: ``base``, ``model``, ``output``, ``experts`` and ``data``'s ``train`` and
+    ``validation``.
+
+    >>> os.environ["SPSA_MIX_DOC"] = "/d"
+    >>> _expand_paths({"output": "$SPSA_MIX_DOC/m", "data": {"train": "~/t.jsonl"}, "seed": 1})["output"]
+    '/d/m'
+    """
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, str) and ("~" in value or "$" in value):
+            return os.path.expandvars(os.path.expanduser(value))
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        return value
+
+    out = dict(values)
+    for key in ("base", "model", "output", "experts"):
+        if key in out:
+            out[key] = expand(out[key])
+    data = out.get("data")
+    if isinstance(data, str):
+        out["data"] = expand(data)
+    elif isinstance(data, dict):
+        out["data"] = {k: expand(v) if k in ("train", "validation") else v for k, v in data.items()}
     return out

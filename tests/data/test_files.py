@@ -87,6 +87,30 @@ def test_text_errors_name_the_file_the_line_and_the_field(tmp_path: Path) -> Non
         read_texts(tmp_path / "e.txt")
 
 
+def test_nulls_short_rows_byte_order_marks_and_other_encodings(tmp_path: Path) -> None:
+    p = tmp_path / "n.jsonl"
+    p.write_text('{"text": "a"}\n{"text": null}\n')
+    with pytest.raises(ValueError, match=r"n.jsonl: line 2 has no value in its field 'text' \(data.text_field\)"):
+        read_texts(p)
+    c = tmp_path / "s.csv"
+    c.write_text("text,label\nfine,pos\nshort\n")
+    with pytest.raises(ValueError, match=r"s.csv: row 3 has no value in its field 'label' \(data.label_field\)"):
+        read_texts(c, label_field="label")
+    c.write_text("label,text\npos\n")
+    with pytest.raises(ValueError, match="s.csv: row 2 has no value in its field 'text'"):
+        read_texts(c)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefftext,label\nhello,pos\n".encode())  # what Excel writes
+    assert read_texts(bom, label_field="label") == (["hello"], ["pos"])
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes('\ufeff{"text": "hi"}\n'.encode())
+    assert read_texts(bom) == (["hi"], None)
+    latin = tmp_path / "l.txt"
+    latin.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="cannot read '.*l.txt': it is not UTF-8 text \\(byte 3"):
+        read_texts(latin)
+
+
 def test_the_real_tokenizer_of_stories260k(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "stories260K"

@@ -93,3 +93,58 @@ def test_wrong_typed_values_are_named_with_the_command_lines_data_too(tmp_path: 
     p = _write(tmp_path, text)
     with pytest.raises(ValueError, match=message):
         load_config(p, {"data": {"batch_size": None, "train": None}})  # as the command line gives it
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    import tracemalloc
+
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        lines.append(f"{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+    p = _write(tmp_path, "experts: [ft/a, ft/b]\ndata: train.jsonl\noptions:\n  lr: 0.1\n  bomb:\n" +
+               "".join(f"    {line}\n" for line in lines))
+    assert len(p.read_bytes()) < 1000  # 9**9 strings once expanded
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="holds more than 100000 values once its aliases .* are expanded: refused"):
+        load_config(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nbudget: 3\nbudget: 5\n", "the key 'budget' is given twice"),
+    ("experts: [ft/a, ft/b]\ndata: {train: train.jsonl, train: x.jsonl}\n", "the key 'train' is given twice"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\noutput: ''\n", "output must be a path, but got ''"),
+    ("experts: [ft/a, ft/b]\ndata: {train: ''}\n", "data.train must be a non-empty string, but got ''"),
+])
+def test_duplicate_keys_and_empty_paths_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    p = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=message):
+        load_config(p)
+
+
+def test_a_yaml_merge_key_is_no_duplicate(tmp_path: Path) -> None:
+    p = _write(tmp_path, "experts: [ft/a, ft/b]\ndata: &d {train: train.jsonl, batch_size: 4}\n"
+                         "options: {<<: {lr: 0.1}, m: 2}\n")
+    assert load_config(p).options == {"lr": 0.1, "m": 2}
+
+
+def test_a_config_that_is_a_folder_or_not_utf8_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"{str(tmp_path)!r} is a folder, not a config file"):
+        load_config(tmp_path)
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("experts: [caf\xe9]\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="cannot read the config '.*latin1.yaml': it is not UTF-8 text \\(byte 13"):
+        load_config(p)
+
+
+def test_home_and_environment_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _write(tmp_path, "experts: ['~/ft/a', '$ROOT/ft/b']\ndata: ${ROOT}/train.jsonl\noutput: ~/out\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ROOT", str(tmp_path))
+    cfg = load_config(p, {"base": "$ROOT/ft/c"})
+    assert cfg.experts == (str(tmp_path / "ft/a"), str(tmp_path / "ft/b")) and cfg.output == str(tmp_path / "out")
+    assert cfg.data.train == str(tmp_path / "train.jsonl") and cfg.base == str(tmp_path / "ft/c")
+    cfg.check_files()
