@@ -14,6 +14,9 @@
   arguments the merge sets itself (``max_evals`` is ``budget``, ...), are known, and have
   values the method takes (checked by a one-step run of the method on a constant
   function, before any weight is read, instead of a ``TypeError`` after the loading);
+* :func:`check_context`: ``data.max_length`` within the model's context (its
+  ``config.json``'s ``max_position_embeddings``, ``n_positions``, ...), instead of an
+  ``IndexError`` (GPT-2) or an allocation that the kernel kills (a Llama at 100000 tokens);
 * after the loading, :func:`check_finite_inputs` (tensor data without NaN or infinite
   inputs) and, at the first evaluation (the reference scores), :func:`check_scores`: a loss
   that is not finite is traced to the expert (or base) whose weights hold NaN or infinite
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from spsa_mix.merge.config import MergeConfig
 
 __all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE",
-           "check_finite_inputs", "nonfinite_tensor", "check_scores"]
+           "check_finite_inputs", "nonfinite_tensor", "check_scores", "check_context", "CONTEXT_KEYS"]
 
 
 def _real(path: Path) -> Path:
@@ -236,3 +239,26 @@ def check_scores(uniform: float, singles: Sequence[float], inputs: Sequence[tupl
             f"{next(v for v in singles if not math.isfinite(v))} for an expert alone")
     raise ValueError(f"the loss on {data} is not finite ({what}) although no expert's weights hold NaN or infinity: "
                      "the data gives it (NaN or infinite inputs, or no example with a target)")
+
+
+# config.json entries that give a model's context, in tokens (Llama, GPT-2, GPT-J, others)
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+
+
+def check_context(model_dir: Path, max_length: int) -> None:
+    """Refuse (``ValueError``) a ``max_length`` beyond the context of the model in
+    ``model_dir`` (the first of :data:`CONTEXT_KEYS` in its ``config.json``); a config
+    naming none is not checked."""
+    import json
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # read and reported by the loading
+    for key in CONTEXT_KEYS:
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if max_length > value:
+                raise ValueError(f"data.max_length is {max_length}, but the model in {str(model_dir)!r} takes at most "
+                                 f"{value} tokens ({key} in its config.json): set max_length to {value} or less")
+            return

@@ -121,7 +121,8 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
-    from spsa_mix.merge.checks import check_apart, check_free_space, check_options, merge_inputs, output_bytes
+    from spsa_mix.merge.checks import (check_apart, check_context, check_free_space, check_options, merge_inputs,
+                                       output_bytes)
     from spsa_mix.merge.fingerprint import check_resume, record_path
     from spsa_mix.merge.guard import check_unlocked, lock_path
 
@@ -158,6 +159,7 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         if model_dir is None:
             raise ValueError("text data is tokenized with the model's tokenizer: name a Hugging Face model "
                              "directory (model: or base:)")
+        check_context(model_dir, cfg.data.max_length)
         task_kind = "sequence-classification" if cfg.data.label_field else "causal-lm"
         if task_kind == "causal-lm" and loss not in (None, "causal-lm", "entropy") and ":" not in str(loss):
             raise ValueError(f"text without labels (data.label_field) is scored as a language model; "

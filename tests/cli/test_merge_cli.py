@@ -289,3 +289,9 @@ def test_a_loss_that_is_not_finite_is_refused_at_the_first_evaluation_naming_its
                    str(tmp_path / "c"), logged=True)
     assert "nan.pt'" in msg and "inputs of example 3 hold NaN or infinite values" in msg
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_max_length_beyond_the_models_context_exits_2(lm: Path, tmp_path: Path, capsys, no_loading) -> None:
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--max-length", "100000", "--output", str(tmp_path / "m"))
+    assert "data.max_length is 100000, but the model in" in msg and "takes at most 32 tokens " \
+        "(max_position_embeddings in its config.json)" in msg

@@ -124,3 +124,16 @@ def test_tensor_data_with_nan_inputs_is_named() -> None:
     check_finite_inputs(TensorData("t", torch.zeros(4, 2), torch.arange(4)), {"train": "data.train", "test": "v"})
     with pytest.raises(ValueError, match="data.validation 'v.pt': inputs of example 2 hold NaN"):
         check_finite_inputs(data, {"train": "data.train 't.pt'", "test": "data.validation 'v.pt'"})
+
+
+def test_the_context_is_read_from_the_models_config(tmp_path: Path) -> None:
+    import json
+
+    from spsa_mix.merge.checks import check_context
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_positions": 64, "n_ctx": 64}))
+    check_context(tmp_path, 64)
+    with pytest.raises(ValueError, match="takes at most 64 tokens \\(n_positions in its config.json\\)"):
+        check_context(tmp_path, 65)
+    (tmp_path / "config.json").write_text("{}")
+    check_context(tmp_path, 10**6)  # no context named: not checked
