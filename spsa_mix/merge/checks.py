@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from spsa_mix.merge.config import MergeConfig
 
 __all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE",
-           "check_finite_inputs", "nonfinite_tensor", "check_scores", "check_context", "CONTEXT_KEYS"]
+           "check_finite_inputs", "nonfinite_tensor", "check_scores", "check_context", "CONTEXT_KEYS", "head_classes"]
 
 
 def _real(path: Path) -> Path:
@@ -262,3 +262,23 @@ def check_context(model_dir: Path, max_length: int) -> None:
                 raise ValueError(f"data.max_length is {max_length}, but the model in {str(model_dir)!r} takes at most "
                                  f"{value} tokens ({key} in its config.json): set max_length to {value} or less")
             return
+
+
+def head_classes(model: str, expert: Path, labels: int | None, data: str) -> int | None:
+    """The classes of the experts' head: rows of ``<head>.weight`` of architecture
+    ``model`` (:func:`spsa_mix.models.head_name`) in ``expert``, so that a target with
+    fewer classes (labels 0-6 of a 10-class task) builds the experts' architecture;
+    ``None`` when the expert has no such tensor. Refuses (``ValueError``) ``labels``
+    (the target's number of classes, from its largest label) beyond the head.
+    """
+    from spsa_mix.blend.checkpoints import open_checkpoint
+    from spsa_mix.models import head_name
+
+    info = open_checkpoint(expert, label=str(expert)).infos.get(f"{head_name(model)}.weight")  # the index only
+    if info is None or not info.shape:
+        return None
+    classes = int(info.shape[0])
+    if labels is not None and labels > classes:
+        raise ValueError(f"{data} has labels up to {labels - 1}, but the experts' head ({head_name(model)}.weight "
+                         f"of {str(expert)!r}) has {classes} classes")
+    return classes

@@ -238,7 +238,7 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
                                                 space=cfg.space,  # type: ignore[arg-type]  # checked by the config
                                                 scale=cfg.scale,  # type: ignore[arg-type]
                                                 loss=plan.loss, dtype=dtype, **common)
-    model = _plain_model(cfg.model, source)  # type: ignore[arg-type]
+    model = _plain_model(cfg.model, source, plan.experts[0], str(cfg.data.train))  # type: ignore[arg-type]
     extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     if cfg.space == "task-vectors":
         extra.update(base=cfg.base, space="task-vectors", scale=cfg.scale)
@@ -246,12 +246,15 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
                             **common, **extra)
 
 
-def _plain_model(model: str, source: Any) -> Any:
+def _plain_model(model: str, source: Any, expert: Path, data: str) -> Any:
     from spsa_mix.data.files import load_reference
+    from spsa_mix.merge.checks import head_classes
     from spsa_mix.models import available_models, build_model
 
     if model in available_models():
         dims = source.model_dims() if hasattr(source, "model_dims") else {}
+        if "in_channels" in dims:  # an image classifier: its head's size is the experts', not the target's
+            dims["num_classes"] = head_classes(model, expert, dims["num_classes"], data) or dims["num_classes"]
         return build_model(model, **dims)
     if Path(model).is_dir():
         from transformers import AutoConfig, AutoModel

@@ -295,3 +295,24 @@ def test_max_length_beyond_the_models_context_exits_2(lm: Path, tmp_path: Path, 
     msg = _refused(capsys, str(lm / "lm.yaml"), "--max-length", "100000", "--output", str(tmp_path / "m"))
     assert "data.max_length is 100000, but the model in" in msg and "takes at most 32 tokens " \
         "(max_position_embeddings in its config.json)" in msg
+
+
+def test_a_target_with_fewer_classes_than_the_experts_merges(merge_demos, tmp_path: Path, capsys) -> None:
+    import json
+
+    import torch
+
+    vision = merge_demos("vision")
+    for split in ("train", "validation"):  # labels 0-6 of the experts' 10 classes
+        t = torch.load(vision / f"build/vision/target/{split}.pt", weights_only=True)
+        keep = t["targets"] < 7
+        torch.save({"inputs": t["inputs"][keep], "targets": t["targets"][keep]}, tmp_path / f"{split}.pt")
+    common = [str(vision / "vision.yaml"), "--data", str(tmp_path / "train.pt"), "--validation",
+              str(tmp_path / "validation.pt"), "--budget", "11"]
+    assert _merge(*common, "--output", str(tmp_path / "m")) == 0
+    assert len(json.loads((tmp_path / "m" / "recipe.json").read_text())["alpha"]) == 3
+    t = torch.load(tmp_path / "train.pt", weights_only=True)
+    t["targets"][0] = 12  # a class the experts' head does not have
+    torch.save(t, tmp_path / "train.pt")
+    msg = _refused(capsys, *common, "--output", str(tmp_path / "n"), logged=True)
+    assert "train.pt has labels up to 12, but the experts' head (fc.weight of" in msg and "has 10 classes" in msg
