@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spsa_mix.blend.checkpoints import DATA_PARALLEL_PREFIX, Checkpoint, open_checkpoint
+from spsa_mix.blend.checkpoints import DATA_PARALLEL_PREFIX, Checkpoint, hf_weight_files, open_checkpoint
 from spsa_mix.blend.experts import ALIGNMENT, ExpertStack, check_compatible, layer_groups, tied_aliases
 from spsa_mix.blend.functional import Layout, accumulation_dtype, blend, unflatten
 from spsa_mix.blend.saving import SaveSource, write_safetensors_shards
@@ -176,11 +176,36 @@ def read_adapter(path: Path, label: str) -> Adapter:
 
 
 def _base_matches(adapter: Adapter, base: Path, base_config: Any) -> bool:
+    """Whether the adapter's recorded ``base_model_name_or_path`` names ``base``: by its
+    folder's name (or the config's ``_name_or_path``), or, where it names a folder of this
+    machine, by content (``base`` is that folder or a copy of it, under another name)."""
     named = adapter.config.get("base_model_name_or_path")
     if not named:
         return True
     candidates = {Path(str(base)).resolve().name, Path(str(getattr(base_config, "_name_or_path", "") or base)).name}
-    return Path(str(named).rstrip("/")).name in candidates
+    if Path(str(named).rstrip("/")).name in candidates:
+        return True
+    recorded = Path(str(named)).expanduser()
+    return recorded.is_dir() and _same_model(recorded, Path(base))
+
+
+def _same_model(a: Path, b: Path) -> bool:
+    """Two model folders holding one model: the same folder, or a copy (equal ``config.json``
+    but for ``_name_or_path``, weight files of the same names and sizes)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+
+        def config(p: Path) -> Any:
+            c = json.loads((p / "config.json").read_text())
+            return {k: v for k, v in c.items() if k != "_name_or_path"} if isinstance(c, dict) else c
+
+        def weights(p: Path) -> list[tuple[str, int]]:
+            return [(f.name, f.stat().st_size) for f in hf_weight_files(p, str(p))[1]]
+
+        return config(a) == config(b) and weights(a) == weights(b)
+    except (OSError, ValueError):
+        return False
 
 
 def check_adapters(adapters: Sequence[Adapter], base_arch: nn.Module, *, base: Path, base_config: Any,
@@ -193,8 +218,9 @@ def check_adapters(adapters: Sequence[Adapter], base_arch: nn.Module, *, base: P
         where = f"{a.label} ({str(a.path)!r})"
         if strict_base and not _base_matches(a, base, base_config):
             raise ValueError(f"{where} was trained on base_model_name_or_path={a.config['base_model_name_or_path']!r}, "
-                             f"but base is {str(base)!r}: an adapter of another base? (pass strict_base=False if "
-                             "it is the same model under another name)")
+                             f"but base is {str(base)!r}: an adapter of another base? (pass strict_base=False, in "
+                             "spsa-mix merge strict_base: false or --no-strict-base, if it is the same model under "
+                             "another name)")
         for module in a.ranks:
             layer = modules.get(module)
             if layer is None:

@@ -40,13 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run saved beside the output (<output>.state); with none, start and say so")
     parser.add_argument("--overwrite", action="store_true", default=None, help="replace an existing non-empty output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    what = parser.add_argument_group("experts (config keys: model, experts, base, space, granularity, scale)")
+    what = parser.add_argument_group("experts (config keys: model, experts, base, space, granularity, scale, "
+                                     "strict_base)")
     what.add_argument("--model", help="a Hugging Face directory, an architecture name, or package.module:factory")
     what.add_argument("--experts", nargs="+", metavar="PATH", help="expert paths or glob patterns")
     what.add_argument("--base", help="the base model (task-vectors, lora)")
     what.add_argument("--space", choices=["convex", "task-vectors", "lora"], help="how to blend (default: convex)")
     what.add_argument("--granularity", choices=["model", "layer"], help="one alpha, or one per layer group")
     what.add_argument("--scale", help="task vectors' scale: a number or 'learned' (default 1.0)")
+    what.add_argument("--strict-base", action=argparse.BooleanOptionalAction, default=None,
+                      help="LoRA: refuse adapters whose recorded base names another model (default: on; "
+                           "--no-strict-base for the same model under another name)")
     data = parser.add_argument_group("target data (config key: data)")
     data.add_argument("--data", metavar="TRAIN", help="data.train: JSONL/CSV/TSV/TXT text, an image folder, tensors, "
                                                       "torchvision:Name:root or package.module:factory")
@@ -80,7 +84,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(args, k) for k in ("model", "experts", "base", "space", "granularity",
                                                          "loss", "method", "budget", "seed", "device", "dtype",
                                                          "output", "checkpoint_every", "validate_every",
-                                                         "overwrite", "select")}
+                                                         "overwrite", "select", "strict_base")}
     if args.scale is not None:
         out["scale"] = args.scale if args.scale == "learned" else _number(args.scale, "--scale")
     data = {k: getattr(args, k) for k in _DATA_FLAGS}

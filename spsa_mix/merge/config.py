@@ -15,7 +15,7 @@ Example
 >>> MergeConfig.from_dict({"experts": ["a", "b"], "budgte": 3})
 Traceback (most recent call last):
 ...
-ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, select, space, validate_every
+ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, select, space, strict_base, validate_every
 """
 
 from __future__ import annotations
@@ -177,6 +177,10 @@ class MergeConfig:
         uniform blend and the best single expert with the lowest validation loss (so the
         output is never worse, on the validation data, than a candidate the run scored); or
         ``learned``, the search's answer whatever its score.
+    strict_base:
+        LoRA: refuse an adapter whose recorded ``base_model_name_or_path`` names neither
+        ``base`` (its folder's name) nor a folder of this machine holding the same model
+        (default ``true``); ``false`` for the same model under another name.
     """
 
     experts: tuple[str, ...] = ()
@@ -198,6 +202,7 @@ class MergeConfig:
     checkpoint_every: int = 10
     validate_every: int = 10
     select: str = "best"
+    strict_base: bool = True
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -254,6 +259,8 @@ class MergeConfig:
         _choice(self.select, "select", ("best", "learned"))
         if not isinstance(self.overwrite, bool):
             raise ValueError(f"overwrite must be true or false, but got {self.overwrite!r}")
+        if not isinstance(self.strict_base, bool):
+            raise ValueError(f"strict_base must be true or false, but got {self.strict_base!r}")
         if self.data.train is None:
             raise ValueError("data.train must name the target data (a file, a folder or package.module:factory)")
 

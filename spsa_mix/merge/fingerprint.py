@@ -7,8 +7,9 @@ of what determines the result, written when the run starts:
 
 * ``config``: every value of the config but those that change nothing the search
   computes: ``output``, ``overwrite``, ``checkpoint_every``, ``select`` (applied when the
-  result is written), ``device`` and ``budget`` (which may grow: the search then goes on
-  further, as :func:`spsa_mix.minimize` allows; it may not shrink);
+  result is written), ``device``, ``strict_base`` (a check) and ``budget`` (which may
+  grow: the search then goes on further, as :func:`spsa_mix.minimize` allows; it may not
+  shrink);
 * ``inputs``: the identity of every file read, under the config key that names it
   (``experts[0]``, ``base``, ``model``, ``data.train``, ...): for each file of a folder,
   or the file itself, its size, its modification time (nanoseconds) and the SHA-256 of its
@@ -55,7 +56,7 @@ __all__ = ["fingerprint", "compare", "differences", "identity", "record_path", "
            "check_resume", "IGNORED", "MAX_LISTED", "FORMAT"]
 
 FORMAT = "spsa_mix.merge.fingerprint"
-IGNORED = ("output", "overwrite", "checkpoint_every", "select", "device", "budget")
+IGNORED = ("output", "overwrite", "checkpoint_every", "select", "device", "budget", "strict_base")
 MAX_LISTED = 256  # files of a folder recorded one by one; beyond, one digest of them all
 _EDGE = 64 * 1024  # bytes hashed at each end of a file
 _SHOWN = 3  # differences named in one message

@@ -237,7 +237,7 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
         return BlendedObjective.from_pretrained([str(p) for p in plan.experts], base=cfg.base,
                                                 space=cfg.space,  # type: ignore[arg-type]  # checked by the config
                                                 scale=cfg.scale,  # type: ignore[arg-type]
-                                                loss=plan.loss, dtype=dtype, **common)
+                                                loss=plan.loss, dtype=dtype, strict_base=cfg.strict_base, **common)
     model = _plain_model(cfg.model, source, plan.experts[0], str(cfg.data.train))  # type: ignore[arg-type]
     extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     if cfg.space == "task-vectors":

@@ -185,6 +185,19 @@ def test_an_adapter_of_another_base_is_an_error(lora_family, tmp_path, no_weight
                                          device="cpu")
 
 
+def test_a_copy_of_the_base_under_another_name_is_its_base(lora_family, tmp_path):
+    copy = tmp_path / "my-local-copy"
+    shutil.copytree(lora_family.base, copy)  # the adapters name the original's path
+    obj = BlendedObjective.from_pretrained(lora_family.experts[:2], base=copy, space="lora", device="cpu")
+    assert obj.k == 2
+    moved = _edited(lora_family.experts[1], tmp_path / "moved", base_model_name_or_path="/nowhere/base-v2")
+    with pytest.raises(ValueError, match=r"an adapter of another base\? \(pass strict_base=False, in spsa-mix merge "
+                                         r"strict_base: false or --no-strict-base"):
+        BlendedObjective.from_pretrained([lora_family.experts[0], moved], base=copy, space="lora", device="cpu")
+    BlendedObjective.from_pretrained([lora_family.experts[0], moved], base=copy, space="lora", device="cpu",
+                                     strict_base=False)
+
+
 def test_unsupported_adapters_and_options_are_errors(lora_family, tmp_path, no_weight_read):
     kw = dict(base=lora_family.base, space="lora", device="cpu")
     dora = _edited(lora_family.experts[1], tmp_path / "dora", use_dora=True)

@@ -316,3 +316,24 @@ def test_a_target_with_fewer_classes_than_the_experts_merges(merge_demos, tmp_pa
     torch.save(t, tmp_path / "train.pt")
     msg = _refused(capsys, *common, "--output", str(tmp_path / "n"), logged=True)
     assert "train.pt has labels up to 12, but the experts' head (fc.weight of" in msg and "has 10 classes" in msg
+
+
+def test_lora_adapters_of_a_renamed_base_merge_and_strict_base_is_a_key(merge_demos, tmp_path: Path, capsys) -> None:
+    import json
+
+    lora = merge_demos("lora")
+    base = tmp_path / "my-base"
+    shutil.copytree(lora / "build/lora/base", base)  # the adapters record the original's path
+    common = [str(lora / "lora.yaml"), "--base", str(base), "--budget", "5"]
+    assert _merge(*common, "--output", str(tmp_path / "a")) == 0
+    adapters = tmp_path / "adapters"
+    shutil.copytree(lora / "build/lora/adapters", adapters)
+    for cfg in adapters.glob("*/adapter_config.json"):  # trained on a base that is not on this machine
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "base_model_name_or_path": "org/tiny-llama"}))
+    msg = _refused(capsys, *common, "--experts", str(adapters / "*"), "--output", str(tmp_path / "b"), logged=True)
+    assert "base_model_name_or_path='org/tiny-llama'" in msg and "--no-strict-base" in msg
+    assert _merge(*common, "--experts", str(adapters / "*"), "--no-strict-base", "--output", str(tmp_path / "c")) == 0
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((lora / "lora.yaml").read_text().replace("build/", f"{lora}/build/") + "strict_base: false\n")
+    assert _merge(str(cfg), "--base", str(base), "--experts", str(adapters / "*"), "--budget", "5", "--output",
+                  str(tmp_path / "d")) == 0
