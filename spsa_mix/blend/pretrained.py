@@ -40,6 +40,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -162,9 +163,29 @@ def check_directories(paths: Sequence[Any], what: str, *, adapters: bool) -> lis
     return out
 
 
-def default_loss(cls: type) -> str:
-    """``"causal-lm"`` for a ``*ForCausalLM`` class, else ``"cross-entropy"``."""
-    return "causal-lm" if cls.__name__.endswith("ForCausalLM") else "cross-entropy"
+def default_loss(cls: type | str) -> str:
+    """``"causal-lm"`` for a causal language model class (or its name): one of transformers'
+    causal-LM classes (``AutoModelForCausalLM``'s, which include ``GPT2LMHeadModel``) or
+    any ``*ForCausalLM``; else ``"cross-entropy"``.
+
+    >>> default_loss("GPT2LMHeadModel"), default_loss("LlamaForCausalLM"), default_loss("BertForSequenceClassification")
+    ('causal-lm', 'causal-lm', 'cross-entropy')
+    """
+    name = cls if isinstance(cls, str) else cls.__name__
+    return "causal-lm" if name.endswith("ForCausalLM") or name in _causal_lm_classes() else "cross-entropy"
+
+
+@functools.lru_cache(maxsize=1)
+def _causal_lm_classes() -> frozenset[str]:
+    """The class names ``transformers.AutoModelForCausalLM`` builds (the model's task, not its name)."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:
+        return frozenset()
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update([value] if isinstance(value, str) else value)
+    return frozenset(names)
 
 
 def stored_dtype(ckpts: Sequence[Checkpoint]) -> torch.dtype:

@@ -219,10 +219,11 @@ def _check_examples(data: Any) -> Examples:
 
 def _default_loss(model: nn.Module) -> Callable[[Any, Any], torch.Tensor]:
     from spsa_mix.blend.losses import resolve_loss
+    from spsa_mix.blend.pretrained import default_loss
 
     wrapped = getattr(model, "base_model", None)  # PEFT: base_model is the LoraModel, its .model the HF model
     candidates = (model, getattr(wrapped, "model", None))
-    causal = any(type(m).__name__.endswith("ForCausalLM") for m in candidates)
+    causal = any(m is not None and default_loss(type(m)) == "causal-lm" for m in candidates)
     return resolve_loss("causal-lm" if causal else "cross-entropy")
 
 

@@ -151,7 +151,9 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     architecture = _architecture(model_dir)
     loss = cfg.loss
     if loss is None and architecture is not None:
-        loss = "causal-lm" if architecture.endswith("ForCausalLM") else "cross-entropy"
+        from spsa_mix.blend.pretrained import default_loss
+
+        loss = default_loss(architecture)  # from the model's task: GPT2LMHeadModel is a causal LM
     from spsa_mix.data.files import data_kind
 
     data = data_kind(cfg.data.train or "")

@@ -337,3 +337,40 @@ def test_lora_adapters_of_a_renamed_base_merge_and_strict_base_is_a_key(merge_de
     cfg.write_text((lora / "lora.yaml").read_text().replace("build/", f"{lora}/build/") + "strict_base: false\n")
     assert _merge(str(cfg), "--base", str(base), "--experts", str(adapters / "*"), "--budget", "5", "--output",
                   str(tmp_path / "d")) == 0
+
+
+def _gpt2_experts(root: Path, k: int = 2) -> tuple[list[Path], Path]:
+    """``k`` tiny GPT-2 experts (``GPT2LMHeadModel``, 32 positions) with a word tokenizer, and
+    target text."""
+    import json
+
+    import torch
+    import transformers
+
+    from spsa_mix.merge.demo import word_tokenizer
+
+    tok = word_tokenizer(40)
+    config = transformers.GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    experts = []
+    for i in range(k):
+        torch.manual_seed(i)
+        experts.append(root / f"gpt2_{i}")
+        transformers.GPT2LMHeadModel(config).save_pretrained(experts[-1])
+        tok.save_pretrained(experts[-1])
+    data = root / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": " ".join(f"w{(i * 7 + j) % 39 + 1}" for j in range(12))}) + "\n"
+                            for i in range(64)))
+    return experts, data
+
+
+def test_gpt2_experts_merge_as_a_causal_lm_and_their_context_is_checked(tmp_path: Path, capsys) -> None:
+    import json
+
+    experts, data = _gpt2_experts(tmp_path)
+    common = ["--experts", *map(str, experts), "--data", str(data), "--budget", "7", "--max-length", "16"]
+    assert _merge(*common, "--output", str(tmp_path / "m")) == 0
+    assert "next-token accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / "recipe.json").read_text())["config"]["loss"] is None  # chosen: causal-lm
+    msg = _refused(capsys, *common, "--max-length", "64", "--output", str(tmp_path / "n"))
+    assert "takes at most 32 tokens (n_positions in its config.json)" in msg
