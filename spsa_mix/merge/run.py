@@ -241,11 +241,30 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
                                                 scale=cfg.scale,  # type: ignore[arg-type]
                                                 loss=plan.loss, dtype=dtype, strict_base=cfg.strict_base, **common)
     model = _plain_model(cfg.model, source, plan.experts[0], str(cfg.data.train))  # type: ignore[arg-type]
+    _in_stored_dtypes(model, plan.experts[0])  # fp16 experts stay fp16 in the stack; dtype: the forward's
     extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     if cfg.space == "task-vectors":
         extra.update(base=cfg.base, space="task-vectors", scale=cfg.scale)
     return BlendedObjective(model, [str(p) for p in plan.experts], loss_fn=plan.loss or "cross-entropy",
                             **common, **extra)
+
+
+def _in_stored_dtypes(model: Any, expert: Path) -> None:
+    """Cast ``model``'s floating-point tensors to the dtypes ``expert`` stores them in (read
+    from its index), so that experts saved in float16 or bfloat16 match the architecture
+    (built in float32); integer buffers are left as they are."""
+    from spsa_mix.blend.checkpoints import DATA_PARALLEL_PREFIX, open_checkpoint
+
+    ckpt = open_checkpoint(expert, label=str(expert))
+    if not any(n.startswith(DATA_PARALLEL_PREFIX) for n in model.state_dict()):
+        ckpt.strip_prefix(DATA_PARALLEL_PREFIX)
+    for prefix, module in model.named_modules():
+        for table in (module._parameters, module._buffers):
+            for leaf, tensor in table.items():
+                info = ckpt.infos.get(f"{prefix}.{leaf}" if prefix else leaf)
+                if (tensor is not None and info is not None and tensor.is_floating_point()
+                        and info.dtype.is_floating_point and tensor.dtype != info.dtype):
+                    tensor.data = tensor.data.to(info.dtype)
 
 
 def _plain_model(model: str, source: Any, expert: Path, data: str) -> Any:

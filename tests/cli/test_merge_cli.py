@@ -374,3 +374,20 @@ def test_gpt2_experts_merge_as_a_causal_lm_and_their_context_is_checked(tmp_path
     assert json.loads((tmp_path / "m" / "recipe.json").read_text())["config"]["loss"] is None  # chosen: causal-lm
     msg = _refused(capsys, *common, "--max-length", "64", "--output", str(tmp_path / "n"))
     assert "takes at most 32 tokens (n_positions in its config.json)" in msg
+
+
+@pytest.mark.parametrize("dtype", [None, "float32", "float16"])
+def test_float16_state_dict_experts_merge_whatever_the_forwards_dtype(merge_demos, tmp_path: Path,
+                                                                     dtype: str | None) -> None:
+    from safetensors.torch import load_file, save_file
+
+    vision = merge_demos("vision")
+    for f in [*(vision / "build/vision/experts").glob("*.safetensors"), vision / "build/vision/base.safetensors"]:
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(f)).items()},
+                  str(tmp_path / f.name))
+    flags = ["--dtype", dtype] if dtype else []
+    assert _merge(str(vision / "vision.yaml"), "--experts", *(str(tmp_path / f"{n}.safetensors") for n in
+                  ("noise", "mirror", "contrast")), "--base", str(tmp_path / "base.safetensors"), "--budget", "11",
+                  "--output", str(tmp_path / "m"), *flags) == 0
+    merged = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert {v.dtype for v in merged.values() if v.is_floating_point()} == {__import__("torch").float16}
