@@ -30,10 +30,10 @@ Example
 """
 
 from spsa_mix.blend.batchnorm import differentiable_batchnorm, refresh_batchnorm
-from spsa_mix.blend.checkpoints import Checkpoint, TensorInfo, open_checkpoint
+from spsa_mix.blend.sources.checkpoints import Checkpoint, TensorInfo, open_checkpoint
 from spsa_mix.blend.devices import resolve_device
 from spsa_mix.blend.evaluate import Metrics, evaluate, evaluate_blend, evaluate_experts
-from spsa_mix.blend.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
+from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
 from spsa_mix.blend.losses import resolve_loss
 from spsa_mix.blend.objective import BlendedObjective, LossShapeError
 from spsa_mix.blend.spaces import BlendSpace

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spsa_mix.blend.functional import blend, blend_into
+from spsa_mix.blend.held.functional import blend, blend_into
 from spsa_mix.blend.skeleton import tie
 
 if TYPE_CHECKING:

@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spsa_mix.blend.checkpoints import DATA_PARALLEL_PREFIX, Checkpoint, open_checkpoint
-from spsa_mix.blend.experts import ALIGNMENT, ExpertStack, check_compatible, layer_groups, tied_aliases
-from spsa_mix.blend.functional import Layout, accumulation_dtype, blend, unflatten
+from spsa_mix.blend.sources.checkpoints import DATA_PARALLEL_PREFIX, Checkpoint, open_checkpoint
+from spsa_mix.blend.held.experts import ALIGNMENT, ExpertStack, check_compatible, layer_groups, tied_aliases
+from spsa_mix.blend.held.functional import Layout, accumulation_dtype, blend, unflatten
 from spsa_mix.blend.saving import SaveSource, write_safetensors_shards
 from spsa_mix.blend.skeleton import skeleton_of
 from spsa_mix.blend.spaces import BlendSpace

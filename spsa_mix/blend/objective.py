@@ -70,7 +70,7 @@ from torch import nn
 from spsa_mix.blend.batches import Batch, BatchStream
 from spsa_mix.blend.batchnorm import differentiable_batchnorm
 from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
-from spsa_mix.blend.experts import (
+from spsa_mix.blend.held.experts import (
     ExpertSource,
     ExpertStack,
     check_expert_list,
@@ -79,7 +79,7 @@ from spsa_mix.blend.experts import (
     tied_aliases,
 )
 from spsa_mix.blend.export import blended_module, iter_blended
-from spsa_mix.blend.functional import (
+from spsa_mix.blend.held.functional import (
     accumulation_dtype,
     bind_to_buffer,
     blend,

@@ -18,7 +18,7 @@ everything that needs no weight before anything that does:
    expert's index is checked against it (names and shapes; tied weights such as
    ``lm_head.weight`` may be absent from the files, as transformers writes them);
 4. only then the stack is filled, one tensor at a time, in the stored dtype
-   (:func:`~spsa_mix.blend.experts.stack_experts`).
+   (:func:`~spsa_mix.blend.held.experts.stack_experts`).
 
 LoRA adapters over a base take the same road through :mod:`spsa_mix.blend.lora`.
 
@@ -49,9 +49,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from spsa_mix.blend.checkpoints import Checkpoint, is_hf_directory, open_checkpoint
+from spsa_mix.blend.sources.checkpoints import Checkpoint, is_hf_directory, open_checkpoint
 from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
-from spsa_mix.blend.experts import ExpertStack, check_expert_list, stack_experts, tied_aliases
+from spsa_mix.blend.held.experts import ExpertStack, check_expert_list, stack_experts, tied_aliases
 from spsa_mix.blend.saving import SaveSource
 from spsa_mix.blend.skeleton import move_buffers, parameters_on_meta
 from spsa_mix.blend.spaces import BlendSpace, check_space

@@ -3,7 +3,7 @@
 An expert is an ``nn.Module``, a ``state_dict`` (any mapping of names to tensors), a
 checkpoint file (``.safetensors``, or a PyTorch ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt``
 file holding a state dict) or a Hugging Face model directory; each is read lazily through
-:func:`~spsa_mix.blend.checkpoints.open_checkpoint` (names, shapes and dtypes first, then
+:func:`~spsa_mix.blend.sources.checkpoints.open_checkpoint` (names, shapes and dtypes first, then
 one tensor at a time).
 
 Every expert must match the architecture tensor for tensor: the same names, shapes and
@@ -18,7 +18,7 @@ checked from its index before any weight is read.
 ``(K, P)`` buffer on the device (a ``(K + 1, P)`` buffer with a base, in the last row), one
 tensor at a time, straight from the file where it can. The buffer keeps the experts' stored
 dtype (bf16 experts stay bf16: half the memory of float32) unless ``stack_dtype`` asks for
-another; the blend is accumulated in float32 (:mod:`spsa_mix.blend.functional`). Tied
+another; the blend is accumulated in float32 (:mod:`spsa_mix.blend.held.functional`). Tied
 weights (``aliases``, e.g. an output embedding tied to the input one) are stored once.
 
 Example
@@ -44,14 +44,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from spsa_mix.blend.checkpoints import (
+from spsa_mix.blend.sources.checkpoints import (
     DATA_PARALLEL_PREFIX,
     TORCH_SUFFIXES,
     Checkpoint,
     TensorInfo,
     open_checkpoint,
 )
-from spsa_mix.blend.functional import Layout
+from spsa_mix.blend.held.functional import Layout
 
 __all__ = [
     "ExpertSource",
@@ -110,7 +110,7 @@ def check_compatible(reference: Mapping[str, TensorLike], state: Mapping[str, Te
     """Raise ``ValueError`` naming the first tensor of ``state`` that differs from
     ``reference`` (missing, unexpected, other shape or dtype); ``ignore(name)`` exempts.
 
-    Both may hold tensors or :class:`~spsa_mix.blend.checkpoints.TensorInfo` records (no data
+    Both may hold tensors or :class:`~spsa_mix.blend.sources.checkpoints.TensorInfo` records (no data
     is read). ``label`` names the expert (default ``experts[index]``); with
     ``check_dtype=False`` only floating-point versus integer is compared.
     """
