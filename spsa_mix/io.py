@@ -13,6 +13,9 @@ paths, enums, non-finite floats); :func:`dumps_json` and :func:`write_json` use 
 strict JSON (no ``NaN`` literal). NumPy is the only dependency: every layer may import this
 module.
 
+:func:`default_cache_dir` is where cached files go (data, experts) unless a caller names
+another folder.
+
 :func:`check_writable` (and :func:`check_outputs`, for several paths) is the one check of
 an output path, made before any work so that a bad ``--output`` fails at once with a
 one-line reason instead of a traceback at the end. It creates no folder and leaves no
@@ -42,9 +45,19 @@ from typing import Any
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory", "to_jsonable", "dumps_json",
-           "write_json", "check_writable", "check_outputs"]
+           "write_json", "check_writable", "check_outputs", "default_cache_dir"]
 
 _ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
+
+
+def default_cache_dir() -> Path:
+    """``$SPSA_MIX_CACHE`` if set, else ``~/.cache/spsa_mix``.
+
+    >>> default_cache_dir().name in ("spsa_mix", os.environ.get("SPSA_MIX_CACHE", "x").rstrip("/").split("/")[-1])
+    True
+    """
+    env = os.environ.get("SPSA_MIX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spsa_mix"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

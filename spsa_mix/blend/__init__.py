@@ -15,6 +15,28 @@
   ``.safetensors`` files and Hugging Face directories;
 * :func:`resolve_loss` -- ``"cross-entropy"``, ``"causal-lm"``, ``"entropy"`` or a callable.
 
+The package is laid out as the data flows, each layer importing only the layers below it
+(``tests/blend/test_layers.py`` checks every import, with no cycle):
+
+==========================================  =================================================
+layer (bottom to top)                       modules
+==========================================  =================================================
+support                                     ``devices``, ``losses``, ``batches``,
+                                            ``batchnorm``, ``skeleton``
+where expert weights come from              ``sources/``: ``checkpoints`` (modules, state
+                                            dicts, ``.pt`` / ``.safetensors``, Hugging Face
+                                            shards), ``hub`` (configs, the architecture),
+                                            ``adapters`` (PEFT adapters)
+how they are held                           ``held/``: ``experts`` (checked and stacked on
+                                            the device), ``functional`` (the blend's math)
+how a point becomes coefficients            ``spaces``
+how a result is written                     ``export`` (tensor by tensor), ``saving``
+                                            (Hugging Face, PEFT, safetensors), ``lora``
+how experts are loaded                      ``pretrained`` (Hugging Face directories and
+                                            PEFT adapters into the parts of an objective)
+how probes are scored                       ``objective``, ``evaluate``
+==========================================  =================================================
+
 Example
 -------
 >>> import numpy as np, torch

@@ -59,7 +59,8 @@ import logging
 import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -87,15 +88,14 @@ from spsa_mix.blend.held.functional import (
     call_blended,
     map_probes,
 )
+from spsa_mix.blend.lora import LoRABlend, write_adapter
 from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.pretrained import load_pretrained
 from spsa_mix.blend.saving import SaveSource, save_blend
 from spsa_mix.blend.skeleton import meta_tensors, skeleton_of
 from spsa_mix.blend.spaces import BlendSpace, check_space
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
-
-if TYPE_CHECKING:
-    from spsa_mix.blend.lora import LoRABlend
 
 __all__ = ["BlendedObjective", "LossShapeError"]
 
@@ -332,8 +332,6 @@ class BlendedObjective:
             res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=400)
             obj.save_pretrained(res.x, "merged/")
         """
-        from spsa_mix.blend.pretrained import load_pretrained
-
         loss_fn = None if loss is None else cls._check_loss_fn(loss, "loss")
         cls._check_options(granularity, batched, simplex_atol)
         loaded = load_pretrained(experts, base=base, space=space, scale=scale, device=device, dtype=dtype,
@@ -362,10 +360,6 @@ class BlendedObjective:
         self._source = source
         self._lora = lora
         self._acc = accumulation_dtype(stack.weights.dtype, dtype)  # the blend's dtype
-        offsets = stack.layout.offsets()
-        self._shapes = dict(zip(stack.layout.names, stack.layout.shapes, strict=True))
-        self._group_of = {name: next(g for g, (a, b) in enumerate(stack.segments) if a <= offsets[name][0] < b)
-                          for name in stack.layout.names} if granularity == "layer" else {}
         # The weightless architecture (for blended_model and the gradient model), and the
         # probe model, whose blended tensors are views of one flat buffer of P scalars.
         self._arch = arch.eval().requires_grad_(False)
@@ -791,8 +785,21 @@ class BlendedObjective:
         point = self._check_point(alpha)
         if dtype is None or isinstance(dtype, torch.dtype):
             fixed = check_float_dtype(dtype) if dtype is not None else self.dtype
-            return iter_blended(self, point, lambda name: fixed)
-        return iter_blended(self, point, dtype)
+            return self._iter_blended(point, lambda name: fixed)
+        return self._iter_blended(point, dtype)
+
+    def _iter_blended(self, point: FloatArray, out_dtype: Callable[[str], torch.dtype]
+                      ) -> Iterator[tuple[str, torch.Tensor]]:
+        """theta(point) (a checked point) tensor by tensor (:mod:`spsa_mix.blend.export`)."""
+        st = self._stack
+        with torch.no_grad():
+            points = self._as_points(point[None])
+            if self._lora is not None:  # the per-rank weights in the accumulation dtype, not the forward's
+                segments = st.segments if self.granularity == "layer" else None
+                mix = blend(st.weights, self._coefficients(points), segments, dtype=self._acc)[0]
+                return self._lora.merged(mix, st, out_dtype, self._acc)
+            rows = self._space.coefficients(points)[0]  # (G, R)
+        return iter_blended(st, rows, out_dtype, acc=self._acc)
 
     def blended_state_dict(self, alpha: ArrayLike) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of theta(alpha): every tensor of the architecture, in order.
@@ -818,7 +825,8 @@ class BlendedObjective:
         >>> net.weight.tolist(), net.training, net.weight.requires_grad
         ([[0.0, 0.0], [1.0, -1.0]], True, True)
         """
-        return blended_module(self, self.blended_state_dict(alpha))
+        arch = self._lora.base_arch if self._lora is not None else self._arch
+        return blended_module(arch, self.blended_state_dict(alpha), self._stack.aliases)
 
     def save_pretrained(self, alpha: ArrayLike, path: str | os.PathLike[str], *, overwrite: bool = False,
                         dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB") -> str:
@@ -848,8 +856,18 @@ class BlendedObjective:
         point = self._check_point(alpha)
         if dtype is not None:
             check_float_dtype(dtype)
-        return save_blend(self, point, path, source=self._source, overwrite=overwrite, dtype=dtype,
-                          max_shard_size=max_shard_size)
+        lora, st = self._lora, self._stack
+
+        def adapter(directory: Path) -> None:
+            if lora is None:
+                raise RuntimeError("internal error: a LoRA save without the LoRA blend")
+            coeffs = self._coefficients(self._as_points(point[None]))
+            write_adapter(lora, st, coeffs, directory, segments=st.segments if self.granularity == "layer" else None,
+                          forward_dtype=self.dtype, source=self._source, dtype=dtype)
+
+        return save_blend(lambda out_dtype: self._iter_blended(point, out_dtype), path, source=self._source,
+                          stored=st.stored_dtypes, default_dtype=self.dtype, aliases=st.aliases, overwrite=overwrite,
+                          dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter)
 
     @classmethod
     def _example(cls) -> BlendedObjective:

@@ -290,7 +290,7 @@ def finetune_expert(base: str | os.PathLike[str] | Callable[[], nn.Module], data
 
 
 def _load_trainable(base: Any, spec: FinetuneSpec) -> nn.Module:
-    from spsa_mix.blend.pretrained import architecture_class, read_config
+    from spsa_mix.blend.sources.hub import architecture_class, read_config
 
     config = read_config(base, "base")
     cls = architecture_class(config)

@@ -36,6 +36,7 @@ ValueError: experts[2] does not match the architecture: tensor 'weight' has shap
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -222,6 +223,18 @@ class ExpertStack:
     def nbytes(self) -> int:
         """Bytes held by the stacked buffer."""
         return self.weights.numel() * self.weights.element_size()
+
+    @functools.cached_property
+    def group_of(self) -> dict[str, int]:
+        """The index of each blended tensor's group (its slice of ``segments``)."""
+        offsets = self.layout.offsets()
+        return {name: next(g for g, (a, b) in enumerate(self.segments) if a <= offsets[name][0] < b)
+                for name in self.layout.names}
+
+    @functools.cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each blended tensor."""
+        return dict(zip(self.layout.names, self.layout.shapes, strict=True))
 
 
 def _group_of(name: str) -> str:
