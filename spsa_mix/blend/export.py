@@ -34,22 +34,13 @@ import torch
 from torch import nn
 
 from spsa_mix.blend.held.experts import ExpertStack
-from spsa_mix.blend.held.functional import blend_into
+from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.skeleton import tie
 
 __all__ = ["iter_blended", "blended_module"]
 
 
-def _blended_tensor(st: ExpertStack, name: str, rows: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    """One blended tensor in the accumulation dtype: its slice of the stack times its group's
-    coefficients ``rows (G, R)`` (upcast block by block)."""
-    start, stop = st.layout.offsets()[name]
-    out = torch.empty(stop - start, dtype=acc, device=st.weights.device)
-    blend_into(out, st.weights[:, start:stop], rows[st.group_of[name]])
-    return out.view(st.shapes[name])
-
-
-def iter_blended(st: ExpertStack, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *, acc: torch.dtype
+def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *, acc: torch.dtype
                  ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for every tensor of theta, in order; see the module docstring.
     ``rows`` ``(G, R)`` are the coefficients of the stack's rows for each group, in the
@@ -71,7 +62,7 @@ def iter_blended(st: ExpertStack, rows: torch.Tensor, out_dtype: Callable[[str],
                 value = st.constants[name]
                 tensor = value.to(out_dtype(name)).clone() if value.is_floating_point() else value.clone()
             else:
-                tensor = _blended_tensor(st, name, rows, acc).to(out_dtype(name))
+                tensor = st.blend_tensor(name, rows[st.group_of[name]], acc).to(out_dtype(name))
             if name in sources:
                 tied[name] = tensor
             yield name, tensor

@@ -56,10 +56,10 @@ from spsa_mix.blend.held.experts import (
     check_compatible,
     check_expert_list,
     layer_groups,
-    stack_experts,
     tied_aliases,
 )
 from spsa_mix.blend.held.functional import Layout, accumulation_dtype
+from spsa_mix.blend.held.memory import decide_memory, hold_experts
 from spsa_mix.blend.lora import LoRABlend, attach
 from spsa_mix.blend.saving import SaveSource
 from spsa_mix.blend.skeleton import skeleton_of
@@ -92,12 +92,15 @@ class Loaded:
     dtype: torch.dtype
     default_loss: str
     head: tuple[str, ...]
+    memory_choice: str
 
 
 def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any, device: Any, dtype: Any,
                     stack_dtype: Any, granularity: str, head: Any, head_from: Any, model_class: Any,
-                    strict_base: bool, check_head: Callable[..., tuple[str, ...]]) -> Loaded:
-    """Check and load Hugging Face experts (see the module docstring)."""
+                    strict_base: bool, check_head: Callable[..., tuple[str, ...]], memory: str = "resident",
+                    max_memory: int | str | None = None) -> Loaded:
+    """Check and load Hugging Face experts (see the module docstring), resident or streamed
+    (:mod:`spsa_mix.blend.held.memory`)."""
     expert_list = check_expert_list(experts)
     space_name, scale_value = check_space(space, scale, has_base=base is not None)
     if base is not None and space_name == "convex":
@@ -107,7 +110,8 @@ def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any
     dev = resolve_device(device)
     if space_name == "lora":
         return load_lora(expert_list, base=base, device=dev, dtype=dtype, stack_dtype=stack_dtype,
-                         granularity=granularity, head=head, model_class=model_class, strict_base=strict_base)
+                         granularity=granularity, head=head, model_class=model_class, strict_base=strict_base,
+                         memory=memory, max_memory=max_memory)
     paths = check_directories(expert_list, "experts", adapters=False)
     base_path = check_directories([base], "base", adapters=False)[0] if base is not None else None
     labelled = [(f"experts[{i}]", p) for i, p in enumerate(paths)] + ([("base", base_path)] if base_path else [])
@@ -124,19 +128,22 @@ def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any
     reference = arch.state_dict()
     heads = check_head(head, head_from, reference, len(paths))
     hf = None if head_from is None else int(head_from)
-    stack = stack_experts(reference, ckpts[: len(paths)], device=dev, dtype=dt, granularity=granularity, head=heads,
-                          head_from=hf, base=ckpts[len(paths)] if base_path else None, aliases=tied_aliases(arch),
-                          stack_dtype=stack_dtype, check_dtype=False)
+    stack, choice = hold_experts(reference, ckpts[: len(paths)], memory=memory, max_memory=max_memory, device=dev,
+                                 dtype=dt, granularity=granularity, head=heads, head_from=hf,
+                                 base=ckpts[len(paths)] if base_path else None, aliases=tied_aliases(arch),
+                                 stack_dtype=stack_dtype, check_dtype=False)
     config_dir = paths[hf] if hf is not None else (base_path or paths[0])
     return Loaded(arch=arch, stack=stack,
                   space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
                   source=SaveSource("hf", config_dir=config_dir), lora=None, device=dev, dtype=dt,
-                  default_loss=default_loss(cls), head=heads)
+                  default_loss=default_loss(cls), head=heads, memory_choice=choice)
 
 
 def load_lora(adapters_paths: Sequence[Any], *, base: Any, device: torch.device, dtype: Any, stack_dtype: Any,
-              granularity: str, head: Any, model_class: Any, strict_base: bool) -> Loaded:
-    """The parts of a LoRA objective: the base held once, the adapters' factors side by side."""
+              granularity: str, head: Any, model_class: Any, strict_base: bool, memory: str = "resident",
+              max_memory: int | str | None = None) -> Loaded:
+    """The parts of a LoRA objective: the base held once (or, streamed, mapped from its file
+    where it is stored in the forward's dtype on the CPU), the adapters' factors side by side."""
     if head is not None:
         raise ValueError("head= does not apply to space='lora' (the base's head is shared by all adapters)")
     if stack_dtype is not None:
@@ -172,9 +179,16 @@ def load_lora(adapters_paths: Sequence[Any], *, base: Any, device: torch.device,
     acc = accumulation_dtype(dt)
     weights = torch.zeros((len(adapters), layout.size), dtype=acc, device=device)  # (K, P): S, the scalings
     constants: dict[str, torch.Tensor] = {}
+    size = dt.itemsize
+    need = sum(base_ckpt.infos[n].numel * (size if base_ckpt.infos[n].dtype.is_floating_point
+                                           else base_ckpt.infos[n].dtype.itemsize) for n in names)
+    mode, why = decide_memory(memory, max_memory, device, need, what="the base")
+    mapped: set[str] = set()
     for name in names:  # the base, held once, in the forward's dtype
-        t = base_ckpt.read(name)
+        t = base_ckpt.mapped(name) if mode == "streamed" else base_ckpt.read(name)
         constants[name] = (t.to(device=device, dtype=dt) if t.is_floating_point() else t.to(device))
+        if mode == "streamed" and constants[name].data_ptr() == t.data_ptr() and t.numel():
+            mapped.add(name)  # a view of the file: not held
     for m in modules:
         start = offsets[f"{m}.lora_mix"][0]
         a_parts, b_parts = [], []
@@ -188,11 +202,14 @@ def load_lora(adapters_paths: Sequence[Any], *, base: Any, device: torch.device,
         constants[f"{m}.lora_B"] = torch.cat(b_parts, dim=1)  # (d_out, R)
     stored = {n: base_ckpt.infos[n].dtype for n in names}
     stack = ExpertStack(weights, layout, groups, segments, constants, {}, list(reference), has_base=False,
-                        aliases=aliases, stored_dtypes=stored)
+                        aliases=aliases, stored_dtypes=stored, mapped=frozenset(mapped))
+    where = f"mapped from its file ({len(mapped)} of {len(names)} tensors; the others cast)" if mode == "streamed" \
+        else f"held on {device}"
+    choice = f"LoRA: the base {where}: {why}"
     first = adapters[0]
     lora = LoRABlend(modules=modules, ranks=[dict(a.ranks) for a in adapters], base_arch=base_arch,
                      adapter_dtype=first.ckpt.infos[first.factor(modules[0], "A")].dtype,
                      adapter_config=dict(first.config))
     return Loaded(arch=arch, stack=stack, space=BlendSpace("lora", len(adapters), len(groups), 1.0, granularity == "layer"),
                   source=SaveSource("lora", config_dir=base_path, adapter_config=dict(first.config)), lora=lora,
-                  device=device, dtype=dt, default_loss=default_loss(cls), head=())
+                  device=device, dtype=dt, default_loss=default_loss(cls), head=(), memory_choice=choice)

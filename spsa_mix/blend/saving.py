@@ -19,15 +19,14 @@ unless ``overwrite=True``.
 
 Example
 -------
->>> parse_size("20KB"), parse_size("5GB"), parse_size("2MiB"), parse_size(100)
-(20000, 5000000000, 2097152, 100)
+>>> parse_size("5GB"), dtype_name(torch.bfloat16)
+(5000000000, 'bfloat16')
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from typing import Any, Literal
 
 import torch
 
-from spsa_mix.io import atomic_directory, atomic_path
+from spsa_mix.io import atomic_directory, atomic_path, parse_size
 
 __all__ = ["SaveSource", "save_blend", "write_safetensors_shards", "parse_size",
            "COPIED_FILES", "dtype_name"]
@@ -48,8 +47,6 @@ COPIED_FILES = (
     "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
     "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
 )
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 @dataclass(frozen=True)
@@ -69,18 +66,6 @@ class SaveSource:
     kind: Literal["hf", "lora", "state-dict"]
     config_dir: Path | None = None
     adapter_config: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_size(size: int | str) -> int:
-    """Bytes in ``size``: an int, or a string such as ``"20KB"``, ``"5GB"`` (powers of 1000,
-    as transformers' ``max_shard_size``) or ``"2MiB"`` (powers of 1024)."""
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper()) if isinstance(size, str) else None
-    if m is None or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
-        raise ValueError(f"max_shard_size must be a positive number of bytes or a string such as '5GB', "
-                         f"but got {size!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def dtype_name(dtype: torch.dtype) -> str:

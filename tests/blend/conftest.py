@@ -54,4 +54,5 @@ def no_weight_read(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a weight was read before the error")
 
     monkeypatch.setattr(_SafetensorsCheckpoint, "_readinto", refuse)
+    monkeypatch.setattr(_SafetensorsCheckpoint, "mapped", refuse)
     monkeypatch.setattr(_TensorsCheckpoint, "read", refuse)
