@@ -250,7 +250,7 @@ def run_worker(spec: dict[str, Any], repo: Path) -> dict[str, Any]:
 
 def predicted(r: dict[str, Any], activations: int) -> dict[str, float]:
     """The formula of docs/blend.md for one measured configuration (bytes)."""
-    from spsa_mix.blend.functional import CHUNK
+    from spsa_mix.blend.held.functional import CHUNK
 
     held = sum(r["components"].values())
     rows = 2 if r.get("device", "cpu") == "cpu" else r["rows"]  # the CPU adds the rows one at a time

@@ -13,6 +13,10 @@ paths, enums, non-finite floats); :func:`dumps_json` and :func:`write_json` use 
 strict JSON (no ``NaN`` literal). NumPy is the only dependency: every layer may import this
 module.
 
+:func:`parse_size` reads a size in bytes (``"5GB"``, ``"2MiB"``); :func:`default_cache_dir` is
+where cached files go (data, experts) unless a caller names
+another folder.
+
 :func:`check_writable` (and :func:`check_outputs`, for several paths) is the one check of
 an output path, made before any work so that a bad ``--output`` fails at once with a
 one-line reason instead of a traceback at the end. It creates no folder and leaves no
@@ -34,6 +38,7 @@ import enum
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -42,9 +47,38 @@ from typing import Any
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory", "to_jsonable", "dumps_json",
-           "write_json", "check_writable", "check_outputs"]
+           "write_json", "check_writable", "check_outputs", "default_cache_dir", "parse_size"]
 
 _ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(size: int | str, name: str = "max_shard_size") -> int:
+    """Bytes in ``size``: an int, or a string such as ``"20KB"``, ``"5GB"`` (powers of 1000,
+    as transformers' ``max_shard_size``) or ``"2MiB"`` (powers of 1024); ``name`` labels the error.
+
+    >>> parse_size("20KB"), parse_size("5GB"), parse_size("2MiB"), parse_size(100)
+    (20000, 5000000000, 2097152, 100)
+    """
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper()) if isinstance(size, str) else None
+    if m is None or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
+        raise ValueError(f"{name} must be a positive number of bytes or a string such as '5GB', "
+                         f"but got {size!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def default_cache_dir() -> Path:
+    """``$SPSA_MIX_CACHE`` if set, else ``~/.cache/spsa_mix``.
+
+    >>> default_cache_dir().name in ("spsa_mix", os.environ.get("SPSA_MIX_CACHE", "x").rstrip("/").split("/")[-1])
+    True
+    """
+    env = os.environ.get("SPSA_MIX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spsa_mix"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -15,6 +15,28 @@
   ``.safetensors`` files and Hugging Face directories;
 * :func:`resolve_loss` -- ``"cross-entropy"``, ``"causal-lm"``, ``"entropy"`` or a callable.
 
+The package is laid out as the data flows, each layer importing only the layers below it
+(``tests/blend/test_layers.py`` checks every import, with no cycle):
+
+==========================================  =================================================
+layer (bottom to top)                       modules
+==========================================  =================================================
+support                                     ``devices``, ``losses``, ``batches``,
+                                            ``batchnorm``, ``skeleton``
+where expert weights come from              ``sources/``: ``checkpoints`` (modules, state
+                                            dicts, ``.pt`` / ``.safetensors``, Hugging Face
+                                            shards), ``hub`` (configs, the architecture),
+                                            ``adapters`` (PEFT adapters)
+how they are held                           ``held/``: ``experts`` (checked and stacked on
+                                            the device), ``functional`` (the blend's math)
+how a point becomes coefficients            ``spaces``
+how a result is written                     ``export`` (tensor by tensor), ``saving``
+                                            (Hugging Face, PEFT, safetensors), ``lora``
+how experts are loaded                      ``pretrained`` (Hugging Face directories and
+                                            PEFT adapters into the parts of an objective)
+how probes are scored                       ``objective``, ``evaluate``
+==========================================  =================================================
+
 Example
 -------
 >>> import numpy as np, torch
@@ -30,10 +52,10 @@ Example
 """
 
 from spsa_mix.blend.batchnorm import differentiable_batchnorm, refresh_batchnorm
-from spsa_mix.blend.checkpoints import Checkpoint, TensorInfo, open_checkpoint
+from spsa_mix.blend.sources.checkpoints import Checkpoint, TensorInfo, open_checkpoint
 from spsa_mix.blend.devices import resolve_device
 from spsa_mix.blend.evaluate import Metrics, evaluate, evaluate_blend, evaluate_experts
-from spsa_mix.blend.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
+from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
 from spsa_mix.blend.losses import resolve_loss
 from spsa_mix.blend.objective import BlendedObjective, LossShapeError
 from spsa_mix.blend.spaces import BlendSpace

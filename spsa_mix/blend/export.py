@@ -1,70 +1,52 @@
-"""theta(alpha) out of the objective: tensor by tensor, as a state dict, a module.
+"""theta(alpha) out of the stacked experts: tensor by tensor, as a state dict, a module.
 
-:func:`iter_blended` yields every tensor of theta(alpha) in ``state_dict`` order, one at a
-time, so that a blend can be written to disk with the memory of one tensor (plus a shard)
-beyond what the objective holds: each blended tensor is its slice of the stack times its
-group's coefficients, accumulated in float32 (block by block for a narrower stack) and
-cast to the dtype asked for; constants (heads) are copied; integer buffers
-(``num_batches_tracked``) are the rounded weighted average of the rows' values, clipped at
-0 (a task-vector extrapolation could make it negative); tied names give the very tensor of
-the name they are tied to. For LoRA the tensors are the base's with the blended update
-merged in (:meth:`spsa_mix.blend.lora.LoRABlend.merged`).
+:func:`iter_blended` yields every tensor of theta in ``state_dict`` order, one at a time,
+so that a blend can be written to disk with the memory of one tensor (plus a shard) beyond
+what the stack holds: each blended tensor is its slice of the stack times its group's
+coefficients (``rows``, from :meth:`spsa_mix.blend.spaces.BlendSpace.coefficients`),
+accumulated in float32 (block by block for a narrower stack) and cast to the dtype asked
+for; constants (heads) are copied; integer buffers (``num_batches_tracked``) are the
+rounded weighted average of the rows' values, clipped at 0 (a task-vector extrapolation
+could make it negative); tied names give the very tensor of the name they are tied to. For
+LoRA the tensors are the base's with the blended update merged in
+(:meth:`spsa_mix.blend.lora.LoRABlend.merged`).
 
-:meth:`BlendedObjective.blended_state_dict`, :meth:`~BlendedObjective.blended_model` and
-:meth:`~BlendedObjective.save_pretrained` are built on it.
+:meth:`BlendedObjective.blended_state_dict <spsa_mix.blend.BlendedObjective.blended_state_dict>`,
+``blended_model`` and ``save_pretrained`` are built on it.
 
 Example
 -------
->>> import numpy as np
->>> from spsa_mix.blend.objective import BlendedObjective
->>> obj = BlendedObjective._example()
->>> [(name, t.tolist()) for name, t in iter_blended(obj, np.array([0.5, 0.5]), lambda name: torch.float32)]
-[('weight', [[0.0, 0.0], [0.5, -0.5]]), ('bias', [0.0, 0.0])]
+>>> from spsa_mix.blend.held.experts import stack_experts
+>>> experts = [{"weight": torch.zeros(2, 2), "bias": torch.zeros(2)},
+...            {"weight": torch.tensor([[0.0, 0.0], [1.0, -1.0]]), "bias": torch.ones(2)}]
+>>> stack = stack_experts(experts[0], experts, device=torch.device("cpu"), dtype=torch.float32)
+>>> rows = torch.tensor([[0.5, 0.5]])                    # (G, R): one group, two experts
+>>> [(name, t.tolist()) for name, t in iter_blended(stack, rows, lambda name: torch.float32, acc=torch.float32)]
+[('weight', [[0.0, 0.0], [0.5, -0.5]]), ('bias', [0.5, 0.5])]
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
-from spsa_mix.blend.functional import blend, blend_into
+from spsa_mix.blend.held.experts import ExpertStack
+from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.skeleton import tie
-
-if TYPE_CHECKING:
-    from spsa_mix.blend.objective import BlendedObjective
 
 __all__ = ["iter_blended", "blended_module"]
 
 
-def _blended_tensor(obj: BlendedObjective, name: str, rows: torch.Tensor) -> torch.Tensor:
-    """One blended tensor in the accumulation dtype: its slice of the stack times its group's
-    coefficients ``rows (G, R)`` (upcast block by block)."""
-    st = obj._stack
-    start, stop = st.layout.offsets()[name]
-    out = torch.empty(stop - start, dtype=obj._acc, device=obj.device)
-    blend_into(out, st.weights[:, start:stop], rows[obj._group_of.get(name, 0)])
-    return out.view(obj._shapes[name])
-
-
-def iter_blended(obj: BlendedObjective, point: np.ndarray, out_dtype: Callable[[str], torch.dtype]
+def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *, acc: torch.dtype
                  ) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, tensor)`` for every tensor of theta(point) (a checked point), in order; see
-    the module docstring. ``out_dtype(name)`` is the dtype each floating-point tensor is
-    given."""
-    st = obj._stack
+    """``(name, tensor)`` for every tensor of theta, in order; see the module docstring.
+    ``rows`` ``(G, R)`` are the coefficients of the stack's rows for each group, in the
+    accumulation dtype ``acc``; ``out_dtype(name)`` is the dtype each floating-point tensor
+    is given."""
     with torch.no_grad():
-        points = obj._as_points(point[None])
-        if obj._lora is not None:  # the per-rank weights in the accumulation dtype, not the forward's
-            segments = st.segments if obj.granularity == "layer" else None
-            mix = blend(st.weights, obj._coefficients(points), segments, dtype=obj._acc)[0]
-            yield from obj._lora.merged(mix, st, out_dtype, obj._acc)
-            return
-        rows = obj._space.coefficients(points)[0]  # (G, R)
         rows64 = rows.to(torch.float64)
         tied: dict[str, torch.Tensor] = {}
         sources = set(st.aliases.values())
@@ -80,16 +62,17 @@ def iter_blended(obj: BlendedObjective, point: np.ndarray, out_dtype: Callable[[
                 value = st.constants[name]
                 tensor = value.to(out_dtype(name)).clone() if value.is_floating_point() else value.clone()
             else:
-                tensor = _blended_tensor(obj, name, rows).to(out_dtype(name))
+                tensor = st.blend_tensor(name, rows[st.group_of[name]], acc).to(out_dtype(name))
             if name in sources:
                 tied[name] = tensor
             yield name, tensor
 
 
-def blended_module(obj: BlendedObjective, state: dict[str, torch.Tensor]) -> nn.Module:
-    """A fresh copy of the objective's architecture (the base's for LoRA) holding ``state``,
-    its tied parameters tied, in train mode, every parameter requiring grad."""
-    net = copy.deepcopy(obj._lora.base_arch if obj._lora is not None else obj._arch)
+def blended_module(arch: nn.Module, state: dict[str, torch.Tensor], aliases: Mapping[str, str]) -> nn.Module:
+    """A fresh copy of the weightless architecture ``arch`` (the base's for LoRA) holding
+    ``state``, its tied parameters (``aliases``) tied, in train mode, every parameter
+    requiring grad."""
+    net = copy.deepcopy(arch)
     net.load_state_dict(state, assign=True)  # the skeleton's parameters are on meta: take the tensors
-    tie(net, obj._stack.aliases)
+    tie(net, aliases)
     return net.requires_grad_(True).train()

@@ -44,38 +44,23 @@ Example
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spsa_mix.blend.checkpoints import DATA_PARALLEL_PREFIX, Checkpoint, hf_weight_files, open_checkpoint
-from spsa_mix.blend.experts import ALIGNMENT, ExpertStack, check_compatible, layer_groups, tied_aliases
-from spsa_mix.blend.functional import Layout, accumulation_dtype, blend, unflatten
+from spsa_mix.blend.held.experts import ExpertStack
+from spsa_mix.blend.held.functional import accumulation_dtype, blend, unflatten
 from spsa_mix.blend.saving import SaveSource, write_safetensors_shards
-from spsa_mix.blend.skeleton import skeleton_of
-from spsa_mix.blend.spaces import BlendSpace
+from spsa_mix.blend.sources.adapters import ADAPTER_CONFIG, PEFT_PREFIX
 
-if TYPE_CHECKING:
-    from spsa_mix.blend.objective import BlendedObjective
-    from spsa_mix.blend.pretrained import Loaded
-
-__all__ = ["LoRALinear", "Adapter", "LoRABlend", "read_adapter", "check_adapters", "load_lora", "write_adapter",
-           "PEFT_PREFIX", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS"]
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-PEFT_PREFIX = "base_model.model."  # PEFT's names: base_model.model.<module>.lora_A.weight
-_FACTOR = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.weight$")
-
+__all__ = ["LoRALinear", "LoRABlend", "attach", "write_adapter"]
 
 class LoRALinear(nn.Linear):
     """``nn.Linear`` plus a rank-``R`` update with per-row weights:
@@ -101,147 +86,6 @@ class LoRALinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", rank={self.rank}"
-
-
-@dataclass
-class Adapter:
-    """One PEFT LoRA adapter: its config, its factors' index, and per adapted module its
-    rank and scaling."""
-
-    label: str
-    path: Path
-    config: dict[str, Any]
-    ckpt: Checkpoint
-    ranks: dict[str, int] = field(default_factory=dict)
-    scaling: dict[str, float] = field(default_factory=dict)
-
-    def factor(self, module: str, which: str) -> str:
-        return f"{PEFT_PREFIX}{module}.lora_{which}.weight"
-
-
-def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    """PEFT's ``get_pattern_key``: the first key ``k`` with ``re.match(rf"(.*\\.)?({k})$", module)``."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
-def read_adapter(path: Path, label: str) -> Adapter:
-    """Read and check an adapter's config and its factors' index (no weight is read)."""
-    try:
-        config = json.loads((path / ADAPTER_CONFIG).read_text())
-    except ValueError as e:
-        raise ValueError(f"{label}: {str(path / ADAPTER_CONFIG)!r} is not valid JSON ({e})") from None
-    where = f"{label} ({str(path)!r})"
-    if config.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{where} is a {config.get('peft_type')!r} adapter; only LoRA adapters can be blended")
-    refused = [("use_dora", True, "DoRA"), ("fan_in_fan_out", True, "fan_in_fan_out (Conv1D layers)"),
-               ("lora_bias", True, "LoRA biases")]
-    for key, value, what in refused:
-        if config.get(key) == value:
-            raise ValueError(f"{where} uses {what} ({key}={value}), which the LoRA blend does not support")
-    if config.get("bias", "none") != "none":
-        raise ValueError(f"{where} trains biases (bias={config['bias']!r}); the LoRA blend supports bias='none' only")
-    for key in ("modules_to_save", "target_parameters", "layer_replication", "trainable_token_indices"):
-        if config.get(key):
-            raise ValueError(f"{where} has {key}={config[key]!r}, which the LoRA blend does not support "
-                             "(it blends the low-rank factors of linear layers only)")
-    weights = next((path / w for w in ADAPTER_WEIGHTS if (path / w).is_file()), None)
-    if weights is None:
-        raise ValueError(f"{where} holds no adapter weights: expected one of {list(ADAPTER_WEIGHTS)}")
-    ckpt = open_checkpoint(weights, label=label)
-    adapter = Adapter(label, path, config, ckpt)
-    factors: dict[str, dict[str, tuple[int, ...]]] = {}
-    for name, info in ckpt.infos.items():
-        m = _FACTOR.match(name.removeprefix(PEFT_PREFIX)) if name.startswith(PEFT_PREFIX) else None
-        if m is None:
-            raise ValueError(f"{where}: tensor {name!r} is not a LoRA factor of a linear layer "
-                             f"({PEFT_PREFIX}<module>.lora_A.weight or .lora_B.weight); it cannot be blended")
-        factors.setdefault(m.group("module"), {})[m.group("which")] = info.shape
-    for module, pair in factors.items():
-        if set(pair) != {"A", "B"}:
-            raise ValueError(f"{where}: module {module!r} has lora_{next(iter(pair))} but no "
-                             f"lora_{'B' if 'A' in pair else 'A'}")
-        (r, _), (_, r_b) = pair["A"], pair["B"]
-        if r != r_b:
-            raise ValueError(f"{where}: module {module!r} has lora_A of shape {pair['A']} and lora_B of shape "
-                             f"{pair['B']}: their ranks differ")
-        alpha = _pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8))
-        adapter.ranks[module] = r
-        adapter.scaling[module] = float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
-    if not factors:
-        raise ValueError(f"{where} holds no LoRA factor")
-    return adapter
-
-
-def _base_matches(adapter: Adapter, base: Path, base_config: Any) -> bool:
-    """Whether the adapter's recorded ``base_model_name_or_path`` names ``base``: by its
-    folder's name (or the config's ``_name_or_path``), or, where it names a folder of this
-    machine, by content (``base`` is that folder or a copy of it, under another name)."""
-    named = adapter.config.get("base_model_name_or_path")
-    if not named:
-        return True
-    candidates = {Path(str(base)).resolve().name, Path(str(getattr(base_config, "_name_or_path", "") or base)).name}
-    if Path(str(named).rstrip("/")).name in candidates:
-        return True
-    recorded = Path(str(named)).expanduser()
-    return recorded.is_dir() and _same_model(recorded, Path(base))
-
-
-def _same_model(a: Path, b: Path) -> bool:
-    """Two model folders holding one model: the same folder, or a copy (equal ``config.json``
-    but for ``_name_or_path``, weight files of the same names and sizes)."""
-    try:
-        if os.path.samefile(a, b):
-            return True
-
-        def config(p: Path) -> Any:
-            c = json.loads((p / "config.json").read_text())
-            return {k: v for k, v in c.items() if k != "_name_or_path"} if isinstance(c, dict) else c
-
-        def weights(p: Path) -> list[tuple[str, int]]:
-            return [(f.name, f.stat().st_size) for f in hf_weight_files(p, str(p))[1]]
-
-        return config(a) == config(b) and weights(a) == weights(b)
-    except (OSError, ValueError):
-        return False
-
-
-def check_adapters(adapters: Sequence[Adapter], base_arch: nn.Module, *, base: Path, base_config: Any,
-                   strict_base: bool) -> list[str]:
-    """The adapted modules (in the base's order), after checking every adapter against the
-    base and against ``adapters[0]`` (see the module docstring)."""
-    modules = dict(base_arch.named_modules())
-    first = adapters[0]
-    for a in adapters:
-        where = f"{a.label} ({str(a.path)!r})"
-        if strict_base and not _base_matches(a, base, base_config):
-            raise ValueError(f"{where} was trained on base_model_name_or_path={a.config['base_model_name_or_path']!r}, "
-                             f"but base is {str(base)!r}: an adapter of another base? (pass strict_base=False, in "
-                             "spsa-mix merge strict_base: false or --no-strict-base, if it is the same model under "
-                             "another name)")
-        for module in a.ranks:
-            layer = modules.get(module)
-            if layer is None:
-                raise ValueError(f"{where} adapts {module!r}, which the base has no module of that name: "
-                                 "an adapter of another base?")
-            if not isinstance(layer, nn.Linear):
-                raise ValueError(f"{where} adapts {module!r}, a {type(layer).__name__} in the base; the LoRA "
-                                 "blend supports nn.Linear layers only")
-            shape_a = a.ckpt.infos[a.factor(module, "A")].shape
-            shape_b = a.ckpt.infos[a.factor(module, "B")].shape
-            if shape_a[1] != layer.in_features or shape_b[0] != layer.out_features:
-                raise ValueError(
-                    f"{where}: tensor {a.factor(module, 'A')!r} has shape {shape_a} and "
-                    f"{a.factor(module, 'B')!r} has shape {shape_b}, but the base's {module!r} has weight shape "
-                    f"{(layer.out_features, layer.in_features)}: an adapter trained on another base?")
-        if set(a.ranks) != set(first.ranks):
-            extra = sorted(set(a.ranks) - set(first.ranks))
-            missing = sorted(set(first.ranks) - set(a.ranks))
-            raise ValueError(f"{where} adapts other modules than {first.label}: it also adapts {extra[:3]} and "
-                             f"lacks {missing[:3]}; all adapters must adapt the same modules")
-    return [name for name in modules if name in first.ranks]
 
 
 @dataclass
@@ -277,7 +121,9 @@ class LoRABlend:
             yield name, tensor
 
 
-def _attach(arch: nn.Module, ranks: dict[str, int], dtype: torch.dtype) -> None:
+def attach(arch: nn.Module, ranks: dict[str, int], dtype: torch.dtype) -> None:
+    """Replace each ``nn.Linear`` named in ``ranks`` by a :class:`LoRALinear` of that rank
+    (on meta: the objective supplies every tensor)."""
     for module, rank in ranks.items():
         path, _, leaf = module.rpartition(".")
         old = arch.get_submodule(module)
@@ -288,92 +134,14 @@ def _attach(arch: nn.Module, ranks: dict[str, int], dtype: torch.dtype) -> None:
         setattr(arch.get_submodule(path) if path else arch, leaf, new)
 
 
-def load_lora(adapters_paths: Sequence[Any], *, base: Any, device: torch.device, dtype: Any, stack_dtype: Any,
-              granularity: str, head: Any, model_class: Any, strict_base: bool) -> Loaded:
-    """The parts of a LoRA objective: the base held once, the adapters' factors side by side."""
-    from spsa_mix.blend.pretrained import (
-        Loaded,
-        architecture_class,
-        build_skeleton,
-        check_directories,
-        default_loss,
-        forward_dtype,
-        read_config,
-    )
-
-    if head is not None:
-        raise ValueError("head= does not apply to space='lora' (the base's head is shared by all adapters)")
-    if stack_dtype is not None:
-        raise ValueError("stack_dtype does not apply to space='lora': the base is held once, in dtype, and the "
-                         "adapters' factors beside it")
-    paths = check_directories(adapters_paths, "experts", adapters=True)
-    base_path = check_directories([base], "base", adapters=False)[0]
-    adapters = [read_adapter(p, f"experts[{i}]") for i, p in enumerate(paths)]
-    base_config = read_config(base_path, "base")
-    base_ckpt = open_checkpoint(base_path, label="base")
-    dt = forward_dtype(dtype, [base_ckpt], device)
-    cls = architecture_class(base_config, model_class)
-    base_arch = build_skeleton(base_config, cls, dtype=dt, device=device)
-    modules = check_adapters(adapters, base_arch, base=base_path, base_config=base_config, strict_base=strict_base)
-    reference = base_arch.state_dict()
-    aliases = tied_aliases(base_arch)
-    names = [n for n in reference if n not in aliases]
-    if not any(n.startswith(DATA_PARALLEL_PREFIX) for n in names):
-        base_ckpt.strip_prefix(DATA_PARALLEL_PREFIX)
-    check_compatible({n: reference[n] for n in names}, base_ckpt.infos, label="base",
-                     ignore=lambda n: n in aliases, check_dtype=False)
-
-    total = {m: sum(a.ranks[m] for a in adapters) for m in modules}  # R per module
-    arch = skeleton_of(base_arch, device=device)
-    _attach(arch, total, dt)
-    mix_names = [f"{m}.lora_mix" for m in modules]
-    layout = Layout(tuple(mix_names), tuple((total[m],) for m in modules), align=ALIGNMENT)
-    offsets = layout.offsets()
-    if granularity == "layer":
-        groups, segments = layer_groups(mix_names, layout)
-    else:
-        groups, segments = ["model"], [(0, layout.size)]
-    acc = accumulation_dtype(dt)
-    weights = torch.zeros((len(adapters), layout.size), dtype=acc, device=device)  # (K, P): S, the scalings
-    constants: dict[str, torch.Tensor] = {}
-    for name in names:  # the base, held once, in the forward's dtype
-        t = base_ckpt.read(name)
-        constants[name] = (t.to(device=device, dtype=dt) if t.is_floating_point() else t.to(device))
-    for m in modules:
-        start = offsets[f"{m}.lora_mix"][0]
-        a_parts, b_parts = [], []
-        for i, a in enumerate(adapters):
-            r = a.ranks[m]
-            weights[i, start:start + r] = a.scaling[m]
-            start += r
-            a_parts.append(a.ckpt.read(a.factor(m, "A")).to(device=device, dtype=dt))
-            b_parts.append(a.ckpt.read(a.factor(m, "B")).to(device=device, dtype=dt))
-        constants[f"{m}.lora_A"] = torch.cat(a_parts, dim=0)  # (R, d_in)
-        constants[f"{m}.lora_B"] = torch.cat(b_parts, dim=1)  # (d_out, R)
-    stored = {n: base_ckpt.infos[n].dtype for n in names}
-    stack = ExpertStack(weights, layout, groups, segments, constants, {}, list(reference), has_base=False,
-                        aliases=aliases, stored_dtypes=stored)
-    first = adapters[0]
-    lora = LoRABlend(modules=modules, ranks=[dict(a.ranks) for a in adapters], base_arch=base_arch,
-                     adapter_dtype=first.ckpt.infos[first.factor(modules[0], "A")].dtype,
-                     adapter_config=dict(first.config))
-    return Loaded(arch=arch, stack=stack, space=BlendSpace("lora", len(adapters), len(groups), 1.0, granularity == "layer"),
-                  source=SaveSource("lora", config_dir=base_path, adapter_config=dict(first.config)), lora=lora,
-                  device=device, dtype=dt, default_loss=default_loss(cls), head=())
-
-
-def write_adapter(objective: BlendedObjective, point: np.ndarray, directory: Path, *, source: SaveSource,
+def write_adapter(lora: LoRABlend, st: ExpertStack, coeffs: torch.Tensor, directory: Path, *,
+                  segments: Sequence[tuple[int, int]] | None, forward_dtype: torch.dtype, source: SaveSource,
                   dtype: torch.dtype | None) -> None:
     """One PEFT adapter of rank ``R_m = sum_i r_i`` per module, ``w`` folded into ``lora_A``
-    and ``lora_alpha = R_m`` (scaling 1), into ``directory``."""
-    lora = objective._lora
-    if lora is None:
-        raise TypeError("internal error: write_adapter needs a LoRA objective")
-    st = objective._stack
+    and ``lora_alpha = R_m`` (scaling 1), into ``directory``; ``coeffs`` ``(1, R)`` (or
+    ``(1, G, R)`` with ``segments``) are one point's coefficients of the stack's rows."""
     out = dtype or lora.adapter_dtype
-    acc = accumulation_dtype(out, objective.dtype)
-    coeffs = objective._coefficients(objective._as_points(point[None]))
-    segments = st.segments if objective.granularity == "layer" else None
+    acc = accumulation_dtype(out, forward_dtype)
     mix = unflatten(blend(st.weights, coeffs, segments, dtype=acc)[0], st.layout)
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:

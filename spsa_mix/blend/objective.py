@@ -59,7 +59,8 @@ import logging
 import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,16 +71,9 @@ from torch import nn
 from spsa_mix.blend.batches import Batch, BatchStream
 from spsa_mix.blend.batchnorm import differentiable_batchnorm
 from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
-from spsa_mix.blend.experts import (
-    ExpertSource,
-    ExpertStack,
-    check_expert_list,
-    matches_prefix,
-    stack_experts,
-    tied_aliases,
-)
+from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_expert_list, matches_prefix, tied_aliases
 from spsa_mix.blend.export import blended_module, iter_blended
-from spsa_mix.blend.functional import (
+from spsa_mix.blend.held.functional import (
     accumulation_dtype,
     bind_to_buffer,
     blend,
@@ -87,15 +81,17 @@ from spsa_mix.blend.functional import (
     call_blended,
     map_probes,
 )
+from spsa_mix.blend.lora import LoRABlend, write_adapter
+from spsa_mix.blend.held.lockstep import Lockstep
+from spsa_mix.blend.held.memory import check_memory, hold_experts
+from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.pretrained import load_pretrained
 from spsa_mix.blend.saving import SaveSource, save_blend
 from spsa_mix.blend.skeleton import meta_tensors, skeleton_of
 from spsa_mix.blend.spaces import BlendSpace, check_space
 from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import NonFiniteLossError
-
-if TYPE_CHECKING:
-    from spsa_mix.blend.lora import LoRABlend
 
 __all__ = ["BlendedObjective", "LossShapeError"]
 
@@ -105,6 +101,8 @@ Batched = bool | Literal["auto"]
 
 DEFAULT_SIMPLEX_ATOL = 1e-6  # this package's tolerance on alpha >= 0 and sum(alpha) == 1
 AUTO_VMAP_MIN_PROBES = 4  # "auto" batches calls with at least this many probes off the CPU (step_cost_cuda.md)
+STREAMED_PROBES = 2  # ours: streamed experts blend this many probes from one read (SPSA's pair); more go in turns
+Memory = Literal["auto", "resident", "streamed"]
 Score = Callable[[Any, Any], tuple[torch.Tensor, ...]]
 
 
@@ -200,11 +198,20 @@ class BlendedObjective:
         Task vectors: the scale ``s > 0`` (default 1, the convex blend), or ``"learned"``.
     stack_dtype:
         The dtype the experts are kept in on the device; default their stored dtype
-        (promoted across tensors and experts).
+        (promoted across tensors and experts). Resident experts only.
+    memory, max_memory:
+        ``"resident"``: the experts stacked on the device; ``"streamed"``: mapped where they
+        lie (safetensors memory-mapped, modules' own tensors) and blended module by module
+        during the forward, for :data:`STREAMED_PROBES` probes from one read
+        (:mod:`spsa_mix.blend.held.streamed`, :mod:`~spsa_mix.blend.held.lockstep`; forward
+        probes only: no ``value_and_grad``, ``jvp`` or vmap); ``"auto"`` (default): resident
+        when the stack fits in half of ``max_memory`` (bytes or ``"20GB"``; default 90 % of
+        the memory free on the device), else streamed (:mod:`spsa_mix.blend.held.memory`).
+        The choice is logged and kept in ``memory_choice``.
 
     Attributes
     ----------
-    k, shape, domain, groups, space, scale, device, dtype, stack_dtype, num_blended
+    k, shape, domain, groups, space, scale, device, dtype, stack_dtype, num_blended, memory_mode, memory_choice
 
     Raises
     ------
@@ -231,6 +238,8 @@ class BlendedObjective:
         space: Literal["convex", "task-vectors"] = "convex",
         scale: float | Literal["learned"] = 1.0,
         stack_dtype: torch.dtype | None = None,
+        memory: Memory = "auto",
+        max_memory: int | str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module (the architecture), but got {type(model).__name__}")
@@ -246,13 +255,15 @@ class BlendedObjective:
         dt = check_device_dtype(dev, check_float_dtype(dtype))
         if stack_dtype is not None:
             check_float_dtype(stack_dtype)
+        check_memory(memory, max_memory)
         expert_list = check_expert_list(experts)
         reference = model.state_dict()
         heads = self._check_head(head, head_from, reference, len(expert_list))
-        stack = stack_experts(reference, expert_list, device=dev, dtype=dt, granularity=granularity, head=heads,
-                              head_from=None if head_from is None else int(head_from), base=base,
-                              aliases=tied_aliases(model), stack_dtype=stack_dtype)
-        self._setup(
+        stack, choice = hold_experts(reference, expert_list, memory=self._memory_for(memory, batched),
+                                     max_memory=max_memory, device=dev, dtype=dt, granularity=granularity, head=heads,
+                                     head_from=None if head_from is None else int(head_from), base=base,
+                                     aliases=tied_aliases(model), stack_dtype=stack_dtype)
+        self._setup(memory_choice=choice, 
             arch=skeleton_of(model, device=dev, dtype=dt), stack=stack,
             space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
             source=SaveSource("state-dict"), lora=None, loss_fn=loss, data=data, device=dev, dtype=dt,
@@ -279,6 +290,8 @@ class BlendedObjective:
         simplex_atol: float | None = DEFAULT_SIMPLEX_ATOL,
         model_class: Any = None,
         strict_base: bool = True,
+        memory: Memory = "auto",
+        max_memory: int | str | None = None,
     ) -> BlendedObjective:
         """Blend Hugging Face checkpoints: full fine-tunes (``space="convex"`` or
         ``"task-vectors"``) or PEFT LoRA adapters of one base (``space="lora"``).
@@ -316,6 +329,10 @@ class BlendedObjective:
         strict_base:
             LoRA: refuse an adapter whose ``base_model_name_or_path`` names another model
             than ``base`` (compared by the last path component); shapes are always checked.
+        memory, max_memory:
+            As for :class:`BlendedObjective`. For LoRA, ``"streamed"`` maps the base's
+            tensors instead of copying them (on the CPU, where the base is stored in the
+            forward's dtype); the adapters' factors are small and always read.
 
         Everything that can be checked from the configs and the files' indexes (configs
         that differ between experts, tensors of other names or shapes, adapters of other
@@ -332,21 +349,27 @@ class BlendedObjective:
             res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=400)
             obj.save_pretrained(res.x, "merged/")
         """
-        from spsa_mix.blend.pretrained import load_pretrained
-
         loss_fn = None if loss is None else cls._check_loss_fn(loss, "loss")
         cls._check_options(granularity, batched, simplex_atol)
+        check_memory(memory, max_memory)
         loaded = load_pretrained(experts, base=base, space=space, scale=scale, device=device, dtype=dtype,
                                  stack_dtype=stack_dtype, granularity=granularity, head=head, head_from=head_from,
-                                 model_class=model_class, strict_base=strict_base, check_head=cls._check_head)
+                                 model_class=model_class, strict_base=strict_base, check_head=cls._check_head,
+                                 memory=cls._memory_for(memory, batched), max_memory=max_memory)
         obj = cls.__new__(cls)
-        obj._setup(arch=loaded.arch, stack=loaded.stack, space=loaded.space, source=loaded.source, lora=loaded.lora,
+        obj._setup(memory_choice=loaded.memory_choice, arch=loaded.arch, stack=loaded.stack, space=loaded.space, source=loaded.source, lora=loaded.lora,
                    loss_fn=loss_fn if loss_fn is not None else resolve_loss(loaded.default_loss), data=data,
                    device=loaded.device, dtype=loaded.dtype, granularity=granularity, head=loaded.head,
                    head_from=head_from, batched=batched, simplex_atol=simplex_atol)
         return obj
 
-    def _setup(self, *, arch: nn.Module, stack: ExpertStack, space: BlendSpace, source: SaveSource,
+    @staticmethod
+    def _memory_for(memory: str, batched: Any) -> str:
+        """``memory``, where ``batched=True`` (vmap over whole blended models) makes "auto" resident."""
+        return "resident" if memory == "auto" and batched is True else memory
+
+    def _setup(self, *, memory_choice: str, arch: nn.Module, stack: ExpertStack | StreamedExperts, space: BlendSpace,
+               source: SaveSource,
                lora: LoRABlend | None, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any,
                device: torch.device, dtype: torch.dtype, granularity: str, head: tuple[str, ...],
                head_from: int | None, batched: Batched, simplex_atol: float | None) -> None:
@@ -361,18 +384,27 @@ class BlendedObjective:
         self._space = space
         self._source = source
         self._lora = lora
-        self._acc = accumulation_dtype(stack.weights.dtype, dtype)  # the blend's dtype
-        offsets = stack.layout.offsets()
-        self._shapes = dict(zip(stack.layout.names, stack.layout.shapes, strict=True))
-        self._group_of = {name: next(g for g, (a, b) in enumerate(stack.segments) if a <= offsets[name][0] < b)
-                          for name in stack.layout.names} if granularity == "layer" else {}
+        self._acc = accumulation_dtype(stack.dtype, dtype)  # the blend's dtype
+        self.memory_choice = memory_choice
+        logger.info("%s", memory_choice)
         # The weightless architecture (for blended_model and the gradient model), and the
         # probe model, whose blended tensors are views of one flat buffer of P scalars.
         self._arch = arch.eval().requires_grad_(False)
-        self._theta = torch.zeros(stack.layout.size, device=device, dtype=dtype)
-        self._model = bind_to_buffer(copy.deepcopy(self._arch), stack.layout, self._theta, stack.constants,
-                                     stack.aliases)
-        missing = meta_tensors(self._model)
+        self._lockstep: Lockstep | None = None
+        if isinstance(stack, StreamedExperts):  # blended tensors bound just in time, module by module
+            if batched is True:
+                raise ValueError("batched=True (vmap over whole blended models) needs the resident stack: pass "
+                                 "memory='resident', or batched='auto' with streamed experts")
+            self._theta = torch.zeros(0, device=device, dtype=dtype)
+            self._lockstep = Lockstep(copy.deepcopy(self._arch), stack, dtype=dtype)
+            self._model = self._lockstep.model
+            streamed = set(stack.layout.names) | {a for a, s in stack.aliases.items() if s in stack.rows}
+            missing = [name for name in meta_tensors(self._model) if name not in streamed]
+        else:
+            self._theta = torch.zeros(stack.layout.size, device=device, dtype=dtype)
+            self._model = bind_to_buffer(copy.deepcopy(self._arch), stack.layout, self._theta, stack.constants,
+                                         stack.aliases)
+            missing = meta_tensors(self._model)
         if missing:  # every parameter and persistent buffer must be blended or constant
             raise RuntimeError(f"internal error: the architecture's tensors {missing[:3]} are neither blended nor "
                                "constant")
@@ -451,20 +483,33 @@ class BlendedObjective:
 
     @property
     def stack_dtype(self) -> torch.dtype:
-        """The dtype the experts are kept in on the device."""
-        return self._stack.weights.dtype
+        """The dtype the experts are kept in on the device (streamed: as stored)."""
+        return self._stack.dtype
+
+    @property
+    def memory_mode(self) -> str:
+        """``"resident"`` or ``"streamed"`` (see ``memory``)."""
+        return "streamed" if self._lockstep is not None else "resident"
 
     def memory(self) -> dict[str, int]:
         """Bytes held on the device: the stacked experts (and base row), the probe model's
         blended buffer, and the constants (heads, counters; for LoRA the base and the
-        adapters' factors).
+        adapters' factors); with streamed experts (or a LoRA base mapped from its file), also
+        ``mapped``, the bytes of the files' tensors they are views of (the page cache holds
+        what has been read; the process holds none).
 
         >>> BlendedObjective._example().memory()
         {'stack': 2048, 'blended': 1024, 'constants': 0}
         """
-        constants = sum(t.numel() * t.element_size() for t in self._stack.constants.values())
-        return {"stack": self._stack.nbytes, "blended": self._theta.numel() * self._theta.element_size(),
-                "constants": constants}
+        st = self._stack
+        mapped_names = st.mapped if isinstance(st, ExpertStack) else frozenset()
+        constants = sum(t.numel() * t.element_size() for n, t in st.constants.items() if n not in mapped_names)
+        out = {"stack": st.nbytes, "blended": self._theta.numel() * self._theta.element_size(), "constants": constants}
+        if isinstance(st, StreamedExperts):
+            out["mapped"] = st.mapped_bytes
+        elif mapped_names:
+            out["mapped"] = sum(t.numel() * t.element_size() for n, t in st.constants.items() if n in mapped_names)
+        return out
 
     def uses_vmap(self, n: int, kind: str = "probes") -> bool:
         """Whether a call with ``n`` probes (or tangents, ``kind="jvp"``) runs batched.
@@ -472,7 +517,7 @@ class BlendedObjective:
         >>> BlendedObjective._example().uses_vmap(8)    # "auto" on the CPU: the loop
         False
         """
-        if n < 2 or not self._vmap[kind]:
+        if n < 2 or not self._vmap[kind] or self._lockstep is not None:
             return False
         return auto_batches(self.device, n, convolutional=self._convolutional) if self._policy == "auto" else True
 
@@ -565,6 +610,11 @@ class BlendedObjective:
         c = self._space.coefficients(points)  # (n, G, R)
         return c if self.granularity == "layer" else c[:, 0]
 
+    def _require_resident(self, what: str) -> None:
+        if self._lockstep is not None:
+            raise ValueError(f"{what} (method='backprop' or 'forward-grad') needs the resident stack: build the "
+                             "objective with memory='resident' (streamed experts score forward probes only)")
+
     def _blend(self, points: torch.Tensor) -> torch.Tensor:
         """``(n, *point_shape)`` -> ``(n, P)`` flat blended parameters, in ``dtype``."""
         segments = self._stack.segments if self.granularity == "layer" else None
@@ -611,6 +661,8 @@ class BlendedObjective:
         matrix product and vmap a functional call over them.
         """
         n = points.shape[0]
+        if self._lockstep is not None:
+            return self._lockstep_probes(points, batch, score)
         if self.uses_vmap(n):
             st = self._stack
 
@@ -631,6 +683,22 @@ class BlendedObjective:
                 self._vmap["probes"] = False
                 return results
         return self._loop(points, batch, score)
+
+    def _lockstep_probes(self, points: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
+        """Streamed experts: the probes in turns of :data:`STREAMED_PROBES`, each turn's
+        blocks blended for all its probes from one read (:mod:`spsa_mix.blend.held.lockstep`)."""
+        lockstep = self._lockstep
+        if lockstep is None:
+            raise RuntimeError("internal error: lockstep probes without streamed experts")
+        coeffs = self._space.coefficients(points)  # (n, G, R)
+
+        def one() -> tuple[torch.Tensor, ...]:
+            return score(self._model(*batch.args, **batch.kwargs), batch.targets)
+
+        results: list[tuple[torch.Tensor, ...]] = []
+        for start in range(0, coeffs.shape[0], STREAMED_PROBES):
+            results += lockstep.run(coeffs[start:start + STREAMED_PROBES], one)
+        return tuple(torch.stack(parts) for parts in zip(*results, strict=True))
 
     def _loop(self, points: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
         segments = self._stack.segments if self.granularity == "layer" else None
@@ -711,6 +779,7 @@ class BlendedObjective:
         (0.5471, [0.0, -0.2517])
         """
         point = self._check_point(alpha)
+        self._require_resident("value_and_grad")
         batch = self._next_batch()
         model = self._gradient_model()
         a = self._as_points(point).requires_grad_(True)
@@ -755,6 +824,7 @@ class BlendedObjective:
             raise ValueError(f"tangents must have shape (m, {', '.join(map(str, shape))}), but got shape {tan.shape}")
         if not np.all(np.isfinite(tan)):
             raise ValueError("tangents must be finite")
+        self._require_resident("jvp")
         batch = self._next_batch()
         model = self._gradient_model()
         a = self._as_points(point)
@@ -791,8 +861,21 @@ class BlendedObjective:
         point = self._check_point(alpha)
         if dtype is None or isinstance(dtype, torch.dtype):
             fixed = check_float_dtype(dtype) if dtype is not None else self.dtype
-            return iter_blended(self, point, lambda name: fixed)
-        return iter_blended(self, point, dtype)
+            return self._iter_blended(point, lambda name: fixed)
+        return self._iter_blended(point, dtype)
+
+    def _iter_blended(self, point: FloatArray, out_dtype: Callable[[str], torch.dtype]
+                      ) -> Iterator[tuple[str, torch.Tensor]]:
+        """theta(point) (a checked point) tensor by tensor (:mod:`spsa_mix.blend.export`)."""
+        st = self._stack
+        with torch.no_grad():
+            points = self._as_points(point[None])
+            if self._lora is not None:  # the per-rank weights in the accumulation dtype, not the forward's
+                segments = st.segments if self.granularity == "layer" else None
+                mix = blend(st.weights, self._coefficients(points), segments, dtype=self._acc)[0]
+                return self._lora.merged(mix, st, out_dtype, self._acc)
+            rows = self._space.coefficients(points)[0]  # (G, R)
+        return iter_blended(st, rows, out_dtype, acc=self._acc)
 
     def blended_state_dict(self, alpha: ArrayLike) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of theta(alpha): every tensor of the architecture, in order.
@@ -818,7 +901,8 @@ class BlendedObjective:
         >>> net.weight.tolist(), net.training, net.weight.requires_grad
         ([[0.0, 0.0], [1.0, -1.0]], True, True)
         """
-        return blended_module(self, self.blended_state_dict(alpha))
+        arch = self._lora.base_arch if self._lora is not None else self._arch
+        return blended_module(arch, self.blended_state_dict(alpha), self._stack.aliases)
 
     def save_pretrained(self, alpha: ArrayLike, path: str | os.PathLike[str], *, overwrite: bool = False,
                         dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB") -> str:
@@ -848,8 +932,18 @@ class BlendedObjective:
         point = self._check_point(alpha)
         if dtype is not None:
             check_float_dtype(dtype)
-        return save_blend(self, point, path, source=self._source, overwrite=overwrite, dtype=dtype,
-                          max_shard_size=max_shard_size)
+        lora, st = self._lora, self._stack
+
+        def adapter(directory: Path) -> None:
+            if lora is None:
+                raise RuntimeError("internal error: a LoRA save without the LoRA blend")
+            coeffs = self._coefficients(self._as_points(point[None]))
+            write_adapter(lora, st, coeffs, directory, segments=st.segments if self.granularity == "layer" else None,
+                          forward_dtype=self.dtype, source=self._source, dtype=dtype)
+
+        return save_blend(lambda out_dtype: self._iter_blended(point, out_dtype), path, source=self._source,
+                          stored=st.stored_dtypes, default_dtype=self.dtype, aliases=st.aliases, overwrite=overwrite,
+                          dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter)
 
     @classmethod
     def _example(cls) -> BlendedObjective:

@@ -3,8 +3,8 @@
 :func:`load_pretrained` (behind :meth:`BlendedObjective.from_pretrained`) does, in order,
 everything that needs no weight before anything that does:
 
-1. each expert (and the base) is a model directory (``config.json`` and weights), its
-   config read with ``AutoConfig.from_pretrained(..., local_files_only=True)`` (never a
+1. each expert (and the base) is a model directory (``config.json`` and weights;
+   :mod:`spsa_mix.blend.sources.hub`), its config read with ``AutoConfig.from_pretrained(..., local_files_only=True)`` (never a
    download, never remote code) and compared with ``experts[0]``'s: the first differing
    key is named with both values (keys that do not change the weights' meaning, such as
    ``_name_or_path``, ``transformers_version``, ``dtype``, ``use_cache`` and the label
@@ -18,9 +18,11 @@ everything that needs no weight before anything that does:
    expert's index is checked against it (names and shapes; tied weights such as
    ``lm_head.weight`` may be absent from the files, as transformers writes them);
 4. only then the stack is filled, one tensor at a time, in the stored dtype
-   (:func:`~spsa_mix.blend.experts.stack_experts`).
+   (:func:`~spsa_mix.blend.held.experts.stack_experts`).
 
-LoRA adapters over a base take the same road through :mod:`spsa_mix.blend.lora`.
+LoRA adapters over a base take the same road (:func:`load_lora`): their configs and factors'
+indexes read and checked (:mod:`spsa_mix.blend.sources.adapters`), the base built with
+:class:`~spsa_mix.blend.lora.LoRALinear` layers in place of the adapted ones.
 
 Example
 -------
@@ -40,32 +42,41 @@ Example
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from spsa_mix.blend.checkpoints import Checkpoint, is_hf_directory, open_checkpoint
-from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
-from spsa_mix.blend.experts import ExpertStack, check_expert_list, stack_experts, tied_aliases
+from spsa_mix.blend.devices import check_float_dtype, resolve_device
+from spsa_mix.blend.held.experts import (
+    ALIGNMENT,
+    ExpertStack,
+    check_compatible,
+    check_expert_list,
+    layer_groups,
+    tied_aliases,
+)
+from spsa_mix.blend.held.functional import Layout, accumulation_dtype
+from spsa_mix.blend.held.memory import decide_memory, hold_experts
+from spsa_mix.blend.lora import LoRABlend, attach
 from spsa_mix.blend.saving import SaveSource
-from spsa_mix.blend.skeleton import move_buffers, parameters_on_meta
+from spsa_mix.blend.skeleton import skeleton_of
+from spsa_mix.blend.sources.adapters import check_adapters, read_adapter
+from spsa_mix.blend.sources.checkpoints import DATA_PARALLEL_PREFIX, open_checkpoint
+from spsa_mix.blend.sources.hub import (
+    architecture_class,
+    build_skeleton,
+    check_directories,
+    compare_configs,
+    default_loss,
+    forward_dtype,
+    read_config,
+)
 from spsa_mix.blend.spaces import BlendSpace, check_space
 
-__all__ = ["Loaded", "load_pretrained", "read_config", "compare_configs", "architecture_class", "build_skeleton",
-           "IGNORED_CONFIG_KEYS", "check_directories"]
-
-# Config entries that may differ between experts without changing what their weights mean.
-IGNORED_CONFIG_KEYS = frozenset({
-    "_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache", "id2label", "label2id",
-    "_commit_hash", "finetuning_task", "_attn_implementation_autoset", "output_attentions",
-    "output_hidden_states", "return_dict", "problem_type",
-})
+__all__ = ["Loaded", "load_pretrained", "load_lora"]
 
 
 @dataclass
@@ -76,138 +87,20 @@ class Loaded:
     stack: ExpertStack
     space: BlendSpace
     source: SaveSource
-    lora: Any
+    lora: LoRABlend | None
     device: torch.device
     dtype: torch.dtype
     default_loss: str
     head: tuple[str, ...]
-
-
-def read_config(path: str | os.PathLike[str], label: str) -> Any:
-    """``AutoConfig.from_pretrained(path, local_files_only=True)``, errors labelled."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a bad config
-        raise ValueError(f"{label}: cannot read {str(Path(path) / 'config.json')!r} ({type(e).__name__}: {e})") from None
-
-
-def compare_configs(configs: Sequence[tuple[str, Any]]) -> None:
-    """Raise ``ValueError`` naming the first config entry in which ``configs[j]`` differs from
-    ``configs[0]`` (``(label, config)`` pairs; :data:`IGNORED_CONFIG_KEYS` aside)."""
-    (label0, config0), rest = configs[0], configs[1:]
-    ref = config0.to_dict()
-    for label, config in rest:
-        d = config.to_dict()
-        for key in sorted(set(ref) | set(d)):
-            if key in IGNORED_CONFIG_KEYS:
-                continue
-            a, b = d.get(key, "<missing>"), ref.get(key, "<missing>")
-            if a != b:
-                raise ValueError(f"{label} has a config that differs from {label0}'s: {key}={a!r}, but {label0} "
-                                 f"has {key}={b!r} (the experts must share one architecture)")
-
-
-def architecture_class(config: Any, model_class: Any = None) -> type:
-    """The transformers class to build: ``model_class`` (a class or its name), else the first
-    of ``config.architectures``."""
-    import transformers
-
-    if isinstance(model_class, type):
-        return model_class
-    name = model_class if isinstance(model_class, str) else (getattr(config, "architectures", None) or [None])[0]
-    if name is None:
-        raise ValueError("the config names no architecture (config.architectures is empty): pass "
-                         "model_class= (e.g. transformers.AutoModelForCausalLM's target class)")
-    cls = getattr(transformers, name, None)
-    if not isinstance(cls, type):
-        raise ValueError(f"transformers {transformers.__version__} has no model class {name!r} "
-                         "(from config.architectures or model_class=); pass model_class=<a transformers class>")
-    return cls
-
-
-def build_skeleton(config: Any, cls: type, *, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """``cls`` built from ``config`` with its parameters on meta (no memory, no random
-    initialisation), its buffers computed as transformers does and moved to ``device``; in
-    eval mode, without a key/value cache."""
-    with parameters_on_meta():
-        try:
-            model = cls._from_config(config, dtype=dtype)  # type: ignore[attr-defined]
-        except TypeError:  # transformers < 4.56 calls it torch_dtype
-            model = cls._from_config(config, torch_dtype=dtype)  # type: ignore[attr-defined]
-    if hasattr(model, "config") and hasattr(model.config, "use_cache"):
-        model.config.use_cache = False  # a probe scores whole sequences: no cache to build
-    return move_buffers(model.eval(), device=device)
-
-
-def check_directories(paths: Sequence[Any], what: str, *, adapters: bool) -> list[Path]:
-    """Each path an existing directory of the expected kind (model or PEFT adapter)."""
-    out = []
-    for i, p in enumerate(paths):
-        label = what if what == "base" else f"{what}[{i}]"
-        if not isinstance(p, (str, os.PathLike)):
-            raise ValueError(f"{label} must be a directory path, but got {type(p).__name__} (for modules and "
-                             "state dicts use BlendedObjective(model, experts))")
-        path = Path(p)
-        if not path.is_dir():
-            raise ValueError(f"{label}: no such directory {str(p)!r}")
-        is_adapter = (path / "adapter_config.json").is_file()
-        if adapters and not is_adapter:
-            hint = " (it holds a full model: use space='convex' or 'task-vectors')" if is_hf_directory(path) else ""
-            raise ValueError(f"{label}: {str(p)!r} is not a PEFT adapter directory (no adapter_config.json){hint}")
-        if not adapters and not is_hf_directory(path):
-            hint = " (it holds a PEFT adapter: pass space='lora' and base=)" if is_adapter else ""
-            raise ValueError(f"{label}: {str(p)!r} is not a Hugging Face model directory (no config.json){hint}")
-        out.append(path)
-    return out
-
-
-def default_loss(cls: type | str) -> str:
-    """``"causal-lm"`` for a causal language model class (or its name): one of transformers'
-    causal-LM classes (``AutoModelForCausalLM``'s, which include ``GPT2LMHeadModel``) or
-    any ``*ForCausalLM``; else ``"cross-entropy"``.
-
-    >>> default_loss("GPT2LMHeadModel"), default_loss("LlamaForCausalLM"), default_loss("BertForSequenceClassification")
-    ('causal-lm', 'causal-lm', 'cross-entropy')
-    """
-    name = cls if isinstance(cls, str) else cls.__name__
-    return "causal-lm" if name.endswith("ForCausalLM") or name in _causal_lm_classes() else "cross-entropy"
-
-
-@functools.lru_cache(maxsize=1)
-def _causal_lm_classes() -> frozenset[str]:
-    """The class names ``transformers.AutoModelForCausalLM`` builds (the model's task, not its name)."""
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    except ImportError:
-        return frozenset()
-    names: set[str] = set()
-    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
-        names.update([value] if isinstance(value, str) else value)
-    return frozenset(names)
-
-
-def stored_dtype(ckpts: Sequence[Checkpoint]) -> torch.dtype:
-    """The promoted dtype of every floating-point tensor the checkpoints store."""
-    out: torch.dtype | None = None
-    for ckpt in ckpts:
-        for info in ckpt.infos.values():
-            if info.dtype.is_floating_point:
-                out = info.dtype if out is None else torch.promote_types(out, info.dtype)
-    return out or torch.float32
-
-
-def forward_dtype(dtype: Any, ckpts: Sequence[Checkpoint], device: torch.device) -> torch.dtype:
-    """``dtype`` (default the stored one), checked on ``device``."""
-    dt = stored_dtype(ckpts) if dtype is None else check_float_dtype(dtype)
-    return check_device_dtype(device, dt)
+    memory_choice: str
 
 
 def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any, device: Any, dtype: Any,
                     stack_dtype: Any, granularity: str, head: Any, head_from: Any, model_class: Any,
-                    strict_base: bool, check_head: Callable[..., tuple[str, ...]]) -> Loaded:
-    """Check and load Hugging Face experts (see the module docstring)."""
+                    strict_base: bool, check_head: Callable[..., tuple[str, ...]], memory: str = "resident",
+                    max_memory: int | str | None = None) -> Loaded:
+    """Check and load Hugging Face experts (see the module docstring), resident or streamed
+    (:mod:`spsa_mix.blend.held.memory`)."""
     expert_list = check_expert_list(experts)
     space_name, scale_value = check_space(space, scale, has_base=base is not None)
     if base is not None and space_name == "convex":
@@ -216,10 +109,9 @@ def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any
         check_float_dtype(stack_dtype)
     dev = resolve_device(device)
     if space_name == "lora":
-        from spsa_mix.blend.lora import load_lora
-
         return load_lora(expert_list, base=base, device=dev, dtype=dtype, stack_dtype=stack_dtype,
-                         granularity=granularity, head=head, model_class=model_class, strict_base=strict_base)
+                         granularity=granularity, head=head, model_class=model_class, strict_base=strict_base,
+                         memory=memory, max_memory=max_memory)
     paths = check_directories(expert_list, "experts", adapters=False)
     base_path = check_directories([base], "base", adapters=False)[0] if base is not None else None
     labelled = [(f"experts[{i}]", p) for i, p in enumerate(paths)] + ([("base", base_path)] if base_path else [])
@@ -236,11 +128,88 @@ def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any
     reference = arch.state_dict()
     heads = check_head(head, head_from, reference, len(paths))
     hf = None if head_from is None else int(head_from)
-    stack = stack_experts(reference, ckpts[: len(paths)], device=dev, dtype=dt, granularity=granularity, head=heads,
-                          head_from=hf, base=ckpts[len(paths)] if base_path else None, aliases=tied_aliases(arch),
-                          stack_dtype=stack_dtype, check_dtype=False)
+    stack, choice = hold_experts(reference, ckpts[: len(paths)], memory=memory, max_memory=max_memory, device=dev,
+                                 dtype=dt, granularity=granularity, head=heads, head_from=hf,
+                                 base=ckpts[len(paths)] if base_path else None, aliases=tied_aliases(arch),
+                                 stack_dtype=stack_dtype, check_dtype=False)
     config_dir = paths[hf] if hf is not None else (base_path or paths[0])
     return Loaded(arch=arch, stack=stack,
                   space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
                   source=SaveSource("hf", config_dir=config_dir), lora=None, device=dev, dtype=dt,
-                  default_loss=default_loss(cls), head=heads)
+                  default_loss=default_loss(cls), head=heads, memory_choice=choice)
+
+
+def load_lora(adapters_paths: Sequence[Any], *, base: Any, device: torch.device, dtype: Any, stack_dtype: Any,
+              granularity: str, head: Any, model_class: Any, strict_base: bool, memory: str = "resident",
+              max_memory: int | str | None = None) -> Loaded:
+    """The parts of a LoRA objective: the base held once (or, streamed, mapped from its file
+    where it is stored in the forward's dtype on the CPU), the adapters' factors side by side."""
+    if head is not None:
+        raise ValueError("head= does not apply to space='lora' (the base's head is shared by all adapters)")
+    if stack_dtype is not None:
+        raise ValueError("stack_dtype does not apply to space='lora': the base is held once, in dtype, and the "
+                         "adapters' factors beside it")
+    paths = check_directories(adapters_paths, "experts", adapters=True)
+    base_path = check_directories([base], "base", adapters=False)[0]
+    adapters = [read_adapter(p, f"experts[{i}]") for i, p in enumerate(paths)]
+    base_config = read_config(base_path, "base")
+    base_ckpt = open_checkpoint(base_path, label="base")
+    dt = forward_dtype(dtype, [base_ckpt], device)
+    cls = architecture_class(base_config, model_class)
+    base_arch = build_skeleton(base_config, cls, dtype=dt, device=device)
+    modules = check_adapters(adapters, base_arch, base=base_path, base_config=base_config, strict_base=strict_base)
+    reference = base_arch.state_dict()
+    aliases = tied_aliases(base_arch)
+    names = [n for n in reference if n not in aliases]
+    if not any(n.startswith(DATA_PARALLEL_PREFIX) for n in names):
+        base_ckpt.strip_prefix(DATA_PARALLEL_PREFIX)
+    check_compatible({n: reference[n] for n in names}, base_ckpt.infos, label="base",
+                     ignore=lambda n: n in aliases, check_dtype=False)
+
+    total = {m: sum(a.ranks[m] for a in adapters) for m in modules}  # R per module
+    arch = skeleton_of(base_arch, device=device)
+    attach(arch, total, dt)
+    mix_names = [f"{m}.lora_mix" for m in modules]
+    layout = Layout(tuple(mix_names), tuple((total[m],) for m in modules), align=ALIGNMENT)
+    offsets = layout.offsets()
+    if granularity == "layer":
+        groups, segments = layer_groups(mix_names, layout)
+    else:
+        groups, segments = ["model"], [(0, layout.size)]
+    acc = accumulation_dtype(dt)
+    weights = torch.zeros((len(adapters), layout.size), dtype=acc, device=device)  # (K, P): S, the scalings
+    constants: dict[str, torch.Tensor] = {}
+    size = dt.itemsize
+    need = sum(base_ckpt.infos[n].numel * (size if base_ckpt.infos[n].dtype.is_floating_point
+                                           else base_ckpt.infos[n].dtype.itemsize) for n in names)
+    mode, why = decide_memory(memory, max_memory, device, need, what="the base")
+    mapped: set[str] = set()
+    for name in names:  # the base, held once, in the forward's dtype
+        t = base_ckpt.mapped(name) if mode == "streamed" else base_ckpt.read(name)
+        constants[name] = (t.to(device=device, dtype=dt) if t.is_floating_point() else t.to(device))
+        if mode == "streamed" and constants[name].data_ptr() == t.data_ptr() and t.numel():
+            mapped.add(name)  # a view of the file: not held
+    for m in modules:
+        start = offsets[f"{m}.lora_mix"][0]
+        a_parts, b_parts = [], []
+        for i, a in enumerate(adapters):
+            r = a.ranks[m]
+            weights[i, start:start + r] = a.scaling[m]
+            start += r
+            a_parts.append(a.ckpt.read(a.factor(m, "A")).to(device=device, dtype=dt))
+            b_parts.append(a.ckpt.read(a.factor(m, "B")).to(device=device, dtype=dt))
+        constants[f"{m}.lora_A"] = torch.cat(a_parts, dim=0)  # (R, d_in)
+        constants[f"{m}.lora_B"] = torch.cat(b_parts, dim=1)  # (d_out, R)
+    stored = {n: base_ckpt.infos[n].dtype for n in names}
+    stack = ExpertStack(weights, layout, groups, segments, constants, {}, list(reference), has_base=False,
+                        aliases=aliases, stored_dtypes=stored, mapped=frozenset(mapped))
+    where = f"mapped from its file ({len(mapped)} of {len(names)} tensors; the others cast)" if mode == "streamed" \
+        else f"held on {device}"
+    choice = f"LoRA: the base {where}: {why}"
+    first = adapters[0]
+    lora = LoRABlend(modules=modules, ranks=[dict(a.ranks) for a in adapters], base_arch=base_arch,
+                     adapter_dtype=first.ckpt.infos[first.factor(modules[0], "A")].dtype,
+                     adapter_config=dict(first.config))
+    return Loaded(arch=arch, stack=stack, space=BlendSpace("lora", len(adapters), len(groups), 1.0, granularity == "layer"),
+                  source=SaveSource("lora", config_dir=base_path, adapter_config=dict(first.config)), lora=lora,
+                  device=device, dtype=dt, default_loss=default_loss(cls), head=(), memory_choice=choice)

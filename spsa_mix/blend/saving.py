@@ -8,7 +8,8 @@ experts the objective was built from (:class:`SaveSource`):
   files copied when present, and the weights as ``model.safetensors``, or
   ``model-0000i-of-0000n.safetensors`` shards with ``model.safetensors.index.json`` beyond
   ``max_shard_size``; tied weights are written once (transformers re-ties them on loading);
-* ``"lora"`` -- a PEFT adapter directory (:func:`spsa_mix.blend.lora.adapter_tensors`);
+* ``"lora"`` -- a PEFT adapter directory (written by ``write_adapter``:
+  :func:`spsa_mix.blend.lora.write_adapter`);
 * ``"state-dict"`` -- one ``.safetensors`` state dict.
 
 Tensors are blended and written one at a time (at most one shard is held in memory); the
@@ -18,28 +19,23 @@ unless ``overwrite=True``.
 
 Example
 -------
->>> parse_size("20KB"), parse_size("5GB"), parse_size("2MiB"), parse_size(100)
-(20000, 5000000000, 2097152, 100)
+>>> parse_size("5GB"), dtype_name(torch.bfloat16)
+(5000000000, 'bfloat16')
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from spsa_mix.io import atomic_directory, atomic_path
-
-if TYPE_CHECKING:
-    from spsa_mix.blend.objective import BlendedObjective
+from spsa_mix.io import atomic_directory, atomic_path, parse_size
 
 __all__ = ["SaveSource", "save_blend", "write_safetensors_shards", "parse_size",
            "COPIED_FILES", "dtype_name"]
@@ -51,8 +47,6 @@ COPIED_FILES = (
     "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
     "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
 )
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 @dataclass(frozen=True)
@@ -72,18 +66,6 @@ class SaveSource:
     kind: Literal["hf", "lora", "state-dict"]
     config_dir: Path | None = None
     adapter_config: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_size(size: int | str) -> int:
-    """Bytes in ``size``: an int, or a string such as ``"20KB"``, ``"5GB"`` (powers of 1000,
-    as transformers' ``max_shard_size``) or ``"2MiB"`` (powers of 1024)."""
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper()) if isinstance(size, str) else None
-    if m is None or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
-        raise ValueError(f"max_shard_size must be a positive number of bytes or a string such as '5GB', "
-                         f"but got {size!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -173,14 +155,24 @@ def _copy_side_files(source: Path | None, directory: Path) -> None:
             shutil.copyfile(source / name, directory / name)
 
 
-def save_blend(objective: BlendedObjective, point: np.ndarray, path: str | os.PathLike[str], *, source: SaveSource,
-               overwrite: bool, dtype: torch.dtype | None, max_shard_size: int | str) -> str:
-    """Write theta(point) of ``objective`` to ``path`` (see the module docstring); returns the path."""
+Blended = Callable[[Callable[[str], torch.dtype]], Iterable[tuple[str, torch.Tensor]]]
+
+
+def save_blend(blended: Blended, path: str | os.PathLike[str], *, source: SaveSource,
+               stored: Mapping[str, torch.dtype], default_dtype: torch.dtype, aliases: Mapping[str, str],
+               overwrite: bool, dtype: torch.dtype | None, max_shard_size: int | str,
+               write_adapter: Callable[[Path], None] | None = None) -> str:
+    """Write a blend to ``path`` (see the module docstring); returns the path.
+
+    ``blended(out_dtype)`` yields its ``(name, tensor)`` pairs in ``state_dict`` order, each
+    floating-point tensor in ``out_dtype(name)``: ``dtype``, else the dtype ``stored`` gives
+    the name, else ``default_dtype``; ``aliases`` are the tied names (written once for
+    Hugging Face); ``write_adapter(folder)`` writes a LoRA blend's adapter files.
+    """
     parse_size(max_shard_size)  # checked before any work
-    stored = objective._stack.stored_dtypes
 
     def out_dtype(name: str) -> torch.dtype:
-        return dtype if dtype is not None else stored.get(name, objective.dtype)
+        return dtype if dtype is not None else stored.get(name, default_dtype)
 
     if source.kind == "state-dict":
         from safetensors.torch import save_file
@@ -189,25 +181,24 @@ def save_blend(objective: BlendedObjective, point: np.ndarray, path: str | os.Pa
         directory_target = target.suffix.lower() != ".safetensors"
         if directory_target:
             with atomic_directory(target, overwrite=overwrite) as tmp:
-                write_safetensors_shards(_owned(objective.iter_blended(point, dtype=out_dtype)), tmp,
+                write_safetensors_shards(_owned(blended(out_dtype)), tmp,
                                          max_shard_size=max_shard_size)
             return str(target)
-        state = dict(_owned(objective.iter_blended(point, dtype=out_dtype)))
+        state = dict(_owned(blended(out_dtype)))
         _atomic_file(target, overwrite, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         return str(target)
     if source.kind == "lora":
-        from spsa_mix.blend.lora import write_adapter
-
+        if write_adapter is None:
+            raise RuntimeError("internal error: a LoRA blend without its adapter writer")
         with atomic_directory(path, overwrite=overwrite) as tmp:
-            write_adapter(objective, point, tmp, source=source, dtype=dtype)
+            write_adapter(tmp)
         return str(Path(path))
     if source.config_dir is None:
         raise RuntimeError("internal error: a Hugging Face blend without the directory of its config")
-    aliases = objective._stack.aliases
     with atomic_directory(path, overwrite=overwrite) as tmp:
         _copy_config(source.config_dir, tmp, dtype)
         _copy_side_files(source.config_dir, tmp)
-        tensors = ((n, t) for n, t in objective.iter_blended(point, dtype=out_dtype) if n not in aliases)
+        tensors = ((n, t) for n, t in blended(out_dtype) if n not in aliases)
         write_safetensors_shards(tensors, tmp, max_shard_size=max_shard_size)
     return str(Path(path))
 

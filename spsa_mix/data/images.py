@@ -297,7 +297,7 @@ def default_data_roots(cache_dir: str | os.PathLike[str] | None = None) -> list[
     >>> all(isinstance(p, Path) for p in default_data_roots("/tmp/c"))
     True
     """
-    from spsa_mix.experiment.config import default_cache_dir
+    from spsa_mix.io import default_cache_dir
 
     roots: list[Path] = []
     if os.environ.get("SPSA_MIX_DATA"):
@@ -543,8 +543,7 @@ def read_image_folder_zip(path: str | os.PathLike[str], split: str) -> tuple[np.
 
 def _load_cifar10_jpeg(roots: list[Path], cache_dir: str | os.PathLike[str] | None, standardize: bool) -> ImageData:
     """``cifar10-jpeg``: the zip of the first root holding it, decoded once and cached as .npz."""
-    from spsa_mix.experiment.config import default_cache_dir
-    from spsa_mix.io import atomic_path
+    from spsa_mix.io import atomic_path, default_cache_dir
 
     zips = [r / CIFAR10_JPEG_ZIP for r in roots if (r / CIFAR10_JPEG_ZIP).is_file()]
     if not zips:

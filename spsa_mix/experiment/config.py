@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from spsa_mix.core.directions import DIRECTION_KINDS
 from spsa_mix.core.validation import check_int
+from spsa_mix.io import default_cache_dir  # re-exported: the experiment's default cache
 
 if TYPE_CHECKING:
     from spsa_mix.experiment.pool import PoolSpec
@@ -61,16 +62,6 @@ DEFAULT_CONFIGS = ALL_CONFIGS
 # names of spsa_mix.blend.losses.LOSSES (listed here so that the CLI need not import PyTorch).
 ALPHA_LOSSES = ("calibrated", "cross-entropy", "calibrated-cross-entropy", "causal-lm", "calibrated-causal-lm",
                 "entropy")
-
-
-def default_cache_dir() -> Path:
-    """``$SPSA_MIX_CACHE`` if set, else ``~/.cache/spsa_mix``.
-
-    >>> default_cache_dir().name in ("spsa_mix", os.environ.get("SPSA_MIX_CACHE", "x").rstrip("/").split("/")[-1])
-    True
-    """
-    env = os.environ.get("SPSA_MIX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "spsa_mix"
 
 
 def _check_int(value: Any, name: str, minimum: int, why: str = "") -> None:

@@ -158,7 +158,7 @@ def _base_digest(base: Any) -> tuple[str, str, nn.Module | None]:
     files and ``None``; or ``"module"``, a digest of the module ``base()`` returns (its state
     dict), and that module, which is the one trained."""
     if isinstance(base, (str, os.PathLike)):
-        from spsa_mix.blend.checkpoints import hf_weight_files
+        from spsa_mix.blend.sources.checkpoints import hf_weight_files
 
         path = Path(base)
         if not (path / "config.json").is_file():
@@ -291,7 +291,7 @@ def finetune_expert(base: str | os.PathLike[str] | Callable[[], nn.Module], data
 
 
 def _load_trainable(base: Any, spec: FinetuneSpec) -> nn.Module:
-    from spsa_mix.blend.pretrained import architecture_class, read_config
+    from spsa_mix.blend.sources.hub import architecture_class, read_config
 
     config = read_config(base, "base")
     cls = architecture_class(config)

@@ -48,10 +48,11 @@ def lora_family(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def no_weight_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if any weight is read: errors that the indexes and configs reveal come before that."""
-    from spsa_mix.blend.checkpoints import _SafetensorsCheckpoint, _TensorsCheckpoint
+    from spsa_mix.blend.sources.checkpoints import _SafetensorsCheckpoint, _TensorsCheckpoint
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a weight was read before the error")
 
     monkeypatch.setattr(_SafetensorsCheckpoint, "_readinto", refuse)
+    monkeypatch.setattr(_SafetensorsCheckpoint, "mapped", refuse)
     monkeypatch.setattr(_TensorsCheckpoint, "read", refuse)

@@ -66,16 +66,18 @@ class Family:
 
 
 def save_family(root: Path, *, k: int = 3, seed: int = 0, cls: Any = None, config: Any = None,
-                dtype: torch.dtype = torch.float32) -> Family:
+                dtype: torch.dtype = torch.float32, max_shard_size: str | None = None) -> Family:
+    """A base and ``k`` perturbed experts saved under ``root`` (sharded beyond ``max_shard_size``)."""
     cls = cls or transformers.LlamaForCausalLM
     torch.manual_seed(seed)
     base = cls(config or llama_config()).to(dtype).eval()
     root.mkdir(parents=True, exist_ok=True)
-    base.save_pretrained(root / "base")
+    shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    base.save_pretrained(root / "base", **shards)
     experts, paths = [], []
     for i in range(k):
         e = perturbed(base, seed * 100 + i + 1).eval()
-        e.save_pretrained(root / f"expert{i}")
+        e.save_pretrained(root / f"expert{i}", **shards)
         experts.append(e)
         paths.append(root / f"expert{i}")
     return Family(root / "base", paths, base, experts)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spsa_mix.blend.functional import blend
+from spsa_mix.blend.held.functional import blend
 from spsa_mix.blend.spaces import BlendSpace, check_space
 from spsa_mix.core.domain import Domain
 

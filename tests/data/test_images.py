@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import struct
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import spsa_mix.data
 from spsa_mix.data.images import ImageData, available_datasets, default_data_roots, load_dataset, read_idx
 
 
@@ -136,3 +138,11 @@ def test_images_are_stored_in_the_standard_layout_whatever_the_arrays_strides() 
         assert d.x_train.stride() == d.x_test.stride() == (16 * c, 16, 4, 1)
     digits = load_dataset("digits")  # indexed copies (channel stride 1) and the array itself (stride 0)
     assert digits.x_train.stride() == digits.x_test.stride() == load_dataset("digits", test_size=0).x_train.stride()
+
+
+def test_the_data_package_does_not_import_the_experiment_layer():
+    data = Path(spsa_mix.data.__file__).parent
+    for path in sorted(data.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("spsa_mix.experiment"), f"{path.name} imports {node.module}"

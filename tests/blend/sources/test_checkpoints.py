@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from spsa_mix.blend.checkpoints import TensorInfo, hf_weight_files, open_checkpoint, read_safetensors_header
+from spsa_mix.blend.sources.checkpoints import TensorInfo, hf_weight_files, open_checkpoint, read_safetensors_header
 
 
 def _tensors() -> dict[str, torch.Tensor]:

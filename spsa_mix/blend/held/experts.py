@@ -3,7 +3,7 @@
 An expert is an ``nn.Module``, a ``state_dict`` (any mapping of names to tensors), a
 checkpoint file (``.safetensors``, or a PyTorch ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt``
 file holding a state dict) or a Hugging Face model directory; each is read lazily through
-:func:`~spsa_mix.blend.checkpoints.open_checkpoint` (names, shapes and dtypes first, then
+:func:`~spsa_mix.blend.sources.checkpoints.open_checkpoint` (names, shapes and dtypes first, then
 one tensor at a time).
 
 Every expert must match the architecture tensor for tensor: the same names, shapes and
@@ -18,7 +18,7 @@ checked from its index before any weight is read.
 ``(K, P)`` buffer on the device (a ``(K + 1, P)`` buffer with a base, in the last row), one
 tensor at a time, straight from the file where it can. The buffer keeps the experts' stored
 dtype (bf16 experts stay bf16: half the memory of float32) unless ``stack_dtype`` asks for
-another; the blend is accumulated in float32 (:mod:`spsa_mix.blend.functional`). Tied
+another; the blend is accumulated in float32 (:mod:`spsa_mix.blend.held.functional`). Tied
 weights (``aliases``, e.g. an output embedding tied to the input one) are stored once.
 
 Example
@@ -36,6 +36,7 @@ ValueError: experts[2] does not match the architecture: tensor 'weight' has shap
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,18 +45,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from spsa_mix.blend.checkpoints import (
+from spsa_mix.blend.sources.checkpoints import (
     DATA_PARALLEL_PREFIX,
     TORCH_SUFFIXES,
     Checkpoint,
     TensorInfo,
     open_checkpoint,
 )
-from spsa_mix.blend.functional import Layout
+from spsa_mix.blend.held.functional import Layout, blend_into
 
 __all__ = [
     "ExpertSource",
     "ExpertStack",
+    "ExpertPlan",
+    "Grouped",
+    "TensorLike",
+    "plan_experts",
+    "fill_stack",
     "load_state_dict",
     "check_compatible",
     "check_expert_list",
@@ -110,7 +116,7 @@ def check_compatible(reference: Mapping[str, TensorLike], state: Mapping[str, Te
     """Raise ``ValueError`` naming the first tensor of ``state`` that differs from
     ``reference`` (missing, unexpected, other shape or dtype); ``ignore(name)`` exempts.
 
-    Both may hold tensors or :class:`~spsa_mix.blend.checkpoints.TensorInfo` records (no data
+    Both may hold tensors or :class:`~spsa_mix.blend.sources.checkpoints.TensorInfo` records (no data
     is read). ``label`` names the expert (default ``experts[index]``); with
     ``check_dtype=False`` only floating-point versus integer is compared.
     """
@@ -171,8 +177,27 @@ def tied_aliases(model: nn.Module) -> dict[str, str]:
     return aliases
 
 
+class Grouped:
+    """What both holders of the experts (resident, streamed) derive from their layout and segments."""
+
+    layout: Layout
+    segments: list[tuple[int, int]]
+
+    @functools.cached_property
+    def group_of(self) -> dict[str, int]:
+        """The index of each blended tensor's group (its slice of ``segments``)."""
+        offsets = self.layout.offsets()
+        return {name: next(g for g, (a, b) in enumerate(self.segments) if a <= offsets[name][0] < b)
+                for name in self.layout.names}
+
+    @functools.cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each blended tensor."""
+        return dict(zip(self.layout.names, self.layout.shapes, strict=True))
+
+
 @dataclass
-class ExpertStack:
+class ExpertStack(Grouped):
     """The K experts (and a base) on the device, ready to blend.
 
     Attributes
@@ -200,6 +225,8 @@ class ExpertStack:
         Tied names, each mapped to the stored name it shares its tensor with.
     stored_dtypes:
         The dtype each tensor is stored in by expert 0 (what a saved blend is written in).
+    mapped:
+        The constants that are views of their files (a LoRA base streamed), not held.
     """
 
     weights: torch.Tensor
@@ -212,6 +239,7 @@ class ExpertStack:
     has_base: bool = False
     aliases: dict[str, str] = field(default_factory=dict)
     stored_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+    mapped: frozenset[str] = frozenset()
 
     @property
     def k(self) -> int:
@@ -222,6 +250,45 @@ class ExpertStack:
     def nbytes(self) -> int:
         """Bytes held by the stacked buffer."""
         return self.weights.numel() * self.weights.element_size()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the rows are held in."""
+        return self.weights.dtype
+
+    def blend_tensor(self, name: str, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """One blended tensor, ``coeffs (R,) @`` its slice of the stack, accumulated in
+        ``dtype`` (``coeffs``' dtype; a narrower stack upcast block by block).
+
+        >>> nets = [torch.nn.Linear(2, 1) for _ in range(2)]
+        >>> st = stack_experts(nets[0].state_dict(), nets, device=torch.device("cpu"), dtype=torch.float32)
+        >>> torch.equal(st.blend_tensor("bias", torch.tensor([0.0, 1.0]), torch.float32), nets[1].bias.detach())
+        True
+        """
+        start, stop = self.layout.offsets()[name]
+        out = torch.empty(stop - start, dtype=dtype, device=self.weights.device)
+        blend_into(out, self.weights[:, start:stop], coeffs)
+        return out.view(self.shapes[name])
+
+
+@dataclass
+class ExpertPlan(Grouped):
+    """The experts opened and checked, before their blended rows are read
+    (:func:`plan_experts`): the attributes of :class:`ExpertStack` but ``weights``, the
+    open checkpoints ``ckpts`` (the base last) and the ``stack_dtype`` the rows are
+    promoted to."""
+
+    ckpts: list[Checkpoint]
+    layout: Layout
+    groups: list[str]
+    segments: list[tuple[int, int]]
+    constants: dict[str, torch.Tensor]
+    counters: dict[str, tuple[torch.Tensor, int | None]]
+    names: list[str]
+    has_base: bool = False
+    aliases: dict[str, str] = field(default_factory=dict)
+    stored_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+    stack_dtype: torch.dtype = torch.float32
 
 
 def _group_of(name: str) -> str:
@@ -257,6 +324,86 @@ def layer_groups(blended: Sequence[str], layout: Layout) -> tuple[list[str], lis
     return groups, list(zip(starts, starts[1:] + [layout.size], strict=True))
 
 
+def plan_experts(
+    reference: Mapping[str, TensorLike],
+    experts: Sequence[ExpertSource],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    granularity: str = "model",
+    head: Sequence[str] = (),
+    head_from: int | None = None,
+    base: ExpertSource | None = None,
+    aliases: Mapping[str, str] | None = None,
+    stack_dtype: torch.dtype | None = None,
+    check_dtype: bool = True,
+) -> ExpertPlan:
+    """Everything of :func:`stack_experts` but the blended rows: the experts (and the base)
+    opened and checked against ``reference``, the layout, groups and stack dtype, and the
+    small tensors read (head, integer buffers); the resident stack
+    (:func:`stack_experts`) and the streamed one (:mod:`spsa_mix.blend.held.streamed`)
+    start from it."""
+    aliases = dict(aliases or {})
+    in_head = (lambda name: matches_prefix(name, head)) if head else (lambda name: False)
+    for alias, source in aliases.items():
+        if in_head(alias) != in_head(source):
+            raise ValueError(f"head={list(head)} covers only one of the tied tensors {alias!r} and {source!r} "
+                             "(one parameter under two names): keep both in the head or neither")
+    names = [n for n in reference if n not in aliases]
+    blended = [n for n in names if reference[n].is_floating_point() and not in_head(n)]
+    integer = [n for n in names if not reference[n].is_floating_point() and not in_head(n)]
+    layout = Layout(tuple(blended), tuple(_shape(reference[n]) for n in blended), align=ALIGNMENT)
+    if granularity == "layer":
+        groups, segments = layer_groups(blended, layout)
+    else:
+        groups, segments = ["model"], [(0, layout.size)]
+    group_index = {g: i for i, g in enumerate(groups)}
+
+    # Every expert (and the base) checked from its index before any weight is read.
+    ckpts = open_experts(experts, {n: reference[n] for n in names}, base)
+    for i, ckpt in enumerate(ckpts):
+        head_exempt = bool(head) and (i != head_from or ckpt.label == "base")
+
+        def exempt(name: str, h: bool = head_exempt) -> bool:
+            return name in aliases or (h and in_head(name))
+
+        check_compatible({n: reference[n] for n in names}, ckpt.infos, label=ckpt.label, ignore=exempt,
+                         check_dtype=check_dtype)
+    if head and head_from is None:
+        meta = [n for n in names if in_head(n) and (not isinstance(t := reference[n], torch.Tensor) or t.is_meta)]
+        if meta:
+            raise ValueError(f"head_from=None takes the head from the architecture's own weights, but it has none "
+                             f"for {meta[0]!r}: pass head_from=<index of the expert whose head to keep>")
+    if stack_dtype is None:
+        stack_dtype = ckpts[0].infos[blended[0]].dtype if blended else dtype
+        for ckpt in ckpts:
+            for n in blended:
+                stack_dtype = torch.promote_types(stack_dtype, ckpt.infos[n].dtype)
+
+    counter_rows: dict[str, list[torch.Tensor]] = {n: [] for n in integer}
+    constants: dict[str, torch.Tensor] = {}
+    if head and head_from is None:
+        for n in names:
+            if in_head(n):
+                t = torch.as_tensor(reference[n]).detach().to(device)
+                constants[n] = t.to(dtype) if t.is_floating_point() else t
+    for i, ckpt in enumerate(ckpts):
+        for name in integer:
+            counter_rows[name].append(ckpt.read(name).to(device))
+        if head and i == head_from:
+            for n in names:
+                if in_head(n):
+                    t = ckpt.read(n).to(device)
+                    constants[n] = t.to(dtype) if t.is_floating_point() else t
+    stored = {n: ckpts[0].infos[n].dtype for n in names if n in ckpts[0].infos}
+    counters: dict[str, tuple[torch.Tensor, int | None]] = {}
+    for name, rows in counter_rows.items():
+        constants[name] = rows[0]
+        counters[name] = (torch.stack(rows), group_index.get(_group_of(name)) if granularity == "layer" else 0)
+    return ExpertPlan(ckpts, layout, groups, segments, constants, counters, list(reference), has_base=base is not None,
+                      aliases=aliases, stored_dtypes=stored, stack_dtype=stack_dtype)
+
+
 def stack_experts(
     reference: Mapping[str, TensorLike],
     experts: Sequence[ExpertSource],
@@ -287,69 +434,20 @@ def stack_experts(
     >>> stack.weights.shape, stack.layout.names, stack.layout.offsets()
     (torch.Size([3, 256]), ('weight', 'bias'), {'weight': (0, 2), 'bias': (128, 129)})
     """
-    aliases = dict(aliases or {})
-    in_head = (lambda name: matches_prefix(name, head)) if head else (lambda name: False)
-    for alias, source in aliases.items():
-        if in_head(alias) != in_head(source):
-            raise ValueError(f"head={list(head)} covers only one of the tied tensors {alias!r} and {source!r} "
-                             "(one parameter under two names): keep both in the head or neither")
-    names = [n for n in reference if n not in aliases]
-    blended = [n for n in names if reference[n].is_floating_point() and not in_head(n)]
-    integer = [n for n in names if not reference[n].is_floating_point() and not in_head(n)]
-    layout = Layout(tuple(blended), tuple(_shape(reference[n]) for n in blended), align=ALIGNMENT)
-    offsets = layout.offsets()
-    if granularity == "layer":
-        groups, segments = layer_groups(blended, layout)
-    else:
-        groups, segments = ["model"], [(0, layout.size)]
-    group_index = {g: i for i, g in enumerate(groups)}
+    plan = plan_experts(reference, experts, device=device, dtype=dtype, granularity=granularity, head=head,
+                        head_from=head_from, base=base, aliases=aliases, stack_dtype=stack_dtype,
+                        check_dtype=check_dtype)
+    return fill_stack(plan, device)
 
-    # Every expert (and the base) checked from its index before any weight is read.
-    ckpts = open_experts(experts, {n: reference[n] for n in names}, base)
-    for i, ckpt in enumerate(ckpts):
-        head_exempt = bool(head) and (i != head_from or ckpt.label == "base")
 
-        def exempt(name: str, h: bool = head_exempt) -> bool:
-            return name in aliases or (h and in_head(name))
-
-        check_compatible({n: reference[n] for n in names}, ckpt.infos, label=ckpt.label, ignore=exempt,
-                         check_dtype=check_dtype)
-    if head and head_from is None:
-        meta = [n for n in names if in_head(n) and (not isinstance(t := reference[n], torch.Tensor) or t.is_meta)]
-        if meta:
-            raise ValueError(f"head_from=None takes the head from the architecture's own weights, but it has none "
-                             f"for {meta[0]!r}: pass head_from=<index of the expert whose head to keep>")
-    if stack_dtype is None:
-        stack_dtype = ckpts[0].infos[blended[0]].dtype if blended else dtype
-        for ckpt in ckpts:
-            for n in blended:
-                stack_dtype = torch.promote_types(stack_dtype, ckpt.infos[n].dtype)
-
-    weights = torch.zeros((len(ckpts), layout.size), device=device, dtype=stack_dtype)  # (R, P), zero padding
-    counter_rows: dict[str, list[torch.Tensor]] = {n: [] for n in integer}
-    constants: dict[str, torch.Tensor] = {}
-    if head and head_from is None:
-        for n in names:
-            if in_head(n):
-                t = torch.as_tensor(reference[n]).detach().to(device)
-                constants[n] = t.to(dtype) if t.is_floating_point() else t
-    for i, ckpt in enumerate(ckpts):
-        row = weights[i]
-        for name in blended:
+def fill_stack(plan: ExpertPlan, device: torch.device) -> ExpertStack:
+    """The resident stack of a plan: every blended tensor of every checkpoint read into its
+    row of one ``(R, P)`` buffer on ``device``, in ``plan.stack_dtype``, one tensor at a time."""
+    offsets = plan.layout.offsets()
+    weights = torch.zeros((len(plan.ckpts), plan.layout.size), device=device, dtype=plan.stack_dtype)  # (R, P)
+    for ckpt, row in zip(plan.ckpts, weights, strict=True):  # zero padding between tensors
+        for name in plan.layout.names:
             start, stop = offsets[name]
             ckpt.read_into(name, row[start:stop])
-        for name in integer:
-            counter_rows[name].append(ckpt.read(name).to(device))
-        if head and i == head_from:
-            for n in names:
-                if in_head(n):
-                    t = ckpt.read(n).to(device)
-                    constants[n] = t.to(dtype) if t.is_floating_point() else t
-    stored = {n: ckpts[0].infos[n].dtype for n in names if n in ckpts[0].infos}
-    del ckpts
-    counters: dict[str, tuple[torch.Tensor, int | None]] = {}
-    for name, rows in counter_rows.items():
-        constants[name] = rows[0]
-        counters[name] = (torch.stack(rows), group_index.get(_group_of(name)) if granularity == "layer" else 0)
-    return ExpertStack(weights, layout, groups, segments, constants, counters, list(reference),
-                       has_base=base is not None, aliases=aliases, stored_dtypes=stored)
+    return ExpertStack(weights, plan.layout, plan.groups, plan.segments, plan.constants, plan.counters, plan.names,
+                       has_base=plan.has_base, aliases=plan.aliases, stored_dtypes=plan.stored_dtypes)

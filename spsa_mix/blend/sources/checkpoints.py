@@ -5,7 +5,9 @@
 * an ``nn.Module`` (its ``state_dict``) or a mapping of names to tensors;
 * a ``.safetensors`` file: only its header (names, dtypes, shapes, byte offsets) is read
   when it is opened; each tensor is then read on request straight from the file into its
-  destination (no memory map, no copy of the whole file);
+  destination (:meth:`Checkpoint.read_into`, no copy of the whole file), or viewed where it
+  lies in a private memory map of the file (:meth:`Checkpoint.mapped`: the operating
+  system's page cache holds the bytes, the process copies none);
 * a PyTorch file ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` holding a state dict, read with
   ``torch.load(..., weights_only=True, mmap=True)`` (memory-mapped: only what is read is
   paged in); a checkpoint dict with a ``"state_dict"``, ``"model_state_dict"`` or
@@ -32,6 +34,7 @@ Example
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Mapping
@@ -107,6 +110,19 @@ class Checkpoint:
         """Copy tensor ``name`` into ``out`` (same number of elements; cast to ``out``'s dtype)."""
         out.copy_(self.read(name).reshape(out.shape))
 
+    def mapped(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` on the CPU, in its stored dtype, without a copy where the source
+        allows it: a view of a memory-mapped file (safetensors; a torch file loaded with
+        ``mmap=True``) or the tensor itself (modules, state dicts). Read-only by contract:
+        writing to it changes no file (safetensors maps are private) but may change an
+        expert's own tensor.
+
+        >>> t = torch.ones(2)
+        >>> open_checkpoint({"w": t}, label="experts[0]").mapped("w").data_ptr() == t.data_ptr()
+        True
+        """
+        return self.read(name)
+
     def strip_prefix(self, prefix: str) -> bool:
         """Drop ``prefix`` from every name if every name has it (e.g. ``"module."``, saved
         from ``DataParallel``); returns whether it did.
@@ -142,6 +158,9 @@ class _TensorsCheckpoint(Checkpoint):
     def read(self, name: str) -> torch.Tensor:
         return self._tensors[self._key(name)].detach()
 
+    def mapped(self, name: str) -> torch.Tensor:
+        return self.read(name)
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -156,6 +175,23 @@ class _SafetensorsCheckpoint(Checkpoint):
     def __init__(self, label: str, infos: dict[str, TensorInfo], entries: dict[str, _Entry]) -> None:
         super().__init__(label, infos)
         self._entries = entries
+        self._maps: dict[Path, mmap.mmap] = {}
+
+    def mapped(self, name: str) -> torch.Tensor:
+        entry = self._entries[self._key(name)]
+        info = self.infos[name]
+        if not info.numel:
+            return torch.empty(info.shape, dtype=info.dtype)
+        if entry.file not in self._maps:
+            with open(entry.file, "rb") as f:  # the map outlives the file object
+                # ACCESS_COPY: a private, writable map (torch.frombuffer wants a writable buffer);
+                # pages are read from the page cache on first touch, written never.
+                self._maps[entry.file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        itemsize = torch.empty((), dtype=info.dtype).element_size()
+        flat = torch.frombuffer(self._maps[entry.file], dtype=info.dtype, count=info.numel, offset=entry.begin)
+        if entry.begin % itemsize:  # a misaligned tensor (never in files torch or safetensors write): a copy
+            flat = flat.clone()
+        return flat.view(info.shape)
 
     def _readinto(self, name: str, dest: torch.Tensor) -> None:
         entry = self._entries[self._key(name)]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spsa_mix.blend import functional
-from spsa_mix.blend.functional import blend, blend_into
+from spsa_mix.blend.held import functional
+from spsa_mix.blend.held.functional import blend, blend_into
 
 
 @pytest.fixture

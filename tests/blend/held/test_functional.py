@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spsa_mix.blend.experts import stack_experts
-from spsa_mix.blend.functional import Layout, blend, call_blended, map_probes, unflatten
+from spsa_mix.blend.held.experts import stack_experts
+from spsa_mix.blend.held.functional import Layout, blend, call_blended, map_probes, unflatten
 
-from .blend_helpers import TinyNet, make_tiny_experts, tiny_batch
+from ..blend_helpers import TinyNet, make_tiny_experts, tiny_batch
 
 
 @given(st.integers(2, 5), st.integers(1, 4), st.integers(1, 9), st.integers(0, 2**31 - 1))
@@ -69,7 +69,7 @@ def test_map_probes_batched_equals_loop(n):
 def test_module_bound_to_a_buffer_equals_the_functional_call(granularity):
     import copy
 
-    from spsa_mix.blend.functional import bind_to_buffer, blend_into
+    from spsa_mix.blend.held.functional import bind_to_buffer, blend_into
 
     experts, (x, _) = make_tiny_experts(3), tiny_batch()
     stack = stack_experts(TinyNet().state_dict(), experts, device=torch.device("cpu"), dtype=torch.float32,
@@ -90,7 +90,7 @@ def test_module_bound_to_a_buffer_equals_the_functional_call(granularity):
 
 
 def test_a_narrow_stack_is_blended_in_float32_by_blocks(monkeypatch):
-    import spsa_mix.blend.functional as functional
+    import spsa_mix.blend.held.functional as functional
 
     monkeypatch.setattr(functional, "CHUNK", 5)  # several blocks per segment
     gen = torch.Generator().manual_seed(0)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from spsa_mix.blend import BlendedObjective
-from spsa_mix.blend.experts import (
+from spsa_mix.blend.held.experts import (
     check_compatible,
     check_expert_list,
     load_state_dict,
@@ -16,7 +16,7 @@ from spsa_mix.blend.experts import (
     stack_experts,
 )
 
-from .blend_helpers import TinyNet, make_tiny_experts, tiny_batch
+from ..blend_helpers import TinyNet, make_tiny_experts, tiny_batch
 
 
 def _same(a: dict, b: dict) -> bool:

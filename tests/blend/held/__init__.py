@@ -1,0 +1,1 @@
+"""Tests of spsa_mix.blend.held."""
