@@ -219,7 +219,7 @@ def _check_examples(data: Any) -> Examples:
 
 def _default_loss(model: nn.Module) -> Callable[[Any, Any], torch.Tensor]:
     from spsa_mix.blend.losses import resolve_loss
-    from spsa_mix.blend.pretrained import default_loss
+    from spsa_mix.blend.sources.hub import default_loss
 
     wrapped = getattr(model, "base_model", None)  # PEFT: base_model is the LoraModel, its .model the HF model
     candidates = (model, getattr(wrapped, "model", None))

@@ -102,7 +102,7 @@ def output_bytes(kind: str, experts: Sequence[Path]) -> int:
     """About the size of the merged model: the first expert's weight files (``kind`` ``"hf"``
     or ``"file"``), or every adapter's (``"adapter"``: the merged adapter holds them side
     by side). The merged model keeps the experts' stored dtype."""
-    from spsa_mix.blend.checkpoints import hf_weight_files
+    from spsa_mix.blend.sources.checkpoints import hf_weight_files
 
     def weights(path: Path) -> int:
         if path.is_file():
@@ -206,7 +206,7 @@ def nonfinite_tensor(path: Path) -> str | None:
     adapter folder, or a weight file) holding NaN or infinity, or ``None``."""
     import torch
 
-    from spsa_mix.blend.checkpoints import open_checkpoint
+    from spsa_mix.blend.sources.checkpoints import open_checkpoint
 
     if path.is_dir() and (path / "adapter_config.json").is_file():
         path = next((p for p in (path / "adapter_model.safetensors", path / "adapter_model.bin") if p.is_file()), path)
@@ -271,7 +271,7 @@ def head_classes(model: str, expert: Path, labels: int | None, data: str) -> int
     ``None`` when the expert has no such tensor. Refuses (``ValueError``) ``labels``
     (the target's number of classes, from its largest label) beyond the head.
     """
-    from spsa_mix.blend.checkpoints import open_checkpoint
+    from spsa_mix.blend.sources.checkpoints import open_checkpoint
     from spsa_mix.models import head_name
 
     info = open_checkpoint(expert, label=str(expert)).infos.get(f"{head_name(model)}.weight")  # the index only

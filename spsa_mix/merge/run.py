@@ -151,7 +151,7 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     architecture = _architecture(model_dir)
     loss = cfg.loss
     if loss is None and architecture is not None:
-        from spsa_mix.blend.pretrained import default_loss
+        from spsa_mix.blend.sources.hub import default_loss
 
         loss = default_loss(architecture)  # from the model's task: GPT2LMHeadModel is a causal LM
     from spsa_mix.data.files import data_kind
@@ -253,7 +253,7 @@ def _in_stored_dtypes(model: Any, expert: Path) -> None:
     """Cast ``model``'s floating-point tensors to the dtypes ``expert`` stores them in (read
     from its index), so that experts saved in float16 or bfloat16 match the architecture
     (built in float32); integer buffers are left as they are."""
-    from spsa_mix.blend.checkpoints import DATA_PARALLEL_PREFIX, open_checkpoint
+    from spsa_mix.blend.sources.checkpoints import DATA_PARALLEL_PREFIX, open_checkpoint
 
     ckpt = open_checkpoint(expert, label=str(expert))
     if not any(n.startswith(DATA_PARALLEL_PREFIX) for n in model.state_dict()):
