@@ -65,7 +65,10 @@ def iter_blended(obj: BlendedObjective, point: np.ndarray, out_dtype: Callable[[
             yield from obj._lora.merged(mix, st, out_dtype, obj._acc)
             return
         rows = obj._space.coefficients(points)[0]  # (G, R)
-        rows64 = rows.to(torch.float64)
+        rows64 = obj._space.counter_coefficients(points)[0].to(torch.float64)
+        method = obj._method  # a task-vector method: its exact merge, recomputed tensor by tensor
+        alpha, scale = obj._space.split(np.asarray(point, dtype=np.float64)[None])
+        alpha = alpha.reshape(-1, obj.k)  # (G, K)
         tied: dict[str, torch.Tensor] = {}
         sources = set(st.aliases.values())
         for name in st.names:
@@ -79,6 +82,9 @@ def iter_blended(obj: BlendedObjective, point: np.ndarray, out_dtype: Callable[[
             elif name in st.constants:
                 value = st.constants[name]
                 tensor = value.to(out_dtype(name)).clone() if value.is_floating_point() else value.clone()
+            elif method is not None:
+                group = alpha[obj._group_of.get(name, 0)]
+                tensor = method.tensor(name, group, float(scale[0]), st.weights.dtype).to(out_dtype(name))
             else:
                 tensor = _blended_tensor(obj, name, rows).to(out_dtype(name))
             if name in sources:

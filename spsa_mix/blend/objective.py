@@ -75,6 +75,7 @@ from spsa_mix.blend.experts import (
     ExpertStack,
     check_expert_list,
     matches_prefix,
+    open_experts,
     stack_experts,
     tied_aliases,
 )
@@ -88,6 +89,7 @@ from spsa_mix.blend.functional import (
     map_probes,
 )
 from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.methods.space import MethodBlend, TaskVectorMethod, as_method
 from spsa_mix.blend.saving import SaveSource, save_blend
 from spsa_mix.blend.skeleton import meta_tensors, skeleton_of
 from spsa_mix.blend.spaces import BlendSpace, check_space
@@ -228,7 +230,7 @@ class BlendedObjective:
         batched: Batched = "auto",
         simplex_atol: float | None = DEFAULT_SIMPLEX_ATOL,
         base: ExpertSource | None = None,
-        space: Literal["convex", "task-vectors"] = "convex",
+        space: Literal["convex", "task-vectors"] | str | TaskVectorMethod = "convex",
         scale: float | Literal["learned"] = 1.0,
         stack_dtype: torch.dtype | None = None,
     ) -> None:
@@ -252,7 +254,9 @@ class BlendedObjective:
         stack = stack_experts(reference, expert_list, device=dev, dtype=dt, granularity=granularity, head=heads,
                               head_from=None if head_from is None else int(head_from), base=base,
                               aliases=tied_aliases(model), stack_dtype=stack_dtype)
-        self._setup(
+        method = as_method(space)
+        self._setup(method=None if method is None else MethodBlend.build(
+                        method, stack, lambda: open_experts(expert_list, reference, base)),
             arch=skeleton_of(model, device=dev, dtype=dt), stack=stack,
             space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
             source=SaveSource("state-dict"), lora=None, loss_fn=loss, data=data, device=dev, dtype=dt,
@@ -341,13 +345,14 @@ class BlendedObjective:
                                  model_class=model_class, strict_base=strict_base, check_head=cls._check_head)
         obj = cls.__new__(cls)
         obj._setup(arch=loaded.arch, stack=loaded.stack, space=loaded.space, source=loaded.source, lora=loaded.lora,
+                   method=loaded.method,
                    loss_fn=loss_fn if loss_fn is not None else resolve_loss(loaded.default_loss), data=data,
                    device=loaded.device, dtype=loaded.dtype, granularity=granularity, head=loaded.head,
                    head_from=head_from, batched=batched, simplex_atol=simplex_atol)
         return obj
 
     def _setup(self, *, arch: nn.Module, stack: ExpertStack, space: BlendSpace, source: SaveSource,
-               lora: LoRABlend | None, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any,
+               lora: LoRABlend | None, method: MethodBlend | None, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any,
                device: torch.device, dtype: torch.dtype, granularity: str, head: tuple[str, ...],
                head_from: int | None, batched: Batched, simplex_atol: float | None) -> None:
         self.device = device
@@ -361,6 +366,7 @@ class BlendedObjective:
         self._space = space
         self._source = source
         self._lora = lora
+        self._method = method  # a task-vector method space (spsa_mix.blend.methods.space), or None
         self._acc = accumulation_dtype(stack.weights.dtype, dtype)  # the blend's dtype
         offsets = stack.layout.offsets()
         self._shapes = dict(zip(stack.layout.names, stack.layout.shapes, strict=True))
@@ -568,7 +574,16 @@ class BlendedObjective:
     def _blend(self, points: torch.Tensor) -> torch.Tensor:
         """``(n, *point_shape)`` -> ``(n, P)`` flat blended parameters, in ``dtype``."""
         segments = self._stack.segments if self.granularity == "layer" else None
+        if self._method is not None and self._method.per_probe:
+            return torch.stack([self._mix(p) for p in points])
         return blend(self._stack.weights, self._coefficients(points), segments, dtype=self.dtype)
+
+    def _mix(self, point: torch.Tensor) -> torch.Tensor:
+        """One point's ``(P,)`` parameters by a per-probe method blend (:mod:`spsa_mix.blend.methods.space`)."""
+        assert self._method is not None
+        alpha, scale = self._space.split_tensor(point[None])
+        segments = self._stack.segments if self.granularity == "layer" else [(0, self._stack.layout.size)]
+        return self._method.mix(self._stack.weights, alpha[0], scale[0], segments, self.dtype)
 
     def _loss(self, model: nn.Module, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
         st = self._stack
@@ -635,8 +650,12 @@ class BlendedObjective:
     def _loop(self, points: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
         segments = self._stack.segments if self.granularity == "layer" else None
         results = []
-        for c in self._coefficients(points):
-            blend_into(self._theta, self._stack.weights, c, segments)
+        per_probe = self._method is not None and self._method.per_probe
+        for i, c in enumerate(self._coefficients(points)):
+            if per_probe:
+                self._theta.copy_(self._mix(points[i]))
+            else:
+                blend_into(self._theta, self._stack.weights, c, segments)
             results.append(score(self._model(*batch.args, **batch.kwargs), batch.targets))
         return tuple(torch.stack(parts) for parts in zip(*results, strict=True))
 

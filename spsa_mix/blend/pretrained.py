@@ -52,6 +52,7 @@ from torch import nn
 from spsa_mix.blend.checkpoints import Checkpoint, is_hf_directory, open_checkpoint
 from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
 from spsa_mix.blend.experts import ExpertStack, check_expert_list, stack_experts, tied_aliases
+from spsa_mix.blend.methods.space import MethodBlend, as_method
 from spsa_mix.blend.saving import SaveSource
 from spsa_mix.blend.skeleton import move_buffers, parameters_on_meta
 from spsa_mix.blend.spaces import BlendSpace, check_space
@@ -80,6 +81,7 @@ class Loaded:
     dtype: torch.dtype
     default_loss: str
     head: tuple[str, ...]
+    method: Any = None  # a task-vector method space's MethodBlend (spsa_mix.blend.methods.space)
 
 
 def read_config(path: str | os.PathLike[str], label: str) -> Any:
@@ -219,7 +221,10 @@ def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any
                           head_from=hf, base=ckpts[len(paths)] if base_path else None, aliases=tied_aliases(arch),
                           stack_dtype=stack_dtype, check_dtype=False)
     config_dir = paths[hf] if hf is not None else (base_path or paths[0])
-    return Loaded(arch=arch, stack=stack,
+    method = as_method(space)
+    blend = None if method is None else MethodBlend.build(
+        method, stack, lambda: [open_checkpoint(p, label=label) for label, p in labelled])
+    return Loaded(arch=arch, stack=stack, method=blend,
                   space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
                   source=SaveSource("hf", config_dir=config_dir), lora=None, device=dev, dtype=dt,
                   default_loss=default_loss(cls), head=heads)

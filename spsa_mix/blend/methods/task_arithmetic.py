@@ -92,7 +92,8 @@ def combine(method: str, base: torch.Tensor, deltas: torch.Tensor, weights: Any,
     """Steps 2 to 4 of the module docstring: ``base + lambda * mixed`` in ``base``'s dtype.
 
     ``weights``: ``K`` numbers, or a tensor ``(K,)`` (differentiable: no operation is in
-    place). ``deltas``: ``(K, *base.shape)`` sparsified task vectors."""
+    place); ``params["lambda"]`` a number or a 0-d tensor. ``deltas``: ``(K, *base.shape)``
+    sparsified task vectors."""
     w = _weights_like(weights, deltas)
     weighted = deltas * w
     if METHODS[method].consensus:
@@ -106,8 +107,7 @@ def combine(method: str, base: torch.Tensor, deltas: torch.Tensor, weights: Any,
         divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
     if params["normalize"]:
         mixed = mixed / divisor
-    if params["lambda"] != 1:
-        mixed = mixed * params["lambda"]
+    mixed = mixed * params["lambda"]  # mergekit skips it for lambda == 1: the same bits
     return (base + mixed).to(base.dtype)
 
 
