@@ -41,7 +41,7 @@ from spsa_mix.io import atomic_directory, atomic_path
 if TYPE_CHECKING:
     from spsa_mix.blend.objective import BlendedObjective
 
-__all__ = ["SaveSource", "save_blend", "write_safetensors_shards", "parse_size",
+__all__ = ["SaveSource", "save_blend", "save_state", "save_tensors", "write_safetensors_shards", "parse_size",
            "COPIED_FILES", "dtype_name"]
 
 # Files copied from the source model directory besides the weights: the configuration and
@@ -182,33 +182,52 @@ def save_blend(objective: BlendedObjective, point: np.ndarray, path: str | os.Pa
     def out_dtype(name: str) -> torch.dtype:
         return dtype if dtype is not None else stored.get(name, objective.dtype)
 
-    if source.kind == "state-dict":
-        from safetensors.torch import save_file
-
-        target = Path(path)
-        directory_target = target.suffix.lower() != ".safetensors"
-        if directory_target:
-            with atomic_directory(target, overwrite=overwrite) as tmp:
-                write_safetensors_shards(_owned(objective.iter_blended(point, dtype=out_dtype)), tmp,
-                                         max_shard_size=max_shard_size)
-            return str(target)
-        state = dict(_owned(objective.iter_blended(point, dtype=out_dtype)))
-        _atomic_file(target, overwrite, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        return str(target)
     if source.kind == "lora":
         from spsa_mix.blend.lora import write_adapter
 
         with atomic_directory(path, overwrite=overwrite) as tmp:
             write_adapter(objective, point, tmp, source=source, dtype=dtype)
         return str(Path(path))
-    if source.config_dir is None:
-        raise RuntimeError("internal error: a Hugging Face blend without the directory of its config")
-    aliases = objective._stack.aliases
+    return save_tensors(objective.iter_blended(point, dtype=out_dtype), path, source=source, overwrite=overwrite,
+                        dtype=dtype, max_shard_size=max_shard_size, aliases=objective._stack.aliases)
+
+
+def save_state(objective: BlendedObjective, tensors: Iterable[tuple[str, torch.Tensor]],
+               path: str | os.PathLike[str], *, overwrite: bool, dtype: torch.dtype | None,
+               max_shard_size: int | str = "5GB") -> str:
+    """Write any full model of ``objective``'s architecture (every tensor, in ``state_dict``
+    order: a fixed merge, an expert) in the form its blends are written (:func:`save_tensors`)."""
+    return save_tensors(tensors, path, source=objective._source, overwrite=overwrite, dtype=dtype,
+                        max_shard_size=max_shard_size, aliases=objective._stack.aliases)
+
+
+def save_tensors(tensors: Iterable[tuple[str, torch.Tensor]], path: str | os.PathLike[str], *, source: SaveSource,
+                 overwrite: bool, dtype: torch.dtype | None, max_shard_size: int | str,
+                 aliases: dict[str, str] | None = None) -> str:
+    """Write ``(name, tensor)`` pairs (every tensor of a full model, in ``state_dict`` order)
+    as ``source`` says: a Hugging Face directory (``"hf"``; the tied names of ``aliases`` left
+    out, ``config.json``'s dtype set to ``dtype`` when given) or a safetensors state dict
+    (``"state-dict"``); see the module docstring. Returns the path written."""
+    parse_size(max_shard_size)
+    if source.kind == "state-dict":
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        if target.suffix.lower() != ".safetensors":
+            with atomic_directory(target, overwrite=overwrite) as tmp:
+                write_safetensors_shards(_owned(tensors), tmp, max_shard_size=max_shard_size)
+            return str(target)
+        state = dict(_owned(tensors))
+        _atomic_file(target, overwrite, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        return str(target)
+    if source.kind != "hf" or source.config_dir is None:
+        raise RuntimeError(f"internal error: cannot write full-model tensors for a {source.kind!r} source without "
+                           "the directory of its config")
+    skip = aliases or {}
     with atomic_directory(path, overwrite=overwrite) as tmp:
         _copy_config(source.config_dir, tmp, dtype)
         _copy_side_files(source.config_dir, tmp)
-        tensors = ((n, t) for n, t in objective.iter_blended(point, dtype=out_dtype) if n not in aliases)
-        write_safetensors_shards(tensors, tmp, max_shard_size=max_shard_size)
+        write_safetensors_shards(((n, t) for n, t in tensors if n not in skip), tmp, max_shard_size=max_shard_size)
     return str(Path(path))
 
 

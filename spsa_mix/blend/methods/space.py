@@ -81,12 +81,16 @@ class TaskVectorMethod:
         :func:`~spsa_mix.blend.methods.task_arithmetic.tensor_generator`).
     consensus:
         ``"fixed"`` or ``"per-probe"`` (module docstring).
+    start:
+        The weights whose consensus ``"fixed"`` keeps (default uniform): the search's start,
+        where the blend searched is then exact.
     """
 
     name: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     consensus: str = "fixed"
+    start: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in LEARNED_SPACES:
@@ -103,6 +107,9 @@ class TaskVectorMethod:
             raise ValueError(f"seed must be an integer >= 0, but got {self.seed!r}")
         if self.consensus not in CONSENSUS:
             raise ValueError(f"consensus must be one of {list(CONSENSUS)}, but got {self.consensus!r}")
+        if self.start is not None and (not isinstance(self.start, tuple) or not self.start
+                                       or any(not isinstance(w, float) or not w > 0 for w in self.start)):
+            raise ValueError(f"start must be a tuple of positive weights (one per expert), but got {self.start!r}")
 
     def _lists(self) -> int:
         lengths = {len(v) for v in self.parameters.values() if isinstance(v, (list, tuple))}
@@ -111,6 +118,27 @@ class TaskVectorMethod:
     def resolved(self, k: int) -> dict[str, Any]:
         """The parameters for ``k`` experts, completed with mergekit's defaults (``lambda`` 1)."""
         return check_parameters(self.name, dict(self.parameters), k=k)
+
+    def record(self, k: int) -> dict[str, Any]:
+        """What a recipe records: the method, its parameters for ``k`` experts (``lambda`` is
+        the scale), the consensus and where it is fixed, the masks' seed and how each tensor's
+        generator derives from it.
+
+        >>> TaskVectorMethod("dare_linear", {"density": 0.5}).record(2)["parameters"]
+        {'density': [0.5, 0.5], 'normalize': False, 'rescale': True}
+        """
+        params = self.resolved(k)
+        out: dict[str, Any] = {"method": self.name, "parameters": {key: list(v) if isinstance(v, tuple) else v
+                                                                     for key, v in params.items() if key != "lambda"},
+                               "consensus": self.consensus}
+        if self.consensus == "fixed" and METHODS[self.name].consensus:
+            out["consensus_fixed_at"] = list(self.start) if self.start else "uniform"
+        if METHODS[self.name].random:
+            out["mask_seed"] = int(self.seed)
+            out["mask_generator"] = ("torch.Generator (CPU) seeded per tensor with int.from_bytes(sha256(f'{seed}/"
+                                     "{name}')[:8], 'little') % 2**63; masks drawn expert after expert as mergekit "
+                                     "draws them")
+        return out
 
 
 def as_method(space: Any) -> TaskVectorMethod | None:
@@ -161,25 +189,17 @@ class MethodBlend:
         return self.method.consensus == "per-probe"
 
     def record(self) -> dict[str, Any]:
-        """What a recipe records: the method, its parameters, the masks' seed and how each
-        tensor's generator derives from it, the consensus."""
-        out: dict[str, Any] = {"method": self.name, "parameters": {k: list(v) if isinstance(v, tuple) else v
-                                                                     for k, v in self.params.items()
-                                                                     if k != "lambda"},
-                               "consensus": self.method.consensus}
-        if METHODS[self.name].random:
-            out["mask_seed"] = int(self.method.seed)
-            out["mask_generator"] = ("torch.Generator (CPU) seeded per tensor with int.from_bytes(sha256(f'{seed}/"
-                                     "{name}')[:8], 'little') % 2**63; masks drawn expert after expert as mergekit "
-                                     "draws them")
-        return out
+        """What a recipe records (:meth:`TaskVectorMethod.record`)."""
+        return self.method.record(self.k)
 
     def prepare(self, weights: torch.Tensor, layout: Any) -> None:
         """Turn the stack's expert rows into the rows the search blends, tensor by tensor, in
         the stack's dtype: ``delta'_i`` (per-probe), or ``m_i delta'_i / D`` of the uniform
         weights (fixed)."""
         k = self.k
-        start = [1.0 / k] * k
+        if self.method.start is not None and len(self.method.start) != k:
+            raise ValueError(f"start names {len(self.method.start)} weights, but there are {k} experts")
+        start = list(self.method.start) if self.method.start is not None else [1.0 / k] * k
         with torch.no_grad():
             for name, shape, (a, b) in zip(layout.names, layout.shapes, layout.offsets().values(), strict=True):
                 block = weights[:, a:b]
