@@ -16,19 +16,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from spsa_mix.cli import main  # noqa: E402
-from spsa_mix.merge.demo import build_demo  # noqa: E402
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "merge"
-
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory) -> Path:
-    """The three examples' experts under <tmp>/build/<kind>, and their configs beside it."""
-    root = tmp_path_factory.mktemp("merge")
-    for kind in ("lm", "lora", "vision"):
-        build_demo(kind, root / "build" / kind)
-        shutil.copy(EXAMPLES / f"{kind}.yaml", root / f"{kind}.yaml")
-    return root
 
 
 def _merge(*argv: str) -> int:
