@@ -37,13 +37,14 @@ class Entry:
     search_metrics: dict[str, float] | None = None
 
 
-def space_record(obj: Any, cfg: Any) -> dict[str, Any]:
+def space_record(obj: Any, plan: Any) -> dict[str, Any]:
     """The learned space in the recipe: its name, the layer groups the weights' rows are, and
     for a method space its parameters, consensus and mask seed."""
     from spsa_mix.merge.methods import space_argument
 
+    cfg = plan.config
     out: dict[str, Any] = {"name": cfg.space, "granularity": cfg.granularity, "groups": obj.groups}
-    space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed)
+    space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed, plan.start)
     if not isinstance(space, str):
         out.update(space.record(obj.k))
     return out
@@ -170,7 +171,7 @@ def mergekit_export(obj: Any, entry: Entry, plan: Any, alpha: np.ndarray, scale:
 
     cfg = plan.config
     record = None
-    space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed)
+    space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed, plan.start)
     if not isinstance(space, str):
         record = space.record(obj.k)
     layer = entry.point is not None and alpha.ndim == 2
