@@ -2,8 +2,9 @@
 
 A checkpoint is a Hugging Face model directory (an expert, a merged output, mergekit's
 output), a PEFT adapter directory (on its base: ``base_model_name_or_path`` of its config, or
-``base=``), or a ``.pt``/``.safetensors`` state dict (with ``model=``, an architecture as for
-``spsa-mix merge``). The data are read as ``spsa-mix merge`` reads its validation data
+``base=``), or a ``.pt``/``.safetensors`` state dict (or a folder holding ``model.safetensors``, as
+``spsa-mix merge`` writes a merge of state dicts), with ``model=``, an architecture as for
+``spsa-mix merge``. The data are read as ``spsa-mix merge`` reads its validation data
 (:func:`spsa_mix.merge.run.plan_merge`'s kinds: text tokenized with the model's own
 tokenizer, image folders, tensors), in order, and scored by
 :func:`spsa_mix.blend.evaluate` with the merge's losses (``causal-lm``, ``cross-entropy``,
@@ -43,7 +44,16 @@ MULTIPLE_CHOICE = "multiple-choice"
 def _kind(path: Path) -> str:
     from spsa_mix.merge.run import expert_kind
 
-    return expert_kind(path)
+    return expert_kind(_state_file(path))
+
+
+def _state_file(path: Path) -> Path:
+    """A folder holding only a state dict (``model.safetensors``, as ``spsa-mix merge`` writes
+    a merge of plain experts) stands for that file."""
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file() \
+            and (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    return path
 
 
 def _adapter_base(path: Path, base: str | None) -> str:
@@ -111,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, model: str | None = None, b
     from spsa_mix.merge.run import _plain_model
 
     net = _plain_model(model, source)  # type: ignore[arg-type]
-    ckpt = open_checkpoint(str(p), label=str(p))
+    ckpt = open_checkpoint(str(_state_file(p)), label=str(p))
     reference = net.state_dict()
     if not any(n.startswith("module.") for n in reference):
         ckpt.strip_prefix("module.")

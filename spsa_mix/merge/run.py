@@ -229,7 +229,8 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
     common = dict(data=train, device=cfg.device, granularity=cfg.granularity)
     space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed, plan.start)
     if plan.kind in ("hf", "adapter"):
-        return BlendedObjective.from_pretrained([str(p) for p in plan.experts], base=cfg.base,
+        return BlendedObjective.from_pretrained([str(p) for p in plan.experts],
+                                                base=cfg.base if cfg.space != "convex" else None,  # convex: baselines'
                                                 space=space,  # type: ignore[arg-type]  # checked by the config
                                                 scale=cfg.scale,  # type: ignore[arg-type]
                                                 loss=plan.loss, dtype=dtype, **common)
@@ -410,6 +411,8 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
     if plan.start is not None and "x0" not in options:  # a mergekit config's weights: where the search starts
         kwargs["x0"] = start_point(obj.domain, plan.start, cfg.scale)
+    if cfg.space not in ("convex", "task-vectors", "lora") and "start" not in options:
+        kwargs["start"] = "uniform"  # a method space's vertices are not the experts (select.consensus_fixed)
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
     ranks.close()
     if res.status == Status.INTERRUPTED:

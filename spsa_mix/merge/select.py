@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Entry", "space_record", "learned_entries", "baseline_entries", "write", "mergekit_export", "written_dtype", "tensor_groups"]
+__all__ = ["Entry", "consensus_fixed", "space_record", "learned_entries", "baseline_entries", "write", "mergekit_export", "written_dtype", "tensor_groups"]
 
 
 @dataclass
@@ -57,9 +57,16 @@ def written_dtype(obj: Any, cfg: Any) -> Any:
     return getattr(torch, cfg.dtype) if cfg.dtype else obj.stack_dtype
 
 
-def _space_is_inexact(cfg: Any) -> bool:
-    """A method space searched with its consensus fixed: the searched blend is not the merge
-    written away from the weights it was fixed at."""
+def consensus_fixed(cfg: Any) -> bool:
+    """A method space searched with its sign consensus fixed: the blend searched is the merge
+    written only at the weights it was fixed at (the start).
+
+    The search of every method space starts at that point (``start="uniform"``) instead of
+    scoring the vertices first: a vertex is one sparsified task vector alone (the experts
+    themselves are scored as models), amplified by up to K with a fixed disjoint mean, and on
+    the ``vision`` example such extreme merges give BatchNorm variances below zero (a
+    non-finite loss).
+    """
     from spsa_mix.blend.methods.registry import LEARNED_SPACES, METHODS
 
     return cfg.space in LEARNED_SPACES and cfg.consensus == "fixed" and METHODS[cfg.space].consensus
@@ -74,7 +81,7 @@ def learned_entries(obj: Any, cfg: Any, *, learned: tuple[np.ndarray, dict[str, 
     for key, label, (point, metrics) in (("learned", f"learned ({cfg.method})", learned), ("uniform", "uniform",
                                                                                             uniform)):
         entry = Entry(key, label, metrics, point=np.asarray(point, dtype=np.float64))
-        if _space_is_inexact(cfg):
+        if consensus_fixed(cfg):
             entry.search_metrics = metrics
             entry.metrics = score_tensors(obj, obj.blended_state_dict(point), scoring)
         out.append(entry)

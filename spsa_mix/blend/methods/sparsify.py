@@ -124,6 +124,8 @@ def della_magprune(tensor: torch.Tensor, density: float, rescale: bool = False, 
     2 epsilon rank_j``, its magnitude rank in the row scaled to ``[0, 1]`` (a vector is one row).
 
     Raises ``ValueError`` when ``density +/- epsilon`` leaves ``(0, 1)`` (for ``density < 1``).
+    Where a row has one entry (mergekit 0.1.5 raises there: its ranks divide by zero), the
+    entry is kept with probability ``density``.
     """
     if density >= 1:
         return tensor
@@ -138,7 +140,11 @@ def della_magprune(tensor: torch.Tensor, density: float, rescale: bool = False, 
         tensor = tensor.unsqueeze(0)
     ranks = torch.argsort(tensor.abs(), dim=1, descending=False).argsort(dim=1).to(work) + 1
     lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
-    probs = (density - epsilon) + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * epsilon
+    # rows of one entry (a convolution over one input channel) have hi == lo: mergekit divides by
+    # zero there and torch.bernoulli raises; such an entry is kept with probability density
+    spread = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    rank = torch.where(hi > lo, ((ranks - lo) / spread).clamp(0, 1), torch.full_like(ranks, 0.5))
+    probs = (density - epsilon) + rank * 2 * epsilon
     mask = _draw(probs, generator).to(work)
     return rescaled_masked(tensor.to(work), mask, rescale).to(tensor.dtype).reshape(shape)
 
