@@ -247,6 +247,35 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: dict[str, Any]) -> str:
+    """One line per row: mergekit's best at its defaults and on the grid (chosen on
+    validation), spsa_mix's best learned space (chosen on validation, mean over seeds), test
+    losses and wall times."""
+    lines = ["| experts | mergekit, best default (test) | mergekit, grid's best (test; grid time) | "
+             "spsa_mix, best learned (test; time per run) | learned better on test |",
+             "| --- | --- | --- | --- | --- |"]
+    for kind, row in results["rows"].items():
+        kit = [r for r in row.get("mergekit", []) if "error" not in r]
+        groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for r in row.get("learned", []):
+            groups.setdefault((r["space"], r["consensus"], r["budget"]), []).append(r)
+        if not kit or not groups:
+            continue
+        defaults = [r for r in kit if "(defaults)" in r["label"] or r["label"] in ("linear", "model_stock")]
+        d = min(defaults, key=lambda r: _key(r["val"]["loss"]))
+        g = min(kit, key=lambda r: _key(r["val"]["loss"]))
+        grid_time = sum(r["seconds"] + r["val_seconds"] for r in kit)
+        (space, consensus, budget), runs = min(groups.items(),
+                                               key=lambda kv: _key(float(np.mean([r["val"]["loss"] for r in kv[1]]))))
+        test = [r["test"]["loss"] for r in runs]
+        name = space + (f" ({consensus})" if space in SPARSE else "")
+        better = "yes" if float(np.mean(test)) < g["test"]["loss"] else "no"
+        lines.append(f"| {kind} | {d['label']}: {d['test']['loss']:.4f} | {g['label']}: {g['test']['loss']:.4f}; "
+                     f"{grid_time:.0f} s | {name}, budget {budget}: {_mean_sd(test)}; "
+                     f"{np.mean([r['seconds'] for r in runs]):.0f} s | {better} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=Path("benchmarks/results/methods.json"))
@@ -259,13 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.render:
         results = json.loads(args.output.read_text())
-        args.output.with_suffix(".md").write_text(render(results) + "\n")
+        _write_reports(results, args.output)
         return 0
     import torch
 
     from spsa_mix.io import check_outputs, write_json
 
-    check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
+    check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md"),
+                   "its summary": args.output.with_name(args.output.stem + "_summary.md")})
     torch.set_num_threads(1)
     if not args.no_mergekit:
         try:
@@ -320,9 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         entry["peak_mb"] = _peak_mb()
     results["status"] = "complete"
     write_json(results, args.output, indent=1)
-    args.output.with_suffix(".md").write_text(render(results) + "\n")
+    _write_reports(results, args.output)
     print(render(results))
     return 0
+
+
+def _write_reports(results: dict[str, Any], output: Path) -> None:
+    """``<output>.md`` (every table) and ``<output>_summary.md`` (one line per row)."""
+    output.with_suffix(".md").write_text(render(results) + "\n")
+    output.with_name(output.stem + "_summary.md").write_text(summary(results) + "\n")
 
 
 if __name__ == "__main__":

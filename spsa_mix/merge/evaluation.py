@@ -20,7 +20,7 @@ loss ``-log softmax(log-likelihoods)[answer]`` averaged over the questions.
 Example
 -------
 >>> format_table([{"checkpoint": "a", "loss": 1.5, "accuracy": 0.25, "n": 8}], metric="accuracy").splitlines()[2]
-'| a | 1.5000 | 25.00 | 8 |'
+'| a | 1.5000 | 25.00 |'
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import types
 from collections.abc import Sequence
@@ -149,15 +148,12 @@ def read_choices(path: str | os.PathLike[str], *, prompt_field: str = "prompt", 
 
     Raises ``ValueError`` naming the line and what is missing or wrong.
     """
+    from spsa_mix.data.files import jsonl_rows
+
     out = []
     p = Path(path)
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{i}: not JSON ({e})") from None
+    for i, row in jsonl_rows(p):
+        line = json.dumps(row)
         prompt, choices, answer = row.get(prompt_field), row.get(choices_field), row.get(answer_field)
         if not isinstance(prompt, str) or not isinstance(choices, list) or len(choices) < 2 \
                 or not all(isinstance(c, str) for c in choices):
@@ -265,13 +261,12 @@ def evaluate_checkpoints(paths: Sequence[str | os.PathLike[str]], data: Any, *, 
 
 
 def format_table(rows: Sequence[dict[str, Any]], *, metric: str) -> str:
-    """A markdown table: one row per checkpoint, its loss, metric (percent) and examples."""
-    lines = [f"| checkpoint | loss | {metric} (%) | n |", "| --- | ---: | ---: | ---: |"]
-    for r in rows:
-        acc = r.get("accuracy")
-        shown = "n/a" if acc is None or not math.isfinite(acc) else f"{100 * acc:.2f}"
-        lines.append(f"| {r['checkpoint']} | {r['loss']:.4f} | {shown} | {r['n']} |")
-    return "\n".join(lines)
+    """A markdown table: one row per checkpoint, its loss and metric (percent), as the merge's summary."""
+    from spsa_mix.merge.run import summary_table
+
+    table = summary_table([{"blend": r["checkpoint"], "loss": r["loss"], "metric": r["accuracy"]} for r in rows],
+                          metric=metric)
+    return table.replace("| blend |", "| checkpoint |", 1)
 
 
 def write_results(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, metric: str) -> None:

@@ -24,7 +24,7 @@ def test_eval_gives_the_figures_of_the_merge_for_every_kind_of_checkpoint(demos:
     assert main(["eval", str(out), str(lm / "experts" / "domains_0_1"), "--data", str(lm / "target" / "validation.jsonl"),
                  "--max-length", "32", "--batch-size", "64", "--output", str(tmp_path / "r.json")]) == 0
     printed = capsys.readouterr().out
-    assert "| checkpoint | loss | next-token accuracy (%) | n |" in printed
+    assert "| checkpoint | loss | next-token accuracy (%) |" in printed
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert rows[0]["loss"] == pytest.approx(recipe["learned"]["loss"], abs=1e-6)
     assert rows[1]["loss"] == pytest.approx(recipe["experts_scores"][0]["loss"], abs=1e-6)
