@@ -197,7 +197,9 @@ class BlendedObjective:
         ``space="task-vectors"``.
     space:
         ``"convex"`` (default) or ``"task-vectors"`` (:mod:`spsa_mix.blend.spaces`; LoRA
-        adapters go through :meth:`from_pretrained`).
+        adapters go through :meth:`from_pretrained`), or one of mergekit's task-vector methods
+        (``"ties"``, ``"dare_ties"``, ... or a :class:`~spsa_mix.blend.methods.space.TaskVectorMethod`
+        with its parameters; :mod:`spsa_mix.blend.methods.space`).
     scale:
         Task vectors: the scale ``s > 0`` (default 1, the convex blend), or ``"learned"``.
     stack_dtype:
