@@ -1,8 +1,8 @@
 """Every mergekit method against spsa_mix's learned spaces, on the README's experts: validation and test.
 
 For each row of experts (the ``lm``, ``lora`` and ``vision`` examples of ``spsa-mix merge``,
-built by ``spsa_mix.merge.demo``; ``resnet``: not run here, see the report), the target's
-held-out data (the example's validation file) is cut in two halves, *validation* and *test*:
+built by ``spsa_mix.merge.demo``), the target's held-out data (the example's validation file)
+is cut in two halves, *validation* and *test*:
 
 * **mergekit**: every method at its defaults (weight 1 per model, mergekit's density,
   gamma, epsilon, lambda) and on a small grid (density 0.3 / 0.5 / 0.7 for the sparsified
@@ -17,7 +17,10 @@ held-out data (the example's validation file) is cut in two halves, *validation*
   DARE-TIES also with ``consensus: per-probe``, to measure what fixing the sign election
   costs;
 
-every output scored by ``spsa-mix eval``'s code (:mod:`spsa_mix.merge.evaluation`) on both
+``resnet``: the experts of ``benchmarks/pretrained_experts.py`` (a pretrained CIFAR-10
+ResNet-20 fine-tuned on four shifted domains; needs ``../shared/data``, skipped without it),
+its target's held-out images as validation and its test images as test, the fixed consensus
+only; every output scored by ``spsa-mix eval``'s code (:mod:`spsa_mix.merge.evaluation`) on both
 halves. Writes ``--output`` (JSON, every run, the command, the machine) after each run and
 its ``.md`` (the tables) at the end::
 
@@ -41,12 +44,14 @@ from typing import Any
 
 import numpy as np
 
-ROWS = ("lm", "lora", "vision")
+ROWS = ("lm", "lora", "vision", "resnet")
 BUDGETS = (100, 200, 400)
 SPACES = {"lm": ("convex", "task-vectors", "ties", "dare_ties", "della_linear"),
           "lora": ("lora",),
-          "vision": ("convex", "task-vectors", "ties", "dare_ties", "della_linear")}
+          "vision": ("convex", "task-vectors", "ties", "dare_ties", "della_linear"),
+          "resnet": ("convex", "task-vectors", "ties", "dare_ties")}
 PER_PROBE = ("ties", "dare_ties")  # the consensus methods also searched with the consensus recomputed per probe
+PER_PROBE_ROWS = ("lm", "lora", "vision")  # resnet: the fixed consensus only (its runs are the long ones)
 SPARSE = ("ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear")
 
 
@@ -55,12 +60,58 @@ def _peak_mb() -> float:
 
 
 # ---------------------------------------------------------------------------- rows
-def prepare_row(kind: str, cache: Path) -> dict[str, Any]:
+def prepare_resnet(cache: Path) -> dict[str, Any] | None:
+    """``benchmarks/pretrained_experts.py``'s experts (CIFAR-10 ResNet-20 fine-tuned on four
+    shifted domains) as state dicts, its target's training images, held-out images
+    (validation) and test images as tensors; ``None`` without ``../shared/data``."""
+    import importlib.util
+
+    import torch
+    from safetensors.torch import save_file
+
+    from spsa_mix.data.batches import Batches
+
+    root = cache / "resnet"
+    spec = importlib.util.spec_from_file_location("pretrained_experts", Path(__file__).with_name("pretrained_experts.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        built = module.build_experts()
+    except ValueError as e:
+        print(f"methods.py: the resnet row is skipped: {e}", file=sys.stderr)
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+
+    def save(net: Any, name: str) -> str:
+        path = root / f"{name}.safetensors"
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(path))
+        return str(path)
+
+    def tensors(batches: Any, name: str) -> str:
+        xs, ys = zip(*((b[0], b[1]) for b in batches), strict=True)
+        path = root / f"{name}.pt"
+        torch.save({"inputs": torch.cat(xs), "targets": torch.cat(ys)}, path)
+        return str(path)
+
+    task = built.target_task
+    return {"kind": "resnet", "experts": [save(e, f"expert{i}") for i, e in enumerate(built.experts)],
+            "base": save(built.base, "base"), "model": "resnet20", "loss": "cross-entropy", "batch_size": 64,
+            "max_length": 128,
+            "train": tensors(Batches(task, built.target_ix, batch_size=500), "train"),
+            "val": tensors(Batches(task, built.holdout_ix, batch_size=500), "val"),
+            "test": tensors(Batches(task, split="test", batch_size=500), "test")}
+
+
+def prepare_row(kind: str, cache: Path) -> dict[str, Any] | None:
     """The example's experts (built once into ``cache``) and its held-out data cut into
-    validation and test halves."""
+    validation and test halves (``resnet``: :func:`prepare_resnet`)."""
     import torch
 
     from spsa_mix.merge.demo import build_demo
+
+    if kind == "resnet":
+        return prepare_resnet(cache)
 
     root = cache / kind
     paths = build_demo(kind, root)
@@ -90,7 +141,7 @@ def score(row: dict[str, Any], checkpoint: Path, split: str) -> dict[str, float]
     from spsa_mix.merge.evaluation import evaluate_checkpoints
 
     data = DataConfig(train=row[split], batch_size=row["batch_size"], max_length=row["max_length"])
-    model = row["model"] if row["kind"] == "vision" else None
+    model = row["model"] if row["kind"] in ("vision", "resnet") else None
     base = row["base"] if row["kind"] == "lora" else None
     rows, _ = evaluate_checkpoints([checkpoint], data, loss=row["loss"], model=model, base=base)
     return {"loss": rows[0]["loss"], "accuracy": rows[0]["accuracy"]}
@@ -119,7 +170,7 @@ def run_mergekit(row: dict[str, Any], method: str, shared: dict[str, Any], per: 
     import torch
 
     start = time.perf_counter()
-    if row["kind"] == "vision":  # plain state dicts: mergekit's own Python API
+    if row["kind"] in ("vision", "resnet"):  # plain state dicts: mergekit's own Python API
         from mergekit.merge_methods.api import merge_state_dicts
         from safetensors.torch import load_file, save_file
 
@@ -196,8 +247,19 @@ def _mean_sd(values: list[float]) -> str:
     return f"{a.mean():.4f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.4f}"
 
 
+def _clean(results: dict[str, Any]) -> dict[str, Any]:
+    """Losses the JSON stores as null (they were not finite) back to nan."""
+    for row in results["rows"].values():
+        for r in row.get("mergekit", []) + row.get("learned", []):
+            for split in ("val", "test"):
+                if isinstance(r.get(split), dict):
+                    r[split] = {k: (float("nan") if v is None else v) for k, v in r[split].items()}
+    return results
+
+
 def render(results: dict[str, Any]) -> str:
     """The markdown report of a results file."""
+    results = _clean(results)
     lines = ["# mergekit's methods against spsa_mix's learned spaces", "",
              f"`{results['command']}`; {results['machine']}; every figure from the runs in the JSON beside this file.",
              "Losses are per token (`lm`, `lora`: causal LM) or per example (`vision`: cross-entropy), on the two "
@@ -210,7 +272,7 @@ def render(results: dict[str, Any]) -> str:
         for r in kit:
             if "(defaults)" in r["label"] or r["label"] in ("linear", "model_stock"):
                 lines.append(f"| mergekit {r['label']} | {r['val']['loss']:.4f} | {r['test']['loss']:.4f} | "
-                             f"{100 * r['test']['accuracy']:.2f} | {r['seconds']:.1f} |")
+                             f"{100 * r['test']['accuracy']:.2f} | {r['seconds']:.2f} |")
         if kit:
             best = min(kit, key=lambda r: _key(r["val"]["loss"]))
             total = sum(r["seconds"] + r["val_seconds"] for r in kit)
@@ -219,7 +281,8 @@ def render(results: dict[str, Any]) -> str:
                          f"{100 * best['test']['accuracy']:.2f} | {total:.1f} (whole grid) |")
         groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         for r in row.get("learned", []):
-            groups.setdefault((r["space"], r["consensus"], r["budget"]), []).append(r)
+            if "error" not in r:
+                groups.setdefault((r["space"], r["consensus"], r["budget"]), []).append(r)
         for (space, consensus, budget), runs in sorted(groups.items()):
             name = space + (f", consensus {consensus}" if space in SPARSE else "")
             lines.append(f"| spsa_mix {name}, budget {budget} ({len(runs)} seeds) | "
@@ -239,6 +302,22 @@ def render(results: dict[str, Any]) -> str:
         if diverged:
             lines += [f"Merges whose loss is not finite (their weights diverge, e.g. BatchNorm variances below 0): "
                       f"{', '.join(diverged)}.", ""]
+        pairs = [(sp, b) for (sp, c, b) in groups if c == "per-probe" and (sp, "fixed", b) in groups]
+        if pairs:
+            lines += [f"### {kind}: TIES' consensus fixed against recomputed per probe", "",
+                      "| space | budget | test loss, fixed | test loss, per probe | fixed minus per probe | "
+                      "time per run, per probe / fixed |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+            for sp, b in sorted(pairs):
+                f, p = groups[(sp, "fixed", b)], groups[(sp, "per-probe", b)]
+                tf, tp = float(np.mean([r["test"]["loss"] for r in f])), float(np.mean([r["test"]["loss"] for r in p]))
+                ratio = np.mean([r["seconds"] for r in p]) / np.mean([r["seconds"] for r in f])
+                lines.append(f"| {sp} | {b} | {_mean_sd([r['test']['loss'] for r in f])} | "
+                             f"{_mean_sd([r['test']['loss'] for r in p])} | {tf - tp:+.4f} | {ratio:.2f} |")
+            lines.append("")
+        stopped = [r for r in row.get("learned", []) if "error" in r]
+        if stopped:
+            lines += ["Learned runs that stopped (a non-finite loss mid-search; `spsa-mix merge` then fails): "
+                      + "; ".join(f"{r['space']} budget {r['budget']} seed {r['seed']}" for r in stopped), ""]
         if failed:
             lines += ["mergekit raised for: " + "; ".join(f"{r['label']} ({r['error'][:120]})" for r in failed), ""]
         lines.append(f"Peak resident memory of the process after this row: {row.get('peak_mb', float('nan')):.0f} MB "
@@ -251,6 +330,7 @@ def summary(results: dict[str, Any]) -> str:
     """One line per row: mergekit's best at its defaults and on the grid (chosen on
     validation), spsa_mix's best learned space (chosen on validation, mean over seeds), test
     losses and wall times."""
+    results = _clean(results)
     lines = ["| experts | mergekit, best default (test) | mergekit, grid's best (test; grid time) | "
              "spsa_mix, best learned (test; time per run) | learned better on test |",
              "| --- | --- | --- | --- | --- |"]
@@ -258,7 +338,8 @@ def summary(results: dict[str, Any]) -> str:
         kit = [r for r in row.get("mergekit", []) if "error" not in r]
         groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         for r in row.get("learned", []):
-            groups.setdefault((r["space"], r["consensus"], r["budget"]), []).append(r)
+            if "error" not in r:
+                groups.setdefault((r["space"], r["consensus"], r["budget"]), []).append(r)
         if not kit or not groups:
             continue
         defaults = [r for r in kit if "(defaults)" in r["label"] or r["label"] in ("linear", "model_stock")]
@@ -285,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-mergekit", action="store_true", help="only the learned spaces")
     ap.add_argument("--render", action="store_true", help="only rewrite the report from --output")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in --output (their command too)")
     args = ap.parse_args(argv)
     if args.render:
         results = json.loads(args.output.read_text())
@@ -308,9 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/methods.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread",
         "rows": {}, "status": "running"}
+    if args.append and args.output.is_file():
+        earlier = json.loads(args.output.read_text())
+        results["rows"] = {k: v for k, v in earlier["rows"].items() if k not in args.rows}
+        results["command"] = earlier["command"] + "; " + results["command"]
     work = args.cache / "outputs"
     for kind in args.rows:
         row = prepare_row(kind, args.cache)
+        if row is None:
+            results.setdefault("skipped", []).append(kind)
+            continue
         entry: dict[str, Any] = {"experts": row["experts"], "base": row["base"], "mergekit": [], "learned": []}
         results["rows"][kind] = entry
         if not args.no_mergekit:
@@ -333,11 +422,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{kind} mergekit {label}: val {val['loss']:.4f}", file=sys.stderr, flush=True)
                 write_json(results, args.output, indent=1)
         for space in SPACES[kind]:
-            for consensus in ("fixed", "per-probe") if space in PER_PROBE else ("fixed",):
+            for consensus in ("fixed", "per-probe") if space in PER_PROBE and kind in PER_PROBE_ROWS else ("fixed",):
                 for budget in args.budgets:
                     for seed in range(args.seeds):
                         out = work / kind / f"{space}_{consensus}_{budget}_{seed}"
-                        done = run_learned(row, space, budget, seed, consensus, out)
+                        try:
+                            done = run_learned(row, space, budget, seed, consensus, out)
+                        except RuntimeError as e:  # the search stopped (a non-finite loss): recorded, the rest runs
+                            entry["learned"].append({"space": space, "consensus": consensus, "budget": budget,
+                                                     "seed": seed, "error": str(e)[:300]})
+                            print(f"{kind} {space} {consensus} budget {budget} seed {seed}: FAILED {e}",
+                                  file=sys.stderr, flush=True)
+                            write_json(results, args.output, indent=1)
+                            continue
                         recipe = done["recipe"]
                         val, test = score(row, out, "val"), score(row, out, "test")
                         entry["learned"].append({"space": space, "consensus": consensus, "budget": budget,
