@@ -160,8 +160,9 @@ def baseline_names(cfg: Any, k: int, kind: str) -> tuple[str, ...]:
     value = check_baselines(cfg.baselines, k=k, has_base=cfg.base is not None, kind=kind)
     if value == "none":
         return ()
-    if value == "auto":
-        return auto_baselines(k=k, has_base=cfg.base is not None, kind=kind)
+    if value == "auto":  # linear at its defaults is the convex space's uniform blend, scored anyway
+        return tuple(b for b in auto_baselines(k=k, has_base=cfg.base is not None, kind=kind)
+                     if not (b == "linear" and cfg.space == "convex"))
     return tuple(value)
 
 

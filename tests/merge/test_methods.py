@@ -87,3 +87,21 @@ def test_a_mergekit_config_becomes_the_space_and_the_start(demos: Path, tmp_path
     assert recipe["config"]["scale"] == 0.9 and recipe["config"]["dtype"] == "float32"
     assert recipe["space"]["consensus_fixed_at"] == pytest.approx([0.25, 0.5, 0.25])
     assert recipe["start"] == pytest.approx([0.25, 0.5, 0.25])  # the search starts at its weights
+
+
+def test_select_best_scores_every_baseline_and_writes_the_best(demos: Path, tmp_path: Path) -> None:
+    lm = demos / "build" / "lm"
+    out = tmp_path / "two"
+    assert main(["merge", str(demos / "lm.yaml"), "--experts", str(lm / "experts" / "domains_0_1"),
+                 str(lm / "experts" / "domains_2_3"), "--base", str(lm / "base"), "--budget", "9",
+                 "--output", str(out), "--no-progress"]) == 0  # space convex: the base serves the baselines
+    recipe = json.loads((out / "recipe.json").read_text())
+    cands = recipe["candidates"]
+    assert {"uniform", "best single", "learned", "base", "model_stock", "slerp", "nuslerp", "ties",
+            "task_arithmetic"} <= set(cands) and "linear" not in cands  # linear at defaults is the uniform blend
+    assert cands["dare_ties"]["same_merge_as"] == ["breadcrumbs_ties"]  # at density 1 they coincide
+    assert recipe["written"] == min(cands, key=lambda c: cands[c]["loss"])
+    kit = yaml.safe_load((out / "mergekit.yaml").read_text())
+    written = cands[recipe["written"]]
+    if "method" in written and written["method"] not in ("base", "expert"):
+        assert kit["merge_method"] == written["method"]
