@@ -52,6 +52,61 @@ def shift(x: np.ndarray, kind: str, seed: int) -> np.ndarray:
     return np.clip(np.rint(y.numpy() * 255.0), 0, 255).astype(np.uint8)
 
 
+def build_experts(*, per_expert: int = 1000, expert_epochs: int = 2, expert_lr: float = 1e-3, target_size: int = 500,
+                  holdout_size: int = 500, test_size: int = 2000) -> Any:
+    """The pretrained ResNet-20, its K experts fine-tuned on the shifted domains, and the target
+    domain's task (training images ``target_ix``, held-out ``holdout_ix``, test split): what
+    :func:`main` blends, and ``benchmarks/methods.py``'s ``resnet`` row. Raises ``ValueError``
+    when ``../shared/data`` lacks the files."""
+    import types
+
+    from spsa_mix.data.batches import Batches
+    from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
+    from spsa_mix.data.real import IMAGENET_MEAN, IMAGENET_STD
+    from spsa_mix.data.tasks import Task
+    from spsa_mix.experiment.training import train_model
+    from spsa_mix.models import load_cifar_resnet
+
+    weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
+    cifar = load_dataset("cifar10-jpeg", standardize=False)
+    if weights is None:
+        raise ValueError(f"{RESNET20} not found under {[str(r) for r in default_data_roots()]}")
+    rng = np.random.default_rng(0)
+    x_tr, y_tr = cifar.x_train.numpy(), cifar.y_train.numpy()
+    x_te, y_te = cifar.x_test.numpy(), cifar.y_test.numpy()
+    k = len(DOMAINS)
+    perm = rng.permutation(len(y_tr))
+    cuts = np.cumsum([0] + [per_expert] * k + [target_size, holdout_size])
+    parts = [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    test_ix = rng.permutation(len(y_te))[:test_size]
+
+    def domain_task(kind: str, ix: np.ndarray, test: np.ndarray | None = None) -> Task:
+        seed = zlib.crc32(kind.encode())  # one fixed draw of noise per domain
+        xs = shift(x_tr[ix], kind, seed)
+        xt = shift(x_te[test], kind, seed + 1) if test is not None else xs[:0]
+        yt = y_te[test] if test is not None else y_tr[ix][:0]
+        data = ImageData.from_arrays(kind, xs, y_tr[ix], xt, yt, scale=1 / 255, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                     classes=cifar.classes)
+        return Task(data, "image-classification")
+
+    base = load_cifar_resnet(weights)
+    experts, sizes = [], []
+    for i, kind in enumerate(DOMAINS):
+        task = domain_task(kind, parts[i])
+        model = copy.deepcopy(base).train()
+        gen = torch.Generator().manual_seed(100 + i)
+        train_model(model, Batches(task, batch_size=64, shuffle=True, generator=gen), epochs=expert_epochs,
+                    lr=expert_lr)
+        experts.append(model.eval())
+        sizes.append(len(parts[i]))
+        print(f"expert {i} ({kind}) fine-tuned", file=sys.stderr, flush=True)
+    target_task = domain_task(TARGET, np.concatenate([parts[k], parts[k + 1]]), test_ix)
+    return types.SimpleNamespace(weights=weights, cifar=cifar, base=base, experts=experts, sizes=sizes,
+                                 target_task=target_task, target_ix=np.arange(target_size),
+                                 holdout_ix=np.arange(target_size, target_size + holdout_size), parts=parts,
+                                 test_ix=test_ix, y_tr=y_tr)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=Path("benchmarks/results/pretrained_resnet20_cifar10.json"))
@@ -79,62 +134,25 @@ def main(argv: list[str] | None = None) -> int:
     from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend
     from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
     from spsa_mix.data.batches import Batches
-    from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
-    from spsa_mix.data.real import IMAGENET_MEAN, IMAGENET_STD
-    from spsa_mix.data.tasks import Task
     from spsa_mix.experiment.alpha import AlphaProblem, AlphaResult, set_alpha
     from spsa_mix.experiment.finetune import finetune
     from spsa_mix.experiment.pipeline import NonFiniteAsPenalty, derive_seed
     from spsa_mix.experiment.report import markdown_table, summarize
-    from spsa_mix.experiment.training import train_model
     from spsa_mix.io import check_outputs, write_json
     from spsa_mix.models import ResNet20, load_cifar_resnet
 
     check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
 
-    weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
+    t_start = time.perf_counter()
     try:
-        cifar = load_dataset("cifar10-jpeg", standardize=False)
+        built = build_experts(per_expert=args.per_expert, expert_epochs=args.expert_epochs, expert_lr=args.expert_lr,
+                              target_size=args.target_size, holdout_size=args.holdout_size, test_size=args.test_size)
     except ValueError as e:
         print(f"pretrained_experts.py: {e}", file=sys.stderr)
         return 2
-    if weights is None:
-        print(f"pretrained_experts.py: {RESNET20} not found under {[str(r) for r in default_data_roots()]}",
-              file=sys.stderr)
-        return 2
-    t_start = time.perf_counter()
-    rng = np.random.default_rng(0)
-    x_tr, y_tr = cifar.x_train.numpy(), cifar.y_train.numpy()
-    x_te, y_te = cifar.x_test.numpy(), cifar.y_test.numpy()
-    k = len(DOMAINS)
-    perm = rng.permutation(len(y_tr))
-    cuts = np.cumsum([0] + [args.per_expert] * k + [args.target_size, args.holdout_size])
-    parts = [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-    test_ix = rng.permutation(len(y_te))[: args.test_size]
-
-    def domain_task(kind: str, ix: np.ndarray, test: np.ndarray | None = None) -> Task:
-        seed = zlib.crc32(kind.encode())  # one fixed draw of noise per domain
-        xs = shift(x_tr[ix], kind, seed)
-        xt = shift(x_te[test], kind, seed + 1) if test is not None else xs[:0]
-        yt = y_te[test] if test is not None else y_tr[ix][:0]
-        data = ImageData.from_arrays(kind, xs, y_tr[ix], xt, yt, scale=1 / 255, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                     classes=cifar.classes)
-        return Task(data, "image-classification")
-
-    base = load_cifar_resnet(weights)
-    experts, sizes = [], []
-    for i, kind in enumerate(DOMAINS):
-        task = domain_task(kind, parts[i])
-        model = copy.deepcopy(base).train()
-        gen = torch.Generator().manual_seed(100 + i)
-        train_model(model, Batches(task, batch_size=64, shuffle=True, generator=gen), epochs=args.expert_epochs,
-                    lr=args.expert_lr)
-        experts.append(model.eval())
-        sizes.append(len(parts[i]))
-        print(f"expert {i} ({kind}) fine-tuned", file=sys.stderr, flush=True)
-    target_task = domain_task(TARGET, np.concatenate([parts[k], parts[k + 1]]), test_ix)
-    n_t = args.target_size
-    target_ix, holdout_ix = np.arange(n_t), np.arange(n_t, n_t + args.holdout_size)
+    weights, cifar, base, experts, sizes = built.weights, built.cifar, built.base, built.experts, built.sizes
+    target_task, target_ix, holdout_ix = built.target_task, built.target_ix, built.holdout_ix
+    parts, test_ix, y_tr, k, n_t = built.parts, built.test_ix, built.y_tr, len(DOMAINS), args.target_size
     test = Batches(target_task, split="test", batch_size=1000)
     holdout = Batches(target_task, holdout_ix, batch_size=1000)
     alpha_loss = CalibratedCrossEntropy() if args.alpha_loss == "calibrated" else CrossEntropy()

@@ -3,7 +3,8 @@
 * :class:`BlendedObjective` -- the loss of theta(alpha) = sum_i alpha_i theta_i on target
   minibatches, for :func:`spsa_mix.minimize` (``vectorized=True``; ``method="spsa"``,
   ``"backprop"`` or ``"forward-grad"``); task vectors over a base with a fixed or learned
-  scale, and LoRA adapters (:mod:`spsa_mix.blend.spaces`);
+  scale, LoRA adapters (:mod:`spsa_mix.blend.spaces`), and mergekit's TIES, DARE,
+  breadcrumbs and DELLA (:class:`TaskVectorMethod`, :mod:`spsa_mix.blend.methods`);
 * :meth:`BlendedObjective.from_pretrained`, :meth:`BlendedObjective.save_pretrained` --
   Hugging Face model directories and PEFT adapters in, loadable directories out
   (:mod:`spsa_mix.blend.pretrained`, :mod:`spsa_mix.blend.lora`, :mod:`spsa_mix.blend.saving`);
@@ -29,7 +30,8 @@ where expert weights come from              ``sources/``: ``checkpoints`` (modul
                                             ``adapters`` (PEFT adapters)
 how they are held                           ``held/``: ``experts`` (checked and stacked on
                                             the device), ``functional`` (the blend's math)
-how a point becomes coefficients            ``spaces``
+how a point becomes coefficients            ``spaces``, ``methods/`` (mergekit's merge
+                                            methods, and their learned spaces)
 how a result is written                     ``export`` (tensor by tensor), ``saving``
                                             (Hugging Face, PEFT, safetensors), ``lora``
 how experts are loaded                      ``pretrained`` (Hugging Face directories and
@@ -57,6 +59,7 @@ from spsa_mix.blend.devices import resolve_device
 from spsa_mix.blend.evaluate import Metrics, evaluate, evaluate_blend, evaluate_experts
 from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
 from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.methods.space import TaskVectorMethod
 from spsa_mix.blend.objective import BlendedObjective, LossShapeError
 from spsa_mix.blend.spaces import BlendSpace
 
@@ -78,6 +81,7 @@ __all__ = [
     "Checkpoint",
     "TensorInfo",
     "BlendSpace",
+    "TaskVectorMethod",
     "resolve_loss",
     "resolve_device",
 ]

@@ -1,8 +1,10 @@
 """Loss and accuracy over a whole data loader: of a model, of theta(alpha), of each expert.
 
 Every function returns, per model, a dict ``{"loss": float, "accuracy": float, "n": int}``:
-``loss`` is the batch losses weighted by batch size (the mean over examples for a
-mean-reduced ``loss_fn``), ``accuracy`` the accuracy that goes with the loss
+``loss`` is the batch losses weighted by what each one averaged over
+(:func:`spsa_mix.distributed.weights.loss_weight`: the scored tokens for ``causal-lm``, the
+examples for cross-entropy), so that it is the mean over all the examples, or all the
+tokens of a language model, whatever the batches, ``accuracy`` the accuracy that goes with the loss
 (:func:`spsa_mix.blend.losses.correct_counts`: the fraction of examples whose arg-max output
 is the target, or of tokens whose next token is predicted for ``causal-lm``; ``nan`` when
 the targets are not class indices of the outputs, or for ``entropy``), ``n`` the number of
@@ -74,11 +76,18 @@ def _forward(model: nn.Module, batch: Any, device: torch.device) -> Any:
     return torch.cat(outs)
 
 
-def _finish(loss_sum: float, correct: float, scored: float, n: int) -> Metrics:
+def _finish(loss_sum: float, correct: float, scored: float, n: int, weight: float) -> Metrics:
     if n == 0:
         raise ValueError("data yielded no batch: nothing to evaluate")
     accuracy = correct / scored if correct >= 0 and scored > 0 else math.nan
-    return {"loss": loss_sum / n, "accuracy": accuracy, "n": n}
+    return {"loss": loss_sum / weight if weight > 0 else math.nan, "accuracy": accuracy, "n": n}
+
+
+def _weight(loss_fn: Any, batch: Any) -> float:
+    """What ``loss_fn`` averaged over on ``batch`` (tokens for a language model, examples otherwise)."""
+    from spsa_mix.distributed.weights import loss_weight
+
+    return float(loss_weight(loss_fn, batch.targets, batch.size))
 
 
 def _check_max_batches(max_batches: Any) -> int | None:
@@ -88,7 +97,8 @@ def _check_max_batches(max_batches: Any) -> int | None:
 
 
 def evaluate(model: nn.Module, data: Any, *, loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
-             device: str | torch.device | None = None, max_batches: int | None = None) -> Metrics:
+             device: str | torch.device | None = None, max_batches: int | None = None,
+             dtype: torch.dtype | None = None) -> Metrics:
     """Loss and accuracy of ``model`` over all of ``data``.
 
     Parameters
@@ -105,6 +115,9 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Callable[[Any, Any], torch
         is not moved.
     max_batches:
         Stop after this many batches.
+    dtype:
+        The floating-point dtype inputs are cast to (a model held in ``float16``, say);
+        default: as they come.
 
     Returns
     -------
@@ -121,19 +134,22 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Callable[[Any, Any], torch
         dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    loss_sum, correct, scored, n = 0.0, 0.0, 0.0, 0
+    loss_sum, correct, scored, n, weight = 0.0, 0.0, 0.0, 0, 0.0
     try:
         with torch.inference_mode():
-            for batch in iterate_once(data, dev, max_batches=max_batches):
+            for batch in iterate_once(data, dev, max_batches=max_batches, dtype=dtype):
                 out = _forward(model, batch, dev)
-                loss_sum += float(loss_fn(out, batch.targets)) * batch.size
+                w = _weight(loss_fn, batch)
+                if w > 0:  # a batch with nothing to score (every label padding) adds nothing
+                    loss_sum += float(loss_fn(out, batch.targets)) * w
+                    weight += w
                 hits, count = correct_counts(loss_fn, out, batch.targets)
                 correct = correct + float(hits) if (float(hits) >= 0 and correct >= 0) else -1.0
                 scored += count
                 n += batch.size
     finally:
         model.train(was_training)
-    return _finish(loss_sum, correct, scored, n)
+    return _finish(loss_sum, correct, scored, n, weight)
 
 
 def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
@@ -170,7 +186,7 @@ def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
     loss_sum = np.zeros(n)
     correct = np.zeros(n)
     scored = np.zeros(n)
-    total = 0
+    total, weight = 0, 0.0
 
     def score(out: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hits, count = correct_counts(objective.loss_fn, out, targets)
@@ -181,12 +197,15 @@ def evaluate_blend(objective: BlendedObjective, alpha: ArrayLike, data: Any, *,
         points = objective._as_points(pts)
         for batch in iterate_once(data, objective.device, max_batches=max_batches, dtype=objective.dtype):
             losses, hits, counts = objective._probe(points, batch, score)  # (n,) each
-            loss_sum += losses.to(torch.float64).cpu().numpy() * batch.size
+            w = _weight(objective.loss_fn, batch)
+            if w > 0:
+                loss_sum += losses.to(torch.float64).cpu().numpy() * w
+                weight += w
             hits_np = hits.to(torch.float64).cpu().numpy()
             correct = np.where((hits_np >= 0) & (correct >= 0), correct + hits_np, -1.0)
             scored += counts.to(torch.float64).cpu().numpy()
             total += batch.size
-    results = [_finish(float(loss_sum[i]), float(correct[i]), float(scored[i]), total) for i in range(n)]
+    results = [_finish(float(loss_sum[i]), float(correct[i]), float(scored[i]), total, weight) for i in range(n)]
     return results[0] if single else results
 
 

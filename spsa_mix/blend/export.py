@@ -40,14 +40,17 @@ from spsa_mix.blend.skeleton import tie
 __all__ = ["iter_blended", "blended_module"]
 
 
-def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *, acc: torch.dtype
-                 ) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *,
+                 acc: torch.dtype, counter_rows: torch.Tensor | None = None,
+                 exact: Callable[[str, int], torch.Tensor] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for every tensor of theta, in order; see the module docstring.
     ``rows`` ``(G, R)`` are the coefficients of the stack's rows for each group, in the
     accumulation dtype ``acc``; ``out_dtype(name)`` is the dtype each floating-point tensor
-    is given."""
+    is given. ``counter_rows`` (default ``rows``) weigh the integer buffers; ``exact(name,
+    group)``, where given, computes each blended tensor instead of the stack's rows (a
+    merge method's exact merge, :meth:`spsa_mix.blend.methods.space.MethodBlend.tensor`)."""
     with torch.no_grad():
-        rows64 = rows.to(torch.float64)
+        rows64 = (rows if counter_rows is None else counter_rows).to(torch.float64)
         tied: dict[str, torch.Tensor] = {}
         sources = set(st.aliases.values())
         for name in st.names:
@@ -61,6 +64,8 @@ def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtyp
             elif name in st.constants:
                 value = st.constants[name]
                 tensor = value.to(out_dtype(name)).clone() if value.is_floating_point() else value.clone()
+            elif exact is not None:
+                tensor = exact(name, st.group_of[name]).to(out_dtype(name))
             else:
                 tensor = st.blend_tensor(name, rows[st.group_of[name]], acc).to(out_dtype(name))
             if name in sources:

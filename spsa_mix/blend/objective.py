@@ -58,7 +58,7 @@ import copy
 import logging
 import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +71,14 @@ from torch import nn
 from spsa_mix.blend.batches import Batch, BatchStream
 from spsa_mix.blend.batchnorm import differentiable_batchnorm
 from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
-from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_expert_list, matches_prefix, tied_aliases
+from spsa_mix.blend.held.experts import (
+    ExpertSource,
+    ExpertStack,
+    check_expert_list,
+    matches_prefix,
+    open_experts,
+    tied_aliases,
+)
 from spsa_mix.blend.export import blended_module, iter_blended
 from spsa_mix.blend.held.functional import (
     accumulation_dtype,
@@ -86,8 +93,9 @@ from spsa_mix.blend.held.lockstep import Lockstep
 from spsa_mix.blend.held.memory import check_memory, hold_experts
 from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.methods.space import MethodBlend, TaskVectorMethod, as_method, method_memory
 from spsa_mix.blend.pretrained import load_pretrained
-from spsa_mix.blend.saving import SaveSource, save_blend
+from spsa_mix.blend.saving import SaveSource, save_blend, save_tensors
 from spsa_mix.blend.skeleton import meta_tensors, skeleton_of
 from spsa_mix.blend.spaces import BlendSpace, check_space
 from spsa_mix.core.domain import Domain
@@ -193,7 +201,9 @@ class BlendedObjective:
         ``space="task-vectors"``.
     space:
         ``"convex"`` (default) or ``"task-vectors"`` (:mod:`spsa_mix.blend.spaces`; LoRA
-        adapters go through :meth:`from_pretrained`).
+        adapters go through :meth:`from_pretrained`), or one of mergekit's task-vector methods
+        (``"ties"``, ``"dare_ties"``, ... or a :class:`~spsa_mix.blend.methods.space.TaskVectorMethod`
+        with its parameters; :mod:`spsa_mix.blend.methods.space`).
     scale:
         Task vectors: the scale ``s > 0`` (default 1, the convex blend), or ``"learned"``.
     stack_dtype:
@@ -235,7 +245,7 @@ class BlendedObjective:
         batched: Batched = "auto",
         simplex_atol: float | None = DEFAULT_SIMPLEX_ATOL,
         base: ExpertSource | None = None,
-        space: Literal["convex", "task-vectors"] = "convex",
+        space: Literal["convex", "task-vectors"] | str | TaskVectorMethod = "convex",
         scale: float | Literal["learned"] = 1.0,
         stack_dtype: torch.dtype | None = None,
         memory: Memory = "auto",
@@ -259,11 +269,13 @@ class BlendedObjective:
         expert_list = check_expert_list(experts)
         reference = model.state_dict()
         heads = self._check_head(head, head_from, reference, len(expert_list))
-        stack, choice = hold_experts(reference, expert_list, memory=self._memory_for(memory, batched),
+        method = as_method(space)
+        stack, choice = hold_experts(reference, expert_list, memory=method_memory(method, self._memory_for(memory, batched)),
                                      max_memory=max_memory, device=dev, dtype=dt, granularity=granularity, head=heads,
                                      head_from=None if head_from is None else int(head_from), base=base,
                                      aliases=tied_aliases(model), stack_dtype=stack_dtype)
-        self._setup(memory_choice=choice, 
+        self._setup(memory_choice=choice, method=None if method is None else MethodBlend.build(
+                        method, stack, lambda: open_experts(expert_list, reference, base)),
             arch=skeleton_of(model, device=dev, dtype=dt), stack=stack,
             space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
             source=SaveSource("state-dict"), lora=None, loss_fn=loss, data=data, device=dev, dtype=dt,
@@ -357,7 +369,8 @@ class BlendedObjective:
                                  model_class=model_class, strict_base=strict_base, check_head=cls._check_head,
                                  memory=cls._memory_for(memory, batched), max_memory=max_memory)
         obj = cls.__new__(cls)
-        obj._setup(memory_choice=loaded.memory_choice, arch=loaded.arch, stack=loaded.stack, space=loaded.space, source=loaded.source, lora=loaded.lora,
+        obj._setup(memory_choice=loaded.memory_choice, arch=loaded.arch, stack=loaded.stack, space=loaded.space,
+                   source=loaded.source, lora=loaded.lora, method=loaded.method,
                    loss_fn=loss_fn if loss_fn is not None else resolve_loss(loaded.default_loss), data=data,
                    device=loaded.device, dtype=loaded.dtype, granularity=granularity, head=loaded.head,
                    head_from=head_from, batched=batched, simplex_atol=simplex_atol)
@@ -370,7 +383,7 @@ class BlendedObjective:
 
     def _setup(self, *, memory_choice: str, arch: nn.Module, stack: ExpertStack | StreamedExperts, space: BlendSpace,
                source: SaveSource,
-               lora: LoRABlend | None, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any,
+               lora: LoRABlend | None, method: MethodBlend | None, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any,
                device: torch.device, dtype: torch.dtype, granularity: str, head: tuple[str, ...],
                head_from: int | None, batched: Batched, simplex_atol: float | None) -> None:
         self.device = device
@@ -387,6 +400,7 @@ class BlendedObjective:
         self._acc = accumulation_dtype(stack.dtype, dtype)  # the blend's dtype
         self.memory_choice = memory_choice
         logger.info("%s", memory_choice)
+        self._method = method  # a task-vector method space (spsa_mix.blend.methods.space), or None
         # The weightless architecture (for blended_model and the gradient model), and the
         # probe model, whose blended tensors are views of one flat buffer of P scalars.
         self._arch = arch.eval().requires_grad_(False)
@@ -618,7 +632,16 @@ class BlendedObjective:
     def _blend(self, points: torch.Tensor) -> torch.Tensor:
         """``(n, *point_shape)`` -> ``(n, P)`` flat blended parameters, in ``dtype``."""
         segments = self._stack.segments if self.granularity == "layer" else None
+        if self._method is not None and self._method.per_probe:
+            return torch.stack([self._mix(p) for p in points])
         return blend(self._stack.weights, self._coefficients(points), segments, dtype=self.dtype)
+
+    def _mix(self, point: torch.Tensor) -> torch.Tensor:
+        """One point's ``(P,)`` parameters by a per-probe method blend (:mod:`spsa_mix.blend.methods.space`)."""
+        assert self._method is not None
+        alpha, scale = self._space.split_tensor(point[None])
+        segments = self._stack.segments if self.granularity == "layer" else [(0, self._stack.layout.size)]
+        return self._method.mix(self._stack.weights, alpha[0], scale[0], segments, self.dtype)
 
     def _loss(self, model: nn.Module, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
         st = self._stack
@@ -703,8 +726,12 @@ class BlendedObjective:
     def _loop(self, points: torch.Tensor, batch: Batch, score: Score) -> tuple[torch.Tensor, ...]:
         segments = self._stack.segments if self.granularity == "layer" else None
         results = []
-        for c in self._coefficients(points):
-            blend_into(self._theta, self._stack.weights, c, segments)
+        per_probe = self._method is not None and self._method.per_probe
+        for i, c in enumerate(self._coefficients(points)):
+            if per_probe:
+                self._theta.copy_(self._mix(points[i]))
+            else:
+                blend_into(self._theta, self._stack.weights, c, segments)
             results.append(score(self._model(*batch.args, **batch.kwargs), batch.targets))
         return tuple(torch.stack(parts) for parts in zip(*results, strict=True))
 
@@ -875,7 +902,17 @@ class BlendedObjective:
                 mix = blend(st.weights, self._coefficients(points), segments, dtype=self._acc)[0]
                 return self._lora.merged(mix, st, out_dtype, self._acc)
             rows = self._space.coefficients(points)[0]  # (G, R)
-        return iter_blended(st, rows, out_dtype, acc=self._acc)
+            counters = self._space.counter_coefficients(points)[0]  # (G, R): the integer buffers' weights
+            method = self._method
+            if method is None:
+                return iter_blended(st, rows, out_dtype, acc=self._acc, counter_rows=counters)
+            alpha, scale = self._space.split(point[None])
+            weights, s = alpha.reshape(-1, self.k), float(scale[0])  # (G, K), mergekit's lambda
+
+            def exact(name: str, group: int) -> torch.Tensor:  # mergekit's merge, recomputed tensor by tensor
+                return method.tensor(name, weights[group], s, st.dtype)
+
+        return iter_blended(st, rows, out_dtype, acc=self._acc, counter_rows=counters, exact=exact)
 
     def blended_state_dict(self, alpha: ArrayLike) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of theta(alpha): every tensor of the architecture, in order.
@@ -901,8 +938,19 @@ class BlendedObjective:
         >>> net.weight.tolist(), net.training, net.weight.requires_grad
         ([[0.0, 0.0], [1.0, -1.0]], True, True)
         """
+        return self.model_holding(self.blended_state_dict(alpha))
+
+    def model_holding(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """A fresh copy of the architecture (the base's for LoRA) holding ``state`` (every
+        tensor of its ``state_dict``: a blend, a fixed merge, an expert), as
+        :meth:`blended_model` gives it.
+
+        >>> obj = BlendedObjective._example()
+        >>> obj.model_holding(obj.blended_state_dict(np.array([1.0, 0.0]))).bias.tolist()
+        [0.0, 0.0]
+        """
         arch = self._lora.base_arch if self._lora is not None else self._arch
-        return blended_module(arch, self.blended_state_dict(alpha), self._stack.aliases)
+        return blended_module(arch, state, self._stack.aliases)
 
     def save_pretrained(self, alpha: ArrayLike, path: str | os.PathLike[str], *, overwrite: bool = False,
                         dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB") -> str:
@@ -944,6 +992,25 @@ class BlendedObjective:
         return save_blend(lambda out_dtype: self._iter_blended(point, out_dtype), path, source=self._source,
                           stored=st.stored_dtypes, default_dtype=self.dtype, aliases=st.aliases, overwrite=overwrite,
                           dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter)
+
+    def save_tensors(self, tensors: Iterable[tuple[str, torch.Tensor]], path: str | os.PathLike[str], *,
+                     overwrite: bool = False, dtype: torch.dtype | None = None,
+                     max_shard_size: int | str = "5GB") -> str:
+        """Write any full model of this architecture (every ``(name, tensor)`` of its
+        ``state_dict``, in order: a fixed merge, an expert) the way :meth:`save_pretrained`
+        writes a blend (a Hugging Face directory or a safetensors state dict; not LoRA);
+        returns the path written.
+
+        >>> import tempfile, safetensors.torch
+        >>> obj = BlendedObjective._example()
+        >>> out = obj.save_tensors(obj.iter_blended(np.array([1.0, 0.0])), tempfile.mkdtemp() + "/m.safetensors")
+        >>> safetensors.torch.load_file(out)["bias"].tolist()
+        [0.0, 0.0]
+        """
+        if dtype is not None:
+            check_float_dtype(dtype)
+        return save_tensors(tensors, path, source=self._source, overwrite=overwrite, dtype=dtype,
+                            max_shard_size=max_shard_size, aliases=self._stack.aliases)
 
     @classmethod
     def _example(cls) -> BlendedObjective:

@@ -61,6 +61,7 @@ from spsa_mix.blend.held.experts import (
 from spsa_mix.blend.held.functional import Layout, accumulation_dtype
 from spsa_mix.blend.held.memory import decide_memory, hold_experts
 from spsa_mix.blend.lora import LoRABlend, attach
+from spsa_mix.blend.methods.space import MethodBlend, as_method, method_memory
 from spsa_mix.blend.saving import SaveSource
 from spsa_mix.blend.skeleton import skeleton_of
 from spsa_mix.blend.sources.adapters import check_adapters, read_adapter
@@ -93,6 +94,7 @@ class Loaded:
     default_loss: str
     head: tuple[str, ...]
     memory_choice: str
+    method: Any = None  # a task-vector method space's MethodBlend (spsa_mix.blend.methods.space)
 
 
 def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any, device: Any, dtype: Any,
@@ -128,12 +130,16 @@ def load_pretrained(experts: Sequence[Any], *, base: Any, space: Any, scale: Any
     reference = arch.state_dict()
     heads = check_head(head, head_from, reference, len(paths))
     hf = None if head_from is None else int(head_from)
-    stack, choice = hold_experts(reference, ckpts[: len(paths)], memory=memory, max_memory=max_memory, device=dev,
+    method = as_method(space)
+    stack, choice = hold_experts(reference, ckpts[: len(paths)], memory=method_memory(method, memory),
+                                 max_memory=max_memory, device=dev,
                                  dtype=dt, granularity=granularity, head=heads, head_from=hf,
                                  base=ckpts[len(paths)] if base_path else None, aliases=tied_aliases(arch),
                                  stack_dtype=stack_dtype, check_dtype=False)
     config_dir = paths[hf] if hf is not None else (base_path or paths[0])
-    return Loaded(arch=arch, stack=stack,
+    blend = None if method is None else MethodBlend.build(
+        method, stack, lambda: [open_checkpoint(p, label=label) for label, p in labelled])
+    return Loaded(arch=arch, stack=stack, method=blend,
                   space=BlendSpace(space_name, stack.k, len(stack.groups), scale_value, granularity == "layer"),
                   source=SaveSource("hf", config_dir=config_dir), lora=None, device=dev, dtype=dt,
                   default_loss=default_loss(cls), head=heads, memory_choice=choice)

@@ -37,7 +37,7 @@ import torch
 
 from spsa_mix.io import atomic_directory, atomic_path, parse_size
 
-__all__ = ["SaveSource", "save_blend", "write_safetensors_shards", "parse_size",
+__all__ = ["SaveSource", "save_blend", "save_tensors", "write_safetensors_shards", "parse_size",
            "COPIED_FILES", "dtype_name"]
 
 # Files copied from the source model directory besides the weights: the configuration and
@@ -174,32 +174,43 @@ def save_blend(blended: Blended, path: str | os.PathLike[str], *, source: SaveSo
     def out_dtype(name: str) -> torch.dtype:
         return dtype if dtype is not None else stored.get(name, default_dtype)
 
-    if source.kind == "state-dict":
-        from safetensors.torch import save_file
-
-        target = Path(path)
-        directory_target = target.suffix.lower() != ".safetensors"
-        if directory_target:
-            with atomic_directory(target, overwrite=overwrite) as tmp:
-                write_safetensors_shards(_owned(blended(out_dtype)), tmp,
-                                         max_shard_size=max_shard_size)
-            return str(target)
-        state = dict(_owned(blended(out_dtype)))
-        _atomic_file(target, overwrite, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        return str(target)
     if source.kind == "lora":
         if write_adapter is None:
             raise RuntimeError("internal error: a LoRA blend without its adapter writer")
         with atomic_directory(path, overwrite=overwrite) as tmp:
             write_adapter(tmp)
         return str(Path(path))
-    if source.config_dir is None:
-        raise RuntimeError("internal error: a Hugging Face blend without the directory of its config")
+    return save_tensors(blended(out_dtype), path, source=source, overwrite=overwrite, dtype=dtype,
+                        max_shard_size=max_shard_size, aliases=aliases)
+
+
+def save_tensors(tensors: Iterable[tuple[str, torch.Tensor]], path: str | os.PathLike[str], *, source: SaveSource,
+                 overwrite: bool, dtype: torch.dtype | None, max_shard_size: int | str,
+                 aliases: Mapping[str, str] | None = None) -> str:
+    """Write ``(name, tensor)`` pairs (every tensor of a full model, in ``state_dict`` order)
+    as ``source`` says: a Hugging Face directory (``"hf"``; the tied names of ``aliases`` left
+    out, ``config.json``'s dtype set to ``dtype`` when given) or a safetensors state dict
+    (``"state-dict"``); see the module docstring. Returns the path written."""
+    parse_size(max_shard_size)
+    if source.kind == "state-dict":
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        if target.suffix.lower() != ".safetensors":
+            with atomic_directory(target, overwrite=overwrite) as tmp:
+                write_safetensors_shards(_owned(tensors), tmp, max_shard_size=max_shard_size)
+            return str(target)
+        state = dict(_owned(tensors))
+        _atomic_file(target, overwrite, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        return str(target)
+    if source.kind != "hf" or source.config_dir is None:
+        raise RuntimeError(f"internal error: cannot write full-model tensors for a {source.kind!r} source without "
+                           "the directory of its config")
+    skip = aliases or {}
     with atomic_directory(path, overwrite=overwrite) as tmp:
         _copy_config(source.config_dir, tmp, dtype)
         _copy_side_files(source.config_dir, tmp)
-        tensors = ((n, t) for n, t in blended(out_dtype) if n not in aliases)
-        write_safetensors_shards(tensors, tmp, max_shard_size=max_shard_size)
+        write_safetensors_shards(((n, t) for n, t in tensors if n not in skip), tmp, max_shard_size=max_shard_size)
     return str(Path(path))
 
 

@@ -12,6 +12,9 @@ space               theta                                                rows of
                                                                          ``c = (s alpha, 1 - s sum alpha)``
 ``lora``            ``W_b + sum_i alpha_i scaling_i B_i A_i`` per        K experts' rank-row
                     adapted layer (:mod:`spsa_mix.blend.lora`)           weights; ``c = alpha``
+``ties``, ``dare_`` ``theta_b + s * sum_i alpha_i r_i``: mergekit's          K prepared task vectors
+``ties``, ...       method (:mod:`spsa_mix.blend.methods.space`)         ``r_i`` and the base;
+                                                                         ``c = (s alpha, 1)``
 ==================  ===================================================  =======================
 
 The task-vector identity ``theta_b + s sum_i alpha_i (theta_i - theta_b) = (1 - s sum_i
@@ -34,6 +37,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -42,11 +46,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from spsa_mix.blend.methods.registry import LEARNED_SPACES
 from spsa_mix.core.domain import Domain
 
-__all__ = ["BlendSpace", "SPACES", "check_space"]
+__all__ = ["BlendSpace", "SPACES", "SCALED_SPACES", "check_space"]
 
-SPACES = ("convex", "task-vectors", "lora")
+SPACES = ("convex", "task-vectors", "lora", *LEARNED_SPACES)
+SCALED_SPACES = ("task-vectors", *LEARNED_SPACES)  # the spaces with a base and a scale (mergekit's lambda)
 SpaceName = Literal["convex", "task-vectors", "lora"]
 
 
@@ -61,6 +67,7 @@ def check_space(space: Any, scale: Any, *, has_base: bool) -> tuple[str, float |
     ...
     ValueError: space='task-vectors' needs base= (the model the experts were fine-tuned from: theta = theta_base + s * sum_i alpha_i (theta_i - theta_base))
     """
+    space = getattr(space, "name", space)  # a TaskVectorMethod names its space
     if not isinstance(space, str) or space not in SPACES:
         raise ValueError(f"space must be one of {list(SPACES)}, but got {space!r}")
     if isinstance(scale, str):
@@ -73,8 +80,12 @@ def check_space(space: Any, scale: Any, *, has_base: bool) -> tuple[str, float |
                          "theta = theta_base + s * sum_i alpha_i (theta_i - theta_base))")
     if space == "lora" and not has_base:
         raise ValueError("space='lora' needs base= (the model the adapters were trained on)")
-    if space != "task-vectors" and scale != 1 and scale != 1.0:
-        raise ValueError(f"scale={scale!r} applies to space='task-vectors' only (space={space!r} has no scale)")
+    if space in LEARNED_SPACES and not has_base:
+        raise ValueError(f"space={space!r} needs base= (mergekit's base_model: the model the experts were "
+                         "fine-tuned from)")
+    if space not in SCALED_SPACES and scale != 1 and scale != 1.0:
+        raise ValueError(f"scale={scale!r} applies to space='task-vectors' and the task-vector methods "
+                         f"({', '.join(LEARNED_SPACES)}) only (space={space!r} has no scale)")
     return space, (scale if isinstance(scale, str) else float(scale))
 
 
@@ -106,8 +117,8 @@ class BlendSpace:
 
     @property
     def rows(self) -> int:
-        """Rows of the stack: the K experts, and the base for task vectors."""
-        return self.k + (self.name == "task-vectors")
+        """Rows of the stack: the K experts, and the base for task vectors and methods."""
+        return self.k + (self.name in SCALED_SPACES)
 
     @property
     def domain(self) -> Domain:
@@ -175,7 +186,16 @@ class BlendSpace:
         if self.learned_scale:
             alpha, pos, _ = self.domain.split(points)
             return alpha, pos[..., 0]
-        return points, np.full(points.shape[0], float(self.scale) if self.name == "task-vectors" else 1.0)
+        return points, np.full(points.shape[0], float(self.scale) if self.name in SCALED_SPACES else 1.0)
+
+    def split_tensor(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha (n, G, K), scale (n,))`` of points ``(n, *point_shape)`` (differentiable)."""
+        n = points.shape[0]
+        if self.learned_scale:
+            w = self.domain.n_weights
+            return points[:, :w].reshape(n, -1, self.k), points[:, w]
+        value = float(self.scale) if self.name in SCALED_SPACES else 1.0
+        return points.reshape(n, -1, self.k), torch.full((n,), value, dtype=points.dtype, device=points.device)
 
     def coefficients(self, points: torch.Tensor) -> torch.Tensor:
         """``(n, G, rows)`` coefficients of points ``(n, *point_shape)`` (differentiable)."""
@@ -186,7 +206,16 @@ class BlendSpace:
         else:
             alpha = points.reshape(n, -1, self.k)  # (n, G, K)
             s = None
-        if self.name != "task-vectors":
+        if self.name not in SCALED_SPACES:
             return alpha
         scaled = alpha * (s if s is not None else float(self.scale))
+        if self.name != "task-vectors":  # rows r_i = prepared task vectors, then the base
+            return torch.cat([scaled, torch.ones_like(scaled[..., :1])], dim=-1)  # (n, G, K + 1)
         return torch.cat([scaled, 1.0 - scaled.sum(dim=-1, keepdim=True)], dim=-1)  # (n, G, K + 1)
+
+    def counter_coefficients(self, points: torch.Tensor) -> torch.Tensor:
+        """``(n, G, rows)`` coefficients of the integer buffers (stored as they are, not as
+        prepared task vectors): those of the task-vector space for the method spaces."""
+        if self.name in SCALED_SPACES and self.name != "task-vectors":
+            return dataclasses.replace(self, name="task-vectors").coefficients(points)
+        return self.coefficients(points)

@@ -2,6 +2,8 @@
 
 ``spsa-mix merge``
     expert checkpoints and target data in, a merged checkpoint out (:mod:`spsa_mix.cli.merge`);
+``spsa-mix eval``
+    checkpoints scored on target data with the merge's code and metrics (:mod:`spsa_mix.cli.eval`);
 ``spsa-mix experiment``
     the GLUE paper's experiment end to end on any dataset (:mod:`spsa_mix.cli.experiment`;
     ``spsa-mix experiment``, its name before 0.2, still works);
@@ -32,6 +34,7 @@ __all__ = ["main", "build_parser", "selected_command", "DefaultsHelpFormatter"]
 
 _COMMANDS = {
     ("merge",): ("spsa_mix.cli.merge", "blend expert checkpoints into one merged checkpoint, learning the weights on target data"),
+    ("eval",): ("spsa_mix.cli.eval", "score checkpoints (merged, mergekit's, experts, adapters) on target data"),
     ("experiment",): ("spsa_mix.cli.experiment",
                       "train experts on non-IID splits, set alpha every way, fine-tune: the GLUE paper's experiment"),
     ("bench", "compare"): ("spsa_mix.cli.compare", "compare methods on one objective at equal budgets"),

@@ -45,12 +45,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--model", help="a Hugging Face directory, an architecture name, or package.module:factory")
     what.add_argument("--experts", nargs="+", metavar="PATH", help="expert paths or glob patterns")
     what.add_argument("--base", help="the base model (task-vectors, lora)")
-    what.add_argument("--space", choices=["convex", "task-vectors", "lora"], help="how to blend (default: convex)")
+    what.add_argument("--space", choices=["convex", "task-vectors", "lora", "ties", "dare_ties", "dare_linear",
+                                          "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"],
+                      help="how to blend: convex, task vectors, LoRA, or one of mergekit's methods (default: convex)")
     what.add_argument("--granularity", choices=["model", "layer"], help="one alpha, or one per layer group")
-    what.add_argument("--scale", help="task vectors' scale: a number or 'learned' (default 1.0)")
+    what.add_argument("--scale", help="task vectors' scale (mergekit's lambda): a number or 'learned' (default 1.0)")
     what.add_argument("--strict-base", action=argparse.BooleanOptionalAction, default=None,
                       help="LoRA: refuse adapters whose recorded base names another model (default: on; "
                            "--no-strict-base for the same model under another name)")
+    kit = parser.add_argument_group("merge methods (config keys: density, gamma, epsilon, normalize, rescale, "
+                                    "consensus, baselines, mergekit)")
+    kit.add_argument("--density", nargs="+", type=float, metavar="D",
+                     help="fraction of each task vector kept, in (0, 1]: one number or one per expert")
+    kit.add_argument("--gamma", nargs="+", type=float, metavar="G", help="breadcrumbs: largest fraction dropped")
+    kit.add_argument("--epsilon", nargs="+", type=float, metavar="E", help="DELLA: keep-probability half-width")
+    kit.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                     help="divide by the weights' sum (default: the method's)")
+    kit.add_argument("--rescale", action=argparse.BooleanOptionalAction, default=None,
+                     help="keep each task vector's L1 norm after the drop (default: the method's)")
+    kit.add_argument("--consensus", choices=["fixed", "per-probe"],
+                     help="TIES' sign election: fixed at the start (one blend per probe) or recomputed per probe")
+    kit.add_argument("--baselines", nargs="+", metavar="NAME",
+                     help="fixed merges select: best scores too: auto (default), none, or names (base, linear, "
+                          "task_arithmetic, ties, ..., model_stock, slerp, nuslerp)")
+    kit.add_argument("--from-mergekit", dest="mergekit", metavar="YAML",
+                     help="a mergekit config: its models, base, method, parameters, weights and dtype become the "
+                          "space and the starting point")
     data = parser.add_argument_group("target data (config key: data)")
     data.add_argument("--data", metavar="TRAIN", help="data.train: JSONL/CSV/TSV/TXT text, an image folder, tensors, "
                                                       "torchvision:Name:root or package.module:factory")
@@ -84,7 +104,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(args, k) for k in ("model", "experts", "base", "space", "granularity",
                                                          "loss", "method", "budget", "seed", "device", "dtype",
                                                          "output", "checkpoint_every", "validate_every",
-                                                         "overwrite", "select", "strict_base")}
+                                                         "overwrite", "select", "normalize", "rescale",
+                                                         "consensus", "mergekit", "strict_base")}
+    for key in ("density", "gamma", "epsilon"):
+        values = getattr(args, key)
+        out[key] = None if values is None else (values[0] if len(values) == 1 else list(values))
+    if args.baselines is not None:
+        out["baselines"] = args.baselines[0] if args.baselines in (["auto"], ["none"]) else list(args.baselines)
     if args.scale is not None:
         out["scale"] = args.scale if args.scale == "learned" else _number(args.scale, "--scale")
     data = {k: getattr(args, k) for k in _DATA_FLAGS}
@@ -118,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config, overrides(args))
         if args.config is None and not cfg.experts:
-            raise ValueError("give a config file or --experts and --data")
+            raise ValueError("give a config file, --from-mergekit or --experts, and --data")
         from spsa_mix.merge.run import plan_merge
 
         plan_merge(cfg, resume=args.resume)  # every check that needs no weights, before the experts are read

@@ -34,7 +34,7 @@ import csv
 import importlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import torch
 from spsa_mix.data.images import ImageData
 from spsa_mix.data.text import TextData
 
-__all__ = ["TEXT_SUFFIXES", "TENSOR_SUFFIXES", "read_texts", "load_tokenizer", "texts_to_data", "load_image_folder",
+__all__ = ["TEXT_SUFFIXES", "TENSOR_SUFFIXES", "read_texts", "jsonl_rows", "load_tokenizer", "texts_to_data", "load_image_folder",
            "TensorData", "load_tensors", "load_reference", "data_kind"]
 
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv", ".txt")
@@ -88,13 +88,7 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text",
         if suffix == ".txt":
             texts = [line.rstrip("\n") for line in p.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         elif suffix == ".jsonl":
-            for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}: line {n} is not JSON ({e.msg})") from None
+            for n, row in jsonl_rows(p):
                 _take(row, text_field, label_field, texts, labels, f"{p}: line {n}")
         elif suffix in (".csv", ".tsv"):
             with p.open(newline="", encoding="utf-8-sig") as fh:  # a byte-order mark is no part of the header
@@ -110,6 +104,19 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text",
     if not texts:
         raise ValueError(f"{p} holds no examples")
     return texts, (labels if label_field is not None else None)
+
+
+def jsonl_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed line)`` of each non-blank line of a JSONL file; ``ValueError``
+    naming the file and the line that is not JSON."""
+    p = Path(path)
+    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: line {n} is not JSON ({e.msg})") from None
 
 
 def _take(row: Any, text_field: str, label_field: str | None, texts: list[str], labels: list[Any], where: str) -> None:

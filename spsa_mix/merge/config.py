@@ -15,7 +15,7 @@ Example
 >>> MergeConfig.from_dict({"experts": ["a", "b"], "budgte": 3})
 Traceback (most recent call last):
 ...
-ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, select, space, strict_base, validate_every
+ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, baselines, budget, checkpoint_every, consensus, data, density, device, dtype, epsilon, experts, gamma, granularity, loss, mergekit, method, model, normalize, options, output, overwrite, rescale, scale, seed, select, space, strict_base, validate_every
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import Any
 
 __all__ = ["MergeConfig", "DataConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES"]
 
-SPACES = ("convex", "task-vectors", "lora")
+SPACES = ("convex", "task-vectors", "lora", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
+          "della", "della_linear")  # spsa_mix.blend.spaces.SPACES, without importing PyTorch
 GRANULARITIES = ("model", "layer")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -152,9 +153,19 @@ class MergeConfig:
     base:
         The base model for ``task-vectors`` and ``lora``.
     space, granularity, scale:
-        How to blend (:class:`spsa_mix.blend.BlendedObjective`): ``convex``, ``task-vectors``
-        or ``lora``; one alpha (``model``) or one per layer group (``layer``); the task
-        vectors' scale, a number or ``"learned"``.
+        How to blend (:class:`spsa_mix.blend.BlendedObjective`): ``convex``, ``task-vectors``,
+        ``lora`` or one of mergekit's task-vector methods (``ties``, ``dare_ties``,
+        ``dare_linear``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della``,
+        ``della_linear``); one alpha (``model``) or one per layer group (``layer``); the task
+        vectors' scale (mergekit's ``lambda``), a number or ``"learned"``.
+    density, gamma, epsilon, normalize, rescale, consensus:
+        The method space's parameters (:mod:`spsa_mix.merge.methods`; default mergekit's).
+    baselines:
+        The fixed merges ``select: best`` scores too: ``auto`` (default: every one that
+        applies), ``none``, or a list (:data:`spsa_mix.merge.methods.BASELINES`).
+    mergekit:
+        A mergekit config whose models, base, method, parameters, weights and dtype become
+        the space and the starting weights (:mod:`spsa_mix.merge.mergekit`).
     data:
         :class:`DataConfig`.
     loss:
@@ -203,6 +214,14 @@ class MergeConfig:
     validate_every: int = 10
     select: str = "best"
     strict_base: bool = True
+    density: Any = None
+    gamma: Any = None
+    epsilon: Any = None
+    normalize: bool | None = None
+    rescale: bool | None = None
+    consensus: str = "fixed"
+    baselines: Any = "auto"
+    mergekit: str | None = None
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -239,11 +258,17 @@ class MergeConfig:
         if isinstance(self.scale, bool) or not (self.scale == "learned" or
                                                 (isinstance(self.scale, (int, float)) and self.scale > 0)):
             raise ValueError(f"scale must be a positive number or 'learned', but got {self.scale!r}")
-        if self.space != "task-vectors" and self.scale != 1.0:
-            raise ValueError(f"scale applies to space 'task-vectors', but got scale={self.scale!r} with "
-                             f"space={self.space!r}")
-        if self.space in ("task-vectors", "lora") and not self.base:
+        if self.space in ("convex", "lora") and self.scale != 1.0:
+            raise ValueError(f"scale applies to space 'task-vectors' and the method spaces, but got "
+                             f"scale={self.scale!r} with space={self.space!r}")
+        if self.space != "convex" and not self.base:
             raise ValueError(f"space {self.space!r} needs a base model (base: path/to/base)")
+        from spsa_mix.merge.methods import check_baselines, check_method_keys
+
+        check_method_keys(self.space, self.to_dict(), self.consensus)
+        check_baselines(self.baselines)
+        if self.mergekit is not None and not (isinstance(self.mergekit, str) and self.mergekit):
+            raise ValueError(f"mergekit must be the path of a mergekit config, but got {self.mergekit!r}")
         if len(self.experts) == 0:
             raise ValueError("experts must name at least two experts (paths or glob patterns)")
         _positive_int(self.budget, "budget")
@@ -357,6 +382,13 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             values["data"] = data
         elif value is not None:
             values[key] = value
+    if isinstance(values.get("mergekit"), str):  # a mergekit config: the keys the file and the flags leave unset
+        from spsa_mix.merge.mergekit import read_config
+
+        imported = read_config(values["mergekit"])
+        imported.pop("start")  # the starting weights: read again by run_merge
+        for key, value in imported.items():
+            values.setdefault(key, value)
     return MergeConfig.from_dict(values, where=where)
 
 
@@ -370,7 +402,7 @@ def _relative_to(values: dict[str, Any], root: Path) -> dict[str, Any]:
         return str(root / value)
 
     out = dict(values)
-    for key in ("base", "output"):
+    for key in ("base", "output", "mergekit"):
         out[key] = fix(out.get(key)) if key in out else out.get(key)
         if out[key] is None:
             del out[key]

@@ -15,7 +15,9 @@
    experts and adapters, read lazily, in their stored dtype) or
    :class:`~spsa_mix.blend.BlendedObjective` of an architecture and state dicts;
 4. **reference scores** on the validation data (the training data when there is none): the
-   uniform blend and every expert alone, hence the best single expert;
+   uniform blend and every expert alone, hence the best single expert, and the fixed
+   baselines (``baselines``: mergekit's methods at their defaults, Model Stock, SLERP, the
+   base; :mod:`spsa_mix.merge.select`);
 5. **the search**: :func:`spsa_mix.minimize` with ``max_evals=budget`` and the validation
    loss every ``validate_every`` steps (not counted in the budget; the returned point is
    the best on validation), the run's state written every ``checkpoint_every`` steps and on
@@ -24,7 +26,8 @@
    (:meth:`~spsa_mix.blend.BlendedObjective.save_pretrained`, written beside the output
    and renamed into place), ``recipe.json`` (the weights, the scores of the uniform blend,
    the best single expert and the learned blend, the history, the versions, the config and
-   its hash), ``mergekit.yaml`` where mergekit can express the same merge, and ``loss.png``.
+   its hash), ``mergekit.yaml`` where mergekit can express the same merge
+   (:mod:`spsa_mix.merge.mergekit`), and ``loss.png``.
 
 Example
 -------
@@ -47,7 +50,7 @@ import numpy as np
 
 from spsa_mix.merge.config import MergeConfig
 
-__all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_table", "mergekit_config",
+__all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_table",
            "expert_kind", "RECIPE_FORMAT"]
 
 logger = logging.getLogger("spsa_mix.merge")
@@ -87,6 +90,7 @@ class MergePlan:
     task_kind: str
     output: Path
     state: Path
+    start: tuple[float, ...] | None = None  # the weights of a mergekit config (--from-mergekit): the start
 
 
 def _architecture(model_dir: Path | None) -> str | None:
@@ -177,11 +181,14 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     if not steps:
         raise ValueError(f"budget {cfg.budget} buys no step of {cfg.method!r} (a step costs {cost:g} evaluations, "
                          f"{reserve} more is kept to score the answer): raise budget to at least {int(cost) + reserve}")
+    from spsa_mix.merge.methods import check_plan
+
+    start = check_plan(cfg, k=len(experts), kind=kind)  # method parameters, baselines, a mergekit file's weights
     output = Path(cfg.output)
     finishing = check_resume(cfg, experts) if resume else False  # a run stopped writing: its output may be replaced
     _check_output(output, cfg.overwrite or finishing, cfg.state_path())
     check_free_space(output, output_bytes(kind, experts))
-    return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
+    return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path(), start)
 
 
 # ---------------------------------------------------------------------------- data
@@ -232,19 +239,23 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
 
     from spsa_mix.blend import BlendedObjective
 
+    from spsa_mix.merge.methods import space_argument
+
     cfg = plan.config
     dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
     common = dict(data=train, device=cfg.device, granularity=cfg.granularity)
+    space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed, plan.start)
     if plan.kind in ("hf", "adapter"):
-        return BlendedObjective.from_pretrained([str(p) for p in plan.experts], base=cfg.base,
-                                                space=cfg.space,  # type: ignore[arg-type]  # checked by the config
+        return BlendedObjective.from_pretrained([str(p) for p in plan.experts],
+                                                base=cfg.base if cfg.space != "convex" else None,  # convex: baselines'
+                                                space=space,  # type: ignore[arg-type]  # checked by the config
                                                 scale=cfg.scale,  # type: ignore[arg-type]
                                                 loss=plan.loss, dtype=dtype, strict_base=cfg.strict_base, **common)
     model = _plain_model(cfg.model, source, plan.experts[0], str(cfg.data.train))  # type: ignore[arg-type]
     _in_stored_dtypes(model, plan.experts[0])  # fp16 experts stay fp16 in the stack; dtype: the forward's
     extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-    if cfg.space == "task-vectors":
-        extra.update(base=cfg.base, space="task-vectors", scale=cfg.scale)
+    if cfg.space != "convex":
+        extra.update(base=cfg.base, space=space, scale=cfg.scale)
     return BlendedObjective(model, [str(p) for p in plan.experts], loss_fn=plan.loss or "cross-entropy",
                             **common, **extra)
 
@@ -295,33 +306,6 @@ def summary_table(rows: Sequence[dict[str, Any]], *, metric: str) -> str:
         shown = "n/a" if m is None or not np.isfinite(m) else f"{100 * m:.2f}"
         lines.append(f"| {r['blend']} | {r['loss']:.4f} | {shown} |")
     return "\n".join(lines)
-
-
-def mergekit_config(plan: MergePlan, alpha: np.ndarray, scale: float | None, dtype: str | None) -> dict[str, Any] | None:
-    """The same merge as a mergekit config, where mergekit can express it: ``linear`` for a
-    convex blend, ``task_arithmetic`` (weights ``alpha_i``, ``lambda = s``) for task vectors,
-    of Hugging Face experts with one weight per expert; ``None`` otherwise (layer-wise
-    weights, LoRA adapters, plain state dicts).
-
-    >>> import types
-    >>> plan = types.SimpleNamespace(kind="hf", experts=(Path("a"), Path("b")), config=MergeConfig.from_dict(
-    ...     {"experts": ["a", "b"], "data": "t.jsonl"}))
-    >>> mergekit_config(plan, np.array([0.25, 0.75]), None, None)["models"][1]
-    {'model': 'b', 'parameters': {'weight': 0.75}}
-    """
-    cfg = plan.config
-    if plan.kind != "hf" or alpha.ndim != 1:
-        return None
-    models = [{"model": str(p), "parameters": {"weight": float(a)}} for p, a in zip(plan.experts, alpha, strict=True)]
-    out: dict[str, Any]
-    if cfg.space == "convex":
-        out = {"merge_method": "linear", "models": models, "parameters": {"normalize": False}}
-    else:
-        out = {"merge_method": "task_arithmetic", "base_model": str(cfg.base), "models": models,
-               "parameters": {"normalize": False, "lambda": float(scale if scale is not None else 1.0)}}
-    if dtype:
-        out["dtype"] = dtype
-    return out
 
 
 def _versions() -> dict[str, str]:
@@ -386,7 +370,7 @@ def _weights(obj: Any, point: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray,
     alpha, positive, _ = obj.domain.split(point)
     if positive.size:
         return np.asarray(alpha), float(positive.reshape(-1)[0])
-    return np.asarray(alpha), (float(cfg.scale) if cfg.space == "task-vectors" else None)
+    return np.asarray(alpha), (float(cfg.scale) if cfg.space not in ("convex", "lora") else None)
 
 
 @dataclass
@@ -463,7 +447,14 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     where = "validation" if val is not None else "training"
     uniform_point = obj.domain.center() if not obj.domain.simplex_only else np.full(obj.shape, 1.0 / obj.k)
     uniform = _score(obj, uniform_point, scoring)
-    singles = evaluate_experts(obj, scoring)
+    from spsa_mix.merge import select
+    from spsa_mix.merge.methods import baseline_names, start_point
+
+    # a method space's vertices are sparsified task vectors, not the experts: those are scored as models
+    singles = evaluate_experts(obj, scoring) if cfg.space in ("convex", "task-vectors", "lora") else None
+    baselines, singles = select.baseline_entries(obj, plan, names=baseline_names(cfg, len(plan.experts), plan.kind),
+                                                 singles=singles, scoring=scoring, log=say) \
+        if ranks.is_writer else ([], singles or [uniform] * len(plan.experts))
     weights = [(f"experts[{i}]", p) for i, p in enumerate(plan.experts)] + [("base", Path(b)) for b in [cfg.base] if b]
     check_scores(uniform["loss"], [m["loss"] for m in singles], weights,  # a NaN found at the first evaluation
                  f"the {where} data {(cfg.data.validation if val is not None else cfg.data.train)!r}")
@@ -480,6 +471,10 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
                                   val_every=cfg.validate_every)
     if ranks.world_size == 1:  # under torchrun every rank would write the one state file: not yet supported
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
+    if plan.start is not None and "x0" not in options:  # a mergekit config's weights: where the search starts
+        kwargs["x0"] = start_point(obj.domain, plan.start, cfg.scale)
+    if cfg.space not in ("convex", "task-vectors", "lora") and "start" not in options:
+        kwargs["start"] = "uniform"  # a method space's vertices are not the experts (select.consensus_fixed)
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
     ranks.close()
     if res.status == Status.INTERRUPTED:
@@ -493,33 +488,41 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     if not ranks.is_writer:  # the search is the same on every rank; rank 0 scores and writes alone
         return MergeOutcome(plan.output, plan.output, {}, "")
     write_record(record_path(cfg), record, "write")  # from here, a resumed run writes the output again
-    learned = _score(obj, res.x, scoring)
-    candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
-                  "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),
-                  "best single": (_vertex(obj, best), singles[best])}
-    chosen = "learned" if cfg.select == "learned" else min(candidates, key=lambda c: candidates[c][1]["loss"])
-    point = candidates[chosen][0]
+    learned_entry, uniform_entry = select.learned_entries(obj, cfg, learned=(res.x, _score(obj, res.x, scoring)),
+                                                          uniform=(uniform_point, uniform), scoring=scoring)
+    learned, uniform = learned_entry.metrics, uniform_entry.metrics
+    if cfg.space in ("convex", "task-vectors", "lora"):
+        single_entry = select.Entry("best single", f"best single ({plan.experts[best].name})", singles[best],
+                                    point=_vertex(obj, best))
+    else:
+        from spsa_mix.merge.candidates import expert_candidate
+
+        single_entry = select.Entry("best single", f"best single ({plan.experts[best].name})", singles[best],
+                                    candidate=expert_candidate(best, plan.experts[best].name, len(plan.experts)))
+    entries = {e.key: e for e in (uniform_entry, single_entry, *baselines, learned_entry)}
+    chosen = "learned" if cfg.select == "learned" else min(entries, key=lambda c: entries[c].metrics["loss"])
     if chosen != "learned":
         say(f"the {chosen} blend scores better on the {where} data than the learned one "
-            f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
+            f"({entries[chosen].metrics['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
             "writes the learned blend)")
-    alpha, scale = _weights(obj, point, cfg)
-    model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite or phase == "write"))
-    rows: list[dict[str, Any]] = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
-            {"blend": f"best single ({plan.experts[best].name})", "loss": singles[best]["loss"],
-             "metric": singles[best]["accuracy"]},
-            {"blend": f"learned ({cfg.method})", "loss": learned["loss"], "metric": learned["accuracy"]}]
-    for row, name in zip(rows, ("uniform", "best single", "learned"), strict=True):
-        if name == chosen:
-            row["blend"] += " (written)"
+    point = entries[chosen].point
+    alpha, scale = _weights(obj, point if point is not None else uniform_point, cfg)
+    model_path = select.write(obj, entries[chosen], plan, overwrite=cfg.overwrite or phase == "write")
+    rows: list[dict[str, Any]] = [{"blend": e.label + (" (written)" if e.key == chosen else ""),
+                                   "loss": e.metrics["loss"], "metric": e.metrics["accuracy"]}
+                                  for e in entries.values()]
     metric = getattr(source, "metric", "accuracy")
     table = summary_table(rows, metric=metric)
     out_dir = plan.output if plan.output.is_dir() else plan.output.parent
+    kit, kit_reason = select.mergekit_export(obj, entries[chosen], plan, alpha, scale, out_dir)
     recipe = {
         "format": RECIPE_FORMAT,
-        "alpha": alpha.tolist(),
-        "scale": None if scale is None else float(scale),
+        "alpha": alpha.tolist() if point is not None else None,
+        "scale": None if scale is None or point is None else float(scale),
+        "groups": obj.groups,
         "written": chosen,
+        "start": None if "x0" not in kwargs else np.asarray(kwargs["x0"]).tolist(),
+        "written_dtype": str(select.written_dtype(obj, cfg)).removeprefix("torch."),
         "experts": [str(p) for p in plan.experts],
         "method": cfg.method, "budget": cfg.budget, "seed": cfg.seed,
         "scored_on": where,
@@ -531,20 +534,28 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
                     "nfev": int(res.nfev), "cost": float(res.cost), "nit": int(res.nit), "message": res.message},
         "experts_scores": [{"expert": str(p), "loss": m["loss"], metric: m["accuracy"]}
                            for p, m in zip(plan.experts, singles, strict=True)],
+        "candidates": {e.key: {"loss": e.metrics["loss"], metric: e.metrics["accuracy"],
+                               **({"search_loss": e.search_metrics["loss"]} if e.search_metrics else {}),
+                               **(e.candidate.record() if e.candidate is not None else {})}
+                       for e in entries.values()},
+        "space": select.space_record(obj, plan),
+        "mergekit": {"written": kit is not None, "file": "mergekit.yaml" if kit is not None else None,
+                     "reason": kit_reason},
         "history": {k: np.asarray(v).tolist() for k, v in res.history.items()},
         "versions": _versions(),
         "config": cfg.to_dict(),
         "config_sha256": cfg.digest(),
         "seconds": time.perf_counter() - start,
     }
+    if learned_entry.search_metrics is not None:
+        recipe["learned"]["search_loss"] = learned_entry.search_metrics["loss"]
     write_json(recipe, out_dir / "recipe.json", indent=1)
-    mk = mergekit_config(plan, alpha, recipe["scale"], cfg.dtype)
-    if mk is not None:
+    if kit is not None:
         import yaml
 
         from spsa_mix.io import atomic_write_text
 
-        atomic_write_text(out_dir / "mergekit.yaml", yaml.safe_dump(mk, sort_keys=False))
+        atomic_write_text(out_dir / "mergekit.yaml", yaml.safe_dump(kit, sort_keys=False))
     _plot(res.history, out_dir / "loss.png", title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})")
     if plan.state.exists():
         plan.state.unlink()  # the run is complete: its state is in recipe.json

@@ -123,3 +123,28 @@ def test_outputs_that_do_not_concatenate_are_computed_on_the_whole_batch():
     x, y = torch.randn(300, 2), torch.zeros(300, dtype=torch.long)
     m = evaluate(net, (x, y), loss_fn=lambda out, t: F.cross_entropy(out["logits"], t))
     assert calls == [256, 44, 300] and m["n"] == 300
+
+
+def test_language_model_losses_are_weighted_per_token_not_per_example():
+    from spsa_mix.blend.losses import CausalLM
+
+    class Bigram(torch.nn.Module):  # logits from the current token: any fixed function will do
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            return self.table[input_ids]
+
+    long = torch.randint(0, 8, (1, 12), generator=torch.Generator().manual_seed(1))
+    short = torch.randint(0, 8, (3, 12), generator=torch.Generator().manual_seed(2))
+    short_labels = short.clone()
+    short_labels[:, 3:] = -100  # 2 scored tokens each, against 11 in the long example
+    batches = [{"input_ids": long, "labels": long}, {"input_ids": short, "labels": short_labels}]
+    net, loss = Bigram(), CausalLM()
+    with torch.no_grad():
+        per_token = [float(loss(net(b["input_ids"]), b["labels"])) for b in batches]
+    metrics = evaluate(net, batches, loss_fn=loss)
+    expected = (11 * per_token[0] + 6 * per_token[1]) / 17   # the mean over the 17 scored tokens
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-6) and metrics["n"] == 4
+    assert metrics["loss"] != pytest.approx((1 * per_token[0] + 3 * per_token[1]) / 4, rel=1e-3)

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("support", ("devices", "losses", "batches", "batchnorm", "skeleton")),
     ("where expert weights come from", ("sources",)),
     ("how they are held", ("held",)),
-    ("how a point becomes coefficients", ("spaces",)),
+    ("how a point becomes coefficients", ("spaces", "methods")),
     ("how a result is written", ("export", "saving", "lora")),
     ("how experts are loaded", ("pretrained",)),
     ("how probes are scored", ("objective", "evaluate")),

@@ -259,7 +259,7 @@ def test_task_vectors_and_lora_without_a_base_are_errors(llama_family):
         BlendedObjective.from_pretrained(llama_family.experts, space="task-vectors")
     with pytest.raises(ValueError, match=r"space='lora' needs base="):
         BlendedObjective.from_pretrained(llama_family.experts, space="lora")
-    with pytest.raises(ValueError, match=r"scale=2.0 applies to space='task-vectors' only"):
+    with pytest.raises(ValueError, match=r"scale=2.0 applies to space='task-vectors' and the task-vector methods"):
         BlendedObjective.from_pretrained(llama_family.experts, scale=2.0)
     with pytest.raises(ValueError, match=r"base= is used by space='task-vectors' and 'lora'; the convex blend has no base"):
         BlendedObjective.from_pretrained(llama_family.experts, base=llama_family.base)

@@ -42,10 +42,10 @@ def test_the_command_line_overrides_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("experts: [ft/a, ft/b]\ndata: train.jsonl\nbudgte: 3\n",
-     r"unknown key 'budgte' in merge.yaml \(did you mean 'budget'\?\); valid keys: base, budget, "),
+     r"unknown key 'budgte' in merge.yaml \(did you mean 'budget'\?\); valid keys: base, baselines, budget, "),
     ("experts: [ft/a, ft/b]\ndata: {train: train.jsonl, text_feild: t}\n",
      r"unknown key 'text_feild' in merge.yaml's data \(did you mean 'text_field'\?\)"),
-    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nspace: dare\n", "space must be one of convex, task-vectors, lora, but got 'dare'"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nspace: dare\n", "space must be one of convex, task-vectors, lora, ties, dare_ties, .*, but got 'dare'"),
     ("experts: [ft/a, ft/b]\ndata: train.jsonl\nspace: lora\n", "space 'lora' needs a base model"),
     ("experts: [ft/a, ft/b]\ndata: train.jsonl\nscale: 2.0\n", "scale applies to space 'task-vectors'"),
     ("experts: [ft/a, ft/b]\ndata: train.jsonl\nbudget: 0\n", "budget must be an integer >= 1, but got 0"),

@@ -18,15 +18,6 @@ pytest.importorskip("peft")
 from spsa_mix.cli import main  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def demos(merge_demos) -> Path:
-    """The three examples' experts under <tmp>/build/<kind>, and their configs beside it
-    (built once per session: tests/conftest.py)."""
-    for kind in ("lm", "lora", "vision"):
-        root = merge_demos(kind)
-    return root
-
-
 def _merge(*argv: str) -> int:
     return main(["merge", *argv, "--no-progress"])
 
@@ -61,7 +52,9 @@ def test_lora_adapters_merge_into_one_peft_adapter(demos: Path) -> None:
     assert _merge(str(demos / "lora.yaml"), "--budget", "11", "--output", str(demos / "out_lora")) == 0
     out = demos / "out_lora"
     cfg = json.loads((out / "adapter_config.json").read_text())
-    assert cfg["r"] == 12 and not (out / "mergekit.yaml").exists()  # three rank-4 adapters side by side
+    assert cfg["r"] == 12  # three rank-4 adapters side by side
+    kit = yaml.safe_load((out / "mergekit.yaml").read_text())  # mergekit: base+adapter models (a full model)
+    assert kit["merge_method"] == "linear" and all("+" in m["model"] for m in kit["models"])
     base = AutoModelForCausalLM.from_pretrained(demos / "build/lora/base", local_files_only=True)
     PeftModel.from_pretrained(base, out)
 
