@@ -457,6 +457,7 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     source, train, val = _load_data(plan)
     check_finite_inputs(source, {"train": f"data.train {cfg.data.train!r}",
                                  "test": f"data.validation {cfg.data.validation!r}"})
+    ranks.check_same_data(source)  # under torchrun each rank reads its own files
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train
