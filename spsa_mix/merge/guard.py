@@ -225,7 +225,8 @@ def guarded(output: Path, beside: list[Path], state: Path) -> Iterator[None]:
     lock = OutputLock.acquire(output) if is_writer_rank() else None
     try:
         if lock is not None:
-            clean_stale(output, beside)
+            for out in {output, Path(os.path.realpath(output))}:  # an output that is a link: where it leads too
+                clean_stale(out, beside)
         try:
             yield
         except Exception as e:

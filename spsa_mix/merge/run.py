@@ -121,13 +121,14 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
-    from spsa_mix.merge.checks import (check_apart, check_context, check_free_space, check_options, merge_inputs,
-                                       output_bytes)
+    from spsa_mix.merge.checks import (check_apart, check_context, check_distinct, check_free_space, check_options,
+                                       merge_inputs, output_bytes)
     from spsa_mix.merge.fingerprint import check_resume, record_path
     from spsa_mix.merge.guard import check_unlocked, lock_path
 
     cfg.check_files()
     experts = tuple(cfg.expert_paths())
+    check_distinct(experts)
     check_apart(Path(cfg.output), {"the run's state": cfg.state_path(), "its record": record_path(cfg),
                                    "its lock": lock_path(Path(cfg.output))}, merge_inputs(cfg, experts))
     check_unlocked(Path(cfg.output))
@@ -177,11 +178,19 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     if not steps:
         raise ValueError(f"budget {cfg.budget} buys no step of {cfg.method!r} (a step costs {cost:g} evaluations, "
                          f"{reserve} more is kept to score the answer): raise budget to at least {int(cost) + reserve}")
-    output = Path(cfg.output)
+    output = _followed(Path(cfg.output))
     finishing = check_resume(cfg, experts) if resume else False  # a run stopped writing: its output may be replaced
     _check_output(output, cfg.overwrite or finishing, cfg.state_path())
     check_free_space(output, output_bytes(kind, experts))
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
+
+
+def _followed(output: Path) -> Path:
+    """``output``, or where it leads if it is a symbolic link: the merged model is written
+    there (the link kept), not in a folder that replaces the link."""
+    import os
+
+    return Path(os.path.realpath(output)) if output.is_symlink() else output
 
 
 # ---------------------------------------------------------------------------- data

@@ -391,3 +391,21 @@ def test_float16_state_dict_experts_merge_whatever_the_forwards_dtype(merge_demo
                   "--output", str(tmp_path / "m"), *flags) == 0
     merged = load_file(str(tmp_path / "m" / "model.safetensors"))
     assert {v.dtype for v in merged.values() if v.is_floating_point()} == {__import__("torch").float16}
+
+
+def test_an_expert_named_twice_is_refused(lm: Path, tmp_path: Path, capsys, no_loading) -> None:
+    ex = lm / "build/lm/experts"
+    (tmp_path / "alias").symlink_to(ex / "domains_0_1")
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--experts", str(ex / "*"), str(tmp_path / "alias"), "--output",
+                   str(tmp_path / "m"))
+    assert "experts[3] " in msg and "alias' is experts[0] " in msg and "under another name" in msg
+
+
+def test_an_output_that_is_a_link_is_written_where_it_leads(lm: Path, tmp_path: Path) -> None:
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "m").symlink_to(tmp_path / "disk")
+    assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m")) == 0
+    assert (tmp_path / "m").is_symlink() and (tmp_path / "disk" / "model.safetensors").is_file()
+    assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m"), "--overwrite") == 0
+    assert (tmp_path / "m").is_symlink() and (tmp_path / "disk" / "recipe.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "m"]
