@@ -171,6 +171,10 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         task_kind = "image-classification" if data == "images" else data
     check_method(cfg.method, cfg.options)
     check_options(cfg, len(experts))
+    if loss is not None and ":" in loss:  # package.module:callable: imported and its signature checked now
+        from spsa_mix.blend.losses import resolve_loss
+
+        resolve_loss(loss)
     spec = lookup_method(cfg.method)
     cost = spec.cost_per_step({k: v for k, v in cfg.options.items()})
     reserve = 1 if spec.final_eval else 0

@@ -409,3 +409,9 @@ def test_an_output_that_is_a_link_is_written_where_it_leads(lm: Path, tmp_path: 
     assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m"), "--overwrite") == 0
     assert (tmp_path / "m").is_symlink() and (tmp_path / "disk" / "recipe.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "m"]
+
+
+def test_a_loss_callable_of_the_wrong_signature_exits_2_before_loading(lm: Path, tmp_path: Path, capsys,
+                                                                       no_loading) -> None:
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--loss", "math:sqrt", "--output", str(tmp_path / "m"))
+    assert "loss 'math:sqrt' must take (outputs, targets)" in msg
