@@ -61,31 +61,12 @@ def test_overwrite_never_replaces_an_input(lm: Path, tmp_path: Path, capsys) -> 
 
 
 def _killed_run(lm: Path, out: Path, *extra: str) -> Path:
-    """Start the lm merge into ``out`` in a subprocess and SIGKILL it once its state holds a
-    step; returns the state's path."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    """The lm merge into ``out``, SIGKILLed once its state holds two steps; returns the state's path."""
+    from .signal_helpers import kill_once_saved
 
     state = out.with_name(out.name + ".state")
-    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "merge", str(lm / "lm.yaml"), "--budget", "81",
-                             "--checkpoint-every", "1", "--no-progress", "--output", str(out), *extra],
-                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads(state.read_text())["run"]["nit"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_once_saved(["merge", str(lm / "lm.yaml"), "--budget", "81", "--checkpoint-every", "1", "--no-progress",
+                     "--output", str(out), *extra], state, 2)
     return state
 
 
