@@ -48,12 +48,14 @@ class WriteFailed(RuntimeError):
 
 
 def lock_path(output: Path) -> Path:
-    """``<output>.lock``, beside the output.
+    """``<output>.lock``, beside the output, where symbolic links lead (so that an output
+    reached through a link and by its own path take one lock).
 
-    >>> lock_path(Path("runs/merged")).as_posix()
-    'runs/merged.lock'
+    >>> lock_path(Path("runs/merged")) == Path("runs/merged.lock").absolute()
+    True
     """
-    return output.with_name(output.name + ".lock")
+    real = Path(os.path.realpath(output))
+    return real.with_name(real.name + ".lock")
 
 
 def is_writer_rank() -> bool:
