@@ -22,7 +22,10 @@ continues from exactly the state it had.
 
 The returned point is the library's recommendation. When the library recommends a point
 it evaluated, ``res.fun`` is that loss; otherwise the point is evaluated once more if an
-evaluation was reserved (``final_eval``), and the incumbent is returned if not.
+evaluation was reserved (``final_eval``), and the incumbent is returned if not. A
+recommended point that was evaluated but scored higher than the incumbent (CMA's on a
+budget of a few evaluations) gives way to the incumbent: an answer taken from the points
+scored is the best of them.
 
 Example
 -------
@@ -245,8 +248,8 @@ def run_ask_tell(
             if z is not None:
                 rec = param.to_point(np.asarray(z, dtype=np.float64)[None])[0]
                 i = seen.index(rec)
-                if i is not None:
-                    return seen.points[i]  # exactly the point evaluated
+                if i is not None:  # exactly the point evaluated, unless a point scored lower
+                    return seen.points[i] if seen.losses[i] <= seen.losses[seen.best] else seen.points[seen.best]
                 if final_eval and run.reserve > 0 and not state["aborted"]:
                     return rec  # the driver spends the reserved evaluation on it
             return seen.points[seen.best]

@@ -43,6 +43,7 @@ Example
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -324,8 +325,27 @@ def resolve_loss(spec: Any) -> LossFn:
                 raise ValueError(f"loss {spec!r}: cannot import {attr!r} from {module!r} ({e})") from None
             if not callable(fn):
                 raise ValueError(f"loss {spec!r} is not callable (it is a {type(fn).__name__})")
+            _check_two_arguments(fn, spec)
             return fn  # type: ignore[no-any-return]
     raise ValueError(f"loss must be one of {list(LOSSES)}, a callable or 'package.module:callable', but got {spec!r}")
+
+
+def _check_two_arguments(fn: Any, spec: str) -> None:
+    """``fn`` can be called as ``fn(outputs, targets)`` (where its signature can be read).
+
+    >>> _check_two_arguments(lambda outputs: 0.0, "m:f")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss 'm:f' must take (outputs, targets), but its signature is (outputs)
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: they are called as they are
+        return
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise ValueError(f"loss {spec!r} must take (outputs, targets), but its signature is {sig}") from None
 
 
 def correct_counts(loss_fn: Any, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:

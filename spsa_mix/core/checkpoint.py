@@ -30,8 +30,11 @@ check, missing history entries). Its layout (:data:`FORMAT`, version :data:`VERS
      "val_objective_state": ...,    # val_objective.state_dict(), or null
      "start": ...}                  # start="best" only: the candidates' scores (below)
 
-A run with ``start="best"`` (:mod:`spsa_mix.core.start`) has ``"start": "best"`` in its
-fingerprint and the candidates' record (their names and losses, the one chosen) in
+The fingerprint's ``"start"`` says how the run began: ``"uniform"`` or ``"auto"`` (at
+``x0``) as asked, or ``"best"``; a resumed ``start="auto"`` call goes on as the run began,
+even where its larger budget would have chosen another start, and a call that asks for
+another start than the run's is refused. A run with ``start="best"``
+(:mod:`spsa_mix.core.start`) has ``"start": "best"`` in its fingerprint and the candidates' record (their names and losses, the one chosen) in
 ``"start"``: a resumed run takes them from the file instead of scoring the candidates again,
 so that its objective draws nothing before its state is restored.
 
@@ -179,6 +182,7 @@ class Checkpoint:
             rng = _generator_from_state(saved.get("rng"), p)
         cls._compare(p, saved, fingerprint)
         cls._compare_budget(p, loaded["budget"], budget)
+        fingerprint["start"] = saved.get("start", "auto")  # how the run began (minimize checked the call against it)
         ckpt = cls(p, every=every, fingerprint=fingerprint, budget=budget, loaded=loaded)
         logger.info("%s resumes from checkpoint %s at step %d (%s evaluations done)", fingerprint["method"], p,
                     loaded["run"]["nit"], loaded["run"]["nfev"])
@@ -192,6 +196,18 @@ class Checkpoint:
         try:
             p = Path(path)
             return cls._read(p).get("start") if p.is_file() else None
+        except (TypeError, ValueError, OSError):
+            return None
+
+    @classmethod
+    def saved_start_rule(cls, path: str | os.PathLike[str]) -> str | None:
+        """The fingerprint's ``"start"`` of the run saved at ``path``: ``"best"``,
+        ``"uniform"`` (asked for), ``"auto"`` (which started at ``x0``), ``"unrecorded"``
+        (a file of an earlier version, whose run started at ``x0``), or ``None`` when there
+        is no readable file."""
+        try:
+            p = Path(path)
+            return str(cls._read(p)["fingerprint"].get("start", "unrecorded")) if p.is_file() else None
         except (TypeError, ValueError, OSError):
             return None
 
@@ -233,7 +249,7 @@ class Checkpoint:
                               "another path) to start over")
 
         for key in sorted(set(saved) | set(now)):
-            if key in ("options", "rng", "seed"):
+            if key in ("options", "rng", "seed", "start"):  # start: compared by minimize, which resolves "auto"
                 continue
             if saved.get(key) != now.get(key):
                 if key == "k":

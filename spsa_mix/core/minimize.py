@@ -252,6 +252,8 @@ def minimize(
 
     cost = spec.cost_per_step(given)
     rule = resolve_start(start, method=method, max_evals=max_evals, step_cost=cost, k=domain.k)
+    if checkpoint is not None and initial_state is None and _START_RECORD.get() is None:
+        rule = _resumed_start(checkpoint, start, rule)
     if rule == "best" and initial_state is None:
         inner = {name: arguments[name] for name in inspect.signature(minimize).parameters
                  if name not in ("objective", "k", "x0", "max_evals", "final_eval", "start", "seed", "rng")}
@@ -284,6 +286,8 @@ def minimize(
         }
         if start_record is not None:  # the run of start="best": its candidates' record goes in the file
             fingerprint["start"] = "best"
+        else:  # a run begun at x0, as asked ("uniform"), or as "auto" (or "best" without room) chose
+            fingerprint["start"] = "uniform" if start == "uniform" else "auto"
         run_kwargs["checkpoint"], generator = Checkpoint.open(
             checkpoint, every=checkpoint_every, fingerprint=fingerprint,
             budget={"max_evals": max_evals, "maxiter": maxiter}, rng=generator,
@@ -291,6 +295,24 @@ def minimize(
     shape = domain.simplex if domain.simplex_only else domain  # methods without extra coordinates get a shape
     return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
                     total_steps=total_steps, **given)
+
+
+def _resumed_start(checkpoint: str | os.PathLike[str], start: str, rule: str) -> str:
+    """The start rule of a run resumed from ``checkpoint``: as the saved run began, where
+    ``start`` allows it (``"auto"`` goes on as an ``"auto"`` or a ``"best"`` run began, even
+    when its larger budget crosses the threshold of "auto"; ``"uniform"`` as a run begun at
+    ``x0``); else a ``ValueError`` naming both."""
+    saved = Checkpoint.saved_start_rule(checkpoint)
+    if saved is None:
+        return rule
+    began = "best" if saved == "best" else "uniform"
+    allowed = {"auto": ("best", "auto", "unrecorded"), "uniform": ("uniform", "auto", "unrecorded"),
+               "best": ("best",)}[start]
+    if saved not in allowed:
+        raise ValueError(f"checkpoint {str(checkpoint)!r} was written by a run with start={saved!r}, but this call has "
+                         f"start={start!r}: resume with the settings of that run, or delete the file (or give "
+                         "another path) to start over")
+    return began
 
 
 def _jsonable_options(given: dict[str, Any]) -> dict[str, Any]:

@@ -172,6 +172,8 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
     """
     points, names = candidates(domain, x0)
     repeats, pairs = check_repeats(len(points), max_evals)
+    if saved is not None and saved.get("candidates") == names and isinstance(saved.get("repeats"), list):
+        repeats = int(saved["repeats"][0])  # what the saved run spent on them (its budget may have been smaller)
     n = len(points) * repeats
     record: dict[str, Any] = {"candidates": names, "losses": None, "chosen": None, "returned": None,
                               "final_losses": None, "repeats": [repeats, pairs]}

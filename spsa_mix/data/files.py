@@ -322,7 +322,7 @@ def load_tensors(train: str | os.PathLike[str], validation: str | os.PathLike[st
             else:
                 obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:  # safetensors and torch raise their own types for corrupt files
-            raise ValueError(f"cannot read tensors from {str(p)!r}: {type(e).__name__}: {e}") from None
+            raise ValueError(f"cannot read tensors from {str(p)!r}: {_reason(e)}") from None
         if isinstance(obj, (tuple, list)) and len(obj) == 2:
             pair = _tensor(obj[0], f"{p}: the inputs"), _tensor(obj[1], f"{p}: the targets")
             _check_targets(pair[1], f"{p}: the targets")
@@ -344,6 +344,20 @@ def load_tensors(train: str | os.PathLike[str], validation: str | os.PathLike[st
     inputs, targets = read(train)
     val = read(validation) if validation is not None else (None, None)
     return TensorData(Path(train).stem, inputs, targets, *val)
+
+
+def _reason(e: Exception) -> str:
+    """One line for a failed tensor load; torch's refusal of a pickle that would run code is
+    said as such (its own message advises loading without ``weights_only``: not done here).
+
+    >>> _reason(RuntimeError("Weights only load failed. In PyTorch 2.6, ..."))
+    'torch.load(weights_only=True) refused it (RuntimeError): it holds objects other than tensors, or is not a PyTorch file'
+    """
+    first = (str(e).strip().splitlines() or [""])[0]
+    if "Weights only load failed" in first:
+        return (f"torch.load(weights_only=True) refused it ({type(e).__name__}): it holds objects other than "
+                "tensors, or is not a PyTorch file")
+    return f"{type(e).__name__}: {first}"
 
 
 def _tensor(value: Any, where: str) -> torch.Tensor:

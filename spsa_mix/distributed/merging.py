@@ -9,6 +9,8 @@ command; :func:`~spsa_mix.merge.run.run_merge` asks :class:`MergeRanks` to
   wrapped in :class:`~spsa_mix.distributed.DistributedObjective` (:meth:`wrap`);
 * run the validation objective on rank 0 and send its value to every rank (:meth:`same`),
   so that every rank keeps the same best point and stops at the same check;
+* check that every rank read the same data (:meth:`check_same_data`: a digest of the
+  examples, compared across ranks), since each reads its own files;
 * leave the logs, the progress bar, the saved state and every file to rank 0
   (:attr:`is_writer`): after the search the other ranks return, and rank 0 scores, chooses
   and writes alone (:meth:`close` first, so that no rank waits on another meanwhile).
@@ -107,7 +109,57 @@ class MergeRanks:
 
         return on_rank_zero
 
+    def check_same_data(self, source: Any) -> None:
+        """Raise ``ValueError`` on every rank if the examples of ``source`` (a batch source:
+        ``labels`` and ``take``) differ from rank 0's, naming the ranks; nothing in one process."""
+        if self.ctx is None or self.ctx.world_size == 1:
+            return
+        digests = self.ctx.communicator.all_gather_object(data_digest(source), what="the data's digests")
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        if differ:
+            raise ValueError(f"the data differs across ranks: rank{'s' if len(differ) > 1 else ''} "
+                             f"{', '.join(map(str, differ))} read other examples than rank 0 (each rank reads its own "
+                             "files: give every rank the same data)")
+
     def close(self) -> None:
         """Tear the process group down (every rank at once)."""
         if self.ctx is not None:
             self.ctx.close()
+
+
+def data_digest(source: Any) -> str | None:
+    """SHA-256 of every example of ``source`` (both splits: inputs and targets, in order), or
+    ``None`` for data that is only an iterable of batches.
+
+    >>> from spsa_mix.data.files import TensorData
+    >>> a = TensorData("t", torch.zeros(3, 2), torch.arange(3))
+    >>> data_digest(a) == data_digest(TensorData("u", torch.zeros(3, 2), torch.arange(3))), data_digest([(1, 2)])
+    (True, None)
+    """
+    import hashlib
+
+    import numpy as np
+
+    if not (hasattr(source, "take") and hasattr(source, "labels")):
+        return None
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        n = int(source.labels(split).shape[0])
+        if not n:
+            continue
+        for t in _tensors(source.take(split, np.arange(n), torch.device("cpu"))):
+            t = t.detach().contiguous().cpu()
+            h.update(f"{split}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors of nested dicts (by sorted key), tuples and lists, in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k in sorted(value) for t in _tensors(value[k])]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []

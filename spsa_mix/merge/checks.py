@@ -6,6 +6,10 @@
 * :func:`check_apart`: the output (and the files written beside it) is none of the inputs,
   holds none of them and lies inside none of them, so that ``--overwrite`` can never
   replace an expert, the base, the model or the data;
+* :func:`check_data_kinds`: ``data.validation`` holds the same kind of data as
+  ``data.train`` (text, images, tensors);
+* :func:`check_distinct`: no expert is named twice (by two paths, a pattern and a path, or
+  through a symbolic link), which would weigh it twice and say nothing;
 * :func:`check_free_space`: the output's file system has room for the merged model
   (:func:`output_bytes`: the size of the first expert's weights, or of every adapter's for
   LoRA, which are written side by side), so that a full disk is found before the search,
@@ -46,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spsa_mix.merge.config import MergeConfig
 
-__all__ = ["check_apart", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE",
+__all__ = ["check_apart", "check_data_kinds", "check_distinct", "merge_inputs", "output_bytes", "check_free_space", "check_options", "SET_BY_MERGE",
            "check_finite_inputs", "nonfinite_tensor", "check_scores", "check_context", "CONTEXT_KEYS", "head_classes"]
 
 
@@ -80,6 +84,42 @@ def check_apart(output: Path, beside: Mapping[str, Path], inputs: Iterable[tuple
             if real == p:
                 raise ValueError(f"{name} {str(beside[name])!r}, written beside output {str(output)!r}, is "
                                  f"{label}: choose another output")
+
+
+def check_data_kinds(train: str, validation: str | None) -> None:
+    """Refuse (``ValueError``) validation data of another kind than the training data.
+
+    >>> check_data_kinds("t.jsonl", "v.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: data.validation 'v.pt' holds tensors, but data.train 't.jsonl' holds text: both must be of one kind
+    """
+    if validation is None:
+        return
+    from spsa_mix.data.files import data_kind
+
+    a, b = data_kind(train), data_kind(validation)
+    if a != b:
+        raise ValueError(f"data.validation {validation!r} holds {b}, but data.train {train!r} holds {a}: both must be "
+                         "of one kind")
+
+
+def check_distinct(experts: Sequence[Path]) -> None:
+    """Refuse (``ValueError``) an expert named twice, compared where the paths lead.
+
+    >>> check_distinct([Path("ft/a"), Path("ft/b"), Path("ft/./a")])
+    Traceback (most recent call last):
+    ...
+    ValueError: experts[2] 'ft/a' is experts[0] 'ft/a' under another name: an expert named twice would be weighed twice
+    """
+    seen: dict[Path, int] = {}
+    for i, p in enumerate(experts):
+        real = _real(p)
+        if real in seen:
+            j = seen[real]
+            raise ValueError(f"experts[{i}] {str(p)!r} is experts[{j}] {str(experts[j])!r} under another name: an "
+                             "expert named twice would be weighed twice")
+        seen[real] = i
 
 
 def merge_inputs(cfg: MergeConfig, experts: Iterable[Path]) -> list[tuple[str, Path]]:

@@ -48,12 +48,14 @@ class WriteFailed(RuntimeError):
 
 
 def lock_path(output: Path) -> Path:
-    """``<output>.lock``, beside the output.
+    """``<output>.lock``, beside the output, where symbolic links lead (so that an output
+    reached through a link and by its own path take one lock).
 
-    >>> lock_path(Path("runs/merged")).as_posix()
-    'runs/merged.lock'
+    >>> lock_path(Path("runs/merged")) == Path("runs/merged.lock").absolute()
+    True
     """
-    return output.with_name(output.name + ".lock")
+    real = Path(os.path.realpath(output))
+    return real.with_name(real.name + ".lock")
 
 
 def is_writer_rank() -> bool:
@@ -225,7 +227,8 @@ def guarded(output: Path, beside: list[Path], state: Path) -> Iterator[None]:
     lock = OutputLock.acquire(output) if is_writer_rank() else None
     try:
         if lock is not None:
-            clean_stale(output, beside)
+            for out in {output, Path(os.path.realpath(output))}:  # an output that is a link: where it leads too
+                clean_stale(out, beside)
         try:
             yield
         except Exception as e:

@@ -125,13 +125,14 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
-    from spsa_mix.merge.checks import (check_apart, check_context, check_free_space, check_options, merge_inputs,
-                                       output_bytes)
+    from spsa_mix.merge.checks import (check_apart, check_context, check_data_kinds, check_distinct, check_free_space,
+                                       check_options, merge_inputs, output_bytes)
     from spsa_mix.merge.fingerprint import check_resume, record_path
     from spsa_mix.merge.guard import check_unlocked, lock_path
 
     cfg.check_files()
     experts = tuple(cfg.expert_paths())
+    check_distinct(experts)
     check_apart(Path(cfg.output), {"the run's state": cfg.state_path(), "its record": record_path(cfg),
                                    "its lock": lock_path(Path(cfg.output))}, merge_inputs(cfg, experts))
     check_unlocked(Path(cfg.output))
@@ -161,6 +162,7 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.data.files import data_kind
 
     data = data_kind(cfg.data.train or "")
+    check_data_kinds(cfg.data.train or "", cfg.data.validation)
     if data == "text":
         if model_dir is None:
             raise ValueError("text data is tokenized with the model's tokenizer: name a Hugging Face model "
@@ -174,6 +176,10 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         task_kind = "image-classification" if data == "images" else data
     check_method(cfg.method, cfg.options)
     check_options(cfg, len(experts))
+    if loss is not None and ":" in loss:  # package.module:callable: imported and its signature checked now
+        from spsa_mix.blend.losses import resolve_loss
+
+        resolve_loss(loss)
     spec = lookup_method(cfg.method)
     cost = spec.cost_per_step({k: v for k, v in cfg.options.items()})
     reserve = 1 if spec.final_eval else 0
@@ -184,11 +190,19 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.merge.methods import check_plan
 
     start = check_plan(cfg, k=len(experts), kind=kind)  # method parameters, baselines, a mergekit file's weights
-    output = Path(cfg.output)
+    output = _followed(Path(cfg.output))
     finishing = check_resume(cfg, experts) if resume else False  # a run stopped writing: its output may be replaced
     _check_output(output, cfg.overwrite or finishing, cfg.state_path())
     check_free_space(output, output_bytes(kind, experts))
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path(), start)
+
+
+def _followed(output: Path) -> Path:
+    """``output``, or where it leads if it is a symbolic link: the merged model is written
+    there (the link kept), not in a folder that replaces the link."""
+    import os
+
+    return Path(os.path.realpath(output)) if output.is_symlink() else output
 
 
 # ---------------------------------------------------------------------------- data
@@ -441,6 +455,7 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     source, train, val = _load_data(plan)
     check_finite_inputs(source, {"train": f"data.train {cfg.data.train!r}",
                                  "test": f"data.validation {cfg.data.validation!r}"})
+    ranks.check_same_data(source)  # under torchrun each rank reads its own files
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train

@@ -196,3 +196,17 @@ def test_ngopt_through_pycma_is_reproducible():
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0].history["x"], runs[1].history["x"])
     assert runs[0].fun == runs[1].fun
+
+
+@pytest.mark.parametrize("max_evals", range(2, 11))
+def test_cma_on_a_small_budget_returns_the_best_point_it_scored(max_evals):
+    target = np.array([0.7, 0.2, 0.1])
+    scored = []
+
+    def f(a):
+        scored.append((float(np.sum((a - target) ** 2)), np.array(a, copy=True)))
+        return scored[-1][0]
+
+    res = spsa_mix.minimize(f, k=3, method="nevergrad:CMA", max_evals=max_evals, seed=0)
+    best = min(loss for loss, _ in scored)
+    assert res.fun == best and float(np.sum((res.x - target) ** 2)) == best

@@ -143,3 +143,13 @@ def test_calibrated_cross_entropy_in_a_blended_objective_for_every_method() -> N
     for method in ("spsa", "backprop", "forward-grad"):
         res = spsa_mix.minimize(obj, k=3, method=method, vectorized=True, maxiter=5, seed=0)
         assert res.success, method
+
+
+def test_a_loss_by_name_with_the_wrong_signature_is_named():
+    from spsa_mix.blend.losses import resolve_loss
+
+    with pytest.raises(ValueError, match=r"loss 'math:sqrt' must take \(outputs, targets\), but its signature is"):
+        resolve_loss("math:sqrt")
+    with pytest.raises(ValueError, match=r"loss 'os.path:isdir' must take"):
+        resolve_loss("os.path:isdir")
+    resolve_loss("torch.nn.functional:cross_entropy")

@@ -59,3 +59,29 @@ def interrupt_once_saved(argv: list[str], output: Path, key: str, *, what: str, 
             proc.kill()
             proc.communicate()
     return proc.returncode, err, seen
+
+
+def kill_once_saved(argv: list[str], state: Path, steps: int, *, deadline_s: float = 240) -> None:
+    """Run ``python -m spsa_mix *argv`` and SIGKILL it as soon as the run's ``state`` file
+    (:mod:`spsa_mix.core.checkpoint`) holds ``steps`` steps, as a crash or a power cut
+    would; wait for it. ``deadline_s`` guards against a hang; it is no timing assertion."""
+    if os.name != "posix":
+        pytest.skip("SIGKILL to a subprocess needs POSIX")
+    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(state.read_text())["run"]["nit"] >= steps:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

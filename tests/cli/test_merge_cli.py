@@ -61,31 +61,12 @@ def test_overwrite_never_replaces_an_input(lm: Path, tmp_path: Path, capsys) -> 
 
 
 def _killed_run(lm: Path, out: Path, *extra: str) -> Path:
-    """Start the lm merge into ``out`` in a subprocess and SIGKILL it once its state holds a
-    step; returns the state's path."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    """The lm merge into ``out``, SIGKILLed once its state holds two steps; returns the state's path."""
+    from .signal_helpers import kill_once_saved
 
     state = out.with_name(out.name + ".state")
-    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "merge", str(lm / "lm.yaml"), "--budget", "81",
-                             "--checkpoint-every", "1", "--no-progress", "--output", str(out), *extra],
-                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads(state.read_text())["run"]["nit"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_once_saved(["merge", str(lm / "lm.yaml"), "--budget", "81", "--checkpoint-every", "1", "--no-progress",
+                     "--output", str(out), *extra], state, 2)
     return state
 
 
@@ -392,3 +373,118 @@ def test_float16_state_dict_experts_merge_whatever_the_forwards_dtype(merge_demo
     merged = load_file(str(tmp_path / "m" / "model.safetensors"))
     written = __import__("torch").float32 if dtype == "float32" else __import__("torch").float16
     assert {v.dtype for v in merged.values() if v.is_floating_point()} == {written}  # --dtype, else the stored one
+
+
+def test_an_expert_named_twice_is_refused(lm: Path, tmp_path: Path, capsys, no_loading) -> None:
+    ex = lm / "build/lm/experts"
+    (tmp_path / "alias").symlink_to(ex / "domains_0_1")
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--experts", str(ex / "*"), str(tmp_path / "alias"), "--output",
+                   str(tmp_path / "m"))
+    assert "experts[3] " in msg and "alias' is experts[0] " in msg and "under another name" in msg
+
+
+def test_an_output_that_is_a_link_is_written_where_it_leads(lm: Path, tmp_path: Path) -> None:
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "m").symlink_to(tmp_path / "disk")
+    assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m")) == 0
+    assert (tmp_path / "m").is_symlink() and (tmp_path / "disk" / "model.safetensors").is_file()
+    assert _merge(str(lm / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m"), "--overwrite") == 0
+    assert (tmp_path / "m").is_symlink() and (tmp_path / "disk" / "recipe.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "m"]
+
+
+def test_a_loss_callable_of_the_wrong_signature_exits_2_before_loading(lm: Path, tmp_path: Path, capsys,
+                                                                       no_loading) -> None:
+    msg = _refused(capsys, str(lm / "lm.yaml"), "--loss", "math:sqrt", "--output", str(tmp_path / "m"))
+    assert "loss 'math:sqrt' must take (outputs, targets)" in msg
+
+
+def _wait_for(predicate, proc, what: str, deadline_s: float = 240) -> None:
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if predicate():
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{what} never happened (exit status {proc.poll()})")
+
+
+def test_a_real_ctrl_c_exits_130_keeps_the_state_frees_the_lock_and_resumes_bit_for_bit(lm: Path, tmp_path: Path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .signal_helpers import default_sigint
+
+    if os.name != "posix":
+        pytest.skip("SIGINT to a subprocess needs POSIX")
+    common = [str(lm / "lm.yaml"), "--budget", "61", "--checkpoint-every", "2", "--select", "learned"]
+    assert _merge(*common, "--output", str(tmp_path / "whole")) == 0
+    out, state = tmp_path / "m", tmp_path / "m.state"
+    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "merge", *common, "--no-progress", "--output", str(out)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    try:
+        _wait_for(lambda: json.loads(state.read_text())["run"]["nit"] >= 4, proc, "a saved step")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and "run again with --resume" in err and "Traceback" not in err, err
+    assert state.exists() and not (tmp_path / "m.lock").exists() and not out.exists()
+    assert _merge(*common, "--output", str(out), "--resume") == 0
+    a, b = (p / "model.safetensors" for p in (tmp_path / "whole", out))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_kill_in_the_write_phase_resumes_to_the_same_model(lm: Path, tmp_path: Path) -> None:
+    """SIGKILL once the model is renamed into place, before recipe.json: the process leaves its
+    lock (its pid gone), the state and the record; --resume finishes the write."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    common = [str(lm / "lm.yaml"), "--budget", "21", "--select", "learned", "--no-progress"]
+    assert _merge(*common[:-1], "--output", str(tmp_path / "whole")) == 0
+    out = tmp_path / "m"
+    slow_recipe = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        import spsa_mix.io as io
+        real = io.write_json
+        def write_json(value, path, **kw):
+            if Path(path).name == "recipe.json":
+                time.sleep(600)  # killed here
+            return real(value, path, **kw)
+        io.write_json = write_json
+        from spsa_mix.cli import main
+        sys.exit(main(["merge", *{common!r}, "--output", {str(out)!r}]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", slow_recipe], cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (out / "model.safetensors").is_file(), proc, "the model renamed into place")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (tmp_path / "m.lock").exists() and (tmp_path / "m.state").exists() and not (out / "recipe.json").exists()
+    assert json.loads((tmp_path / "m.fingerprint.json").read_text())["phase"] == "write"
+    assert _merge(*common[:-1], "--output", str(out)) == 2  # without --resume: an output that is not empty
+    assert _merge(*common[:-1], "--output", str(out), "--resume") == 0
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    a, b = (json.loads((p / "recipe.json").read_text()) for p in (tmp_path / "whole", out))
+    assert a["alpha"] == b["alpha"] and a["history"] == b["history"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "whole"]  # no lock, state, record or temporaries

@@ -415,3 +415,30 @@ def test_start_best_resumes_bit_for_bit_without_scoring_the_candidates_again(vec
     spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", start="uniform", **kw)
     with pytest.raises(ValueError, match="start"):
         spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", **{**kw, "max_evals": 300})
+
+
+@pytest.mark.parametrize(("first", "then"), [(40, 60), (40, 80), (20, 1000), (200, 400)])
+def test_a_larger_budget_resumes_as_the_run_began(tmp_path, first, then):
+    """start="auto" chooses by the budget; a resumed run keeps the start its first call chose
+    (the budget may grow: docs), never final_eval=False from the best start's inner run."""
+    f = lambda a: float((a[0] - 0.7) ** 2)  # noqa: E731
+    path = tmp_path / "run.state"
+    done = spsa_mix.minimize(f, k=3, max_evals=first, seed=0, checkpoint=path)
+    began = json.loads(path.read_text())["fingerprint"]["start"]
+    more = spsa_mix.minimize(f, k=3, max_evals=then, seed=0, checkpoint=path)
+    assert more.resumed_from == done.nit and more.nit > done.nit and more.nfev <= then
+    assert json.loads(path.read_text())["fingerprint"]["start"] == began
+    if began == "best":  # the candidates are not scored again, nor counted twice
+        assert more.start["losses"] == done.start["losses"] and more.start["repeats"][0] == done.start["repeats"][0]
+        assert more.history["nfev"][0] == done.history["nfev"][0]
+
+
+def test_an_asked_start_other_than_the_runs_is_refused(tmp_path):
+    f = lambda a: float((a[0] - 0.7) ** 2)  # noqa: E731
+    spsa_mix.minimize(f, k=3, max_evals=40, seed=0, checkpoint=tmp_path / "auto.state")  # auto: began at x0
+    spsa_mix.minimize(f, k=3, max_evals=60, seed=0, checkpoint=tmp_path / "auto.state", start="uniform")
+    with pytest.raises(ValueError, match="written by a run with start='auto', but this call has start='best'"):
+        spsa_mix.minimize(f, k=3, max_evals=400, seed=0, checkpoint=tmp_path / "auto.state", start="best")
+    spsa_mix.minimize(f, k=3, max_evals=200, seed=0, checkpoint=tmp_path / "best.state")
+    with pytest.raises(ValueError, match="written by a run with start='best', but this call has start='uniform'"):
+        spsa_mix.minimize(f, k=3, max_evals=400, seed=0, checkpoint=tmp_path / "best.state", start="uniform")

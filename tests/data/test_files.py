@@ -162,6 +162,12 @@ def test_tensor_files_and_what_they_must_hold(tmp_path: Path) -> None:
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="cannot read tensors from"):
         load_tensors(tmp_path / "corrupt.safetensors")
+    (tmp_path / "text.pt").write_text('{"text": "not tensors"}\n')
+    with pytest.raises(ValueError) as refused:
+        load_tensors(tmp_path / "text.pt")
+    assert "\n" not in str(refused.value) and "weights_only=False" not in str(refused.value)
+    assert "refused it (UnpicklingError): it holds objects other than tensors, or is not a PyTorch file" in str(
+        refused.value)
     torch.save({"inputs": torch.ones(3, 2), "targets": [0, 2, 1]}, tmp_path / "list.pt")  # targets as a list
     assert load_tensors(tmp_path / "list.pt").labels().tolist() == [0, 2, 1]
     torch.save({"inputs": torch.ones(3, 2), "targets": torch.tensor([0, -1, 1])}, tmp_path / "neg.pt")

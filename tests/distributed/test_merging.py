@@ -75,3 +75,20 @@ def test_torchrun_merge_is_the_one_process_merge_and_writes_once(tmp_path):
     # 64 images a batch on two ranks: the same search to float32 rounding of the shards' mean losses
     np.testing.assert_allclose(two["alpha"], one["alpha"], atol=1e-6)  # measured 5e-9
     assert two["scale"] == pytest.approx(one["scale"], abs=1e-6)
+
+
+def test_ranks_that_read_other_data_are_refused_on_every_rank():
+    from spsa_mix.data.files import TensorData
+
+    def rank_main(comm):
+        x = torch.zeros(4, 2) + (comm.rank == 2)  # rank 2 reads other examples
+        _ranks(comm).check_same_data(TensorData("t", x, torch.arange(4)))
+
+    errors = ThreadWorld(3).run(rank_main, return_exceptions=True)
+    assert all(isinstance(e, ValueError) and "the data differs across ranks: rank 2 read other examples than rank 0"
+               in str(e) for e in errors), errors
+
+    def same(comm):
+        return _ranks(comm).check_same_data(TensorData("t", torch.zeros(4, 2), torch.arange(4)))
+
+    assert ThreadWorld(2).run(same) == [None, None]

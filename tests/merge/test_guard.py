@@ -73,3 +73,9 @@ def test_under_torchrun_rank_zero_alone_takes_the_lock(monkeypatch: pytest.Monke
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert guard.is_writer_rank() is writes
+
+
+def test_an_output_reached_through_a_link_takes_the_same_lock(tmp_path: Path) -> None:
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    assert guard.lock_path(tmp_path / "link") == guard.lock_path(tmp_path / "disk") == tmp_path / "disk.lock"

@@ -112,31 +112,16 @@ def test_bad_input_exits_2_with_one_line_before_any_work(demos: Path, tmp_path: 
 
 
 def test_a_killed_merge_resumes_to_the_uninterrupted_weights_bit_for_bit(demos: Path, tmp_path: Path) -> None:
-    import os
-    import signal
-    import time
-
     from safetensors.torch import load_file
 
-    repo = Path(__file__).resolve().parents[2]
+    from tests.cli.signal_helpers import kill_once_saved
+
     common = [str(demos / "lm.yaml"), "--budget", "61", "--checkpoint-every", "2", "--select", "learned",
               "--no-progress"]
     assert _merge(*common[:-1], "--output", str(tmp_path / "whole")) == 0
     out = tmp_path / "killed"
     state = tmp_path / "killed.state"
-    proc = subprocess.Popen([sys.executable, "-m", "spsa_mix", "merge", *common, "--output", str(out)], cwd=repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads(state.read_text())["run"]["nit"] >= 4:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_once_saved(["merge", *common, "--output", str(out)], state, 4)
     assert state.exists() and not out.exists()  # killed mid-run: a state, no half-written model
     assert _merge(*common[:-1], "--output", str(out), "--resume") == 0
     whole, resumed = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(out / "model.safetensors"))

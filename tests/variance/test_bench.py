@@ -123,3 +123,15 @@ def test_run_benchmark_leaves_failed_with_the_finished_rows_on_a_crash(tmp_path,
     with pytest.raises(ValueError, match="every K must be at least 2"):  # bad settings: nothing written
         bench.run_benchmark({**settings, "ks": [1]}, output=tmp_path / "none.json")
     assert not (tmp_path / "none.json").exists()
+
+
+def test_a_k_beyond_the_machines_memory_is_refused_before_any_work(tmp_path, capsys):
+    from spsa_mix.cli import main
+
+    with pytest.raises(ValueError, match="K=100000000 needs about .* bytes .* more than this machine's memory"):
+        run_grid(problem="quadratic", ks=[3, 100_000_000], ms=[1], kinds=["gaussian"], sum_zero=[True],
+                 orthogonal=[False], n_samples=2, progress=False)
+    assert main(["bench", "variance", "--k", "100000000", "--no-progress", "--quiet", "--output",
+                 str(tmp_path / "v.json"), "--plot", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "more than this machine's memory" in err
