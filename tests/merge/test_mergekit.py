@@ -83,6 +83,7 @@ def test_mergekit_on_the_exported_file_writes_the_same_tensors(demos: Path, tmp_
     assert recipe["mergekit"]["written"] and recipe["written"] == "learned"
 
 
+@pytest.mark.slow  # the mergekit-yaml command starts its own interpreter: 20 to 45 s
 def test_the_cli_runs_from_the_output_folder_and_the_dtype_is_applied(demos: Path, tmp_path: Path) -> None:
     out = _merge(demos, "bf16", "--space", "ties", "--base", str(demos / "build" / "lm" / "base"),
                  "--density", "0.5", "--dtype", "bfloat16")
