@@ -331,8 +331,8 @@ def summary(results: dict[str, Any]) -> str:
     validation), spsa_mix's best learned space (chosen on validation, mean over seeds), test
     losses and wall times."""
     results = _clean(results)
-    lines = ["| experts | mergekit, best default (test) | mergekit, grid's best (test; grid time) | "
-             "spsa_mix, best learned (test; time per run) | learned better on test |",
+    lines = ["| experts | mergekit, best default (test loss, accuracy) | mergekit, grid's best (test loss, accuracy; "
+             "grid time) | spsa_mix, best learned (test loss, accuracy; time of one run) | learned better on test loss |",
              "| --- | --- | --- | --- | --- |"]
     for kind, row in results["rows"].items():
         kit = [r for r in row.get("mergekit", []) if "error" not in r]
@@ -351,8 +351,10 @@ def summary(results: dict[str, Any]) -> str:
         test = [r["test"]["loss"] for r in runs]
         name = space + (f" ({consensus})" if space in SPARSE else "")
         better = "yes" if float(np.mean(test)) < g["test"]["loss"] else "no"
-        lines.append(f"| {kind} | {d['label']}: {d['test']['loss']:.4f} | {g['label']}: {g['test']['loss']:.4f}; "
-                     f"{grid_time:.0f} s | {name}, budget {budget}: {_mean_sd(test)}; "
+        acc = 100 * float(np.mean([r["test"]["accuracy"] for r in runs]))
+        lines.append(f"| {kind} | {d['label']}: {d['test']['loss']:.4f}, {100 * d['test']['accuracy']:.1f} % | "
+                     f"{g['label']}: {g['test']['loss']:.4f}, {100 * g['test']['accuracy']:.1f} %; {grid_time:.0f} s | "
+                     f"{name}, budget {budget}: {_mean_sd(test)}, {acc:.1f} %; "
                      f"{np.mean([r['seconds'] for r in runs]):.0f} s | {better} |")
     return "\n".join(lines)
 
