@@ -15,7 +15,7 @@ Example
 >>> MergeConfig.from_dict({"experts": ["a", "b"], "budgte": 3})
 Traceback (most recent call last):
 ...
-ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, select, space, validate_every
+ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, budget, checkpoint_every, data, device, dtype, experts, granularity, loss, method, model, options, output, overwrite, scale, seed, select, space, threads, validate_every
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from spsa_mix.cpu_threads import check_threads
 
 __all__ = ["MergeConfig", "DataConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES"]
 
@@ -151,6 +153,10 @@ class MergeConfig:
     device, dtype:
         Where the blend runs (``auto``: CUDA when present) and in which precision (default:
         the experts' stored dtype).
+    threads:
+        PyTorch's CPU threads during the merge: ``auto`` (default) chooses them from the work
+        of one forward and the free cores (:func:`spsa_mix.cpu_threads.choose_threads`: one
+        thread for a small model, whatever the machine), or a number.
     output, overwrite:
         The merged checkpoint's folder (``.safetensors`` file for plain experts); an
         existing non-empty one is refused unless ``overwrite``.
@@ -183,6 +189,7 @@ class MergeConfig:
     checkpoint_every: int = 10
     validate_every: int = 10
     select: str = "best"
+    threads: int | str = "auto"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -236,6 +243,7 @@ class MergeConfig:
         if not isinstance(self.output, str) or not self.output:
             raise ValueError(f"output must be a path, but got {self.output!r}")
         _choice(self.select, "select", ("best", "learned"))
+        check_threads(self.threads)
         if not isinstance(self.overwrite, bool):
             raise ValueError(f"overwrite must be true or false, but got {self.overwrite!r}")
         if self.data.train is None:

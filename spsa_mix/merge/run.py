@@ -33,6 +33,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -116,6 +117,8 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
         not suit them, an unknown method or option, a budget too small for one step, an
         output that cannot be written.
     """
+    output = Path(cfg.output)
+    _check_output(output, cfg.overwrite, cfg.state_path())  # first: it needs nothing imported or read
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
@@ -163,8 +166,6 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     if not steps:
         raise ValueError(f"budget {cfg.budget} buys no step of {cfg.method!r} (a step costs {cost:g} evaluations, "
                          f"{reserve} more is kept to score the answer): raise budget to at least {int(cost) + reserve}")
-    output = Path(cfg.output)
-    _check_output(output, cfg.overwrite, cfg.state_path())
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
 
 
@@ -366,7 +367,9 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
 
     ``resume``: continue the run saved in ``cfg.state_path()`` (with no saved state, start
     from the beginning and say so). The final weights of a resumed run equal those of an
-    uninterrupted one on the same machine, bit for bit.
+    uninterrupted one on the same machine, bit for bit. ``log`` gets each line of the log
+    (each phase with its seconds: :mod:`spsa_mix.merge.cost`). PyTorch's thread count is
+    set for the merge (``cfg.threads``) and restored after it.
 
     Raises
     ------
@@ -376,17 +379,61 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     KeyboardInterrupt
         On Ctrl-C, after the run's state is written.
     """
+    with contextlib.ExitStack() as stack:
+        return _run_merge(cfg, stack, resume=resume, progress=progress, log=log)
+
+
+def _import_heavy(plan: MergePlan) -> None:
+    """Import what the merge needs (its own phase of the log, so the others time their work)."""
+    import importlib
+
+    names = ["torch", "spsa_mix.blend", "spsa_mix.data.files", "matplotlib"]
+    if plan.kind in ("hf", "adapter") or plan.task_kind in ("causal-lm", "sequence-classification"):
+        names.append("transformers")
+    if plan.kind == "adapter":
+        names.append("peft")
+    for name in names:
+        importlib.import_module(name)
+
+
+def _threads(cfg: MergeConfig, obj: Any, source: Any, point: np.ndarray, shards: int) -> tuple[int | None, str]:
+    """The thread count of the merge and why (:func:`spsa_mix.cpu_threads.resolve_threads`):
+    the work is one forward on a training batch (its share on one of ``shards`` ranks)."""
+    from spsa_mix.blend import evaluate_blend
+    from spsa_mix.cpu_threads import forward_flops, resolve_threads, torch_threads
+    from spsa_mix.data.batches import Batches
+
+    def flops() -> float | None:
+        if not hasattr(source, "take"):
+            return None  # batches from a factory: drawing one would change the run's data
+        batch = Batches(source, batch_size=cfg.data.batch_size, device="cpu")  # in order: no generator drawn
+        with torch_threads(1):
+            total = forward_flops(lambda: evaluate_blend(obj, point, batch, max_batches=1))
+        return None if total is None else total / shards
+
+    return resolve_threads(cfg.threads, flops, device=obj.device)
+
+
+def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, progress: bool,
+               log: Callable[[str], None] | None) -> MergeOutcome:
     import spsa_mix
-    from spsa_mix.blend import evaluate_experts
     from spsa_mix.core.result import Status
     from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
+    from spsa_mix.merge.cost import PhaseClock
 
     say = log or logger.info
     start = time.perf_counter()
     plan = plan_merge(cfg)
     ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
     say = say if ranks.is_writer else (lambda line: None)
+    clock = PhaseClock(say, start=start)
+    clock.mark("checks", hold=True)  # held until the experts are read: a bad expert fails in one line
+    _import_heavy(plan)
+    from spsa_mix.blend import evaluate_experts
+    from spsa_mix.cpu_threads import torch_threads
+
+    clock.mark("imports", hold=True)
     if resume and ranks.world_size > 1:
         ranks.close()
         raise ValueError("--resume is not supported under torchrun with several processes: their runs do not "
@@ -398,16 +445,22 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         if ranks.is_writer:
             plan.state.unlink()
     source, train, val = _load_data(plan)
+    clock.mark("data", hold=True)
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
-    say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train
     where = "validation" if val is not None else "training"
     uniform_point = obj.domain.center() if not obj.domain.simplex_only else np.full(obj.shape, 1.0 / obj.k)
+    threads, why = _threads(cfg, obj, source, uniform_point, ranks.world_size)
+    threads = stack.enter_context(torch_threads(threads))  # restored when the merge returns or raises
+    clock.mark("experts")
+    say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
+    say(f"threads: {threads} ({why})")
     uniform = _score(obj, uniform_point, scoring)
     singles = evaluate_experts(obj, scoring)
     best = int(np.argmin([m["loss"] for m in singles]))
     say(f"uniform blend: {where} loss {uniform['loss']:.4f}; best single expert: {plan.experts[best].name} "
         f"({singles[best]['loss']:.4f})")
+    clock.mark("references", f"{len(plan.experts) + 1} passes over the {where} data")
 
     def val_objective(x: np.ndarray) -> float:
         return float(_score(obj, x, scoring)["loss"])
@@ -420,6 +473,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
     ranks.close()
+    clock.mark("search", f"{res.nfev} evaluations, {res.get('nval', 0)} validation checks")
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
     if not res.success:
@@ -437,6 +491,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
             f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
             "writes the learned blend)")
     alpha, scale = _weights(obj, point, cfg)
+    clock.mark("final")
     model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite))
     rows: list[dict[str, Any]] = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
             {"blend": f"best single ({plan.experts[best].name})", "loss": singles[best]["loss"],
@@ -468,9 +523,10 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         "versions": _versions(),
         "config": cfg.to_dict(),
         "config_sha256": cfg.digest(),
+        "threads": threads,
         "seconds": time.perf_counter() - start,
     }
-    write_json(recipe, out_dir / "recipe.json", indent=1)
+    write_json(recipe, out_dir / "recipe.json", indent=1)  # first, so that a failing figure loses no result
     mk = mergekit_config(plan, alpha, recipe["scale"], cfg.dtype)
     if mk is not None:
         import yaml
@@ -479,6 +535,10 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
 
         atomic_write_text(out_dir / "mergekit.yaml", yaml.safe_dump(mk, sort_keys=False))
     _plot(res.history, out_dir / "loss.png", title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})")
+    clock.mark("write")
+    recipe["phases"] = clock.as_dict()
+    recipe["seconds"] = recipe["phases"]["total"]
+    write_json(recipe, out_dir / "recipe.json", indent=1)  # again: with how long the writes took
     if plan.state.exists():
         plan.state.unlink()  # the run is complete: its state is in recipe.json
     return MergeOutcome(plan.output, model_path, recipe, table)

@@ -52,6 +52,8 @@ def test_the_command_line_overrides_the_file(tmp_path: Path) -> None:
     ("experts: [ft/a, ft/b]\n", "data.train must name the target data"),
     ("- a\n- b\n", "must be a mapping of keys to values, but holds a list"),
     ("experts: [ft/a, ft/b]\ndata: {train: train.jsonl, batch_size: -2}\n", "data.batch_size must be an integer >= 1"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nthreads: 0\n", "threads must be 'auto' or an integer >= 1, but got 0"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nthreads: many\n", "threads must be 'auto' or an integer >= 1, but got 'many'"),
 ])
 def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     p = _write(tmp_path, text)
@@ -77,3 +79,9 @@ def test_digest_names_the_settings() -> None:
     a = MergeConfig.from_dict({"experts": ["x", "y"], "data": "t.jsonl"})
     b = MergeConfig.from_dict({"experts": ["x", "y"], "data": "t.jsonl", "budget": 401})
     assert a.digest() == MergeConfig.from_dict(a.to_dict()).digest() != b.digest()
+
+
+def test_threads_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
+    p = _write(tmp_path, "experts: [ft/a, ft/b]\ndata: train.jsonl\n")
+    assert load_config(p).threads == "auto"
+    assert load_config(p, {"threads": 3}).threads == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,35 @@ def test_a_killed_merge_resumes_to_the_uninterrupted_weights_bit_for_bit(demos: 
 def test_resume_without_a_state_starts_and_says_so(demos: Path, tmp_path: Path, capsys) -> None:
     assert _merge(str(demos / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m"), "--resume") == 0
     assert "no saved state" in capsys.readouterr().err
+
+
+def test_a_tiny_merge_runs_on_one_thread_and_logs_each_phase(demos: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    assert _merge(str(demos / "vision.yaml"), "--budget", "11", "--output", str(tmp_path / "m")) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"threads: 1 \(a forward is [\d.e+-]+ GFLOP, one thread per 1 GFLOP", err), err
+    phases = ("checks", "imports", "data", "experts", "references", "search", "final", "write")
+    for phase in phases:
+        assert re.search(rf"^{phase}: \d+\.\d+ s", err, re.M), (phase, err)
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert recipe["threads"] == 1 and list(recipe["phases"]) == [*phases, "total"]
+    assert all(v >= 0 for v in recipe["phases"].values())
+    assert torch.get_num_threads() == before  # restored after the merge
+    assert _merge(str(demos / "vision.yaml"), "--budget", "11", "--output", str(tmp_path / "two"), "--threads", "2") == 0
+    assert "threads: 2 (set to 2)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "two" / "recipe.json").read_text())["threads"] == 2
+
+
+def test_a_taken_output_is_refused_before_anything_heavy_is_imported(demos: Path, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    code = ("import sys\nfrom spsa_mix.cli import main\n"
+            f"rc = main(['merge', {str(demos / 'lm.yaml')!r}, '--output', {str(taken)!r}, '--no-progress'])\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'safetensors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert "exists and is not empty" in done.stderr
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout  # refused, and nothing heavy was imported for it
