@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -132,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         (print(line, file=sys.stderr) if args.no_progress else write(line, file=sys.stderr))
 
     try:
-        outcome = run_merge(cfg, resume=args.resume, progress=not args.no_progress, log=log)
+        argv = getattr(args, "_argv", None)
+        command = "spsa-mix " + shlex.join(argv) if argv else None
+        outcome = run_merge(cfg, resume=args.resume, progress=not args.no_progress, log=log, command=command)
     except ValueError as e:
         print(f"spsa-mix merge: error: {e}", file=sys.stderr)
         return 2
@@ -144,6 +147,5 @@ def run(args: argparse.Namespace) -> int:
     if not outcome.recipe:  # another rank of a torchrun job: rank 0 prints
         return 0
     print(outcome.table)
-    print(f"Wrote {outcome.model_path} and, beside it, recipe.json, loss.png"
-          + (" and mergekit.yaml" if (outcome.output / "mergekit.yaml").exists() else "") + ".")
+    print(outcome.wrote())
     return 0

@@ -26,6 +26,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,7 @@ class MergeConfig:
                 paths += [Path(f) for f in found]
             else:
                 if not Path(item).exists():
-                    raise ValueError(f"experts: no such file or folder {item!r}")
+                    raise ValueError(f"experts: no such file or folder {item!r}{hub_hint(item)}")
                 paths.append(Path(item))
         if len(paths) < 2:
             raise ValueError(f"experts must name at least two experts, but {list(self.experts)} gives {len(paths)}")
@@ -275,9 +276,9 @@ class MergeConfig:
         for name, value in (("base", self.base), ("data.train", self.data.train),
                             ("data.validation", self.data.validation)):
             if value is not None and not _is_reference(value) and not Path(value).exists():
-                raise ValueError(f"{name}: no such file or folder {value!r}")
+                raise ValueError(f"{name}: no such file or folder {value!r}{hub_hint(value) if name == 'base' else ''}")
         if self.model is not None and _looks_like_path(self.model, Path(".")) and not Path(self.model).exists():
-            raise ValueError(f"model: no such folder {self.model!r}")
+            raise ValueError(f"model: no such folder {self.model!r}{hub_hint(self.model)}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every key."""
@@ -293,6 +294,29 @@ class MergeConfig:
         """Where the run's state is kept: ``<output>.state`` beside the output."""
         out = Path(self.output)
         return out.with_name(out.name + ".state")
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def hub_hint(value: str) -> str:
+    """A hint for a missing path that may be a Hugging Face hub id (``user/model``, the
+    folder ``user`` missing too; relative paths of a config file are already joined to its
+    folder): merges read local files only, so download it first. ``""`` otherwise.
+
+    >>> hub_hint("meta-llama/Llama-3.2-1B").split(":")[0]
+    "; 'meta-llama/Llama-3.2-1B' looks like a Hugging Face hub id"
+    >>> hub_hint("./weights/a.safetensors")
+    ''
+    """
+    p = Path(value)
+    if p.suffix in _WEIGHT_SUFFIXES or p.parent.exists() or len(p.parts) < 2 or value.endswith("/"):
+        return ""
+    if not all(re.fullmatch(r"[A-Za-z0-9][\w.-]*", part) for part in p.parts[-2:]):
+        return ""
+    hub_id = f"{p.parts[-2]}/{p.parts[-1]}"
+    return (f"; {hub_id!r} looks like a Hugging Face hub id: spsa-mix merge reads local files only, so download "
+            f"it first (huggingface-cli download {hub_id} --local-dir {p.parts[-2]}_{p.parts[-1]}) and name that folder")
 
 
 def _is_reference(value: str) -> bool:

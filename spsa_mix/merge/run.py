@@ -39,7 +39,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     loss = cfg.loss
     if loss is None and architecture is not None:
         loss = "causal-lm" if architecture.endswith("ForCausalLM") else "cross-entropy"
-    from spsa_mix.data.files import data_kind
+    from spsa_mix.data.kinds import data_kind
 
     data = data_kind(cfg.data.train or "")
     if data == "text":
@@ -232,20 +232,31 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
                             **common, **extra)
 
 
+def _plain_record(model: str, source: Any) -> dict[str, Any]:
+    """What rebuilds the architecture of plain experts (an architecture of spsa_mix.models sized
+    by the data, a Hugging Face directory's config, or a factory): :mod:`spsa_mix.merge.load`."""
+    from spsa_mix.merge.load import architecture_record
+
+    return architecture_record(model, source.model_dims() if hasattr(source, "model_dims") else {})
+
+
 def _plain_model(model: str, source: Any) -> Any:
-    from spsa_mix.data.files import load_reference
-    from spsa_mix.models import available_models, build_model
+    from spsa_mix.merge.load import build_architecture
 
-    if model in available_models():
-        dims = source.model_dims() if hasattr(source, "model_dims") else {}
-        return build_model(model, **dims)
-    if Path(model).is_dir():
-        from transformers import AutoConfig, AutoModel
+    return build_architecture(_plain_record(model, source))
 
-        config = AutoConfig.from_pretrained(model, local_files_only=True)
-        return AutoModel.from_config(config)
-    made = load_reference(model)
-    return made() if callable(made) and not hasattr(made, "state_dict") else made
+
+def _loader(plan: MergePlan) -> str:
+    """Python lines that load the merged output (the model card's "Load it")."""
+    out = str(plan.output)
+    if plan.kind == "adapter":
+        return (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+                f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({plan.config.base!r}), {out!r})")
+    if plan.kind == "hf":
+        cls = "AutoModelForCausalLM" if (plan.architecture or "").endswith("ForCausalLM") else "AutoModel"
+        return f"from transformers import {cls}\n\nmodel = {cls}.from_pretrained({out!r})"
+    return (f"from spsa_mix.merge import load_merged\n\n"
+            f"model = load_merged({out!r})  # the architecture from recipe.json, then the merged weights")
 
 
 # ---------------------------------------------------------------------------- reports
@@ -298,35 +309,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _plot(history: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from spsa_mix.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
-    cost = np.asarray(history.get("cost", []), dtype=float)
-    loss = np.asarray(history.get("loss", []), dtype=float)
-    if cost.size:
-        ax.plot(cost, loss, lw=1.2, label="training minibatch loss (per step)")
-    val = np.asarray(history.get("val_loss", []), dtype=float)
-    if val.size == cost.size and np.isfinite(val).any():
-        keep = np.isfinite(val)
-        ax.plot(cost[keep], val[keep], "o", ms=4, label="validation loss")
-    ax.set_xlabel("objective evaluations")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
-
-
 def _score(obj: Any, point: np.ndarray, data: Any) -> dict[str, float]:
     """Loss and metric of one point over all of ``data``."""
     from spsa_mix.blend import evaluate_blend
@@ -353,23 +335,33 @@ def _weights(obj: Any, point: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray,
 
 @dataclass
 class MergeOutcome:
-    """What :func:`run_merge` produced: the paths, the recipe, the summary table."""
+    """What :func:`run_merge` produced: the paths, the recipe, the summary table, every file written."""
 
     output: Path
     model_path: Path
     recipe: dict[str, Any]
     table: str
+    files: list[Path] = field(default_factory=list)
+
+    def wrote(self) -> str:
+        """The last line of the command: the files written, named inside the output's folder."""
+        from spsa_mix.merge.report import wrote_line
+
+        folder = self.output if self.output.is_dir() else self.output.parent
+        return wrote_line(folder, self.files)
 
 
 def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> MergeOutcome:
+              log: Callable[[str], None] | None = None, command: str | None = None) -> MergeOutcome:
     """Merge the experts of ``cfg`` (see the module docstring); returns what was written.
 
     ``resume``: continue the run saved in ``cfg.state_path()`` (with no saved state, start
     from the beginning and say so). The final weights of a resumed run equal those of an
     uninterrupted one on the same machine, bit for bit. ``log`` gets each line of the log
     (each phase with its seconds: :mod:`spsa_mix.merge.cost`). PyTorch's thread count is
-    set for the merge (``cfg.threads``) and restored after it.
+    set for the merge (``cfg.threads``) and restored after it. ``command``: the command
+    line that ran it, for the model card (default: ``spsa-mix merge`` of the config in
+    ``recipe.json``).
 
     Raises
     ------
@@ -379,8 +371,9 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     KeyboardInterrupt
         On Ctrl-C, after the run's state is written.
     """
+    command = command or "spsa-mix merge merge.yaml  # merge.yaml: the config of recipe.json, as YAML"
     with contextlib.ExitStack() as stack:
-        return _run_merge(cfg, stack, resume=resume, progress=progress, log=log)
+        return _run_merge(cfg, stack, resume=resume, progress=progress, log=log, command=command)
 
 
 def _import_heavy(plan: MergePlan) -> None:
@@ -415,24 +408,25 @@ def _threads(cfg: MergeConfig, obj: Any, source: Any, point: np.ndarray, shards:
 
 
 def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, progress: bool,
-               log: Callable[[str], None] | None) -> MergeOutcome:
+               log: Callable[[str], None] | None, command: str) -> MergeOutcome:
+    start = time.perf_counter()
     import spsa_mix
     from spsa_mix.core.result import Status
-    from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
     from spsa_mix.merge.cost import PhaseClock
+    from spsa_mix.merge.report import choose_blend, kept_line, loss_figure, model_card, save_figure
 
     say = log or logger.info
-    start = time.perf_counter()
     plan = plan_merge(cfg)
-    ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
-    say = say if ranks.is_writer else (lambda line: None)
     clock = PhaseClock(say, start=start)
     clock.mark("checks", hold=True)  # held until the experts are read: a bad expert fails in one line
     _import_heavy(plan)
     from spsa_mix.blend import evaluate_experts
     from spsa_mix.cpu_threads import torch_threads
+    from spsa_mix.distributed.merging import MergeRanks
 
+    ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
+    say = clock.say = say if ranks.is_writer else (lambda line: None)
     clock.mark("imports", hold=True)
     if resume and ranks.world_size > 1:
         ranks.close()
@@ -484,12 +478,15 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
                   "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),
                   "best single": (_vertex(obj, best), singles[best])}
-    chosen = "learned" if cfg.select == "learned" else min(candidates, key=lambda c: candidates[c][1]["loss"])
+    say(kept_line(res, where, validate_every=cfg.validate_every))
+    chosen, reason = choose_blend({k: v[1]["loss"] for k, v in candidates.items()}, cfg.select, where=where)
     point = candidates[chosen][0]
-    if chosen != "learned":
-        say(f"the {chosen} blend scores better on the {where} data than the learned one "
-            f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
-            "writes the learned blend)")
+    say(f"written: {chosen} ({reason})")
+    warnings = [] if val is not None or cfg.select != "best" else [
+        "no validation data (data.validation): the written blend was chosen on the training data the weights were "
+        "learned on, not held out; its scores are training scores"]
+    for w in warnings:
+        say(f"warning: {w}")
     alpha, scale = _weights(obj, point, cfg)
     clock.mark("final")
     model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite))
@@ -524,21 +521,40 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
         "config": cfg.to_dict(),
         "config_sha256": cfg.digest(),
         "threads": threads,
+        "selection": f"{chosen}: {reason}",
+        "warnings": warnings,
+        "command": command,
         "seconds": time.perf_counter() - start,
     }
+    architecture = plan.architecture
+    if plan.kind == "file":  # what rebuilds the module the weights go in (spsa_mix.merge.load_merged)
+        recipe["architecture"] = record = _plain_record(cfg.model, source)  # type: ignore[arg-type]
+        architecture = record["model"] + "(" + ", ".join(f"{k}={v!r}" for k, v in record.get("kwargs", {}).items()) + ")"
     write_json(recipe, out_dir / "recipe.json", indent=1)  # first, so that a failing figure loses no result
+    from spsa_mix.io import atomic_write_text
+
     mk = mergekit_config(plan, alpha, recipe["scale"], cfg.dtype)
     if mk is not None:
         import yaml
 
-        from spsa_mix.io import atomic_write_text
-
         atomic_write_text(out_dir / "mergekit.yaml", yaml.safe_dump(mk, sort_keys=False))
-    _plot(res.history, out_dir / "loss.png", title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})")
+    card = out_dir / "README.md" if plan.output.is_dir() else model_path.with_suffix(".md")  # never beside a file
+    atomic_write_text(card, model_card(
+        name=plan.output.name, model=architecture, experts=[str(p) for p in plan.experts], base=cfg.base, alpha=alpha, scale=scale,
+        space=cfg.space, method=cfg.method, budget=cfg.budget, table=table, written=chosen, reason=reason,
+        command=command, scored_on=where, loader=_loader(plan), warnings=warnings))
+    scale_column = obj.domain.n_weights if obj.domain.positive else None  # a learned scale follows the weights
+    save_figure(loss_figure(res.history, title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})",
+                            references={"uniform blend": uniform["loss"],
+                                        f"best single expert ({plan.experts[best].name})": singles[best]["loss"]},
+                            where=where, scale_column=scale_column), out_dir / "loss.png")
     clock.mark("write")
     recipe["phases"] = clock.as_dict()
     recipe["seconds"] = recipe["phases"]["total"]
     write_json(recipe, out_dir / "recipe.json", indent=1)  # again: with how long the writes took
     if plan.state.exists():
         plan.state.unlink()  # the run is complete: its state is in recipe.json
-    return MergeOutcome(plan.output, model_path, recipe, table)
+    ours = [out_dir / n for n in ("recipe.json", "mergekit.yaml", "loss.png")] + [card]
+    weights = sorted(f for f in plan.output.iterdir() if f not in ours) if plan.output.is_dir() else [model_path]
+    files = weights + [card] + [f for f in ours[:-1] if f.exists()]
+    return MergeOutcome(plan.output, model_path, recipe, table, files)

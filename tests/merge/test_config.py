@@ -85,3 +85,17 @@ def test_threads_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
     p = _write(tmp_path, "experts: [ft/a, ft/b]\ndata: train.jsonl\n")
     assert load_config(p).threads == "auto"
     assert load_config(p, {"threads": 3}).threads == 3
+
+
+def test_a_hub_id_gets_a_hint_to_download_it_first(tmp_path: Path) -> None:
+    p = _write(tmp_path, "experts: [ft/a, meta-llama/Llama-3.2-1B]\ndata: train.jsonl\n")
+    with pytest.raises(ValueError, match=r"no such file or folder .*meta-llama/Llama-3.2-1B.*Hugging Face hub id.*"
+                                         r"huggingface-cli download meta-llama/Llama-3.2-1B --local-dir"):
+        load_config(p).check_files()
+    p.write_text("experts: [ft/a, ft/b]\nbase: org/base-model\nspace: task-vectors\ndata: train.jsonl\n")
+    with pytest.raises(ValueError, match=r"base: no such file or folder .*huggingface-cli download org/base-model"):
+        load_config(p).check_files()
+    p.write_text("experts: [ft/a, ft/nope]\ndata: train.jsonl\n")
+    with pytest.raises(ValueError) as info:  # a path that only looks like one: no hint
+        load_config(p).check_files()
+    assert "hub id" not in str(info.value)
