@@ -35,7 +35,8 @@ import numpy as np
 
 __all__ = ["TIE_RTOL", "pair", "choose_blend", "kept_line", "loss_figure", "save_figure", "model_card", "wrote_line"]
 
-TIE_RTOL = 1e-5  # ours: losses closer than this (relative) are a tie: a start vertex (VERTEX_EPS = 1e-6 off) scores as the vertex
+# ours: losses closer than this (relative) are a tie: a start vertex (VERTEX_EPS = 1e-6 off) scores as the vertex
+TIE_RTOL = 1e-5
 
 
 def pair(a: float, b: float, *, decimals: int = 4) -> tuple[str, str]:

@@ -529,7 +529,8 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     architecture = plan.architecture
     if plan.kind == "file":  # what rebuilds the module the weights go in (spsa_mix.merge.load_merged)
         recipe["architecture"] = record = _plain_record(cfg.model, source)  # type: ignore[arg-type]
-        architecture = record["model"] + "(" + ", ".join(f"{k}={v!r}" for k, v in record.get("kwargs", {}).items()) + ")"
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in record.get("kwargs", {}).items())
+        architecture = f"{record['model']}({kwargs})"
     write_json(recipe, out_dir / "recipe.json", indent=1)  # first, so that a failing figure loses no result
     from spsa_mix.io import atomic_write_text
 
@@ -540,9 +541,9 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
         atomic_write_text(out_dir / "mergekit.yaml", yaml.safe_dump(mk, sort_keys=False))
     card = out_dir / "README.md" if plan.output.is_dir() else model_path.with_suffix(".md")  # never beside a file
     atomic_write_text(card, model_card(
-        name=plan.output.name, model=architecture, experts=[str(p) for p in plan.experts], base=cfg.base, alpha=alpha, scale=scale,
-        space=cfg.space, method=cfg.method, budget=cfg.budget, table=table, written=chosen, reason=reason,
-        command=command, scored_on=where, loader=_loader(plan), warnings=warnings))
+        name=plan.output.name, model=architecture, experts=[str(p) for p in plan.experts], base=cfg.base,
+        alpha=alpha, scale=scale, space=cfg.space, method=cfg.method, budget=cfg.budget, table=table, written=chosen,
+        reason=reason, command=command, scored_on=where, loader=_loader(plan), warnings=warnings))
     scale_column = obj.domain.n_weights if obj.domain.positive else None  # a learned scale follows the weights
     save_figure(loss_figure(res.history, title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})",
                             references={"uniform blend": uniform["loss"],
