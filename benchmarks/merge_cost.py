@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                               + ("within the limit" if ok else "outside: " + ", ".join(bad)))
                     else:
                         print(f"{case} {condition}: --threads {r['threads_set']}: {r['measured']['command']:.1f} s")
-    doc = {"command": " ".join(["python", "benchmarks/merge_cost.py", *(argv if argv is not None else sys.argv[1:])]),
+    doc = {"command": shlex.join(["python", "benchmarks/merge_cost.py", *(argv if argv is not None else sys.argv[1:])]),
            "note": args.note, "seconds": time.perf_counter() - start, "rows": rows,
            "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
            "ratio_limit": RATIO_LIMIT, "significant": SIGNIFICANT}

@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"what": "the test run (the default: slow tests left out)",
                          **run(commands["tests"], ROOT, args.venv, env)})
     failed = [r for r in rows if r["returncode"] != 0]
-    doc = {"command": " ".join(["python", "benchmarks/readme_times.py", *(argv if argv is not None else sys.argv[1:])]),
+    doc = {"command": shlex.join(["python", "benchmarks/readme_times.py", *(argv if argv is not None else sys.argv[1:])]),
            "note": args.note, "rows": rows, "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                                                         "platform": platform.platform()}}
     from spsa_mix.io import atomic_write_text, write_json

@@ -49,8 +49,9 @@ __all__ = ["FLOPS_PER_THREAD", "choose_threads", "free_cores", "forward_flops", 
 # ours: floating-point operations of one forward per intra-op thread. A forward holds tens of
 # operations; a parallel region costs 5-20 us on idle cores, a parked thread milliseconds, so a
 # thread must bring about a millisecond of work per forward (~1 GFLOP at 20-50 GFLOP/s a core)
-# before it pays. Measured on this project's shared 2-core machine: benchmarks/merge_cost.py
-# (the README's three examples and stories260K, 0.02-0.6 GFLOP a forward, all fastest on one thread).
+# before it pays: an estimate, not a measured crossover. What was measured (benchmarks/merge_cost.py,
+# docs/merge_cost.md, this project's shared 2-core machine): the README's three examples and
+# stories260K, 0.02 to 0.53 GFLOP a forward, took 1.3 to 6.6 times as long on two threads as on one.
 FLOPS_PER_THREAD = 1e9
 
 

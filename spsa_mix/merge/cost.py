@@ -114,7 +114,7 @@ class UnitCosts:
         return asdict(self)
 
 
-def planned_counts(*, budget: int, k: int, validate_every: int, cost_per_step: float = 2.0,
+def planned_counts(*, budget: int, k: int, validate_every: int, cost_per_step: float = 2.0, reserve: int = 1,
                    validated: bool = True) -> dict[str, int]:
     """The evaluations and validation passes a merge of ``budget`` makes with ``k`` experts.
 
@@ -122,13 +122,13 @@ def planned_counts(*, budget: int, k: int, validate_every: int, cost_per_step: f
     counts in it). ``validations``: the check of the start, one every ``validate_every``
     steps, the final iterate when the last step was not a check, and the start candidate
     against the answer (:mod:`spsa_mix.core.start`); the steps are those the budget buys
-    after the ``k + 1`` candidates are scored. None without validation data
-    (``validated=False``).
+    after the ``k + 1`` candidates are scored and ``reserve`` evaluations are kept to score
+    the answer (SPSA's ``final_eval``). None without validation data (``validated=False``).
     """
     from spsa_mix.core.start import check_repeats
 
     scored = (k + 1) * check_repeats(k + 1, budget)[0]
-    steps = max(0, math.floor((budget - scored) / cost_per_step))
+    steps = max(0, math.floor((budget - scored - reserve) / cost_per_step))
     checks = 0
     if validated:
         checks = 1 + steps // validate_every + (1 if steps % validate_every else 0) + 1
