@@ -97,12 +97,17 @@ def test_every_python_snippet_runs_as_written():
     sections = _python_blocks_by_section(README)
     assert sum(len(b) for b in sections.values()) >= 2
     for heading, blocks in sections.items():
-        namespace: dict = {"__name__": "__readme__"}
-        for i, code in enumerate(blocks):
-            try:
-                exec(compile(code, f"README.md ({heading}, block {i + 1})", "exec"), namespace)  # noqa: S102
-            except Exception as e:  # noqa: BLE001
-                pytest.fail(f"README.md, section {heading!r}, python block {i + 1}: {type(e).__name__}: {e}")
+        _run_in_order(blocks, f"README.md, section {heading!r}")
+
+
+def _run_in_order(blocks: list[str], where: str) -> None:
+    """Run ``blocks`` in order in one fresh namespace; fail naming the block that raised."""
+    namespace: dict = {"__name__": "__readme__"}
+    for i, code in enumerate(blocks):
+        try:
+            exec(compile(code, f"{where}, block {i + 1}", "exec"), namespace)  # noqa: S102
+        except Exception as e:  # noqa: BLE001
+            pytest.fail(f"{where}, python block {i + 1}: {type(e).__name__}: {e}")
 
 
 def test_the_learned_scale_example_runs_after_the_first():
@@ -113,3 +118,53 @@ def test_the_learned_scale_example_runs_after_the_first():
     res = namespace["res"]
     assert res.success and abs(res.extras["scale"] - 2.0) < 0.01
     assert abs(res.alpha - namespace["c"]).max() < 0.05
+
+
+# ---------------------------------------------------------------- a README a newcomer reads in five minutes
+_DURATION = re.compile(r"\b(\d+(\.\d+)?\s*(ms|s|sec|seconds?|min|minutes?|hours?)|(a|an|one|two|three|four|five|ten|a few|"
+                       r"several)\s+(seconds?|minutes?|hours?)|in seconds|under a minute)\b", re.I)
+
+
+def _outside_generated(text: str) -> str:
+    return re.sub(r"<!-- generated: .*?<!-- /generated -->", "", text, flags=re.S)
+
+
+def test_every_time_the_readme_states_is_measured_by_a_script():
+    """A duration in the README's own words is a promise nothing checks: every time it gives is
+    in a generated block (benchmarks/readme_times.py measures the commands as written)."""
+    stated = [m.group(0) for m in _DURATION.finditer(_outside_generated(README))]
+    assert not stated, f"durations stated outside a generated block: {stated}"
+    assert "<!-- generated: md-tables benchmarks/results/readme_times.md -->" in README
+
+
+def test_merge_your_own_experts_comes_right_after_the_two_commands():
+    headings = re.findall(r"^## (.+)$", README, re.M)
+    assert headings[:2] == ["Two commands", "Merge your own experts"], headings
+
+
+def test_the_readme_stays_a_five_minute_read():
+    assert len(README.splitlines()) <= 300 and len(README) <= 20_000, (len(README.splitlines()), len(README))
+
+
+@pytest.mark.parametrize("index", range(len(re.findall(r"```python\n", README))))
+def test_each_python_block_runs_on_its_own_as_a_script_and_prints_its_results(index, tmp_path):
+    import subprocess
+    import sys
+
+    block = re.findall(r"```python\n(.*?)```", README, re.S)[index]
+    script = tmp_path / f"block{index + 1}.py"
+    script.write_text(block)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip(), f"python block {index + 1} prints nothing when run as a script"
+
+
+def test_the_blocks_of_docs_usage_run_in_order():
+    """docs/usage.md holds the library's longer examples (moved from the README): its blocks run
+    in one namespace, in order."""
+    text = (ROOT / "docs" / "usage.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    _run_in_order(blocks, "docs/usage.md")

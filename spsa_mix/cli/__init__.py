@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spsa-mix`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    args._argv = tuple(argv)  # the command line, for what records it (the merge's model card)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -88,12 +89,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--seed", type=int, help="seed of the search and the data order (default: 0)")
     search.add_argument("--option", action="append", metavar="KEY=VALUE", default=None,
                         help="another keyword of minimize, e.g. lr=0.05 (repeatable; values read as JSON)")
-    run_ = parser.add_argument_group("run (config keys: device, dtype, output, checkpoint_every, validate_every)")
+    run_ = parser.add_argument_group("run (config keys: device, dtype, output, checkpoint_every, validate_every, "
+                                     "select, threads)")
     run_.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
     run_.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="precision of the forwards")
     run_.add_argument("--output", help="the merged checkpoint's folder (default: merged)")
     run_.add_argument("--checkpoint-every", type=int, help="steps between saves of the run's state (default: 10)")
     run_.add_argument("--validate-every", type=int, help="steps between validation evaluations (default: 10)")
+    run_.add_argument("--threads", help="PyTorch CPU threads: auto (default: from the work of a forward and the free "
+                                        "cores; one for a small model) or a number")
     run_.add_argument("--select", choices=["best", "learned"],
                       help="write the best on validation of the learned, uniform and best-single blends (default: "
                            "best), or the learned one")
@@ -111,6 +115,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out[key] = None if values is None else (values[0] if len(values) == 1 else list(values))
     if args.baselines is not None:
         out["baselines"] = args.baselines[0] if args.baselines in (["auto"], ["none"]) else list(args.baselines)
+    if args.threads is not None:
+        out["threads"] = int(args.threads) if args.threads.strip().isdigit() else args.threads
     if args.scale is not None:
         out["scale"] = args.scale if args.scale == "learned" else _number(args.scale, "--scale")
     data = {k: getattr(args, k) for k in _DATA_FLAGS}
@@ -159,7 +165,9 @@ def run(args: argparse.Namespace) -> int:
         (print(line, file=sys.stderr) if args.no_progress else write(line, file=sys.stderr))
 
     try:
-        outcome = run_merge(cfg, resume=args.resume, progress=not args.no_progress, log=log)
+        argv = getattr(args, "_argv", None)
+        command = "spsa-mix " + shlex.join(argv) if argv else None
+        outcome = run_merge(cfg, resume=args.resume, progress=not args.no_progress, log=log, command=command)
     except ValueError as e:
         print(f"spsa-mix merge: error: {e}", file=sys.stderr)
         return 2
@@ -174,6 +182,5 @@ def run(args: argparse.Namespace) -> int:
     if not outcome.recipe:  # another rank of a torchrun job: rank 0 prints
         return 0
     print(outcome.table)
-    print(f"Wrote {outcome.model_path} and, beside it, recipe.json, loss.png"
-          + (" and mergekit.yaml" if (outcome.output / "mergekit.yaml").exists() else "") + ".")
+    print(outcome.wrote())
     return 0

@@ -6,7 +6,9 @@ A method builds a :class:`Run`, writes its loop as a function of the run, and ca
 * scores points through :meth:`Run.evaluate` (or :meth:`evaluate_grad`,
   :meth:`evaluate_jvp`), counting every evaluation and refusing to exceed ``max_evals``;
 * records one history row per step in :meth:`Run.record_step`, runs validation every
-  ``val_every`` steps with ``patience``, calls the callback and advances the progress bar;
+  ``val_every`` steps with ``patience`` (and on the last iterate, when the last step was
+  not a check, so that a budget shorter than ``val_every`` steps still returns the best
+  validated point of the search), calls the callback and advances the progress bar;
 * turns the ways a run can end into one :class:`~spsa_mix.core.result.OptimizeResult`:
   budget reached, validation plateau, callback ``StopIteration``, a non-finite loss
   (stop and keep the last finite iterate), Ctrl-C (return what was computed). If the
@@ -372,6 +374,16 @@ class Run:
                 status, message = Status.INTERRUPTED, "interrupted (KeyboardInterrupt); the result is the last iterate"
             except _ObjectiveFailed as e:
                 raise self._objective_error(e, current_x(), extra) from e.__cause__
+            if self.val_objective is not None and self.nit % self.val_every != 0 and status not in (
+                    Status.NONFINITE, Status.INTERRUPTED):  # the last iterate is a candidate too: check it
+                try:
+                    self.history.set_last(val_loss=self.validate(current_x()))
+                except NonFiniteLossError as e:
+                    status, message = Status.NONFINITE, f"stopped: the last iterate's validation failed: {e}"
+                except KeyboardInterrupt:
+                    status, message = Status.INTERRUPTED, "interrupted (KeyboardInterrupt) validating the last iterate"
+                except _ObjectiveFailed as e:
+                    raise self._objective_error(e, current_x(), extra) from e.__cause__
             x = self.best_val_x if self.best_val_x is not None else current_x()
             fun = known_fun(x) if known_fun is not None else None
             if fun is None and final_eval and status not in (Status.NONFINITE, Status.INTERRUPTED) and (

@@ -150,8 +150,8 @@ def minimize(
     callback:
         ``callback(intermediate_result)`` after each step; raise ``StopIteration`` to stop.
     val_objective, val_every, patience:
-        Validation loss, evaluated at the start and every ``val_every`` steps (not
-        budgeted); with ``patience``, stop after that many checks without improvement.
+        Validation loss, evaluated at the start, every ``val_every`` steps and on the last
+        iterate (not budgeted); with ``patience``, stop after that many checks without improvement.
         With ``val_objective``, ``res.x`` is the best point on validation.
     final_eval:
         Spend one evaluation (reserved in the budget) to score the returned point, so

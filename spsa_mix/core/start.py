@@ -209,6 +209,9 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
         text = re.sub(r"at evaluation (\d+)", lambda m: f"at evaluation {int(m.group(1)) + n}", str(e), count=1)
         raise ObjectiveError(text, e.partial_result) from e.__cause__
     _shift(res, n)
+    res.message = re.sub(  # the budget as the user gave it, and where it went
+        r"^max_evals=(\d+) reached \(", lambda m: f"max_evals={max_evals} reached ({n} on the start candidates, "
+        f"{m.group(1)} on the steps{f', {tail} on the final comparison' if tail else ''}; ", res.message, count=1)
     record["returned"] = "learned"
     if res.status in (Status.NONFINITE, Status.INTERRUPTED, Status.ERROR, Status.CALLBACK):
         res["start"] = record

@@ -42,36 +42,11 @@ import numpy as np
 import torch
 
 from spsa_mix.data.images import ImageData
+from spsa_mix.data.kinds import TENSOR_SUFFIXES, TEXT_SUFFIXES, data_kind
 from spsa_mix.data.text import TextData
 
 __all__ = ["TEXT_SUFFIXES", "TENSOR_SUFFIXES", "read_texts", "jsonl_rows", "load_tokenizer", "texts_to_data", "load_image_folder",
            "TensorData", "load_tensors", "load_reference", "data_kind"]
-
-TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv", ".txt")
-TENSOR_SUFFIXES = (".pt", ".pth", ".safetensors")
-
-
-def data_kind(path: str) -> str:
-    """``"text"``, ``"images"``, ``"tensors"``, ``"torchvision"`` or ``"reference"`` for a ``data.train`` value.
-
-    >>> data_kind("a.jsonl"), data_kind("x.safetensors"), data_kind("my.pkg:make")
-    ('text', 'tensors', 'reference')
-    """
-    if path.startswith("torchvision:"):
-        return "torchvision"
-    p = Path(path)
-    if p.suffix.lower() in TEXT_SUFFIXES:
-        return "text"
-    if p.suffix.lower() in TENSOR_SUFFIXES:
-        return "tensors"
-    if p.is_dir():
-        return "images"
-    if ":" in path and not p.exists():
-        return "reference"
-    raise ValueError(f"cannot tell what {path!r} holds: expected a {', '.join(TEXT_SUFFIXES)} text file, a folder "
-                     f"of images (one subfolder per class), a {', '.join(TENSOR_SUFFIXES)} file of tensors, "
-                     "'torchvision:Name:root' or 'package.module:factory'")
-
 
 # ---------------------------------------------------------------------------- text
 def read_texts(path: str | os.PathLike[str], *, text_field: str = "text",

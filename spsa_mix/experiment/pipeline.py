@@ -69,6 +69,7 @@ from torch import nn
 from spsa_mix.blend import evaluate, evaluate_blend, resolve_device
 from spsa_mix.blend.batches import call_model
 from spsa_mix.blend.losses import calibrated, resolve_loss
+from spsa_mix.cpu_threads import torch_threads
 from spsa_mix.data.batches import Batches
 from spsa_mix.experiment.alpha import SEED_DEPENDENT, AlphaProblem, AlphaResult, set_alpha
 from spsa_mix.experiment.config import ExperimentConfig
@@ -581,27 +582,23 @@ def run_experiment(
                   folders=("cache_dir",))  # a bad path fails now, not after the work
     exp = Experiment(cfg, model_fn=model_fn, output=output, progress=progress, log=log)
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)  # restored below
-    try:
-        exp.prepare()
-        exp.train_experts()
-        exp.run_configs()
-    except KeyboardInterrupt:
-        exp.results["timings"]["total_seconds"] = time.perf_counter() - start
-        exp.finalize("interrupted")
-        raise
-    except Exception as e:
-        if exp.results["experts"] or exp.results["runs"]:
-            exp.results["errors"].append({"config": None, "seed": None, "error": f"{type(e).__name__}: {e}"})
+    with torch_threads(cfg.threads) as threads:  # restored after the run, whatever way it ends
+        try:
+            exp.prepare()
+            exp.train_experts()
+            exp.run_configs()
+        except KeyboardInterrupt:
             exp.results["timings"]["total_seconds"] = time.perf_counter() - start
-            exp.finalize("failed")
-        raise
-    finally:
-        torch.set_num_threads(threads)
+            exp.finalize("interrupted")
+            raise
+        except Exception as e:
+            if exp.results["experts"] or exp.results["runs"]:
+                exp.results["errors"].append({"config": None, "seed": None, "error": f"{type(e).__name__}: {e}"})
+                exp.results["timings"]["total_seconds"] = time.perf_counter() - start
+                exp.finalize("failed")
+            raise
     exp.results["timings"]["total_seconds"] = time.perf_counter() - start
-    exp.results["environment"]["torch_threads"] = cfg.threads or threads
+    exp.results["environment"]["torch_threads"] = threads
     exp.finalize("complete with errors" if exp.results["errors"] else "complete")
     if markdown is not None:
         atomic_write_text(markdown, render_markdown(exp.results))

@@ -96,7 +96,7 @@ def check_data_kinds(train: str, validation: str | None) -> None:
     """
     if validation is None:
         return
-    from spsa_mix.data.files import data_kind
+    from spsa_mix.data.kinds import data_kind
 
     a, b = data_kind(train), data_kind(validation)
     if a != b:

@@ -15,7 +15,7 @@ Example
 >>> MergeConfig.from_dict({"experts": ["a", "b"], "budgte": 3})
 Traceback (most recent call last):
 ...
-ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, baselines, budget, checkpoint_every, consensus, data, density, device, dtype, epsilon, experts, gamma, granularity, loss, mergekit, method, model, normalize, options, output, overwrite, rescale, scale, seed, select, space, strict_base, validate_every
+ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, baselines, budget, checkpoint_every, consensus, data, density, device, dtype, epsilon, experts, gamma, granularity, loss, mergekit, method, model, normalize, options, output, overwrite, rescale, scale, seed, select, space, strict_base, threads, validate_every
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ import glob
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from spsa_mix.cpu_threads import check_threads
 
 __all__ = ["MergeConfig", "DataConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES"]
 
@@ -177,6 +180,10 @@ class MergeConfig:
     device, dtype:
         Where the blend runs (``auto``: CUDA when present) and in which precision (default:
         the experts' stored dtype).
+    threads:
+        PyTorch's CPU threads during the merge: ``auto`` (default) chooses them from the work
+        of one forward and the free cores (:func:`spsa_mix.cpu_threads.choose_threads`: one
+        thread for a small model, whatever the machine), or a number.
     output, overwrite:
         The merged checkpoint's folder (``.safetensors`` file for plain experts); an
         existing non-empty one is refused unless ``overwrite``.
@@ -222,6 +229,7 @@ class MergeConfig:
     consensus: str = "fixed"
     baselines: Any = "auto"
     mergekit: str | None = None
+    threads: int | str = "auto"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -282,6 +290,7 @@ class MergeConfig:
         if not isinstance(self.output, str) or not self.output:
             raise ValueError(f"output must be a path, but got {self.output!r}")
         _choice(self.select, "select", ("best", "learned"))
+        check_threads(self.threads)
         if not isinstance(self.overwrite, bool):
             raise ValueError(f"overwrite must be true or false, but got {self.overwrite!r}")
         if not isinstance(self.strict_base, bool):
@@ -303,7 +312,7 @@ class MergeConfig:
                 paths += [Path(f) for f in found]
             else:
                 if not Path(item).exists():
-                    raise ValueError(f"experts: no such file or folder {item!r}")
+                    raise ValueError(f"experts: no such file or folder {item!r}{hub_hint(item)}")
                 paths.append(Path(item))
         if len(paths) < 2:
             raise ValueError(f"experts must name at least two experts, but {list(self.experts)} gives {len(paths)}")
@@ -315,9 +324,9 @@ class MergeConfig:
         for name, value in (("base", self.base), ("data.train", self.data.train),
                             ("data.validation", self.data.validation)):
             if value is not None and not _is_reference(value) and not Path(value).exists():
-                raise ValueError(f"{name}: no such file or folder {value!r}")
+                raise ValueError(f"{name}: no such file or folder {value!r}{hub_hint(value) if name == 'base' else ''}")
         if self.model is not None and _looks_like_path(self.model, Path(".")) and not Path(self.model).exists():
-            raise ValueError(f"model: no such folder {self.model!r}")
+            raise ValueError(f"model: no such folder {self.model!r}{hub_hint(self.model)}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every key."""
@@ -333,6 +342,29 @@ class MergeConfig:
         """Where the run's state is kept: ``<output>.state`` beside the output."""
         out = Path(self.output)
         return out.with_name(out.name + ".state")
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def hub_hint(value: str) -> str:
+    """A hint for a missing path that may be a Hugging Face hub id (``user/model``, the
+    folder ``user`` missing too; relative paths of a config file are already joined to its
+    folder): merges read local files only, so download it first. ``""`` otherwise.
+
+    >>> hub_hint("meta-llama/Llama-3.2-1B").split(":")[0]
+    "; 'meta-llama/Llama-3.2-1B' looks like a Hugging Face hub id"
+    >>> hub_hint("./weights/a.safetensors")
+    ''
+    """
+    p = Path(value)
+    if p.suffix in _WEIGHT_SUFFIXES or p.parent.exists() or len(p.parts) < 2 or value.endswith("/"):
+        return ""
+    if not all(re.fullmatch(r"[A-Za-z0-9][\w.-]*", part) for part in p.parts[-2:]):
+        return ""
+    hub_id = f"{p.parts[-2]}/{p.parts[-1]}"
+    return (f"; {hub_id!r} looks like a Hugging Face hub id: spsa-mix merge reads local files only, so download "
+            f"it first (huggingface-cli download {hub_id} --local-dir {p.parts[-2]}_{p.parts[-1]}) and name that folder")
 
 
 def _is_reference(value: str) -> bool:

@@ -226,11 +226,9 @@ def build_demo(kind: str, root: str | os.PathLike[str], *, seed: int = 0) -> dic
         raise ValueError(f"kind must be one of {', '.join(DEMOS)}, but got {kind!r}")
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models train fastest on one thread
-    try:
+    from spsa_mix.cpu_threads import torch_threads
+
+    with torch_threads(1):  # tiny models train fastest on one thread
         if kind == "vision":
             return _build_vision(out, seed=seed)
         return _build_lm(out, lora=kind == "lora", seed=seed)
-    finally:
-        torch.set_num_threads(threads)

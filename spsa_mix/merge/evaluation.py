@@ -224,7 +224,8 @@ def evaluate_checkpoints(paths: Sequence[str | os.PathLike[str]], data: Any, *, 
     ``kind``, ``loss``, ``accuracy``, ``n``) and the name of the accuracy."""
     from spsa_mix.blend import evaluate
     from spsa_mix.blend.losses import resolve_loss
-    from spsa_mix.data.files import data_kind, load_tokenizer
+    from spsa_mix.data.files import load_tokenizer
+    from spsa_mix.data.kinds import data_kind
 
     checked = check_checkpoints(paths, model=model, base=base)
     rows = []

@@ -37,12 +37,13 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,9 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         not suit them, an unknown method or option, a budget too small for one step, an
         output that cannot be written.
     """
+    output = Path(cfg.output)
+    # first: it needs nothing imported or read (a resumed run may finish writing: checked again below)
+    _check_output(output, cfg.overwrite or resume, cfg.state_path())
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
@@ -159,7 +163,7 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         from spsa_mix.blend.sources.hub import default_loss
 
         loss = default_loss(architecture)  # from the model's task: GPT2LMHeadModel is a causal LM
-    from spsa_mix.data.files import data_kind
+    from spsa_mix.data.kinds import data_kind
 
     data = data_kind(cfg.data.train or "")
     check_data_kinds(cfg.data.train or "", cfg.data.validation)
@@ -292,23 +296,37 @@ def _in_stored_dtypes(model: Any, expert: Path) -> None:
                     tensor.data = tensor.data.to(info.dtype)
 
 
-def _plain_model(model: str, source: Any, expert: Path, data: str) -> Any:
-    from spsa_mix.data.files import load_reference
+def _plain_record(model: str, source: Any, expert: Path, data: str) -> dict[str, Any]:
+    """What rebuilds the architecture of plain experts (an architecture of spsa_mix.models sized
+    by the data, its head by the experts', a Hugging Face directory's config, or a factory):
+    :mod:`spsa_mix.merge.load`."""
     from spsa_mix.merge.checks import head_classes
-    from spsa_mix.models import available_models, build_model
+    from spsa_mix.merge.load import architecture_record
+    from spsa_mix.models import available_models
 
-    if model in available_models():
-        dims = source.model_dims() if hasattr(source, "model_dims") else {}
-        if "in_channels" in dims:  # an image classifier: its head's size is the experts', not the target's
-            dims["num_classes"] = head_classes(model, expert, dims["num_classes"], data) or dims["num_classes"]
-        return build_model(model, **dims)
-    if Path(model).is_dir():
-        from transformers import AutoConfig, AutoModel
+    dims = source.model_dims() if hasattr(source, "model_dims") else {}
+    if model in available_models() and "in_channels" in dims:  # an image classifier: the experts' head size
+        dims["num_classes"] = head_classes(model, expert, dims["num_classes"], data) or dims["num_classes"]
+    return architecture_record(model, dims)
 
-        config = AutoConfig.from_pretrained(model, local_files_only=True)
-        return AutoModel.from_config(config)
-    made = load_reference(model)
-    return made() if callable(made) and not hasattr(made, "state_dict") else made
+
+def _plain_model(model: str, source: Any, expert: Path, data: str) -> Any:
+    from spsa_mix.merge.load import build_architecture
+
+    return build_architecture(_plain_record(model, source, expert, data))
+
+
+def _loader(plan: MergePlan) -> str:
+    """Python lines that load the merged output (the model card's "Load it")."""
+    out = str(plan.output)
+    if plan.kind == "adapter":
+        return (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+                f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({plan.config.base!r}), {out!r})")
+    if plan.kind == "hf":
+        cls = "AutoModelForCausalLM" if (plan.architecture or "").endswith("ForCausalLM") else "AutoModel"
+        return f"from transformers import {cls}\n\nmodel = {cls}.from_pretrained({out!r})"
+    return (f"from spsa_mix.merge import load_merged\n\n"
+            f"model = load_merged({out!r})  # the architecture from recipe.json, then the merged weights")
 
 
 # ---------------------------------------------------------------------------- reports
@@ -332,35 +350,6 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def _plot(history: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from spsa_mix.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
-    cost = np.asarray(history.get("cost", []), dtype=float)
-    loss = np.asarray(history.get("loss", []), dtype=float)
-    if cost.size:
-        ax.plot(cost, loss, lw=1.2, label="training minibatch loss (per step)")
-    val = np.asarray(history.get("val_loss", []), dtype=float)
-    if val.size == cost.size and np.isfinite(val).any():
-        keep = np.isfinite(val)
-        ax.plot(cost[keep], val[keep], "o", ms=4, label="validation loss")
-    ax.set_xlabel("objective evaluations")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 def _score(obj: Any, point: np.ndarray, data: Any) -> dict[str, float]:
@@ -389,21 +378,33 @@ def _weights(obj: Any, point: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray,
 
 @dataclass
 class MergeOutcome:
-    """What :func:`run_merge` produced: the paths, the recipe, the summary table."""
+    """What :func:`run_merge` produced: the paths, the recipe, the summary table, every file written."""
 
     output: Path
     model_path: Path
     recipe: dict[str, Any]
     table: str
+    files: list[Path] = field(default_factory=list)
+
+    def wrote(self) -> str:
+        """The last line of the command: the files written, named inside the output's folder."""
+        from spsa_mix.merge.report import wrote_line
+
+        folder = self.output if self.output.is_dir() else self.output.parent
+        return wrote_line(folder, self.files)
 
 
 def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> MergeOutcome:
+              log: Callable[[str], None] | None = None, command: str | None = None) -> MergeOutcome:
     """Merge the experts of ``cfg`` (see the module docstring); returns what was written.
 
     ``resume``: continue the run saved in ``cfg.state_path()`` (with no saved state, start
     from the beginning and say so). The final weights of a resumed run equal those of an
-    uninterrupted one on the same machine, bit for bit.
+    uninterrupted one on the same machine, bit for bit. ``log`` gets each line of the log
+    (each phase with its seconds: :mod:`spsa_mix.merge.cost`). PyTorch's thread count is
+    set for the merge (``cfg.threads``) and restored after it. ``command``: the command
+    line that ran it, for the model card (default: ``spsa-mix merge`` of the config in
+    ``recipe.json``).
 
     Raises
     ------
@@ -418,26 +419,67 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     from spsa_mix.merge.fingerprint import record_path
     from spsa_mix.merge.guard import guarded
 
+    command = command or "spsa-mix merge merge.yaml  # merge.yaml: the config of recipe.json, as YAML"
     plan_merge(cfg, resume=resume)  # every check first: the lock goes beside an output that can be written
-    with guarded(Path(cfg.output), [cfg.state_path(), record_path(cfg)], cfg.state_path()):
-        return _run_merge(cfg, resume=resume, progress=progress, log=log)
+    with guarded(Path(cfg.output), [cfg.state_path(), record_path(cfg)], cfg.state_path()), \
+            contextlib.ExitStack() as stack:
+        return _run_merge(cfg, stack, resume=resume, progress=progress, log=log, command=command)
 
 
-def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[[str], None] | None) -> MergeOutcome:
-    """:func:`run_merge` holding the output's lock."""
+def _import_heavy(plan: MergePlan) -> None:
+    """Import what the merge needs (its own phase of the log, so the others time their work)."""
+    import importlib
+
+    names = ["torch", "spsa_mix.blend", "spsa_mix.data.files", "matplotlib"]
+    if plan.kind in ("hf", "adapter") or plan.task_kind in ("causal-lm", "sequence-classification"):
+        names.append("transformers")
+    if plan.kind == "adapter":
+        names.append("peft")
+    for name in names:
+        importlib.import_module(name)
+
+
+def _threads(cfg: MergeConfig, obj: Any, source: Any, point: np.ndarray, shards: int) -> tuple[int | None, str]:
+    """The thread count of the merge and why (:func:`spsa_mix.cpu_threads.resolve_threads`):
+    the work is one forward on a training batch (its share on one of ``shards`` ranks)."""
+    from spsa_mix.blend import evaluate_blend
+    from spsa_mix.cpu_threads import forward_flops, resolve_threads, torch_threads
+    from spsa_mix.data.batches import Batches
+
+    def flops() -> float | None:
+        if not hasattr(source, "take"):
+            return None  # batches from a factory: drawing one would change the run's data
+        batch = Batches(source, batch_size=cfg.data.batch_size, device="cpu")  # in order: no generator drawn
+        with torch_threads(1):
+            total = forward_flops(lambda: evaluate_blend(obj, point, batch, max_batches=1))
+        return None if total is None else total / shards
+
+    return resolve_threads(cfg.threads, flops, device=obj.device)
+
+
+def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, progress: bool,
+               log: Callable[[str], None] | None, command: str) -> MergeOutcome:
+    start = time.perf_counter()
     import spsa_mix
-    from spsa_mix.blend import evaluate_experts
     from spsa_mix.core.result import Status
-    from spsa_mix.distributed.merging import MergeRanks
     from spsa_mix.io import write_json
     from spsa_mix.merge.checks import check_finite_inputs, check_scores
+    from spsa_mix.merge.cost import PhaseClock
     from spsa_mix.merge.fingerprint import fingerprint, read_record, record_path, write_record
+    from spsa_mix.merge.report import choose_blend, kept_line, loss_figure, model_card, save_figure
 
     say = log or logger.info
-    start = time.perf_counter()
     plan = plan_merge(cfg, resume=resume)
+    clock = PhaseClock(say, start=start)
+    clock.mark("checks", hold=True)  # held until the experts are read: a bad expert fails in one line
+    _import_heavy(plan)
+    from spsa_mix.blend import evaluate_experts
+    from spsa_mix.cpu_threads import torch_threads
+    from spsa_mix.distributed.merging import MergeRanks
+
     ranks = MergeRanks.start(cfg.device)  # under torchrun: data parallel, rank 0 logs and writes
-    say = say if ranks.is_writer else (lambda line: None)
+    say = clock.say = say if ranks.is_writer else (lambda line: None)
+    clock.mark("imports", hold=True)
     if resume and ranks.world_size > 1:
         ranks.close()
         raise ValueError("--resume is not supported under torchrun with several processes: their runs do not "
@@ -456,11 +498,16 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     check_finite_inputs(source, {"train": f"data.train {cfg.data.train!r}",
                                  "test": f"data.validation {cfg.data.validation!r}"})
     ranks.check_same_data(source)  # under torchrun each rank reads its own files
+    clock.mark("data", hold=True)
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
-    say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
     scoring = val if val is not None else train
     where = "validation" if val is not None else "training"
     uniform_point = obj.domain.center() if not obj.domain.simplex_only else np.full(obj.shape, 1.0 / obj.k)
+    threads, why = _threads(cfg, obj, source, uniform_point, ranks.world_size)
+    threads = stack.enter_context(torch_threads(threads))  # restored when the merge returns or raises
+    clock.mark("experts")
+    say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
+    say(f"threads: {threads} ({why})")
     uniform = _score(obj, uniform_point, scoring)
     from spsa_mix.merge import select
     from spsa_mix.merge.methods import baseline_names, start_point
@@ -476,6 +523,7 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
     best = int(np.argmin([m["loss"] for m in singles]))
     say(f"uniform blend: {where} loss {uniform['loss']:.4f}; best single expert: {plan.experts[best].name} "
         f"({singles[best]['loss']:.4f})")
+    clock.mark("references", f"{len(plan.experts) + 1} passes over the {where} data")
 
     def val_objective(x: np.ndarray) -> float:
         return float(_score(obj, x, scoring)["loss"])
@@ -492,6 +540,7 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
         kwargs["start"] = "uniform"  # a method space's vertices are not the experts (select.consensus_fixed)
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
     ranks.close()
+    clock.mark("search", f"{res.nfev} evaluations, {res.get('nval', 0)} validation checks")
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
     if res.status == Status.NONFINITE:  # the reference scores were finite: a minibatch of the training data
@@ -515,13 +564,17 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
         single_entry = select.Entry("best single", f"best single ({plan.experts[best].name})", singles[best],
                                     candidate=expert_candidate(best, plan.experts[best].name, len(plan.experts)))
     entries = {e.key: e for e in (uniform_entry, single_entry, *baselines, learned_entry)}
-    chosen = "learned" if cfg.select == "learned" else min(entries, key=lambda c: entries[c].metrics["loss"])
-    if chosen != "learned":
-        say(f"the {chosen} blend scores better on the {where} data than the learned one "
-            f"({entries[chosen].metrics['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
-            "writes the learned blend)")
+    say(kept_line(res, where, validate_every=cfg.validate_every))
+    chosen, reason = choose_blend({k: e.metrics["loss"] for k, e in entries.items()}, cfg.select, where=where)
+    say(f"written: {entries[chosen].label} ({reason})")
+    warnings = [] if val is not None or cfg.select != "best" else [
+        "no validation data (data.validation): the written blend was chosen on the training data the weights were "
+        "learned on, not held out; its scores are training scores"]
+    for w in warnings:
+        say(f"warning: {w}")
     point = entries[chosen].point
     alpha, scale = _weights(obj, point if point is not None else uniform_point, cfg)
+    clock.mark("final")
     model_path = select.write(obj, entries[chosen], plan, overwrite=cfg.overwrite or phase == "write")
     rows: list[dict[str, Any]] = [{"blend": e.label + (" (written)" if e.key == chosen else ""),
                                    "loss": e.metrics["loss"], "metric": e.metrics["accuracy"]}
@@ -560,19 +613,45 @@ def _run_merge(cfg: MergeConfig, *, resume: bool, progress: bool, log: Callable[
         "versions": _versions(),
         "config": cfg.to_dict(),
         "config_sha256": cfg.digest(),
+        "threads": threads,
+        "selection": f"{chosen}: {reason}",
+        "warnings": warnings,
+        "command": command,
         "seconds": time.perf_counter() - start,
     }
     if learned_entry.search_metrics is not None:
         recipe["learned"]["search_loss"] = learned_entry.search_metrics["loss"]
-    write_json(recipe, out_dir / "recipe.json", indent=1)
+    architecture = plan.architecture
+    if plan.kind == "file":  # what rebuilds the module the weights go in (spsa_mix.merge.load_merged)
+        recipe["architecture"] = built = _plain_record(cfg.model, source, plan.experts[0],  # type: ignore[arg-type]
+                                                       str(cfg.data.train))
+        arguments = ", ".join(f"{k}={v!r}" for k, v in built.get("kwargs", {}).items())
+        architecture = f"{built['model']}({arguments})"
+    write_json(recipe, out_dir / "recipe.json", indent=1)  # first, so that a failing figure loses no result
+    from spsa_mix.io import atomic_write_text
+
     if kit is not None:
         import yaml
 
-        from spsa_mix.io import atomic_write_text
-
         atomic_write_text(out_dir / "mergekit.yaml", yaml.safe_dump(kit, sort_keys=False))
-    _plot(res.history, out_dir / "loss.png", title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})")
+    card = out_dir / "README.md" if plan.output.is_dir() else model_path.with_suffix(".md")  # never beside a file
+    atomic_write_text(card, model_card(
+        name=plan.output.name, model=architecture, experts=[str(p) for p in plan.experts], base=cfg.base,
+        alpha=alpha, scale=scale, space=cfg.space, method=cfg.method, budget=cfg.budget, table=table, written=chosen,
+        reason=reason, command=command, scored_on=where, loader=_loader(plan), warnings=warnings))
+    scale_column = obj.domain.n_weights if obj.domain.positive else None  # a learned scale follows the weights
+    save_figure(loss_figure(res.history, title=f"{cfg.method} on {len(plan.experts)} experts ({cfg.space})",
+                            references={"uniform blend": uniform["loss"],
+                                        f"best single expert ({plan.experts[best].name})": singles[best]["loss"]},
+                            where=where, scale_column=scale_column), out_dir / "loss.png")
+    clock.mark("write")
+    recipe["phases"] = clock.as_dict()
+    recipe["seconds"] = recipe["phases"]["total"]
+    write_json(recipe, out_dir / "recipe.json", indent=1)  # again: with how long the writes took
     if plan.state.exists():
         plan.state.unlink()  # the run is complete: its state is in recipe.json
     record_path(cfg).unlink(missing_ok=True)
-    return MergeOutcome(plan.output, model_path, recipe, table)
+    ours = [out_dir / n for n in ("recipe.json", "mergekit.yaml", "loss.png")] + [card]
+    weights = sorted(f for f in plan.output.iterdir() if f not in ours) if plan.output.is_dir() else [model_path]
+    files = weights + [card] + [f for f in ours[:-1] if f.exists()]
+    return MergeOutcome(plan.output, model_path, recipe, table, files)

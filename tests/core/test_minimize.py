@@ -139,6 +139,21 @@ def test_callback_receives_intermediate_result_and_can_stop():
     np.testing.assert_array_equal(res.x, seen[-1][2])
 
 
+def test_the_last_iterate_is_validated_when_the_last_step_was_not_a_check():
+    q = Quadratic.random(3, rng=2, noise_std=0.0)
+    seen: list[np.ndarray] = []
+    val = lambda a: seen.append(np.array(a)) or q(a)  # noqa: E731
+    res = spsa_mix.minimize(q, k=3, max_evals=12, lr=0.2, val_objective=val, val_every=10, seed=0, start="uniform")
+    assert res.nit == 5 and res.nval == 2 == len(seen)  # the start, and the last iterate (step 5 is no check)
+    np.testing.assert_array_equal(seen[-1], res.history["x"][-1])
+    assert res.history["val_loss"][-1] == q(seen[-1]) and np.isnan(res.history["val_loss"][:-1]).all()
+    assert res.val_fun == min(q(s) for s in seen)
+    np.testing.assert_array_equal(res.x, seen[int(np.argmin([q(s) for s in seen]))])
+    assert q(res.x) < q(np.full(3, 1 / 3))  # five steps beat the start: the search is not discarded
+    on_a_check = spsa_mix.minimize(q, k=3, max_evals=21, val_objective=q, val_every=5, seed=0, start="uniform")
+    assert on_a_check.nit == 10 and on_a_check.nval == 3  # the last step was a check: no extra one
+
+
 def test_validation_patience_returns_best_point():
     q = Quadratic.random(4, rng=5)
     target = np.array([0.7, 0.1, 0.1, 0.1])

@@ -130,3 +130,12 @@ def test_auto_is_best_for_spsa_on_an_evaluation_budget_only():
     assert plain.nfev == 15 and "start" not in plain
     with pytest.raises(ValueError, match=r"start must be one of \['auto', 'best', 'uniform'\], but got 'vertex'"):
         spsa_mix.minimize(lambda a: 0.0, k=3, start="vertex")
+
+
+def test_the_message_states_the_budget_the_user_gave():
+    q = Quadratic.random(3, rng=1)
+    res = spsa_mix.minimize(q, k=3, max_evals=200, seed=0)  # start="auto": candidates, steps, final comparison
+    assert res.message.startswith("max_evals=200 reached ("), res.message
+    n = len(res.start["candidates"]) * res.start["repeats"][0]
+    assert f"{n} on the start candidates" in res.message and "on the steps" in res.message
+    assert "on the final comparison" in res.message and res.nfev <= 200

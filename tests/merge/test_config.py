@@ -52,6 +52,8 @@ def test_the_command_line_overrides_the_file(tmp_path: Path) -> None:
     ("experts: [ft/a, ft/b]\n", "data.train must name the target data"),
     ("- a\n- b\n", "must be a mapping of keys to values, but holds a list"),
     ("experts: [ft/a, ft/b]\ndata: {train: train.jsonl, batch_size: -2}\n", "data.batch_size must be an integer >= 1"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nthreads: 0\n", "threads must be 'auto' or an integer >= 1, but got 0"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nthreads: many\n", "threads must be 'auto' or an integer >= 1, but got 'many'"),
 ])
 def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     p = _write(tmp_path, text)
@@ -148,3 +150,23 @@ def test_home_and_environment_variables_are_expanded(tmp_path: Path, monkeypatch
     assert cfg.experts == (str(tmp_path / "ft/a"), str(tmp_path / "ft/b")) and cfg.output == str(tmp_path / "out")
     assert cfg.data.train == str(tmp_path / "train.jsonl") and cfg.base == str(tmp_path / "ft/c")
     cfg.check_files()
+
+
+def test_threads_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
+    p = _write(tmp_path, "experts: [ft/a, ft/b]\ndata: train.jsonl\n")
+    assert load_config(p).threads == "auto"
+    assert load_config(p, {"threads": 3}).threads == 3
+
+
+def test_a_hub_id_gets_a_hint_to_download_it_first(tmp_path: Path) -> None:
+    p = _write(tmp_path, "experts: [ft/a, meta-llama/Llama-3.2-1B]\ndata: train.jsonl\n")
+    with pytest.raises(ValueError, match=r"no such file or folder .*meta-llama/Llama-3.2-1B.*Hugging Face hub id.*"
+                                         r"huggingface-cli download meta-llama/Llama-3.2-1B --local-dir"):
+        load_config(p).check_files()
+    p.write_text("experts: [ft/a, ft/b]\nbase: org/base-model\nspace: task-vectors\ndata: train.jsonl\n")
+    with pytest.raises(ValueError, match=r"base: no such file or folder .*huggingface-cli download org/base-model"):
+        load_config(p).check_files()
+    p.write_text("experts: [ft/a, ft/nope]\ndata: train.jsonl\n")
+    with pytest.raises(ValueError) as info:  # a path that only looks like one: no hint
+        load_config(p).check_files()
+    assert "hub id" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -133,3 +134,107 @@ def test_a_killed_merge_resumes_to_the_uninterrupted_weights_bit_for_bit(demos: 
 def test_resume_without_a_state_starts_and_says_so(demos: Path, tmp_path: Path, capsys) -> None:
     assert _merge(str(demos / "lm.yaml"), "--budget", "5", "--output", str(tmp_path / "m"), "--resume") == 0
     assert "no saved state" in capsys.readouterr().err
+
+
+def test_a_tiny_merge_runs_on_one_thread_and_logs_each_phase(demos: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    assert _merge(str(demos / "vision.yaml"), "--budget", "11", "--output", str(tmp_path / "m")) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"threads: 1 \(a forward is [\d.e+-]+ GFLOP, one thread per 1 GFLOP", err), err
+    phases = ("checks", "imports", "data", "experts", "references", "search", "final", "write")
+    for phase in phases:
+        assert re.search(rf"^{phase}: \d+\.\d+ s", err, re.M), (phase, err)
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert recipe["threads"] == 1 and list(recipe["phases"]) == [*phases, "total"]
+    assert all(v >= 0 for v in recipe["phases"].values())
+    assert torch.get_num_threads() == before  # restored after the merge
+    assert _merge(str(demos / "vision.yaml"), "--budget", "11", "--output", str(tmp_path / "two"), "--threads", "2") == 0
+    assert "threads: 2 (set to 2)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "two" / "recipe.json").read_text())["threads"] == 2
+
+
+def test_a_taken_output_is_refused_before_anything_heavy_is_imported(demos: Path, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    code = ("import sys\nfrom spsa_mix.cli import main\n"
+            f"rc = main(['merge', {str(demos / 'lm.yaml')!r}, '--output', {str(taken)!r}, '--no-progress'])\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'safetensors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert "exists and is not empty" in done.stderr
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout  # refused, and nothing heavy was imported for it
+    code = ("import sys\nfrom spsa_mix.merge.config import load_config\nfrom spsa_mix.merge.run import plan_merge\n"
+            f"plan_merge(load_config({str(demos / 'lm.yaml')!r}, {{'output': {str(tmp_path / 'new')!r}}}))\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'safetensors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]", (done.stdout, done.stderr)  # every check passes without them
+
+
+def test_a_small_budget_keeps_the_search_and_says_which_point_and_why(demos: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m"
+    assert _merge(str(demos / "lm.yaml"), "--budget", "12", "--output", str(out)) == 0  # 5 steps, validate_every 10
+    err = capsys.readouterr().err
+    recipe = json.loads((out / "recipe.json").read_text())
+    last = recipe["history"]["val_loss"][-1]
+    assert last is not None  # the last iterate was validated, though step 5 is no multiple of 10
+    kept = re.search(r"kept from the search: (the point after step 5 of 5|the start point) \(validation loss "
+                     r"(\d\.\d{4})", err)
+    assert kept, err
+    assert (kept.group(1) == "the start point") == (last > recipe["learned"]["loss"])  # the better of the two
+    assert float(kept.group(2)) == pytest.approx(min(last, recipe["learned"]["loss"]), abs=1e-4)
+    assert re.search(r"^written: (learned|uniform|best single) \(", err, re.M), err
+    assert recipe["selection"].split(":")[0] == recipe["written"]
+
+
+def test_without_validation_the_choice_is_flagged_as_not_held_out(demos: Path, tmp_path: Path, capsys) -> None:
+    b = demos / "build" / "lm"
+    assert _merge("--model", str(b / "base"), "--experts", str(b / "experts" / "domains_0_1"),
+                  str(b / "experts" / "domains_2_3"), "--data", str(b / "target" / "train.jsonl"),
+                  "--max-length", "32", "--budget", "7", "--output", str(tmp_path / "m")) == 0
+    captured = capsys.readouterr()
+    assert "not held out" in captured.err
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert any("not held out" in w for w in recipe["warnings"])
+    assert "not held out" in (tmp_path / "m" / "README.md").read_text()
+    assert f"Wrote {tmp_path / 'm'}/: " in captured.out and "beside it" not in captured.out
+    for name in ("model.safetensors", "config.json", "recipe.json", "README.md", "loss.png", "mergekit.yaml"):
+        assert name in captured.out.splitlines()[-1], name
+
+
+def test_the_recipe_states_the_budget_as_the_user_gave_it(demos: Path, tmp_path: Path) -> None:
+    assert _merge(str(demos / "lm.yaml"), "--budget", "60", "--output", str(tmp_path / "m")) == 0
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert recipe["learned"]["message"].startswith("max_evals=60 reached (4 on the start candidates"), recipe["learned"]
+    assert recipe["budget"] == 60 and recipe["learned"]["nfev"] <= 60
+
+
+def test_a_merge_of_plain_state_dicts_can_be_rebuilt_and_has_a_model_card(demos: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from spsa_mix.merge import load_merged
+
+    out = tmp_path / "v"
+    assert _merge(str(demos / "vision.yaml"), "--budget", "31", "--output", str(out)) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["architecture"] == {"model": "small-cnn", "kwargs": {"num_classes": 10, "in_channels": 1,
+                                                                       "image_size": 8}}
+    model = load_merged(out)
+    stored = load_file(str(out / "model.safetensors"))
+    assert all(model.state_dict()[k].equal(v) for k, v in stored.items())
+    card = (out / "README.md").read_text()
+    for text in ("small-cnn", "task-vectors", "spsa", "load_merged", "spsa-mix merge", "noise.safetensors",
+                 "base.safetensors", f"{recipe['alpha'][0]:.4f}", "| uniform |"):
+        assert text in card, text
+
+
+def test_a_hugging_face_model_directory_is_loaded_by_load_merged_too(demos: Path, tmp_path: Path) -> None:
+    from spsa_mix.merge import load_merged
+
+    assert _merge(str(demos / "lm.yaml"), "--budget", "7", "--output", str(tmp_path / "m")) == 0
+    model = load_merged(tmp_path / "m")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert "AutoModelForCausalLM.from_pretrained" in (tmp_path / "m" / "README.md").read_text()
