@@ -53,15 +53,8 @@ Example
 16
 """
 
-from spsa_mix.blend.batchnorm import differentiable_batchnorm, refresh_batchnorm
-from spsa_mix.blend.sources.checkpoints import Checkpoint, TensorInfo, open_checkpoint
-from spsa_mix.blend.devices import resolve_device
-from spsa_mix.blend.evaluate import Metrics, evaluate, evaluate_blend, evaluate_experts
-from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
-from spsa_mix.blend.losses import resolve_loss
-from spsa_mix.blend.methods.space import TaskVectorMethod
-from spsa_mix.blend.objective import BlendedObjective, LossShapeError
-from spsa_mix.blend.spaces import BlendSpace
+import importlib
+from typing import Any
 
 __all__ = [
     "BlendedObjective",
@@ -85,3 +78,29 @@ __all__ = [
     "resolve_loss",
     "resolve_device",
 ]
+
+# Imported on first use (PEP 562), as spsa_mix.data does: checks that need no weights (the
+# merge's config, its mergekit method table) import spsa_mix.blend's pure modules without PyTorch.
+_WHERE = {
+    "differentiable_batchnorm": "batchnorm", "refresh_batchnorm": "batchnorm",
+    "Checkpoint": "sources.checkpoints", "TensorInfo": "sources.checkpoints",
+    "open_checkpoint": "sources.checkpoints",
+    "resolve_device": "devices",
+    "Metrics": "evaluate", "evaluate": "evaluate", "evaluate_blend": "evaluate", "evaluate_experts": "evaluate",
+    "ExpertSource": "held.experts", "ExpertStack": "held.experts", "check_compatible": "held.experts",
+    "load_state_dict": "held.experts", "stack_experts": "held.experts",
+    "resolve_loss": "losses",
+    "TaskVectorMethod": "methods.space",
+    "BlendedObjective": "objective", "LossShapeError": "objective",
+    "BlendSpace": "spaces",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"spsa_mix.blend.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'spsa_mix.blend' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

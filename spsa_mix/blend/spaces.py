@@ -41,13 +41,15 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from spsa_mix.blend.methods.registry import LEARNED_SPACES
 from spsa_mix.core.domain import Domain
+
+if TYPE_CHECKING:  # PyTorch is imported where coefficients are computed: the checks need only the shapes
+    import torch
 
 __all__ = ["BlendSpace", "SPACES", "SCALED_SPACES", "check_space"]
 
@@ -195,10 +197,14 @@ class BlendSpace:
             w = self.domain.n_weights
             return points[:, :w].reshape(n, -1, self.k), points[:, w]
         value = float(self.scale) if self.name in SCALED_SPACES else 1.0
+        import torch
+
         return points.reshape(n, -1, self.k), torch.full((n,), value, dtype=points.dtype, device=points.device)
 
     def coefficients(self, points: torch.Tensor) -> torch.Tensor:
         """``(n, G, rows)`` coefficients of points ``(n, *point_shape)`` (differentiable)."""
+        import torch
+
         n = points.shape[0]
         if self.learned_scale:
             w = self.domain.n_weights

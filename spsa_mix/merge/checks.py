@@ -142,7 +142,7 @@ def output_bytes(kind: str, experts: Sequence[Path]) -> int:
     """About the size of the merged model: the first expert's weight files (``kind`` ``"hf"``
     or ``"file"``), or every adapter's (``"adapter"``: the merged adapter holds them side
     by side). The merged model keeps the experts' stored dtype."""
-    from spsa_mix.blend.sources.checkpoints import hf_weight_files
+    from spsa_mix.blend.sources.files import hf_weight_files
 
     def weights(path: Path) -> int:
         if path.is_file():

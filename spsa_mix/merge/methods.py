@@ -65,7 +65,7 @@ def _spaces_taking(key: str) -> tuple[str, ...]:
 def check_method_keys(space: str, values: dict[str, Any], consensus: Any) -> None:
     """Each method key set is one the space takes, of the right type and range (lists are
     checked against the number of experts later, by :func:`check_lengths`)."""
-    from spsa_mix.blend.methods.space import CONSENSUS
+    from spsa_mix.blend.methods.registry import CONSENSUS
 
     for key, value in method_parameters(values).items():
         takers = _spaces_taking(key)

@@ -100,7 +100,9 @@ def test_select_best_scores_every_baseline_and_writes_the_best(demos: Path, tmp_
     assert {"uniform", "best single", "learned", "base", "model_stock", "slerp", "nuslerp", "ties",
             "task_arithmetic"} <= set(cands) and "linear" not in cands  # linear at defaults is the uniform blend
     assert cands["dare_ties"]["same_merge_as"] == ["breadcrumbs_ties"]  # at density 1 they coincide
-    assert recipe["written"] == min(cands, key=lambda c: cands[c]["loss"])
+    best = min(cands[c]["loss"] for c in cands)  # the lowest, or the learned blend tied with it (report.TIE_RTOL)
+    assert cands[recipe["written"]]["loss"] == best or (
+        recipe["written"] == "learned" and cands["learned"]["loss"] <= best + 1e-5 * abs(best))
     kit = yaml.safe_load((out / "mergekit.yaml").read_text())
     written = cands[recipe["written"]]
     if "method" in written and written["method"] not in ("base", "expert"):

@@ -23,25 +23,29 @@ Example
 [1.0, -2.0, 3.0]
 """
 
-from spsa_mix.blend.methods import interpolation
-from spsa_mix.blend.methods.registry import (
-    FIXED_METHODS,
-    LEARNED_SPACES,
-    METHODS,
-    TASK_VECTOR_METHODS,
-    MethodSpec,
-    check_parameters,
-    method_of_space,
-)
-from spsa_mix.blend.methods.sparsify import sparsify
-from spsa_mix.blend.methods.task_arithmetic import (
-    combine,
-    fixed_rows,
-    merge_tensor,
-    sparsified_deltas,
-    tensor_generator,
-)
+import importlib
+from typing import Any
 
 __all__ = ["METHODS", "TASK_VECTOR_METHODS", "FIXED_METHODS", "LEARNED_SPACES", "MethodSpec", "check_parameters",
            "method_of_space", "sparsify", "sparsified_deltas", "combine", "merge_tensor", "fixed_rows",
            "tensor_generator", "interpolation"]
+
+_WHERE = {
+    "METHODS": "registry", "TASK_VECTOR_METHODS": "registry", "FIXED_METHODS": "registry",
+    "LEARNED_SPACES": "registry", "MethodSpec": "registry", "check_parameters": "registry",
+    "method_of_space": "registry", "sparsify": "sparsify", "sparsified_deltas": "task_arithmetic",
+    "combine": "task_arithmetic", "merge_tensor": "task_arithmetic", "fixed_rows": "task_arithmetic",
+    "tensor_generator": "task_arithmetic",
+}
+
+
+def __getattr__(name: str) -> Any:  # imported on first use, as spsa_mix.blend (the registry needs no PyTorch)
+    if name == "interpolation":
+        return importlib.import_module("spsa_mix.blend.methods.interpolation")
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"spsa_mix.blend.methods.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'spsa_mix.blend.methods' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

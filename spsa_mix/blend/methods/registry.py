@@ -46,8 +46,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MethodSpec", "METHODS", "TASK_VECTOR_METHODS", "FIXED_METHODS", "LEARNED_SPACES",
+__all__ = ["CONSENSUS", "MethodSpec", "METHODS", "TASK_VECTOR_METHODS", "FIXED_METHODS", "LEARNED_SPACES",
            "check_parameters", "PER_EXPERT", "method_of_space"]
+
+CONSENSUS = ("fixed", "per-probe")  # a learned space's sign election: fixed at the start, or per probe
 
 
 @dataclass(frozen=True)

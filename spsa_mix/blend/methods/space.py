@@ -53,12 +53,11 @@ from typing import Any
 
 import torch
 
-from spsa_mix.blend.methods.registry import LEARNED_SPACES, METHODS, check_parameters
+from spsa_mix.blend.methods.registry import CONSENSUS, LEARNED_SPACES, METHODS, check_parameters
 from spsa_mix.blend.methods.task_arithmetic import combine, fixed_rows, sparsified_deltas, tensor_generator
 
 __all__ = ["TaskVectorMethod", "MethodBlend", "CONSENSUS", "as_method", "method_memory"]
 
-CONSENSUS = ("fixed", "per-probe")
 _CHUNK = 1 << 18  # columns a per-probe blend mixes at a time: its temporaries stay in cache (1.6x 1 << 20)
 
 

@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from spsa_mix.blend.sources.files import HF_WEIGHT_FILES, hf_weight_files, is_hf_directory
+
 __all__ = [
     "TensorInfo",
     "Checkpoint",
@@ -66,9 +68,6 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 # Hugging Face's weight files in a model directory, in the order transformers prefers them.
-HF_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
-                   "pytorch_model.bin")
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -316,49 +315,6 @@ def _torch_load(path: Path, label: str) -> dict[str, torch.Tensor]:
             "file holds more than tensors (e.g. a pickled module); save model.state_dict() instead"
         ) from e
     return _unwrap(loaded, label)
-
-
-def is_hf_directory(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a directory holding ``config.json`` (a Hugging Face model).
-
-    >>> is_hf_directory(".")
-    False
-    """
-    p = Path(path)
-    return p.is_dir() and (p / "config.json").is_file()
-
-
-def hf_weight_files(directory: Path, label: str) -> tuple[str, list[Path]]:
-    """The weight file kind of a model directory and its files (all shards of an index).
-
-    Raises ``ValueError`` for a directory without weights, or an index naming a missing shard.
-    """
-    for kind in HF_WEIGHT_FILES:
-        path = directory / kind
-        if not path.is_file():
-            continue
-        if not kind.endswith(".index.json"):
-            return kind, [path]
-        try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{label}: {str(path)!r} is not a sharded-checkpoint index "
-                             f"(expected a JSON object with a 'weight_map'): {e}") from None
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
-            raise ValueError(f"{label}: {str(path)!r} is not a sharded-checkpoint index (its weight_map must map "
-                             "tensor names to shard file names)")
-        files = sorted(set(weight_map.values()))
-        for file in files:
-            normal = os.path.normpath(file)
-            if os.path.isabs(file) or normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("../"):
-                raise ValueError(f"{label}: {kind} names the shard {file!r}, which is outside {str(directory)!r}: "
-                                 "refused (a shard must be a file of the model's folder)")
-            if not (directory / file).is_file():
-                raise ValueError(f"{label}: {kind} names the shard {file!r}, which is not in {str(directory)!r}")
-        return kind, [directory / f for f in files]
-    found = sorted(p.name for p in directory.iterdir())
-    raise ValueError(f"{label}: {str(directory)!r} holds no weights: expected one of {list(HF_WEIGHT_FILES)}, "
-                     f"found {found}")
 
 
 def _open_safetensors(files: list[Path], label: str) -> Checkpoint:
