@@ -285,7 +285,7 @@ def render(results: dict[str, Any]) -> str:
                 groups.setdefault((r["space"], r["consensus"], r["budget"]), []).append(r)
         for (space, consensus, budget), runs in sorted(groups.items()):
             name = space + (f", consensus {consensus}" if space in SPARSE else "")
-            lines.append(f"| spsa_mix {name}, budget {budget} ({len(runs)} seeds) | "
+            lines.append(f"| spsa_mix {name}, budget {budget} ({len(runs)} seed{'s' if len(runs) > 1 else ''}) | "
                          f"{_mean_sd([r['val']['loss'] for r in runs])} | {_mean_sd([r['test']['loss'] for r in runs])} | "
                          f"{100 * np.mean([r['test']['accuracy'] for r in runs]):.2f} | "
                          f"{np.mean([r['seconds'] for r in runs]):.1f} |")

@@ -608,7 +608,7 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
                        for e in entries.values()},
         "space": select.space_record(obj, plan),
         "mergekit": {"written": kit is not None, "file": "mergekit.yaml" if kit is not None else None,
-                     "reason": kit_reason},
+                     "reason": kit_reason, "note": select.mergekit_note(cfg, entries[chosen])},
         "history": {k: np.asarray(v).tolist() for k, v in res.history.items()},
         "versions": _versions(),
         "config": cfg.to_dict(),

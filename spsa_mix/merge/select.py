@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Entry", "consensus_fixed", "space_record", "learned_entries", "baseline_entries", "write", "mergekit_export", "written_dtype", "tensor_groups"]
+__all__ = ["Entry", "consensus_fixed", "mergekit_note", "space_record", "learned_entries", "baseline_entries", "write", "mergekit_export", "written_dtype", "tensor_groups"]
 
 
 @dataclass
@@ -167,6 +167,18 @@ def tensor_groups(obj: Any) -> dict[str, int]:
         elif id(t) in first:
             out[name] = first[id(t)]
     return out
+
+
+def mergekit_note(cfg: Any, entry: Entry) -> str | None:
+    """What a user of the exported file must know: mergekit draws its own DARE and DELLA masks."""
+    from spsa_mix.blend.methods.registry import METHODS
+
+    method = entry.candidate.method if entry.candidate is not None else cfg.space
+    if method in METHODS and METHODS[method].random:
+        return ("mergekit draws its own random masks (from torch's global generator, in the order its graph runs): "
+                "mergekit-yaml on this file gives another draw of the same method; spsa_mix's masks come from "
+                "space.mask_seed (each tensor's generator: space.mask_generator)")
+    return None
 
 
 def mergekit_export(obj: Any, entry: Entry, plan: Any, alpha: np.ndarray, scale: float | None,

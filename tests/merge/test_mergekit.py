@@ -139,6 +139,7 @@ def test_dare_masks_are_mergekits_with_each_tensors_seed(demos: Path) -> None:
     recipe = json.loads((out / "recipe.json").read_text())
     kit = yaml.safe_load((out / "mergekit.yaml").read_text())
     assert recipe["space"]["mask_seed"] == 3 and kit["merge_method"] == "dare_ties"
+    assert "another draw" in recipe["mergekit"]["note"]
     base = load_file(str(demos / "build" / "lm" / "base" / "model.safetensors"))
     experts = [load_file(str(Path(p) / "model.safetensors")) for p in recipe["experts"]]
     params = {"weight": [m["parameters"]["weight"] for m in kit["models"]],
