@@ -36,7 +36,7 @@ how a result is written                     ``export`` (tensor by tensor), ``sav
                                             (Hugging Face, PEFT, safetensors), ``lora``
 how experts are loaded                      ``pretrained`` (Hugging Face directories and
                                             PEFT adapters into the parts of an objective)
-how probes are scored                       ``objective``, ``evaluate``
+how probes are scored                       ``objective``, ``scoring``
 ==========================================  =================================================
 
 Example
@@ -86,7 +86,7 @@ _WHERE = {
     "Checkpoint": "sources.checkpoints", "TensorInfo": "sources.checkpoints",
     "open_checkpoint": "sources.checkpoints",
     "resolve_device": "devices",
-    "Metrics": "evaluate", "evaluate": "evaluate", "evaluate_blend": "evaluate", "evaluate_experts": "evaluate",
+    "Metrics": "scoring", "evaluate": "scoring", "evaluate_blend": "scoring", "evaluate_experts": "scoring",
     "ExpertSource": "held.experts", "ExpertStack": "held.experts", "check_compatible": "held.experts",
     "load_state_dict": "held.experts", "stack_experts": "held.experts",
     "resolve_loss": "losses",

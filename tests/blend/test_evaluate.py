@@ -91,7 +91,7 @@ def test_large_batches_are_scored_in_chunks_on_the_cpu_with_the_whole_batchs_num
 
     from spsa_mix.models import build_model
 
-    ev = importlib.import_module("spsa_mix.blend.evaluate")  # the module (spsa_mix.blend.evaluate is also the function)
+    ev = importlib.import_module("spsa_mix.blend.scoring")  # the module of spsa_mix.blend.evaluate
 
     net = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, seed=0)
     gen = torch.Generator().manual_seed(0)

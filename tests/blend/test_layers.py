@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("how a point becomes coefficients", ("spaces", "methods")),
     ("how a result is written", ("export", "saving", "lora")),
     ("how experts are loaded", ("pretrained",)),
-    ("how probes are scored", ("objective", "evaluate")),
+    ("how probes are scored", ("objective", "scoring")),
 ]
 
 
@@ -107,3 +107,19 @@ def test_the_checker_sees_imports_inside_functions_and_under_type_checking(tmp_p
                       "def f():\n    from spsa_mix.blend.sources import hub\n    import spsa_mix.blend.spaces\n")
     assert _imports(source, _modules()) == {"objective", "sources.hub", "spaces"}
 
+
+
+@pytest.mark.parametrize("package", ["spsa_mix.blend", "spsa_mix.blend.methods"])
+def test_no_lazily_exported_name_is_also_a_submodule(package):
+    """The package imports its names on first use (PEP 562): a submodule of the same name
+    would replace the name once imported (``spsa_mix.blend.evaluate`` the module, not the
+    function), so none may share one."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    submodules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+    for name in pkg.__all__:  # a name may be a submodule only if it exports that very submodule
+        value = getattr(pkg, name)
+        if name in submodules:
+            assert value is importlib.import_module(f"{package}.{name}"), name

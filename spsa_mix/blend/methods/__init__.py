@@ -2,7 +2,7 @@
 
 * :mod:`~spsa_mix.blend.methods.registry` -- the methods by name, their parameters and
   mergekit's defaults (:func:`check_parameters`);
-* :mod:`~spsa_mix.blend.methods.sparsify` -- TIES' trim, DARE's random drop, Model
+* :mod:`~spsa_mix.blend.methods.sparsification` -- TIES' trim, DARE's random drop, Model
   Breadcrumbs, DELLA's MagPrune (random masks from a seeded generator);
 * :mod:`~spsa_mix.blend.methods.task_arithmetic` -- the task-vector family (task
   arithmetic, TIES, DARE, breadcrumbs, DELLA): sign election, disjoint mean, ``lambda``;
@@ -17,6 +17,7 @@ in :mod:`spsa_mix.blend.methods.space`; ``docs/merge_methods.md`` has the design
 Example
 -------
 >>> import torch
+>>> from spsa_mix.blend.methods import check_parameters, merge_tensor
 >>> b, e = torch.zeros(3), [torch.tensor([1.0, -2.0, 4.0]), torch.tensor([-1.0, -2.0, 2.0])]
 >>> p = check_parameters("ties", {}, k=2)
 >>> merge_tensor("ties", b, e, [1.0, 1.0], p).tolist()   # a tie (entry 0) elects +
@@ -33,7 +34,7 @@ __all__ = ["METHODS", "TASK_VECTOR_METHODS", "FIXED_METHODS", "LEARNED_SPACES", 
 _WHERE = {
     "METHODS": "registry", "TASK_VECTOR_METHODS": "registry", "FIXED_METHODS": "registry",
     "LEARNED_SPACES": "registry", "MethodSpec": "registry", "check_parameters": "registry",
-    "method_of_space": "registry", "sparsify": "sparsify", "sparsified_deltas": "task_arithmetic",
+    "method_of_space": "registry", "sparsify": "sparsification", "sparsified_deltas": "task_arithmetic",
     "combine": "task_arithmetic", "merge_tensor": "task_arithmetic", "fixed_rows": "task_arithmetic",
     "tensor_generator": "task_arithmetic",
 }

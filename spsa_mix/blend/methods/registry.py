@@ -3,7 +3,7 @@
 The table follows mergekit 0.1.5 (``mergekit/merge_methods/registry.py`` and the methods'
 ``ParameterSpec``\\ s). The task-vector family (``delta_i = theta_i - theta_base``) merges
 ``theta = theta_base + lambda * sum_i w_i delta'_i / divisor`` where ``delta'_i`` is the
-sparsified task vector (:mod:`spsa_mix.blend.methods.sparsify`), and, for the methods with a
+sparsified task vector (:mod:`spsa_mix.blend.methods.sparsification`), and, for the methods with a
 sign consensus, only the entries whose sign agrees with the elected sign are summed
 (:mod:`spsa_mix.blend.methods.task_arithmetic`):
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from spsa_mix.blend.methods.registry import METHODS
-from spsa_mix.blend.methods.sparsify import sparsify
+from spsa_mix.blend.methods.sparsification import sparsify
 
 __all__ = ["sparsified_deltas", "agreement", "combine", "merge_tensor", "fixed_rows", "tensor_generator"]
 
