@@ -53,8 +53,7 @@ Example
 16
 """
 
-import importlib
-from typing import Any
+from spsa_mix.lazy import lazy_exports
 
 __all__ = [
     "BlendedObjective",
@@ -96,11 +95,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"spsa_mix.blend.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spsa_mix.blend' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -17,8 +17,7 @@ Example
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from spsa_mix.lazy import lazy_exports
 
 __all__ = [
     "ImageData",
@@ -41,11 +40,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"spsa_mix.data.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spsa_mix.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -23,8 +23,7 @@ Example
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from spsa_mix.lazy import lazy_exports
 
 __all__ = [
     "ExperimentConfig",
@@ -63,11 +62,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"spsa_mix.experiment.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spsa_mix.experiment' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -24,14 +24,14 @@ Example
 [1.0, -2.0, 3.0]
 """
 
-import importlib
-from typing import Any
+from spsa_mix.lazy import lazy_exports
 
 __all__ = ["METHODS", "TASK_VECTOR_METHODS", "FIXED_METHODS", "LEARNED_SPACES", "MethodSpec", "check_parameters",
            "method_of_space", "sparsify", "sparsified_deltas", "combine", "merge_tensor", "fixed_rows",
            "tensor_generator", "interpolation"]
 
 _WHERE = {
+    "interpolation": "interpolation",
     "METHODS": "registry", "TASK_VECTOR_METHODS": "registry", "FIXED_METHODS": "registry",
     "LEARNED_SPACES": "registry", "MethodSpec": "registry", "check_parameters": "registry",
     "method_of_space": "registry", "sparsify": "sparsification", "sparsified_deltas": "task_arithmetic",
@@ -40,13 +40,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:  # imported on first use, as spsa_mix.blend (the registry needs no PyTorch)
-    if name == "interpolation":
-        return importlib.import_module("spsa_mix.blend.methods.interpolation")
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"spsa_mix.blend.methods.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'spsa_mix.blend.methods' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
