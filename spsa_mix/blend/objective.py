@@ -72,7 +72,7 @@ from spsa_mix.blend.batches import Batch, BatchStream
 from spsa_mix.blend.batchnorm import differentiable_batchnorm
 from spsa_mix.blend.devices import check_device_dtype, check_float_dtype, resolve_device
 from spsa_mix.blend.held.experts import ExpertSource, ExpertStack, check_expert_list, matches_prefix, tied_aliases
-from spsa_mix.blend.export import blended_module, iter_blended
+from spsa_mix.blend.export import blended_entries, blended_module, iter_blended
 from spsa_mix.blend.held.functional import (
     accumulation_dtype,
     bind_to_buffer,
@@ -357,7 +357,8 @@ class BlendedObjective:
                                  model_class=model_class, strict_base=strict_base, check_head=cls._check_head,
                                  memory=cls._memory_for(memory, batched), max_memory=max_memory)
         obj = cls.__new__(cls)
-        obj._setup(memory_choice=loaded.memory_choice, arch=loaded.arch, stack=loaded.stack, space=loaded.space, source=loaded.source, lora=loaded.lora,
+        obj._setup(memory_choice=loaded.memory_choice, arch=loaded.arch, stack=loaded.stack, space=loaded.space,
+                   source=loaded.source, lora=loaded.lora,
                    loss_fn=loss_fn if loss_fn is not None else resolve_loss(loaded.default_loss), data=data,
                    device=loaded.device, dtype=loaded.dtype, granularity=granularity, head=loaded.head,
                    head_from=head_from, batched=batched, simplex_atol=simplex_atol)
@@ -943,7 +944,8 @@ class BlendedObjective:
 
         return save_blend(lambda out_dtype: self._iter_blended(point, out_dtype), path, source=self._source,
                           stored=st.stored_dtypes, default_dtype=self.dtype, aliases=st.aliases, overwrite=overwrite,
-                          dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter)
+                          dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter,
+                          entries=None if lora is not None else (lambda out_dtype: blended_entries(st, out_dtype)))
 
     @classmethod
     def _example(cls) -> BlendedObjective:

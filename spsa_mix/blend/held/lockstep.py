@@ -15,11 +15,11 @@ each block so that, for a call of ``n`` probes,
 So the probes advance block by block, in order (probe 0, 1, ..., n - 1, then the next
 block), and only one block's ``n`` copies (with those of the modules that enclose it, for
 tensors a module owns beside its children, such as a ViT's position embedding) exist at a
-time. Each probe's forward runs in its own thread, but only one runs at any moment: they
-pass a turn, so the order and the numbers are those of a sequential run, and the
-activations held are those of ``n`` forwards in progress (each between two blocks). Every
-probe must run the same modules in the same order (control flow that does not depend on
-the weights; checked: a probe that runs another module is an error). An architecture that
+time. Each probe's forward runs in its own thread (kept between calls), but only one runs at
+any moment: they pass a turn, so the order and the numbers are those of a sequential run,
+and the activations held are those of ``n`` forwards in progress (each between two blocks).
+Every probe must run the same modules in the same order (control flow that does not depend
+on the weights; checked: a probe that runs another module is an error). An architecture that
 reads a module's weights outside that module's forward (a parent using ``child.weight``)
 gets a placeholder, and computing with it is an error that says so (not the meta device's
 silence: ``x @ w`` with ``w`` on meta returns uninitialised memory in PyTorch 2.x).
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -183,6 +184,8 @@ class Lockstep:
             module.register_forward_hook(self._exit)
         self._run: _Run | None = None
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     # ------------------------------------------------------------------ running
     def run(self, coeffs: torch.Tensor, fn: Callable[[], T]) -> list[T]:
@@ -234,13 +237,15 @@ class Lockstep:
                 if q is not None:
                     run.turn[q].release()
 
-        threads = [threading.Thread(target=work, args=(p,), name=f"spsa-mix-probe-{p}", daemon=True)
-                   for p in range(run.n)]
-        for t in threads:
-            t.start()
+        if self._pool is None or self._pool_size < run.n:  # threads kept between calls (and their malloc arenas)
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(max_workers=run.n, thread_name_prefix="spsa-mix-probe")
+            self._pool_size = run.n
+        futures = [self._pool.submit(work, p) for p in range(run.n)]
         run.turn[0].release()
-        for t in threads:
-            t.join()
+        for f in futures:
+            f.result()
 
     def _handoff(self, run: _Run, p: int) -> None:
         """Pass the turn to the next probe; wait for it to come back; bind this probe's tensors."""
