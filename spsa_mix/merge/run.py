@@ -12,7 +12,9 @@
    order fixed by ``seed``, the validation data in order;
 3. **the blend**: :meth:`spsa_mix.blend.BlendedObjective.from_pretrained` (Hugging Face
    experts and adapters, read lazily, in their stored dtype) or
-   :class:`~spsa_mix.blend.BlendedObjective` of an architecture and state dicts;
+   :class:`~spsa_mix.blend.BlendedObjective` of an architecture and state dicts, the
+   experts resident or streamed from their files as ``memory`` and ``max_memory`` say (the
+   choice is logged and written in ``recipe.json``);
 4. **reference scores** on the validation data (the training data when there is none): the
    uniform blend and every expert alone, hence the best single expert;
 5. **the search**: :func:`spsa_mix.minimize` with ``max_evals=budget`` and the validation
@@ -51,6 +53,7 @@ __all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_tabl
 
 logger = logging.getLogger("spsa_mix.merge")
 RECIPE_FORMAT = 1
+GRADIENT_METHODS = ("backprop", "forward-grad")  # they need the resident stack (value_and_grad, jvp)
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -156,6 +159,9 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     else:
         task_kind = "image-classification" if data == "images" else data
     check_method(cfg.method, cfg.options)
+    if cfg.memory == "streamed" and cfg.method in GRADIENT_METHODS:
+        raise ValueError(f"method {cfg.method!r} differentiates through the blend, which needs the resident stack: "
+                         "use memory: resident or auto (streamed experts score forward probes only)")
     spec = lookup_method(cfg.method)
     cost = spec.cost_per_step({k: v for k, v in cfg.options.items()})
     reserve = 1 if spec.final_eval else 0
@@ -217,7 +223,9 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
 
     cfg = plan.config
     dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
-    common = dict(data=train, device=cfg.device, granularity=cfg.granularity)
+    memory = "resident" if cfg.method in GRADIENT_METHODS and cfg.memory == "auto" else cfg.memory
+    common = dict(data=train, device=cfg.device, granularity=cfg.granularity, memory=memory,
+                  max_memory=cfg.max_memory)
     if plan.kind in ("hf", "adapter"):
         return BlendedObjective.from_pretrained([str(p) for p in plan.experts], base=cfg.base,
                                                 space=cfg.space,  # type: ignore[arg-type]  # checked by the config
@@ -398,8 +406,11 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         if ranks.is_writer:
             plan.state.unlink()
     source, train, val = _load_data(plan)
+    times = {"checks and data": time.perf_counter() - start}  # seconds of each stage, in recipe.json
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
+    times["load"] = time.perf_counter() - start - sum(times.values())
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
+    say(obj.memory_choice)
     scoring = val if val is not None else train
     where = "validation" if val is not None else "training"
     uniform_point = obj.domain.center() if not obj.domain.simplex_only else np.full(obj.shape, 1.0 / obj.k)
@@ -418,7 +429,9 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
                                   val_every=cfg.validate_every)
     if ranks.world_size == 1:  # under torchrun every rank would write the one state file: not yet supported
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
+    times["reference scores"] = time.perf_counter() - start - sum(times.values())
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **options)
+    times["search"] = time.perf_counter() - start - sum(times.values())
     ranks.close()
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
@@ -437,7 +450,10 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
             f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
             "writes the learned blend)")
     alpha, scale = _weights(obj, point, cfg)
-    model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite))
+    times["final scores"] = time.perf_counter() - start - sum(times.values())
+    model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite,
+                                          max_shard_size=cfg.out_shard_size))
+    times["save"] = time.perf_counter() - start - sum(times.values())
     rows: list[dict[str, Any]] = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
             {"blend": f"best single ({plan.experts[best].name})", "loss": singles[best]["loss"],
              "metric": singles[best]["accuracy"]},
@@ -456,6 +472,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         "experts": [str(p) for p in plan.experts],
         "method": cfg.method, "budget": cfg.budget, "seed": cfg.seed,
         "scored_on": where,
+        "memory": {"mode": obj.memory_mode, "choice": obj.memory_choice},
         "uniform": {"loss": uniform["loss"], metric: uniform["accuracy"]},
         "best_single": {"expert": str(plan.experts[best]), "index": best, "loss": singles[best]["loss"],
                         metric: singles[best]["accuracy"]},
@@ -469,6 +486,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         "config": cfg.to_dict(),
         "config_sha256": cfg.digest(),
         "seconds": time.perf_counter() - start,
+        "stage_seconds": times,
     }
     write_json(recipe, out_dir / "recipe.json", indent=1)
     mk = mergekit_config(plan, alpha, recipe["scale"], cfg.dtype)
