@@ -25,7 +25,9 @@ gets a placeholder, and computing with it is an error that says so (not the meta
 silence: ``x @ w`` with ``w`` on meta returns uninitialised memory in PyTorch 2.x).
 
 Grad mode and inference mode are per thread in PyTorch: each probe's thread runs in the
-caller's.
+caller's. On a GPU (``staged``, by default when the experts' device is CUDA) the rows of
+each block are copied to the device through :class:`~spsa_mix.blend.held.staging.Stager`,
+the next block's copy overlapping the current block's compute.
 
 Example
 -------
@@ -54,6 +56,7 @@ import torch
 from torch import nn
 
 from spsa_mix.blend.held.functional import Layout, bind_to_buffer
+from spsa_mix.blend.held.staging import Stager
 from spsa_mix.blend.held.streamed import StreamedExperts
 
 __all__ = ["Lockstep", "ProbeOrderError", "Unbound", "UnboundWeightError"]
@@ -162,7 +165,8 @@ class Lockstep:
         The dtype of the blended tensors (the forward's).
     """
 
-    def __init__(self, model: nn.Module, experts: StreamedExperts, *, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, experts: StreamedExperts, *, dtype: torch.dtype,
+                 staged: bool | None = None) -> None:
         self.model = model
         self.experts = experts
         self.dtype = dtype
@@ -182,6 +186,11 @@ class Lockstep:
         for module in self.blocks:
             module.register_forward_pre_hook(self._enter)
             module.register_forward_hook(self._exit)
+        self._block_ids = {m: i for i, m in enumerate(self.blocks)}
+        if staged is None:
+            staged = experts.device.type == "cuda"
+        self.stager = Stager(experts.rows, [[name for _, name in pairs] for pairs in self.blocks.values()],
+                             device=experts.device) if staged else None
         self._run: _Run | None = None
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
@@ -213,6 +222,8 @@ class Lockstep:
             for entry in run.entries.values():
                 self._unbind(entry.module)
             run.entries.clear()
+            if self.stager is not None:
+                self.stager.end_call()
         return results
 
     def _threads(self, run: _Run, fn: Callable[[], Any], results: list[Any]) -> None:
@@ -274,7 +285,7 @@ class Lockstep:
             if p != 0:
                 raise ProbeOrderError(f"probe {p} ran block {self._names[module]!r} (its block {k}), which probe 0 "
                                       "did not: the streamed engine needs the same modules in the same order")
-            entry = run.entries[k] = _Entry(module, self._materialize(module, run.coeffs))
+            entry = run.entries[k] = _Entry(module, self._materialize(module, run.coeffs, k))
         elif entry.module is not module:
             raise ProbeOrderError(f"probe {p} ran block {self._names[module]!r} where probe 0 ran "
                                   f"{self._names[entry.module]!r} (block {k}): the streamed engine needs the same "
@@ -296,13 +307,20 @@ class Lockstep:
         self._handoff(run, p)
 
     # ------------------------------------------------------------------ tensors
-    def _materialize(self, module: nn.Module, coeffs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """The block's tensors blended for every probe: ``n`` dicts of leaf name -> tensor."""
+    def _materialize(self, module: nn.Module, coeffs: torch.Tensor, position: int) -> list[dict[str, torch.Tensor]]:
+        """The block's tensors blended for every probe: ``n`` dicts of leaf name -> tensor
+        (from its rows staged on the device, with a stager; ``position``: the block's place
+        in the call)."""
         copies: list[dict[str, torch.Tensor]] = [{} for _ in range(coeffs.shape[0])]
+        block = self._block_ids[module]
+        staged = self.stager.take(block) if self.stager is not None else {}
         for leaf, name in self.blocks[module]:
-            out = self.experts.blend_probes(name, coeffs[:, self.experts.group_of[name]], self.dtype)  # (n, *shape)
+            out = self.experts.blend_probes(name, coeffs[:, self.experts.group_of[name]], self.dtype,
+                                            rows=staged.get(name))  # (n, *shape)
             for p, copy in enumerate(copies):
                 copy[leaf] = out[p]
+        if self.stager is not None:
+            self.stager.done(block, position)
         return copies
 
     def bound(self) -> list[str]:

@@ -145,5 +145,7 @@ def hold_experts(reference: Mapping[str, TensorLike], experts: Sequence[ExpertSo
     if mode == "resident":
         return fill_stack(plan, device), f"experts resident on {device}: {why}"
     held = map_rows(plan, device)
-    return held, (f"experts streamed from their files ({format_bytes(held.mapped_bytes)} mapped) to {device}, "
-                  f"blended module by module: {why}")
+    how = (" through pinned host memory, each block's copy overlapping the previous block's compute"
+           if device.type == "cuda" else "")
+    return held, (f"experts streamed from their files ({format_bytes(held.mapped_bytes)} mapped) to {device}"
+                  f"{how}, blended module by module: {why}")
