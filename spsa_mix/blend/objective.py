@@ -82,7 +82,7 @@ from spsa_mix.blend.held.functional import (
     map_probes,
 )
 from spsa_mix.blend.lora import LoRABlend, write_adapter
-from spsa_mix.blend.held.lockstep import Lockstep
+from spsa_mix.blend.held.lockstep import STREAMED_PROBES, Lockstep
 from spsa_mix.blend.held.memory import check_memory, hold_experts
 from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.losses import resolve_loss
@@ -101,7 +101,6 @@ Batched = bool | Literal["auto"]
 
 DEFAULT_SIMPLEX_ATOL = 1e-6  # this package's tolerance on alpha >= 0 and sum(alpha) == 1
 AUTO_VMAP_MIN_PROBES = 4  # "auto" batches calls with at least this many probes off the CPU (step_cost_cuda.md)
-STREAMED_PROBES = 2  # ours: streamed experts blend this many probes from one read (SPSA's pair); more go in turns
 Memory = Literal["auto", "resident", "streamed"]
 Score = Callable[[Any, Any], tuple[torch.Tensor, ...]]
 

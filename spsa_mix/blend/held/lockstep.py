@@ -59,7 +59,9 @@ from spsa_mix.blend.held.functional import Layout, bind_to_buffer
 from spsa_mix.blend.held.staging import Stager
 from spsa_mix.blend.held.streamed import StreamedExperts
 
-__all__ = ["Lockstep", "ProbeOrderError", "Unbound", "UnboundWeightError"]
+__all__ = ["Lockstep", "ProbeOrderError", "Unbound", "UnboundWeightError", "STREAMED_PROBES"]
+
+STREAMED_PROBES = 2  # ours: probes blended from one read (SPSA's pair); the objective runs more in turns
 
 T = TypeVar("T")
 _METADATA = frozenset({"size", "dim", "numel", "nelement", "is_floating_point", "is_complex", "element_size",

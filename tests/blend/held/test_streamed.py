@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from spsa_mix.blend import BlendedObjective, evaluate_blend
+from spsa_mix.blend.held.memory import memory_estimate
 from spsa_mix.blend.held.streamed import STREAM_CHUNK, blend_rows, stream_experts
 
 from ..blend_helpers import TinyNet, make_tiny_experts, memory_tools, tiny_batch
@@ -178,7 +179,9 @@ def test_the_memory_of_a_streamed_step_grows_with_one_block_not_with_k(tmp_path)
     with tools.Peak() as step:
         obj(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
     activations = 2 * 2 * 16 * 2048 * 4 * 3  # two probes' logits and the loss's float32 copies of them
-    bound = 2 * largest + (4 + 2) * STREAM_CHUNK * 4 + activations
+    formula = memory_estimate(model_bytes // 4, largest // 4, 4, mode="streamed", stored_bytes=4, forward_bytes=4)
+    assert formula["device"] == 2 * largest + (4 + 2) * STREAM_CHUNK * 4 and formula["page cache"] == 4 * model_bytes
+    bound = formula["device"] + activations
     assert model_bytes > 1.5 * bound  # under one model, where two blended models or the stack are far above
     assert load.peak - before < model_bytes / 4, (load.peak - before, model_bytes)
     assert held < model_bytes / 8, held
