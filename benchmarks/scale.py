@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--formula", action="store_true",
                    help="only write the memory formula's table for 1B and 7B models (scale_formula.json/.md)")
     p.add_argument("--resident", action="store_true", help="also merge with memory: resident (where it fits)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of every measured process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of every measured process (on a busy "
+                   "machine more than one makes every small op wait for descheduled threads)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step and save comparisons")
     p.add_argument("--budget", type=int, default=40)
     p.add_argument("--shard-size", default="500MB", help="the experts' shards")
@@ -278,17 +279,32 @@ def formula_table(output: Path) -> str:
 
 
 def worker_baseline(spec: dict[str, Any]) -> dict[str, Any]:
-    """What a merge's process holds before any expert is read: torch, transformers, the
-    config, the architecture's class and the tokenizer."""
-    import torch  # noqa: F401
-    from transformers import AutoTokenizer
+    """What a merge's process holds before any expert is read (torch, transformers, the
+    config, the architecture's class, the tokenizer, matplotlib for the figure: ``runtime``),
+    and the activations ``A`` of one forward with its loss on the merge's largest batch (the
+    validation data in one batch), measured on a plain model loaded by transformers."""
+    import matplotlib.pyplot  # noqa: F401  # the merge draws loss.png
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import spsa_mix.merge.run  # noqa: F401
+    from spsa_mix.blend.losses import CausalLM
     from spsa_mix.blend.sources.hub import architecture_class, read_config
 
+    torch.set_num_threads(spec["threads"])
     architecture_class(read_config(spec["base"], "base"))
     AutoTokenizer.from_pretrained(spec["base"], local_files_only=True)
-    return status()
+    runtime = status()["RssAnon"]
+    batch = _batch(spec["target"], spec["base"], split="validation", size=64)
+    model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.bfloat16, local_files_only=True).eval()
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    loss = CausalLM()
+    with torch.inference_mode():
+        float(loss(model(**batch), labels))  # warm-up: the allocator's first blocks
+        before = status()["RssAnon"]
+        with Sampler(period=0.002) as s:
+            float(loss(model(**batch), labels))
+    return {"runtime": runtime, "activations": s.peak["RssAnon"] - before, "tokens": int(batch["input_ids"].numel())}
 
 
 # ---------------------------------------------------------------------------- workers (fresh processes)
@@ -301,11 +317,11 @@ def run_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _batch(target: str, tokenizer_dir: str) -> dict[str, Any]:
+def _batch(target: str, tokenizer_dir: str, split: str = "train", size: int = BATCH) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    texts = [json.loads(line)["text"] for line in Path(target, "train.jsonl").read_text().splitlines()[:BATCH]]
+    texts = [json.loads(line)["text"] for line in Path(target, f"{split}.jsonl").read_text().splitlines()[:size]]
     return dict(tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=LENGTH))
 
 
@@ -412,29 +428,47 @@ def _fmt_range(values: list[float]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| size | params | K | part | memory | peak RssAnon GB | peak RssFile GB | one model GB | times (s) | "
-             "ratio (median [range]) |", "|" + "---|" * 10]
-    for r in sorted(rows, key=lambda r: (r["params"], r["k"], r["part"], r.get("memory", ""))):
-        model_gb = r["params"] * 2 / GB
-        if r["part"] == "merge":
-            st = r["stage_seconds"]
-            times = ", ".join(f"{k} {v:.0f}" for k, v in st.items())
-            cells = [r["size"], f"{r['params'] / 1e6:.0f} M", r["k"], "merge (budget 40)", r["memory"],
-                     f"{r['peak_rss_anon'] / GB:.2f}", f"{r['peak_rss_file'] / GB:.2f}", f"{model_gb:.2f}", times, ""]
-        elif r["part"] == "step":
-            cells = [r["size"], f"{r['params'] / 1e6:.0f} M", r["k"], "step / two forwards", "streamed", "", "",
-                     f"{model_gb:.2f}", f"step {statistics.median(r['step_s']):.2f}, two forwards "
-                     f"{statistics.median(r['two_forwards_s']):.2f}", _fmt_range(r["ratio"])]
-        else:
-            t = r["times"]
-            ratio = [a / b for a, b in zip(t["streamed save"], t["one-shot merge"], strict=True)]
-            cells = [r["size"], f"{r['params'] / 1e6:.0f} M", r["k"], "save / one-shot merge", "streamed",
-                     f"{r['peak_rss_anon']['streamed save'] / GB:.2f} (one-shot "
-                     f"{r['peak_rss_anon']['one-shot merge'] / GB:.2f})", "", f"{model_gb:.2f}",
-                     f"save {statistics.median(t['streamed save']):.1f}, one-shot "
-                     f"{statistics.median(t['one-shot merge']):.1f}", _fmt_range(ratio)]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+    """Three tables: the merges' memory and stage times, the step against two forwards, the save."""
+    order = sorted(rows, key=lambda r: (r["params"], r["k"], r.get("memory", "")))
+    out = ["Merge, end to end (budget 40), memory in GB: the peak anonymous memory of the process, what it held "
+           "before any expert was read (runtime), the difference against one model's bytes plus the "
+           "activations of the two probes in progress (2 A, A measured on a plain model's forward and loss over the "
+           "largest batch), and the experts' pages mapped (page cache):", "",
+           "| size | params | K | memory | peak RssAnon | runtime | above runtime | one model + 2 A | within | "
+           "peak RssFile | load s | reference s | search s | save s | total s |", "|" + "---|" * 15]
+    for r in (r for r in order if r["part"] == "merge"):
+        model = r["params"] * 2
+        above = r["peak_rss_anon"] - r.get("runtime_rss_anon", 0)
+        allowed = model + 2 * r.get("activations", 0)
+        within = "yes" if above <= allowed else "no"
+        if r["memory"] != "streamed" or "runtime_rss_anon" not in r:
+            within = "-"
+        st = r["stage_seconds"]
+        out.append(f"| {r['size']} | {r['params'] / 1e6:.0f} M | {r['k']} | {r['memory']} | "
+                   f"{r['peak_rss_anon'] / GB:.2f} | {r.get('runtime_rss_anon', float('nan')) / GB:.2f} | "
+                   f"{above / GB:.2f} | {allowed / GB:.2f} | {within} | {r['peak_rss_file'] / GB:.2f} | "
+                   f"{st['load']:.0f} | {st['reference scores']:.0f} | {st['search']:.0f} | {st['save']:.0f} | "
+                   f"{r['wall_s']:.0f} |")
+    out += ["", "One step (two probes, streamed) against two plain forwards of one expert with its loss, seconds, "
+            "interleaved rounds:", "",
+            "| size | K | step | two forwards | step / two forwards, median [range] | within 1.3 |", "|" + "---|" * 6]
+    for r in (r for r in order if r["part"] == "step"):
+        med = statistics.median(r["ratio"])
+        out.append(f"| {r['size']} | {r['k']} | {statistics.median(r['step_s']):.2f} | "
+                   f"{statistics.median(r['two_forwards_s']):.2f} | {_fmt_range(r['ratio'])} | "
+                   f"{'yes' if med <= 1.3 else 'no'} |")
+    out += ["", "The save (streamed, tensor by tensor) against a one-shot linear merge script (each expert loaded "
+            "whole, float32 accumulator), seconds and peak RssAnon above the worker's in GB, interleaved rounds:", "",
+            "| size | K | save | one-shot merge | save / one-shot, median [range] | save peak | one-shot peak | "
+            "largest difference |", "|" + "---|" * 8]
+    for r in (r for r in order if r["part"] == "save"):
+        t = r["times"]
+        ratio = [a / b for a, b in zip(t["streamed save"], t["one-shot merge"], strict=True)]
+        out.append(f"| {r['size']} | {r['k']} | {statistics.median(t['streamed save']):.1f} | "
+                   f"{statistics.median(t['one-shot merge']):.1f} | {_fmt_range(ratio)} | "
+                   f"{r['peak_rss_anon']['streamed save'] / GB:.2f} | {r['peak_rss_anon']['one-shot merge'] / GB:.2f} "
+                   f"| {r['max_abs_diff']:.1e} |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -460,8 +494,9 @@ def main(argv: list[str] | None = None) -> None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
         args.output.with_suffix(".md").write_text(
-            f"Llama models with random weights, bf16, on {os.cpu_count()} CPU cores ({args.threads} torch threads), "
-            f"a shared machine; batches of {BATCH} x {LENGTH} tokens, vocabulary {VOCAB}.\n\n" + table(results) + "\n")
+            f"Llama models with random weights, bf16, on {os.cpu_count()} CPU cores ({args.threads} torch thread(s) "
+            f"in every measured process), a machine shared with other sessions' jobs; batches of {BATCH} x {LENGTH} "
+            f"tokens, vocabulary {VOCAB}.\n\n" + table(results) + "\n")
 
     for size in args.sizes:
         t0 = time.perf_counter()
@@ -471,8 +506,9 @@ def main(argv: list[str] | None = None) -> None:
         for k in args.k:
             common = {"size": size, "k": k, "params": paths["params"], "free_before_gb": free_memory()}
             if "merge" in args.parts:
-                base = run_worker({"part": "baseline", "base": paths["base"]}, args.threads)
-                common["runtime_rss_anon"] = base["RssAnon"]
+                base = run_worker({"part": "baseline", "base": paths["base"], "target": paths["target"],
+                                   "threads": args.threads}, args.threads)
+                common.update(runtime_rss_anon=base["runtime"], activations=base["activations"])
                 for memory in ["streamed"] + (["resident"] if args.resident else []):
                     r = merge(paths, k, memory, args, args.root / size / f"merged_k{k}_{memory}")
                     keep({**common, "part": "merge", "memory": memory, **r})
