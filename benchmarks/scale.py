@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parts", nargs="+", default=["merge", "step", "save"], choices=["merge", "step", "save"])
     p.add_argument("--formula", action="store_true",
                    help="only write the memory formula's table for 1B and 7B models (scale_formula.json/.md)")
-    p.add_argument("--resident", action="store_true", help="also merge with memory: resident (where it fits)")
+    p.add_argument("--resident", action="store_true",
+                   help="also merge, and time the step, with memory: resident (where it fits)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of every measured process (on a busy "
                    "machine more than one makes every small op wait for descheduled threads)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step and save comparisons")
@@ -365,12 +366,20 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
             for _ in range(2):
                 float(loss(model(**batch), labels))
 
-    step()  # warm-up: the experts' pages into the page cache, the allocator's first blocks
-    two_forwards()
-    times = _rounds({"step": step, "two_forwards": two_forwards}, spec["rounds"])
+    fns = {"step": step, "two_forwards": two_forwards}
+    if spec.get("resident"):  # the same step with the experts stacked in memory
+        resident = BlendedObjective.from_pretrained(spec["experts"], data=batch, device="cpu", memory="resident")
+        fns["resident_step"] = lambda: resident(rng.dirichlet(np.ones(k), size=2))
+    for fn in fns.values():  # warm-up: the experts' pages into the page cache, the allocator's first blocks
+        fn()
+    times = _rounds(fns, spec["rounds"])
     ratios = [s / f for s, f in zip(times["step"], times["two_forwards"], strict=True)]
-    return {"step_s": times["step"], "two_forwards_s": times["two_forwards"], "ratio": ratios,
-            "memory_choice": obj.memory_choice}
+    out = {"step_s": times["step"], "two_forwards_s": times["two_forwards"], "ratio": ratios,
+           "memory_choice": obj.memory_choice}
+    if "resident_step" in times:
+        out["resident_step_s"] = times["resident_step"]
+        out["resident_ratio"] = [s / f for s, f in zip(times["resident_step"], times["two_forwards"], strict=True)]
+    return out
 
 
 def worker_save(spec: dict[str, Any]) -> dict[str, Any]:
@@ -451,12 +460,14 @@ def table(rows: list[dict[str, Any]]) -> str:
                    f"{r['wall_s']:.0f} |")
     out += ["", "One step (two probes, streamed) against two plain forwards of one expert with its loss, seconds, "
             "interleaved rounds:", "",
-            "| size | K | step | two forwards | step / two forwards, median [range] | within 1.3 |", "|" + "---|" * 6]
+            "| size | K | step | two forwards | step / two forwards, median [range] | within 1.3 | "
+            "resident step / two forwards |", "|" + "---|" * 7]
     for r in (r for r in order if r["part"] == "step"):
         med = statistics.median(r["ratio"])
+        resident = _fmt_range(r["resident_ratio"]) if "resident_ratio" in r else "-"
         out.append(f"| {r['size']} | {r['k']} | {statistics.median(r['step_s']):.2f} | "
                    f"{statistics.median(r['two_forwards_s']):.2f} | {_fmt_range(r['ratio'])} | "
-                   f"{'yes' if med <= 1.3 else 'no'} |")
+                   f"{'yes' if med <= 1.3 else 'no'} | {resident} |")
     out += ["", "The save (streamed, tensor by tensor) against a one-shot linear merge script (each expert loaded "
             "whole, float32 accumulator), seconds and peak RssAnon above the worker's in GB, interleaved rounds:", "",
             "| size | K | save | one-shot merge | save / one-shot, median [range] | save peak | one-shot peak | "
@@ -515,7 +526,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  merge K={k} {memory}: peak RssAnon {r['peak_rss_anon'] / GB:.2f} GB, RssFile "
                           f"{r['peak_rss_file'] / GB:.2f} GB, {r['stage_seconds']}", flush=True)
             spec = {"experts": paths["experts"][:k], "base": paths["base"], "target": paths["target"], "k": k,
-                    "threads": args.threads, "rounds": args.rounds, "out": str(args.root / size / f"save_k{k}")}
+                    "threads": args.threads, "rounds": args.rounds, "out": str(args.root / size / f"save_k{k}"),
+                    "resident": args.resident}
             if "step" in args.parts:
                 r = run_worker({**spec, "part": "step"}, args.threads)
                 keep({**common, "part": "step", **r})
