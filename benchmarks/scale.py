@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads of every measured process (on a busy "
                    "machine more than one makes every small op wait for descheduled threads)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step and save comparisons")
+    p.add_argument("--step-batches", type=int, nargs="+", default=[BATCH],
+                   help="texts of 64 tokens per batch in the step comparison (32: the 2048 tokens of spsa-mix "
+                        "merge's default 16 x 128)")
     p.add_argument("--budget", type=int, default=40)
     p.add_argument("--shard-size", default="500MB", help="the experts' shards")
     p.add_argument("--root", type=Path, default=REPO / "build" / "scale")
@@ -349,7 +352,7 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
     from spsa_mix.blend.losses import CausalLM
 
     torch.set_num_threads(spec["threads"])
-    batch = _batch(spec["target"], spec["base"])
+    batch = _batch(spec["target"], spec["base"], size=spec.get("batch", BATCH))
     k = spec["k"]
     obj = BlendedObjective.from_pretrained(spec["experts"], data=batch, device="cpu", memory="streamed")
     model = AutoModelForCausalLM.from_pretrained(spec["experts"][0], dtype=torch.bfloat16, local_files_only=True)
@@ -460,12 +463,12 @@ def table(rows: list[dict[str, Any]]) -> str:
                    f"{r['wall_s']:.0f} |")
     out += ["", "One step (two probes, streamed) against two plain forwards of one expert with its loss, seconds, "
             "interleaved rounds:", "",
-            "| size | K | step | two forwards | step / two forwards, median [range] | within 1.3 | "
-            "resident step / two forwards |", "|" + "---|" * 7]
-    for r in (r for r in order if r["part"] == "step"):
+            "| size | K | tokens | step | two forwards | step / two forwards, median [range] | within 1.3 | "
+            "resident step / two forwards |", "|" + "---|" * 8]
+    for r in sorted((r for r in order if r["part"] == "step"), key=lambda r: (r["params"], r["k"], r.get("batch", 4))):
         med = statistics.median(r["ratio"])
         resident = _fmt_range(r["resident_ratio"]) if "resident_ratio" in r else "-"
-        out.append(f"| {r['size']} | {r['k']} | {statistics.median(r['step_s']):.2f} | "
+        out.append(f"| {r['size']} | {r['k']} | {r.get('batch', BATCH) * LENGTH} | {statistics.median(r['step_s']):.2f} | "
                    f"{statistics.median(r['two_forwards_s']):.2f} | {_fmt_range(r['ratio'])} | "
                    f"{'yes' if med <= 1.3 else 'no'} | {resident} |")
     out += ["", "The save (streamed, tensor by tensor) against a one-shot linear merge script (each expert loaded "
@@ -499,9 +502,11 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads, "batch": [BATCH, LENGTH], "vocab": VOCAB, "budget": args.budget,
             "note": "shared machine: other processes ran beside these measurements"}
 
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return row["size"], row["k"], row["part"], row.get("memory"), row.get("batch", BATCH)
+
     def keep(row: dict[str, Any]) -> None:
-        key = (row["size"], row["k"], row["part"], row.get("memory"))
-        results[:] = [r for r in results if (r["size"], r["k"], r["part"], r.get("memory")) != key] + [row]
+        results[:] = [r for r in results if key(r) != key(row)] + [row]
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
         args.output.with_suffix(".md").write_text(
@@ -529,9 +534,11 @@ def main(argv: list[str] | None = None) -> None:
                     "threads": args.threads, "rounds": args.rounds, "out": str(args.root / size / f"save_k{k}"),
                     "resident": args.resident}
             if "step" in args.parts:
-                r = run_worker({**spec, "part": "step"}, args.threads)
-                keep({**common, "part": "step", **r})
-                print(f"  step K={k}: step / two forwards {_fmt_range(r['ratio'])}", flush=True)
+                for batch in args.step_batches:
+                    r = run_worker({**spec, "part": "step", "batch": batch}, args.threads)
+                    keep({**common, "part": "step", "batch": batch, **r})
+                    print(f"  step K={k}, batch {batch} x {LENGTH}: step / two forwards {_fmt_range(r['ratio'])}",
+                          flush=True)
             if "save" in args.parts:
                 r = run_worker({**spec, "part": "save"}, args.threads)
                 keep({**common, "part": "save", **r})
