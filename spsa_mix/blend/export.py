@@ -37,28 +37,37 @@ from spsa_mix.blend.held.experts import ExpertStack
 from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.skeleton import tie
 
-__all__ = ["iter_blended", "blended_module"]
+__all__ = ["iter_blended", "blended_entries", "blended_module"]
 
 
-def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *,
+Held = ExpertStack | StreamedExperts
+
+
+def _averaged(st: Held, name: str) -> bool:
+    """Whether ``name`` is an integer buffer written as the rows' rounded weighted average."""
+    counter = st.counters.get(name)
+    return counter is not None and counter[1] is not None and counter[0].dtype != torch.bool
+
+
+def iter_blended(st: Held, rows: torch.Tensor, out_dtype: Callable[[str], torch.dtype], *,
                  acc: torch.dtype, counter_rows: torch.Tensor | None = None,
                  exact: Callable[[str, int], torch.Tensor] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for every tensor of theta, in order; see the module docstring.
     ``rows`` ``(G, R)`` are the coefficients of the stack's rows for each group, in the
     accumulation dtype ``acc``; ``out_dtype(name)`` is the dtype each floating-point tensor
-    is given. ``counter_rows`` (default ``rows``) weigh the integer buffers; ``exact(name,
-    group)``, where given, computes each blended tensor instead of the stack's rows (a
-    merge method's exact merge, :meth:`spsa_mix.blend.methods.space.MethodBlend.tensor`)."""
+    is given (a tied name gets its source's tensor, so its source's dtype). ``counter_rows``
+    (default ``rows``) weigh the integer buffers; ``exact(name, group)``, where given,
+    computes each blended tensor instead of the stack's rows (a merge method's exact merge,
+    :meth:`spsa_mix.blend.methods.space.MethodBlend.tensor`)."""
     with torch.no_grad():
         rows64 = (rows if counter_rows is None else counter_rows).to(torch.float64)
         tied: dict[str, torch.Tensor] = {}
         sources = set(st.aliases.values())
         for name in st.names:
-            counter = st.counters.get(name)
             if name in st.aliases:
                 tensor = tied[st.aliases[name]]
-            elif counter is not None and counter[1] is not None and counter[0].dtype != torch.bool:
-                stacked, group = counter
+            elif _averaged(st, name):
+                stacked, group = st.counters[name]
                 w = rows64[group].reshape((-1,) + (1,) * (stacked.ndim - 1))
                 tensor = torch.round((w * stacked.to(torch.float64)).sum(0)).clamp_min(0).to(stacked.dtype)
             elif name in st.constants:
@@ -71,6 +80,33 @@ def iter_blended(st: ExpertStack | StreamedExperts, rows: torch.Tensor, out_dtyp
             if name in sources:
                 tied[name] = tensor
             yield name, tensor
+
+
+def blended_entries(st: Held, out_dtype: Callable[[str], torch.dtype]
+                    ) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """``(name, dtype, shape)`` of every tensor :func:`iter_blended` yields, in its order,
+    known before any is blended (the header of a streamed save).
+
+    >>> from spsa_mix.blend.held.experts import stack_experts
+    >>> nets = [torch.nn.BatchNorm1d(2) for _ in range(2)]
+    >>> st = stack_experts(nets[0].state_dict(), nets, device=torch.device("cpu"), dtype=torch.float32)
+    >>> [(n, str(d), s) for n, d, s in blended_entries(st, lambda name: torch.bfloat16)][-2:]
+    [('running_var', 'torch.bfloat16', (2,)), ('num_batches_tracked', 'torch.int64', ())]
+    """
+    out = []
+    for name in st.names:
+        source = st.aliases.get(name, name)
+        if _averaged(st, source):
+            stacked = st.counters[source][0]
+            dtype, shape = stacked.dtype, tuple(stacked.shape[1:])
+        elif source in st.constants:
+            value = st.constants[source]
+            dtype = out_dtype(source) if value.is_floating_point() else value.dtype
+            shape = tuple(value.shape)
+        else:
+            dtype, shape = out_dtype(source), st.shapes[source]
+        out.append((name, dtype, shape))
+    return out
 
 
 def blended_module(arch: nn.Module, state: dict[str, torch.Tensor], aliases: Mapping[str, str]) -> nn.Module:

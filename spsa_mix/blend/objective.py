@@ -79,7 +79,7 @@ from spsa_mix.blend.held.experts import (
     open_experts,
     tied_aliases,
 )
-from spsa_mix.blend.export import blended_module, iter_blended
+from spsa_mix.blend.export import blended_entries, blended_module, iter_blended
 from spsa_mix.blend.held.functional import (
     accumulation_dtype,
     bind_to_buffer,
@@ -89,7 +89,7 @@ from spsa_mix.blend.held.functional import (
     map_probes,
 )
 from spsa_mix.blend.lora import LoRABlend, write_adapter
-from spsa_mix.blend.held.lockstep import Lockstep
+from spsa_mix.blend.held.lockstep import STREAMED_PROBES, Lockstep
 from spsa_mix.blend.held.memory import check_memory, hold_experts
 from spsa_mix.blend.held.streamed import StreamedExperts
 from spsa_mix.blend.losses import resolve_loss
@@ -109,7 +109,6 @@ Batched = bool | Literal["auto"]
 
 DEFAULT_SIMPLEX_ATOL = 1e-6  # this package's tolerance on alpha >= 0 and sum(alpha) == 1
 AUTO_VMAP_MIN_PROBES = 4  # "auto" batches calls with at least this many probes off the CPU (step_cost_cuda.md)
-STREAMED_PROBES = 2  # ours: streamed experts blend this many probes from one read (SPSA's pair); more go in turns
 Memory = Literal["auto", "resident", "streamed"]
 Score = Callable[[Any, Any], tuple[torch.Tensor, ...]]
 
@@ -991,7 +990,8 @@ class BlendedObjective:
 
         return save_blend(lambda out_dtype: self._iter_blended(point, out_dtype), path, source=self._source,
                           stored=st.stored_dtypes, default_dtype=self.dtype, aliases=st.aliases, overwrite=overwrite,
-                          dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter)
+                          dtype=dtype, max_shard_size=max_shard_size, write_adapter=adapter,
+                          entries=None if lora is not None else (lambda out_dtype: blended_entries(st, out_dtype)))
 
     def save_tensors(self, tensors: Iterable[tuple[str, torch.Tensor]], path: str | os.PathLike[str], *,
                      overwrite: bool = False, dtype: torch.dtype | None = None,

@@ -4,11 +4,11 @@
 everything that needs no weight before anything that does:
 
 1. each expert (and the base) is a model directory (``config.json`` and weights;
-   :mod:`spsa_mix.blend.sources.hub`), its config read with ``AutoConfig.from_pretrained(..., local_files_only=True)`` (never a
-   download, never remote code) and compared with ``experts[0]``'s: the first differing
-   key is named with both values (keys that do not change the weights' meaning, such as
-   ``_name_or_path``, ``transformers_version``, ``dtype``, ``use_cache`` and the label
-   names, are ignored);
+   :mod:`spsa_mix.blend.sources.hub`), its config read with
+   ``AutoConfig.from_pretrained(..., local_files_only=True)`` (never a download, never
+   remote code) and compared with ``experts[0]``'s: the first differing key is named with
+   both values (keys that do not change the weights' meaning, such as ``_name_or_path``,
+   ``transformers_version``, ``dtype``, ``use_cache`` and the label names, are ignored);
 2. each weight file is indexed (names, stored dtypes, shapes; every shard of a sharded
    index must exist), and the forward's dtype, by default the experts' stored dtype, is
    checked on the device with a small product;

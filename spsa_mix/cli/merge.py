@@ -101,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_.add_argument("--select", choices=["best", "learned"],
                       help="write the best on validation of the learned, uniform and best-single blends (default: "
                            "best), or the learned one")
+    mem = parser.add_argument_group("memory (config keys: memory, max_memory, out_shard_size)")
+    mem.add_argument("--memory", choices=["auto", "resident", "streamed"],
+                     help="experts stacked on the device, or streamed from their files and blended module by "
+                          "module (auto, the default: resident when the stack fits in half of --max-memory)")
+    mem.add_argument("--max-memory", help="the memory budget, e.g. 20GB (default: 90%% of the memory free)")
+    mem.add_argument("--out-shard-size", help="the merged checkpoint's largest shard, e.g. 2GB (default: 5GB)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +115,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
                                                          "loss", "method", "budget", "seed", "device", "dtype",
                                                          "output", "checkpoint_every", "validate_every",
                                                          "overwrite", "select", "normalize", "rescale",
-                                                         "consensus", "mergekit", "strict_base")}
+                                                         "consensus", "mergekit", "strict_base", "memory",
+                                                         "max_memory", "out_shard_size")}
     for key in ("density", "gamma", "epsilon"):
         values = getattr(args, key)
         out[key] = None if values is None else (values[0] if len(values) == 1 else list(values))

@@ -184,6 +184,24 @@ SET_BY_MERGE = {
 }
 
 
+class _Flat:
+    """A loss of 0 everywhere, with the gradient interfaces the gradient methods ask for:
+    what :func:`check_options` runs one step of."""
+
+    def __call__(self, x: Any) -> float:
+        return 0.0
+
+    def value_and_grad(self, x: Any) -> tuple[float, Any]:
+        import numpy as np
+
+        return 0.0, np.zeros(np.shape(x))
+
+    def jvp(self, x: Any, tangents: Any) -> tuple[float, Any]:
+        import numpy as np
+
+        return 0.0, np.zeros(np.shape(tangents)[0])
+
+
 def check_options(cfg: MergeConfig, k: int) -> None:
     """Refuse (``ValueError``) an option of ``cfg.options`` that the merge sets itself, that
     :func:`spsa_mix.minimize` does not know, or whose value the method refuses (see the
@@ -214,7 +232,7 @@ def check_options(cfg: MergeConfig, k: int) -> None:
     dry = {name: value for name, value in cfg.options.items() if not (layer and name == "x0")}
     dry["maxiter"] = 1
     try:
-        minimize(lambda x: 0.0, shape, method=cfg.method, seed=0, val_objective=lambda x: 0.0,
+        minimize(_Flat(), shape, method=cfg.method, seed=0, val_objective=lambda x: 0.0,
                  val_every=cfg.validate_every, **dry)
     except (TypeError, ValueError) as e:
         raise ValueError(f"options: {e}") from None

@@ -15,7 +15,7 @@ Example
 >>> MergeConfig.from_dict({"experts": ["a", "b"], "budgte": 3})
 Traceback (most recent call last):
 ...
-ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, baselines, budget, checkpoint_every, consensus, data, density, device, dtype, epsilon, experts, gamma, granularity, loss, mergekit, method, model, normalize, options, output, overwrite, rescale, scale, seed, select, space, strict_base, threads, validate_every
+ValueError: unknown key 'budgte' in the config (did you mean 'budget'?); valid keys: base, baselines, budget, checkpoint_every, consensus, data, density, device, dtype, epsilon, experts, gamma, granularity, loss, max_memory, memory, mergekit, method, model, normalize, options, out_shard_size, output, overwrite, rescale, scale, seed, select, space, strict_base, threads, validate_every
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from typing import Any
 
 from spsa_mix.cpu_threads import check_threads
 
-__all__ = ["MergeConfig", "DataConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES"]
+__all__ = ["MergeConfig", "DataConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES", "MEMORY_MODES"]
 
 SPACES = ("convex", "task-vectors", "lora", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
           "della", "della_linear")  # spsa_mix.blend.spaces.SPACES, without importing PyTorch
 GRANULARITIES = ("model", "layer")
 DTYPES = ("float32", "bfloat16", "float16")
+MEMORY_MODES = ("auto", "resident", "streamed")  # spsa_mix.blend.held.memory (listed here: no PyTorch import)
 
 
 def _unknown(keys: Any, valid: Any, where: str) -> None:
@@ -190,6 +191,15 @@ class MergeConfig:
     checkpoint_every, validate_every:
         Steps between writes of the run's state (and at Ctrl-C), and between validation
         evaluations.
+    memory, max_memory:
+        How the experts are held (:mod:`spsa_mix.blend.held.memory`): ``resident`` (stacked
+        on the device), ``streamed`` (memory-mapped from their files and blended module by
+        module during each forward: memory independent of the number of experts), or
+        ``auto`` (default): resident when the stack fits in half of ``max_memory`` (bytes or
+        ``"20GB"``; default 90 % of the memory free), else streamed. The run says what it chose.
+    out_shard_size:
+        The merged checkpoint's largest safetensors shard (default ``"5GB"``, as
+        transformers and mergekit's ``--out-shard-size``); shards are written tensor by tensor.
     select:
         Which blend is written: ``best`` (default), the one of the learned blend, the
         uniform blend and the best single expert with the lowest validation loss (so the
@@ -230,6 +240,9 @@ class MergeConfig:
     baselines: Any = "auto"
     mergekit: str | None = None
     threads: int | str = "auto"
+    memory: str = "auto"
+    max_memory: int | str | None = None
+    out_shard_size: int | str = "5GB"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -291,6 +304,12 @@ class MergeConfig:
             raise ValueError(f"output must be a path, but got {self.output!r}")
         _choice(self.select, "select", ("best", "learned"))
         check_threads(self.threads)
+        _choice(self.memory, "memory", MEMORY_MODES)
+        from spsa_mix.io import parse_size
+
+        if self.max_memory is not None:
+            parse_size(self.max_memory, "max_memory")
+        parse_size(self.out_shard_size, "out_shard_size")
         if not isinstance(self.overwrite, bool):
             raise ValueError(f"overwrite must be true or false, but got {self.overwrite!r}")
         if not isinstance(self.strict_base, bool):

@@ -13,7 +13,9 @@
    order fixed by ``seed``, the validation data in order;
 3. **the blend**: :meth:`spsa_mix.blend.BlendedObjective.from_pretrained` (Hugging Face
    experts and adapters, read lazily, in their stored dtype) or
-   :class:`~spsa_mix.blend.BlendedObjective` of an architecture and state dicts;
+   :class:`~spsa_mix.blend.BlendedObjective` of an architecture and state dicts, the
+   experts resident or streamed from their files as ``memory`` and ``max_memory`` say (the
+   choice is logged and written in ``recipe.json``);
 4. **reference scores** on the validation data (the training data when there is none): the
    uniform blend and every expert alone, hence the best single expert, and the fixed
    baselines (``baselines``: mergekit's methods at their defaults, Model Stock, SLERP, the
@@ -56,6 +58,7 @@ __all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_tabl
 
 logger = logging.getLogger("spsa_mix.merge")
 RECIPE_FORMAT = 1
+GRADIENT_METHODS = ("backprop", "forward-grad")  # they need the resident stack (value_and_grad, jvp)
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -184,6 +187,9 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         from spsa_mix.blend.losses import resolve_loss
 
         resolve_loss(loss)
+    if cfg.memory == "streamed" and cfg.method in GRADIENT_METHODS:
+        raise ValueError(f"method {cfg.method!r} differentiates through the blend, which needs the resident stack: "
+                         "use memory: resident or auto (streamed experts score forward probes only)")
     spec = lookup_method(cfg.method)
     cost = spec.cost_per_step({k: v for k, v in cfg.options.items()})
     reserve = 1 if spec.final_eval else 0
@@ -261,7 +267,9 @@ def _objective(plan: MergePlan, train: Any, source: Any) -> Any:
 
     cfg = plan.config
     dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
-    common = dict(data=train, device=cfg.device, granularity=cfg.granularity)
+    memory = "resident" if cfg.method in GRADIENT_METHODS and cfg.memory == "auto" else cfg.memory
+    common = dict(data=train, device=cfg.device, granularity=cfg.granularity, memory=memory,
+                  max_memory=cfg.max_memory)
     space = space_argument(cfg.space, cfg.to_dict(), cfg.consensus, cfg.seed, plan.start)
     if plan.kind in ("hf", "adapter"):
         return BlendedObjective.from_pretrained([str(p) for p in plan.experts],
@@ -507,6 +515,7 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     threads = stack.enter_context(torch_threads(threads))  # restored when the merge returns or raises
     clock.mark("experts")
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
+    say(obj.memory_choice)
     say(f"threads: {threads} ({why})")
     uniform = _score(obj, uniform_point, scoring)
     from spsa_mix.merge import select
@@ -575,7 +584,8 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     point = entries[chosen].point
     alpha, scale = _weights(obj, point if point is not None else uniform_point, cfg)
     clock.mark("final")
-    model_path = select.write(obj, entries[chosen], plan, overwrite=cfg.overwrite or phase == "write")
+    model_path = select.write(obj, entries[chosen], plan, overwrite=cfg.overwrite or phase == "write",
+                              max_shard_size=cfg.out_shard_size)
     rows: list[dict[str, Any]] = [{"blend": e.label + (" (written)" if e.key == chosen else ""),
                                    "loss": e.metrics["loss"], "metric": e.metrics["accuracy"]}
                                   for e in entries.values()]
@@ -594,6 +604,7 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
         "experts": [str(p) for p in plan.experts],
         "method": cfg.method, "budget": cfg.budget, "seed": cfg.seed,
         "scored_on": where,
+        "memory": {"mode": obj.memory_mode, "choice": obj.memory_choice},
         "uniform": {"loss": uniform["loss"], metric: uniform["accuracy"]},
         "best_single": {"expert": str(plan.experts[best]), "index": best, "loss": singles[best]["loss"],
                         metric: singles[best]["accuracy"]},

@@ -129,9 +129,9 @@ def baseline_entries(obj: Any, plan: Any, *, names: tuple[str, ...], singles: li
     return entries, singles
 
 
-def write(obj: Any, entry: Entry, plan: Any, *, overwrite: bool) -> Path:
+def write(obj: Any, entry: Entry, plan: Any, *, overwrite: bool, max_shard_size: int | str = "5GB") -> Path:
     """Write ``entry``'s model to the output, in the written dtype (replacing what is there
-    with ``overwrite``); returns the path written."""
+    with ``overwrite``), in shards of at most ``max_shard_size``; returns the path written."""
     import torch
 
     from spsa_mix.merge.candidates import candidate_tensors, open_sources
@@ -139,14 +139,16 @@ def write(obj: Any, entry: Entry, plan: Any, *, overwrite: bool) -> Path:
     cfg = plan.config
     dtype = written_dtype(obj, cfg)
     if entry.point is not None:
-        return Path(obj.save_pretrained(entry.point, plan.output, overwrite=overwrite, dtype=dtype))
+        return Path(obj.save_pretrained(entry.point, plan.output, overwrite=overwrite, dtype=dtype,
+                                         max_shard_size=max_shard_size))
     template = obj.blended_state_dict(np.asarray(obj.domain.center() if not obj.domain.simplex_only
                                                  else np.full(obj.shape, 1.0 / obj.k)))
     sources = open_sources([str(p) for p in plan.experts], cfg.base, list(template))
     with torch.no_grad():
         tensors = candidate_tensors(entry.candidate, template, sources, has_base=cfg.base is not None,
                                     dtype=obj.stack_dtype, seed=cfg.seed, out_dtype=lambda name: dtype)
-        return Path(obj.save_tensors(tensors, plan.output, overwrite=overwrite, dtype=dtype))
+        return Path(obj.save_tensors(tensors, plan.output, overwrite=overwrite, dtype=dtype,
+                                     max_shard_size=max_shard_size))
 
 
 def tensor_groups(obj: Any) -> dict[str, int]:

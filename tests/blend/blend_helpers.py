@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import torch
 from torch import nn
@@ -81,3 +85,13 @@ def train_digits_experts(k: int, *, epochs: int = 3, seed: int = 0) -> tuple[lis
                 opt.step()
         experts.append(net.eval())
     return experts, x, y
+
+
+def memory_tools() -> ModuleType:
+    """``benchmarks/blend_memory.py`` (its ``rss_anon()`` and ``Peak`` sampler), loaded by path."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "blend_memory.py"
+    spec = importlib.util.spec_from_file_location("blend_memory", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from spsa_mix.blend import BlendedObjective
-from spsa_mix.blend.saving import parse_size, write_safetensors_shards
+from spsa_mix.blend.saving import parse_size, write_safetensors_shards, write_safetensors_stream
 from spsa_mix.io import atomic_directory
 
-from .blend_helpers import TinyNet, make_tiny_experts, tiny_batch
+from .blend_helpers import TinyNet, make_tiny_experts, memory_tools, tiny_batch
+from .hf_helpers import llama_config, save_family
 
 
 def test_state_dict_experts_save_a_safetensors_state_dict(tmp_path):
@@ -62,3 +63,46 @@ def test_shards_follow_transformers_layout(tmp_path):
     for bad in ("5XB", 0, "-3GB", None):
         with pytest.raises(ValueError, match="max_shard_size must be a positive number of bytes"):
             parse_size(bad)
+
+
+def test_a_streamed_file_is_safetensors_own_layout_whatever_the_order_tensors_come_in(tmp_path):
+    from safetensors import safe_open
+
+    entries = [("flag", torch.bool, (3,)), ("w", torch.bfloat16, (2, 3)), ("n", torch.int64, ()),
+               ("x", torch.float32, (5,)), ("empty", torch.float16, (0, 4))]
+    values = {"flag": torch.tensor([True, False, True]), "w": torch.arange(6.0).reshape(2, 3).to(torch.bfloat16),
+              "n": torch.tensor(7), "x": torch.linspace(0, 1, 5), "empty": torch.zeros(0, 4, dtype=torch.float16)}
+    write_safetensors_stream(((n, values[n]) for n in ["x", "w", "empty", "flag", "n"]), entries, tmp_path / "a")
+    loaded = load_file(tmp_path / "a")
+    assert set(loaded) == set(values) and all(torch.equal(loaded[n], values[n]) for n in values)
+    with safe_open(tmp_path / "a", "pt") as f:  # the file parses in safetensors' own (Rust) reader
+        assert f.metadata() == {"format": "pt"}
+    from safetensors.torch import save_file
+
+    save_file(values, tmp_path / "b", metadata={"format": "pt"})
+    assert (tmp_path / "a").stat().st_size == (tmp_path / "b").stat().st_size  # same header and data sizes
+    with pytest.raises(RuntimeError, match="is torch.float32 \\(5,\\), but the header plans torch.float16"):
+        write_safetensors_stream([("x", values["x"])], [("x", torch.float16, (5,))], tmp_path / "c")
+    with pytest.raises(RuntimeError, match="were planned but never came"):
+        write_safetensors_stream([("x", values["x"])], entries[3:], tmp_path / "d")
+
+
+def test_saving_holds_one_tensor_not_a_shard(tmp_path):
+    """A 17 MB model saved in one shard: serialising the shard in memory, as before, held the
+    whole model; written tensor by tensor the peak is a few tensors."""
+    tools = memory_tools()
+    config = llama_config(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                          tie_word_embeddings=False)
+    family = save_family(tmp_path / "family", k=2, config=config)
+    model_bytes = sum(p.numel() * 4 for p in family.base_model.parameters())
+    largest = max(p.numel() * 4 for p in family.base_model.parameters())
+    del family.base_model, family.expert_models
+    obj = BlendedObjective.from_pretrained(family.experts, device="cpu", memory="streamed")
+    obj.save_pretrained(np.array([0.5, 0.5]), tmp_path / "warm", max_shard_size="5GB")  # the allocator's first blocks
+    before = tools.rss_anon()
+    with tools.Peak() as save:
+        obj.save_pretrained(np.array([0.3, 0.7]), tmp_path / "out", max_shard_size="5GB")
+    assert save.peak - before < 2 * largest + 2**21 < model_bytes / 2, (save.peak - before, largest, model_bytes)
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    state = obj.blended_state_dict(np.array([0.3, 0.7]))
+    assert saved.keys() == state.keys() and all(torch.equal(saved[n], state[n]) for n in saved)

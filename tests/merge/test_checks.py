@@ -137,3 +137,9 @@ def test_the_context_is_read_from_the_models_config(tmp_path: Path) -> None:
         check_context(tmp_path, 65)
     (tmp_path / "config.json").write_text("{}")
     check_context(tmp_path, 10**6)  # no context named: not checked
+
+
+@pytest.mark.parametrize("method", ["backprop", "forward-grad"])
+def test_the_gradient_methods_pass_the_options_check(method):
+    check_options(_cfg(method=method), 3)  # one dry step on a flat loss with the gradient interfaces
+    check_options(_cfg(method=method, options={"lr": 0.05}), 3)

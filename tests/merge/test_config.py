@@ -54,6 +54,11 @@ def test_the_command_line_overrides_the_file(tmp_path: Path) -> None:
     ("experts: [ft/a, ft/b]\ndata: {train: train.jsonl, batch_size: -2}\n", "data.batch_size must be an integer >= 1"),
     ("experts: [ft/a, ft/b]\ndata: train.jsonl\nthreads: 0\n", "threads must be 'auto' or an integer >= 1, but got 0"),
     ("experts: [ft/a, ft/b]\ndata: train.jsonl\nthreads: many\n", "threads must be 'auto' or an integer >= 1, but got 'many'"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nmemory: lazy\n",
+     "memory must be one of auto, resident, streamed, but got 'lazy'"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nout_shard_size: 0\n",
+     "out_shard_size must be a positive number of bytes or a string such as '5GB', but got 0"),
+    ("experts: [ft/a, ft/b]\ndata: train.jsonl\nmax_memory: 3 apples\n", "max_memory must be a positive number"),
 ])
 def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     p = _write(tmp_path, text)

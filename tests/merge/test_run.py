@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 pytest.importorskip("transformers")
@@ -110,6 +111,37 @@ def test_bad_input_exits_2_with_one_line_before_any_work(demos: Path, tmp_path: 
     msg = _one_line_error([str(demos / "lm.yaml"), "--experts", str(demos / "build/lm/experts/domains_2_3"),
                            str(other), "--output", str(tmp_path / "o")], repo)
     assert "intermediate_size" in msg
+
+
+def test_streamed_experts_merge_to_the_resident_weights_in_shards(demos: Path, tmp_path: Path, capsys) -> None:
+    from safetensors.torch import load_file
+
+    args = [str(demos / "lm.yaml"), "--budget", "9", "--select", "learned", "--validate-every", "100"]
+    assert _merge(*args, "--output", str(tmp_path / "r"), "--memory", "resident") == 0
+    assert _merge(*args, "--output", str(tmp_path / "s"), "--memory", "streamed", "--out-shard-size", "30KB") == 0
+    err = capsys.readouterr().err
+    assert "experts resident on cpu: memory='resident'" in err
+    assert "experts streamed from their files (" in err and "blended module by module: memory='streamed'" in err
+    resident, streamed = (json.loads((tmp_path / o / "recipe.json").read_text()) for o in ("r", "s"))
+    assert resident["memory"]["mode"] == "resident" and streamed["memory"]["mode"] == "streamed"
+    assert list(streamed["phases"]) == ["checks", "imports", "data", "experts", "references", "search", "final",
+                                        "write", "total"]
+    assert streamed["alpha"] == resident["alpha"]  # float32 experts: the same losses, bit for bit
+    index = json.loads((tmp_path / "s" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 3  # a 93 KB model in shards of at most 30 KB (but a larger tensor alone)
+    streamed_state = {k: v for f in shards for k, v in load_file(tmp_path / "s" / f).items()}
+    resident_state = load_file(tmp_path / "r" / "model.safetensors")
+    assert streamed_state.keys() == resident_state.keys()
+    assert all(torch.equal(streamed_state[k], resident_state[k]) for k in resident_state)
+
+
+def test_streamed_experts_with_a_gradient_method_are_refused_before_any_work(demos: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    msg = _one_line_error([str(demos / "lm.yaml"), "--memory", "streamed", "--method", "backprop"], repo)
+    assert "method 'backprop' differentiates through the blend, which needs the resident stack" in msg
+    assert "max_memory must be a positive number of bytes" in _one_line_error(
+        [str(demos / "lm.yaml"), "--max-memory", "lots"], repo)
 
 
 def test_a_killed_merge_resumes_to_the_uninterrupted_weights_bit_for_bit(demos: Path, tmp_path: Path) -> None:
@@ -238,3 +270,11 @@ def test_a_hugging_face_model_directory_is_loaded_by_load_merged_too(demos: Path
     model = load_merged(tmp_path / "m")
     assert type(model).__name__ == "LlamaForCausalLM"
     assert "AutoModelForCausalLM.from_pretrained" in (tmp_path / "m" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("method", ["backprop", "forward-grad"])
+def test_the_gradient_methods_merge(demos: Path, tmp_path: Path, method: str) -> None:
+    assert _merge(str(demos / "lm.yaml"), "--budget", "6", "--method", method, "--validate-every", "100",
+                  "--output", str(tmp_path / "m")) == 0
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert recipe["config"]["method"] == method and recipe["memory"]["mode"] == "resident"

@@ -15,17 +15,19 @@ each block so that, for a call of ``n`` probes,
 So the probes advance block by block, in order (probe 0, 1, ..., n - 1, then the next
 block), and only one block's ``n`` copies (with those of the modules that enclose it, for
 tensors a module owns beside its children, such as a ViT's position embedding) exist at a
-time. Each probe's forward runs in its own thread, but only one runs at any moment: they
-pass a turn, so the order and the numbers are those of a sequential run, and the
-activations held are those of ``n`` forwards in progress (each between two blocks). Every
-probe must run the same modules in the same order (control flow that does not depend on
-the weights; checked: a probe that runs another module is an error). An architecture that
+time. Each probe's forward runs in its own thread (kept between calls), but only one runs at
+any moment: they pass a turn, so the order and the numbers are those of a sequential run,
+and the activations held are those of ``n`` forwards in progress (each between two blocks).
+Every probe must run the same modules in the same order (control flow that does not depend
+on the weights; checked: a probe that runs another module is an error). An architecture that
 reads a module's weights outside that module's forward (a parent using ``child.weight``)
 gets a placeholder, and computing with it is an error that says so (not the meta device's
 silence: ``x @ w`` with ``w`` on meta returns uninitialised memory in PyTorch 2.x).
 
 Grad mode and inference mode are per thread in PyTorch: each probe's thread runs in the
-caller's.
+caller's. On a GPU (``staged``, by default when the experts' device is CUDA) the rows of
+each block are copied to the device through :class:`~spsa_mix.blend.held.staging.Stager`,
+the next block's copy overlapping the current block's compute.
 
 Example
 -------
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,9 +56,12 @@ import torch
 from torch import nn
 
 from spsa_mix.blend.held.functional import Layout, bind_to_buffer
+from spsa_mix.blend.held.staging import Stager
 from spsa_mix.blend.held.streamed import StreamedExperts
 
-__all__ = ["Lockstep", "ProbeOrderError", "Unbound", "UnboundWeightError"]
+__all__ = ["Lockstep", "ProbeOrderError", "Unbound", "UnboundWeightError", "STREAMED_PROBES"]
+
+STREAMED_PROBES = 2  # ours: probes blended from one read (SPSA's pair); the objective runs more in turns
 
 T = TypeVar("T")
 _METADATA = frozenset({"size", "dim", "numel", "nelement", "is_floating_point", "is_complex", "element_size",
@@ -161,7 +167,8 @@ class Lockstep:
         The dtype of the blended tensors (the forward's).
     """
 
-    def __init__(self, model: nn.Module, experts: StreamedExperts, *, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, experts: StreamedExperts, *, dtype: torch.dtype,
+                 staged: bool | None = None) -> None:
         self.model = model
         self.experts = experts
         self.dtype = dtype
@@ -181,8 +188,15 @@ class Lockstep:
         for module in self.blocks:
             module.register_forward_pre_hook(self._enter)
             module.register_forward_hook(self._exit)
+        self._block_ids = {m: i for i, m in enumerate(self.blocks)}
+        if staged is None:
+            staged = experts.device.type == "cuda"
+        self.stager = Stager(experts.rows, [[name for _, name in pairs] for pairs in self.blocks.values()],
+                             device=experts.device) if staged else None
         self._run: _Run | None = None
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     # ------------------------------------------------------------------ running
     def run(self, coeffs: torch.Tensor, fn: Callable[[], T]) -> list[T]:
@@ -210,6 +224,8 @@ class Lockstep:
             for entry in run.entries.values():
                 self._unbind(entry.module)
             run.entries.clear()
+            if self.stager is not None:
+                self.stager.end_call()
         return results
 
     def _threads(self, run: _Run, fn: Callable[[], Any], results: list[Any]) -> None:
@@ -234,13 +250,15 @@ class Lockstep:
                 if q is not None:
                     run.turn[q].release()
 
-        threads = [threading.Thread(target=work, args=(p,), name=f"spsa-mix-probe-{p}", daemon=True)
-                   for p in range(run.n)]
-        for t in threads:
-            t.start()
+        if self._pool is None or self._pool_size < run.n:  # threads kept between calls (and their malloc arenas)
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(max_workers=run.n, thread_name_prefix="spsa-mix-probe")
+            self._pool_size = run.n
+        futures = [self._pool.submit(work, p) for p in range(run.n)]
         run.turn[0].release()
-        for t in threads:
-            t.join()
+        for f in futures:
+            f.result()
 
     def _handoff(self, run: _Run, p: int) -> None:
         """Pass the turn to the next probe; wait for it to come back; bind this probe's tensors."""
@@ -269,7 +287,7 @@ class Lockstep:
             if p != 0:
                 raise ProbeOrderError(f"probe {p} ran block {self._names[module]!r} (its block {k}), which probe 0 "
                                       "did not: the streamed engine needs the same modules in the same order")
-            entry = run.entries[k] = _Entry(module, self._materialize(module, run.coeffs))
+            entry = run.entries[k] = _Entry(module, self._materialize(module, run.coeffs, k))
         elif entry.module is not module:
             raise ProbeOrderError(f"probe {p} ran block {self._names[module]!r} where probe 0 ran "
                                   f"{self._names[entry.module]!r} (block {k}): the streamed engine needs the same "
@@ -291,13 +309,20 @@ class Lockstep:
         self._handoff(run, p)
 
     # ------------------------------------------------------------------ tensors
-    def _materialize(self, module: nn.Module, coeffs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """The block's tensors blended for every probe: ``n`` dicts of leaf name -> tensor."""
+    def _materialize(self, module: nn.Module, coeffs: torch.Tensor, position: int) -> list[dict[str, torch.Tensor]]:
+        """The block's tensors blended for every probe: ``n`` dicts of leaf name -> tensor
+        (from its rows staged on the device, with a stager; ``position``: the block's place
+        in the call)."""
         copies: list[dict[str, torch.Tensor]] = [{} for _ in range(coeffs.shape[0])]
+        block = self._block_ids[module]
+        staged = self.stager.take(block) if self.stager is not None else {}
         for leaf, name in self.blocks[module]:
-            out = self.experts.blend_probes(name, coeffs[:, self.experts.group_of[name]], self.dtype)  # (n, *shape)
+            out = self.experts.blend_probes(name, coeffs[:, self.experts.group_of[name]], self.dtype,
+                                            rows=staged.get(name))  # (n, *shape)
             for p, copy in enumerate(copies):
                 copy[leaf] = out[p]
+        if self.stager is not None:
+            self.stager.done(block, position)
         return copies
 
     def bound(self) -> list[str]:

@@ -36,11 +36,12 @@ from typing import Any
 import torch
 
 from spsa_mix.blend.held.experts import ExpertPlan, ExpertSource, ExpertStack, TensorLike, fill_stack, plan_experts
-from spsa_mix.blend.held.streamed import StreamedExperts, map_rows
+from spsa_mix.blend.held.lockstep import STREAMED_PROBES
+from spsa_mix.blend.held.streamed import STREAM_CHUNK, StreamedExperts, map_rows
 from spsa_mix.io import parse_size
 
 __all__ = ["MEMORY_MODES", "RESIDENT_SHARE", "AUTO_BUDGET_SHARE", "memory_budget", "choose_memory",
-           "decide_memory", "resident_bytes", "hold_experts", "check_memory", "format_bytes"]
+           "decide_memory", "resident_bytes", "hold_experts", "check_memory", "format_bytes", "memory_estimate"]
 
 MEMORY_MODES = ("auto", "resident", "streamed")
 RESIDENT_SHARE = 0.5  # ours: the resident stack may take half the budget; activations and page cache the rest
@@ -132,6 +133,34 @@ def decide_memory(memory: str, max_memory: int | str | None, device: torch.devic
                   f"budget of {format_bytes(budget)} ({how})")
 
 
+def memory_estimate(params: int, largest: int, rows: int, *, mode: str, device: str = "cpu",
+                    stored_bytes: int = 2, forward_bytes: int = 2, probes: int = STREAMED_PROBES) -> dict[str, int]:
+    """The bytes a blend holds beyond the activations and the runtime, by the formulas of
+    ``docs/blend.md``: ``device`` (the blend's device: the host on a CPU), ``pinned`` (host
+    buffers of a GPU's staging) and ``page cache`` (the experts' files, which the kernel may
+    drop and read again).
+
+    ``params`` are the blended scalars ``P``, ``largest`` those of the largest module ``L``,
+    ``rows`` the experts (and a base) ``R``, ``stored_bytes`` and ``forward_bytes`` the bytes
+    of a stored and a forward element ``b_s``, ``b_c``, ``probes`` the probes blended at once
+    ``n``. Resident: ``R P b_s + P b_c``. Streamed: ``n L b_c + (R + n) C 4`` (``C =
+    STREAM_CHUNK``), and on a GPU two staging slots of ``R L b_s`` each on the device and
+    pinned on the host; the files' ``R P b_s`` in the page cache.
+
+    >>> memory_estimate(10**9, 6 * 10**7, 4, mode="resident")
+    {'device': 10000000000, 'pinned': 0, 'page cache': 0}
+    >>> memory_estimate(10**9, 6 * 10**7, 4, mode="streamed", device="cuda")["pinned"]
+    960000000
+    """
+    if mode == "resident":
+        return {"device": rows * params * stored_bytes + params * forward_bytes, "pinned": 0, "page cache": 0}
+    if mode != "streamed":
+        raise ValueError(f"mode must be 'resident' or 'streamed', but got {mode!r}")
+    slots = 2 * rows * largest * stored_bytes if device == "cuda" else 0
+    blocks = probes * largest * forward_bytes + (rows + probes) * STREAM_CHUNK * 4
+    return {"device": blocks + slots, "pinned": slots, "page cache": rows * params * stored_bytes}
+
+
 def hold_experts(reference: Mapping[str, TensorLike], experts: Sequence[ExpertSource], *, memory: str,
                  max_memory: int | str | None, device: torch.device, dtype: torch.dtype,
                  **options: Any) -> tuple[ExpertStack | StreamedExperts, str]:
@@ -145,5 +174,7 @@ def hold_experts(reference: Mapping[str, TensorLike], experts: Sequence[ExpertSo
     if mode == "resident":
         return fill_stack(plan, device), f"experts resident on {device}: {why}"
     held = map_rows(plan, device)
-    return held, (f"experts streamed from their files ({format_bytes(held.mapped_bytes)} mapped) to {device}, "
-                  f"blended module by module: {why}")
+    how = (" through pinned host memory, each block's copy overlapping the previous block's compute"
+           if device.type == "cuda" else "")
+    return held, (f"experts streamed from their files ({format_bytes(held.mapped_bytes)} mapped) to {device}"
+                  f"{how}, blended module by module: {why}")

@@ -131,11 +131,13 @@ class StreamedExperts(Grouped):
         """Bytes of the rows where they lie (the page cache holds what has been read)."""
         return sum(t.numel() * t.element_size() for rows in self.rows.values() for t in rows)
 
-    def blend_probes(self, name: str, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def blend_probes(self, name: str, coeffs: torch.Tensor, dtype: torch.dtype,
+                     rows: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """``(n, *shape)``: tensor ``name`` blended for ``n`` probes, ``coeffs`` ``(n, R)`` in
-        the accumulation dtype, the result in ``dtype`` on ``device``."""
+        the accumulation dtype, the result in ``dtype`` on ``device``; from ``rows`` (the same
+        rows staged elsewhere, :mod:`spsa_mix.blend.held.staging`) when given."""
         out = torch.empty((coeffs.shape[0], *self.shapes[name]), dtype=dtype, device=self.device)
-        return blend_rows(self.rows[name], coeffs, out)
+        return blend_rows(self.rows[name] if rows is None else rows, coeffs, out)
 
     def blend_tensor(self, name: str, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """One blended tensor, ``coeffs (R,)``, accumulated and returned in ``dtype`` (as

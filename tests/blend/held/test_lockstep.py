@@ -169,3 +169,35 @@ def test_the_probe_model_outside_a_call_is_an_error():
     obj = BlendedObjective(Nested(), _experts(Nested), device="cpu", memory="streamed")
     with pytest.raises(RuntimeError, match="outside a call"):
         obj._model(torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_staged_rows_give_the_same_probes_and_prefetch_after_the_first_call():
+    """The GPU path's bookkeeping (two slots, the first call's order recorded, the next block
+    prefetched), run on the CPU with plain buffers: the same losses, call after call."""
+    ids = torch.randint(0, 7, (5, 3), generator=torch.Generator().manual_seed(1))
+    experts = _experts(Nested)
+    held = stream_experts(Nested().state_dict(), experts, device=torch.device("cpu"), dtype=torch.float32,
+                          aliases={"head.weight": "embed.weight"})
+    plain = Lockstep(skeleton_of(Nested(), device=torch.device("cpu")), held, dtype=torch.float32)
+    staged = Lockstep(skeleton_of(Nested(), device=torch.device("cpu")), held, dtype=torch.float32, staged=True)
+    assert plain.stager is None and staged.stager is not None
+    stager = staged.stager
+    fills: list[int] = []
+    fill = stager._fill
+
+    def counting(slot, block):
+        fills.append(block)
+        return fill(slot, block)
+
+    stager._fill = counting
+    torch.manual_seed(2)
+    for call in range(3):
+        coeffs = torch.distributions.Dirichlet(torch.ones(3)).sample((2,))[:, None, :]  # (n, G, R)
+        a = plain.run(coeffs, lambda: plain.model(ids))
+        b = staged.run(coeffs, lambda: staged.model(ids))
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), call
+        assert staged.bound() == []
+    # the outer module, the embedding, two linears and the head: five entries a call
+    assert len(stager.sequence) == 5 and not stager.recording
+    assert len(fills) == 3 * 5  # every entry staged once a call: on demand in the first, prefetched after
+    assert stager.prefetched == 2 * 4  # in the second and third calls, every entry but the first

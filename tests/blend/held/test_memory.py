@@ -15,6 +15,7 @@ from spsa_mix.blend.held.memory import (
     check_memory,
     choose_memory,
     memory_budget,
+    memory_estimate,
     resident_bytes,
 )
 from spsa_mix.blend.held.experts import plan_experts
@@ -30,6 +31,14 @@ def test_the_resident_bytes_are_the_stack_and_the_probe_buffer():
     mem = obj.memory()
     assert resident_bytes(plan, torch.float32) == mem["stack"] + mem["blended"]
     assert resident_bytes(plan, torch.bfloat16) == mem["stack"] + mem["blended"] // 2
+
+
+def test_the_formula_is_what_the_resident_stack_holds(llama_family):
+    obj = BlendedObjective.from_pretrained(llama_family.experts, device="cpu", memory="resident")
+    mem = obj.memory()
+    size = obj._stack.layout.size  # P with each tensor's padding to 128 elements
+    assert memory_estimate(size, 0, 3, mode="resident", stored_bytes=4, forward_bytes=4)["device"] == \
+        mem["stack"] + mem["blended"]
 
 
 def test_auto_is_resident_while_the_stack_fits_half_the_budget():

@@ -5,29 +5,19 @@ not held; the memory of a step is bounded by the formula, not by K or P."""
 from __future__ import annotations
 
 import gc
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from spsa_mix.blend import BlendedObjective, evaluate_blend
+from spsa_mix.blend.held.memory import memory_estimate
 from spsa_mix.blend.held.streamed import STREAM_CHUNK, blend_rows, stream_experts
 
-from ..blend_helpers import TinyNet, make_tiny_experts, tiny_batch
+from ..blend_helpers import TinyNet, make_tiny_experts, memory_tools, tiny_batch
 from ..hf_helpers import llama_config, lm_batch, make_adapter, save_family
 
-ROOT = Path(__file__).resolve().parents[3]
 TOL = {torch.float32: 1e-6, torch.bfloat16: 2e-3, torch.float16: 2e-3}  # relative, on a loss near 4
-
-
-def _memory_tools():
-    spec = importlib.util.spec_from_file_location("blend_memory", ROOT / "benchmarks" / "blend_memory.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
@@ -170,7 +160,7 @@ def test_the_memory_of_a_streamed_step_grows_with_one_block_not_with_k(tmp_path)
     """K = 4 experts of 17 MB: the resident stack would hold 67 MB; the streamed objective
     holds none of it and a step's peak stays under the formula's bound (two copies of the
     largest tensor, the blend's buffers, the activations), well under one expert."""
-    tools = _memory_tools()
+    tools = memory_tools()
     config = llama_config(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                           max_position_embeddings=64, tie_word_embeddings=False)
     family = save_family(tmp_path, k=4, config=config, max_shard_size="8MB")
@@ -189,7 +179,9 @@ def test_the_memory_of_a_streamed_step_grows_with_one_block_not_with_k(tmp_path)
     with tools.Peak() as step:
         obj(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
     activations = 2 * 2 * 16 * 2048 * 4 * 3  # two probes' logits and the loss's float32 copies of them
-    bound = 2 * largest + (4 + 2) * STREAM_CHUNK * 4 + activations
+    formula = memory_estimate(model_bytes // 4, largest // 4, 4, mode="streamed", stored_bytes=4, forward_bytes=4)
+    assert formula["device"] == 2 * largest + (4 + 2) * STREAM_CHUNK * 4 and formula["page cache"] == 4 * model_bytes
+    bound = formula["device"] + activations
     assert model_bytes > 1.5 * bound  # under one model, where two blended models or the stack are far above
     assert load.peak - before < model_bytes / 4, (load.peak - before, model_bytes)
     assert held < model_bytes / 8, held
