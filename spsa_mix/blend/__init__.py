@@ -13,6 +13,8 @@
 * :func:`load_state_dict`, :func:`check_compatible`, :func:`stack_experts`,
   :func:`open_checkpoint` -- loading experts lazily from modules, state dicts, ``.pt`` and
   ``.safetensors`` files and Hugging Face directories;
+* :class:`MultiTaskObjective` -- several targets at once (their own data, loss, weight and
+  head) on one stack: AdaMerging's multi-task setting (:mod:`spsa_mix.blend.multitask`);
 * :func:`resolve_loss` -- ``"cross-entropy"``, ``"causal-lm"``, ``"entropy"`` or a callable.
 
 Example
@@ -35,12 +37,15 @@ from spsa_mix.blend.devices import resolve_device
 from spsa_mix.blend.evaluate import Metrics, evaluate, evaluate_blend, evaluate_experts
 from spsa_mix.blend.experts import ExpertSource, ExpertStack, check_compatible, load_state_dict, stack_experts
 from spsa_mix.blend.losses import resolve_loss
+from spsa_mix.blend.multitask import MultiTaskObjective, TaskSpec
 from spsa_mix.blend.objective import BlendedObjective, LossShapeError
 from spsa_mix.blend.spaces import BlendSpace
 
 __all__ = [
     "BlendedObjective",
     "LossShapeError",
+    "MultiTaskObjective",
+    "TaskSpec",
     "evaluate",
     "evaluate_blend",
     "evaluate_experts",
