@@ -47,7 +47,7 @@ import numpy as np
 from spsa_mix.merge.config import MergeConfig
 
 __all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_table", "mergekit_config",
-           "expert_kind", "RECIPE_FORMAT"]
+           "expert_kind", "target_kind", "RECIPE_FORMAT"]
 
 logger = logging.getLogger("spsa_mix.merge")
 RECIPE_FORMAT = 1
@@ -142,19 +142,8 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     loss = cfg.loss
     if loss is None and architecture is not None:
         loss = "causal-lm" if architecture.endswith("ForCausalLM") else "cross-entropy"
-    from spsa_mix.data.files import data_kind
-
-    data = data_kind(cfg.data.train or "")
-    if data == "text":
-        if model_dir is None:
-            raise ValueError("text data is tokenized with the model's tokenizer: name a Hugging Face model "
-                             "directory (model: or base:)")
-        task_kind = "sequence-classification" if cfg.data.label_field else "causal-lm"
-        if task_kind == "causal-lm" and loss not in (None, "causal-lm", "entropy") and ":" not in str(loss):
-            raise ValueError(f"text without labels (data.label_field) is scored as a language model; "
-                             f"loss {loss!r} needs labels")
-    else:
-        task_kind = "image-classification" if data == "images" else data
+    targets = [(t.data_config(), t.loss or loss) for t in cfg.data.tasks] or [(cfg.data, loss)]
+    task_kind = [target_kind(d, target_loss, model_dir) for d, target_loss in targets][0]
     check_method(cfg.method, cfg.options)
     spec = lookup_method(cfg.method)
     cost = spec.cost_per_step({k: v for k, v in cfg.options.items()})
@@ -166,6 +155,26 @@ def plan_merge(cfg: MergeConfig) -> MergePlan:
     output = Path(cfg.output)
     _check_output(output, cfg.overwrite, cfg.state_path())
     return MergePlan(cfg, experts, kind, model_dir, architecture, loss, task_kind, output, cfg.state_path())
+
+
+def target_kind(d: Any, loss: str | None, model_dir: Path | None) -> str:
+    """What the target data ``d`` (a :class:`~spsa_mix.merge.config.DataConfig`) is scored
+    as: ``causal-lm``, ``sequence-classification``, ``image-classification``, ``tensors``
+    or ``reference``; raises ``ValueError`` for text without a tokenizer, or text without
+    labels under a loss that needs them."""
+    from spsa_mix.data.files import data_kind
+
+    data = data_kind(d.train or "")
+    if data != "text":
+        return "image-classification" if data == "images" else data
+    if model_dir is None:
+        raise ValueError("text data is tokenized with the model's tokenizer: name a Hugging Face model "
+                         "directory (model: or base:)")
+    task_kind = "sequence-classification" if d.label_field else "causal-lm"
+    if task_kind == "causal-lm" and loss not in (None, "causal-lm", "entropy") and ":" not in str(loss):
+        raise ValueError(f"text without labels (data.label_field) is scored as a language model; "
+                         f"loss {loss!r} needs labels")
+    return task_kind
 
 
 # ---------------------------------------------------------------------------- data
@@ -397,6 +406,10 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
         say(f"a saved state exists at {plan.state}; starting again (pass --resume to continue it)")
         if ranks.is_writer:
             plan.state.unlink()
+    if cfg.data.tasks:  # several targets at once: spsa_mix.merge.multitask
+        from spsa_mix.merge.multitask import run_tasks
+
+        return run_tasks(plan, ranks, say, progress=progress, start=start)
     source, train, val = _load_data(plan)
     obj = _objective(plan, ranks.shard(train), source)  # experts that do not match fail here, before any evaluation
     say(f"{len(plan.experts)} {plan.kind} experts, space {cfg.space}, method {cfg.method}, budget {cfg.budget}")
