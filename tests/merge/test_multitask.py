@@ -154,3 +154,23 @@ def test_bad_tasks_exit_2_with_one_line(built: Path, tmp_path: Path) -> None:
     assert ("task 'low': head tensor 'fc.weight' has shape (4, 64) in experts[1], but the task's architecture "
             "has (6, 64)") in _one_line_error([_variant(built, tmp_path, swapped)])
     assert not (tmp_path / "out").exists()
+
+
+def test_under_torchrun_it_is_the_one_process_merge(built: Path, tmp_path: Path) -> None:
+    """Two ranks, 15 examples a task's batch (shards of 8 and 7): each task's shards weighted apart."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    args = ["merge", str(built / "merge.yaml"), "--budget", "16", "--batch-size", "15", "--select", "learned",
+            "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "spsa_mix", *args, "--output", str(tmp_path / "two")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| learned (spsa)") == 1  # rank 0 alone prints and writes
+    one, two = (json.loads((tmp_path / n / "recipe.json").read_text()) for n in ("one", "two"))
+    assert one["learned"]["nfev"] == two["learned"]["nfev"]
+    np.testing.assert_allclose(two["alpha"], one["alpha"], atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == ["high", "low"]
