@@ -131,16 +131,15 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """One target of a multi-task merge (an entry of ``data.tasks``; see README, "Several
-    targets at once").
+class TaskConfig(DataConfig):
+    """One target of a multi-task merge (an entry of ``data.tasks``; see
+    ``docs/multitask.md``): its data (the keys of :class:`DataConfig`, default the values
+    beside ``tasks``; ``tasks`` itself unused) and
 
     Attributes
     ----------
     name:
         A unique name (the folder of the task's merged model).
-    train, validation, text_field, label_field, batch_size, max_length, image_size, mean, std:
-        The task's data, as :class:`DataConfig` (default: the values beside ``tasks``).
     loss:
         ``entropy`` (unlabeled inputs), any other loss name, or ``"package.module:callable"``;
         default the config's ``loss``.
@@ -156,20 +155,11 @@ class TaskConfig:
     """
 
     name: str = ""
-    train: str | None = None
-    validation: str | None = None
     loss: str | None = None
     weight: float = 1.0
     head: str | tuple[str, ...] | None = None
     head_file: str | None = None
     expert: int | str | None = None
-    text_field: str = "text"
-    label_field: str | None = None
-    batch_size: int = 16
-    max_length: int = 128
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
 
     _OWN = ("name", "loss", "weight", "head", "head_file", "expert")
 
@@ -195,7 +185,7 @@ class TaskConfig:
             label = f"data.tasks[{i}]"
             if not isinstance(entry, dict):
                 raise ValueError(f"{label} must be a mapping (name, train, loss, head, weight), but got {entry!r:.100}")
-            _unknown(entry, [f.name for f in dataclasses.fields(cls)], f"{where}'s {label}")
+            _unknown(entry, [f.name for f in dataclasses.fields(cls) if f.name != "tasks"], f"{where}'s {label}")
             name = entry.get("name")
             if not isinstance(name, str) or not name or "/" in name or name.strip() != name:
                 raise ValueError(f"{label}: name must be a non-empty string without '/' or surrounding spaces, "
@@ -400,6 +390,8 @@ class MergeConfig:
         out["experts"] = list(self.experts)
         if not self.data.tasks:
             del out["data"]["tasks"]  # the digest of a one-target config stays what it was
+        for task in out["data"].get("tasks", ()):
+            del task["tasks"]
         return out
 
     def digest(self) -> str:

@@ -55,6 +55,7 @@ from spsa_mix.merge.run import (
     _versions,
     _vertex,
     _weights,
+    choose_written,
     mergekit_config,
     target_kind,
 )
@@ -182,12 +183,8 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
     candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
                   "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),
                   "best single": (vertices[best], singles[best])}
-    chosen = "learned" if cfg.select == "learned" else min(candidates, key=lambda c: candidates[c][1]["loss"])
+    chosen = choose_written(cfg.select, candidates, f"tasks' {where}", say)
     point = candidates[chosen][0]
-    if chosen != "learned":
-        say(f"the {chosen} blend scores better on the tasks' {where} data than the learned one "
-            f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
-            "writes the learned blend)")
     alpha, scale = _weights(obj, point, cfg)
     written = obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite)
     metric = "next-token accuracy" if all(_target_plan(plan, t).task_kind == "causal-lm" for t in cfg.data.tasks) \

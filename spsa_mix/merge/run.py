@@ -359,6 +359,23 @@ def _weights(obj: Any, point: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray,
     return np.asarray(alpha), (float(cfg.scale) if cfg.space == "task-vectors" else None)
 
 
+def choose_written(select: str, candidates: dict[str, tuple[np.ndarray, dict[str, Any]]], where: str,
+                   say: Callable[[str], None]) -> str:
+    """Which candidate is written: ``"learned"`` with ``select: learned``, else the one with
+    the lowest loss (saying so when it is not the learned blend).
+
+    >>> choose_written("best", {"learned": (None, {"loss": 2.0}), "uniform": (None, {"loss": 1.0})}, "validation", print)
+    the uniform blend scores better on the validation data than the learned one (1.0000 against 2.0000): writing it (select: learned writes the learned blend)
+    'uniform'
+    """
+    chosen = "learned" if select == "learned" else min(candidates, key=lambda c: candidates[c][1]["loss"])
+    if chosen != "learned":
+        say(f"the {chosen} blend scores better on the {where} data than the learned one "
+            f"({candidates[chosen][1]['loss']:.4f} against {candidates['learned'][1]['loss']:.4f}): writing it "
+            "(select: learned writes the learned blend)")
+    return chosen
+
+
 @dataclass
 class MergeOutcome:
     """What :func:`run_merge` produced: the paths, the recipe, the summary table."""
@@ -443,12 +460,8 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
     candidates = {"learned": (np.asarray(res.x, dtype=np.float64), learned),
                   "uniform": (np.asarray(uniform_point, dtype=np.float64), uniform),
                   "best single": (_vertex(obj, best), singles[best])}
-    chosen = "learned" if cfg.select == "learned" else min(candidates, key=lambda c: candidates[c][1]["loss"])
+    chosen = choose_written(cfg.select, candidates, where, say)
     point = candidates[chosen][0]
-    if chosen != "learned":
-        say(f"the {chosen} blend scores better on the {where} data than the learned one "
-            f"({candidates[chosen][1]['loss']:.4f} against {learned['loss']:.4f}): writing it (select: learned "
-            "writes the learned blend)")
     alpha, scale = _weights(obj, point, cfg)
     model_path = Path(obj.save_pretrained(point, plan.output, overwrite=cfg.overwrite))
     rows: list[dict[str, Any]] = [{"blend": "uniform", "loss": uniform["loss"], "metric": uniform["accuracy"]},
