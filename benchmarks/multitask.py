@@ -146,7 +146,23 @@ def load_tasks(data_root: Path | None, size: str) -> dict[str, TaskData]:
 
 
 # ---------------------------------------------------------------------------- experts
-def _with_head(base: torch.nn.Module, classes: int, seed: int) -> torch.nn.Module:
+def _frozen_statistics(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` whose BatchNorm layers stay in eval mode when it trains: the pretrained running
+    statistics are used and kept (the affine weights still train)."""
+    train = net.train
+
+    def train_keeping_statistics(mode: bool = True) -> torch.nn.Module:
+        train(mode)
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return net
+
+    net.train = train_keeping_statistics  # type: ignore[method-assign]
+    return net
+
+
+def _with_head(base: torch.nn.Module, classes: int, seed: int, *, frozen_bn: bool = False) -> torch.nn.Module:
     net = copy.deepcopy(base)
     gen = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(64, classes)
@@ -155,20 +171,24 @@ def _with_head(base: torch.nn.Module, classes: int, seed: int) -> torch.nn.Modul
         head.weight.uniform_(-bound, bound, generator=gen)
         head.bias.uniform_(-bound, bound, generator=gen)
     net.fc = head
-    return net
+    return _frozen_statistics(net) if frozen_bn else net
 
 
-def finetune_experts(base_path: Path, tasks: dict[str, TaskData], *, epochs: int, cache: Path) -> list[Path]:
+def finetune_experts(base_path: Path, tasks: dict[str, TaskData], *, epochs: int, cache: Path,
+                     frozen_bn: bool) -> list[Path]:
     """Each task's expert: the pretrained ResNet-20 with a new head, every weight fine-tuned
-    (Adam, lr 1e-3, batch 64), cached by :func:`spsa_mix.experiment.finetuned.finetune_expert`."""
+    (Adam, lr 1e-3, batch 64; with ``frozen_bn`` the BatchNorm statistics kept as
+    pretrained), cached by :func:`spsa_mix.experiment.finetuned.finetune_expert`."""
     from spsa_mix.experiment.finetuned import FinetuneSpec, finetune_expert
     from spsa_mix.models import load_cifar_resnet
 
     paths = []
     for i, (name, task) in enumerate(tasks.items()):
         spec = FinetuneSpec(epochs=epochs, batch_size=64, lr=1e-3, seed=i)
-        made = finetune_expert(lambda t=task, i=i: _with_head(load_cifar_resnet(base_path), t.classes, 100 + i),
-                               task.train, spec=spec, cache_dir=cache, name=f"multitask-{name}")
+        made = finetune_expert(lambda t=task, i=i: _with_head(load_cifar_resnet(base_path), t.classes, 100 + i,
+                                                              frozen_bn=frozen_bn),
+                               task.train, spec=spec, cache_dir=cache,
+                               name=f"multitask-{name}" + ("-frozen-bn" if frozen_bn else ""))
         took = "cached" if made.cached else f"fine-tuned in {made.meta['seconds']:.0f} s"
         print(f"expert {name}: {took}", file=sys.stderr, flush=True)
         paths.append(made.path)
@@ -178,11 +198,20 @@ def finetune_experts(base_path: Path, tasks: dict[str, TaskData], *, epochs: int
 class MultiHead(torch.nn.Module):
     """A ResNet-20 backbone with one head per task (joint multi-task fine-tuning)."""
 
-    def __init__(self, base: torch.nn.Module, classes: list[int], seed: int) -> None:
+    def __init__(self, base: torch.nn.Module, classes: list[int], seed: int, *, frozen_bn: bool) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(base)
         self.heads = torch.nn.ModuleList([_with_head(base, c, 100 + i).fc for i, c in enumerate(classes)])
         self.backbone.fc = torch.nn.Identity()
+        self.frozen_bn = frozen_bn
+
+    def train(self, mode: bool = True) -> MultiHead:
+        super().train(mode)
+        if self.frozen_bn:  # the pretrained BatchNorm statistics, as the experts' with --expert-bn frozen
+            for m in self.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.heads[task](self.backbone(x))
@@ -193,10 +222,11 @@ class MultiHead(torch.nn.Module):
         return net.eval()
 
 
-def joint_finetune(base: torch.nn.Module, tasks: dict[str, TaskData], *, epochs: int, seed: int) -> MultiHead:
+def joint_finetune(base: torch.nn.Module, tasks: dict[str, TaskData], *, epochs: int, seed: int,
+                   frozen_bn: bool) -> MultiHead:
     """Every weight of the backbone and the four heads, Adam lr 1e-3, one minibatch of 64 of
     each task per step (the sum of their cross-entropies), as many steps as an expert's epochs."""
-    model = MultiHead(base, [t.classes for t in tasks.values()], seed).train()
+    model = MultiHead(base, [t.classes for t in tasks.values()], seed, frozen_bn=frozen_bn).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1000 + seed)
     steps = epochs * max(math.ceil(len(t.train[1]) / 64) for t in tasks.values())
@@ -336,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-layer", type=int, default=None, help="SPSA layer-wise evaluations (default 3000)")
     ap.add_argument("--methods", nargs="+", default=None, help="a subset of the rows (default all)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the step timing")
+    ap.add_argument("--expert-bn", choices=("frozen", "trained"), default="frozen",
+                    help="fine-tune the experts (and the joint model) with the pretrained BatchNorm statistics kept "
+                         "(default) or re-estimated on each task")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--render", action="store_true", help="only rewrite the report from --output")
@@ -384,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base_model = load_cifar_resnet(weights)
     base_sd = {k: v for k, v in base_model.state_dict().items()}
-    expert_paths = finetune_experts(weights, tasks, epochs=SIZES[size]["epochs"], cache=cache)
+    frozen_bn = args.expert_bn == "frozen"
+    expert_paths = finetune_experts(weights, tasks, epochs=SIZES[size]["epochs"], cache=cache, frozen_bn=frozen_bn)
     expert_sds = [load_file(str(p)) for p in expert_paths]
     heads = [{k: v for k, v in sd.items() if k.startswith("fc.")} for sd in expert_sds]  # each task's head
     names = list(tasks)
@@ -407,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                    "batch_per_task": 16, "ties_density": TIES_DENSITY, "ta_grid": TA_GRID, "ties_grid": TIES_GRID,
                    "tasks": {n: {"classes": t.classes, "train": len(t.train[1]), "unlabeled": len(t.unlabeled),
                                  "validation": len(t.validation[1]), "test": len(t.test[1])} for n, t in tasks.items()},
-                   "groups": len(plain_scorer.groups), "ties_from": "mergekit"},
+                   "groups": len(plain_scorer.groups), "ties_from": "mergekit", "expert_bn": args.expert_bn},
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "threads": 1,
                         "machine": platform.machine(), "note": "a 2-core CPU shared with other jobs while it ran"},
         "stacked_experts_mb": plain_scorer.memory()["stack"] / 2**20,
@@ -447,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             elif method == "joint":
                 for seed in range(seeds):
                     t0 = time.perf_counter()
-                    model = joint_finetune(base_model, tasks, epochs=SIZES[size]["epochs"], seed=seed)
+                    model = joint_finetune(base_model, tasks, epochs=SIZES[size]["epochs"], seed=seed,
+                                           frozen_bn=frozen_bn)
                     seconds = time.perf_counter() - t0
                     acc = {n: float(evaluate(model.task_model(i), _test_data({n: tasks[n]}, "test")[n])["accuracy"])
                            for i, n in enumerate(names)}
@@ -586,11 +621,16 @@ def write_report(results: dict[str, Any], output: Path) -> None:
             wall = fo.get("seconds", math.nan) / bp.get("seconds", math.nan)
             extra = fo.get("forwards", 0) - (bp.get("forwards", 0) + 2 * bp.get("backwards", 0))
             verdict = "meets" if gap >= -GOAL_POINTS and mem <= GOAL_MEMORY else "misses"
+            ta = by.get("task-arithmetic")
+            below = ta is not None and max(fo["accuracy"]["mean"][0], bp["accuracy"]["mean"][0]) < ta["accuracy"]["mean"][0]
+            note = (f"; both below task arithmetic's {ta['accuracy']['mean'][0]:.2f} %: the entropy's minimum is not "
+                    "an accurate model here" if below and ta is not None else "")
             lines.append(f"- {label}-wise: SPSA {gap:+.2f} points against AdaMerging (mean accuracy), peak step "
                          f"memory {mem:.2f}x, whole-run wall time {wall:.2f}x; SPSA spent {fo.get('forwards', 0):.0f} "
                          f"forward passes against AdaMerging's {bp.get('forwards', 0):.0f} forwards and "
                          f"{bp.get('backwards', 0):.0f} backwards ({extra:+.0f} passes if a backward costs two "
-                         f"forwards) — {verdict} the goal (within {GOAL_POINTS:g} point at <= {GOAL_MEMORY:g}x memory)")
+                         f"forwards) — {verdict} the goal (within {GOAL_POINTS:g} point at <= {GOAL_MEMORY:g}x "
+                         f"memory){note}")
     if results.get("errors"):
         lines += ["", "Errors:", *[f"- {e['method']}: {e['error']}" for e in results["errors"]]]
     atomic_write_text(output.with_suffix(".md"), "\n".join(lines) + "\n")
