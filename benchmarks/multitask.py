@@ -14,13 +14,17 @@ entropy of the predictions, each task on its own minibatches of 16:
   [0, 1]); ``adamerging++-layer``: the same on TIES-preprocessed task vectors;
 * ``spsa-task`` / ``spsa-layer`` (and ``-ties``): :func:`spsa_mix.minimize`'s SPSA on the same
   objective (:class:`~spsa_mix.blend.multitask.MultiTaskObjective`, task vectors over the
-  pretrained backbone with a learned scale: ``theta_0 + s sum_k alpha_k tau_k``, alpha on the
-  simplex per model or per layer), forward passes only, with the library's defaults except
-  the start: AdaMerging's (every ``lambda_k = s alpha_k = 0.3``; the library's ``start="auto"``
-  scores the experts alone first, and on an entropy objective the most confident expert wins
-  and the run stays in its basin), and the budget given by ``--budget-task`` /
-  ``--budget-layer`` (objective evaluations: one evaluation is one forward pass of every
-  task's minibatch);
+  pretrained backbone) in AdaMerging's own space, every ``lambda`` in ``[0, 1]`` (each the
+  first weight of a simplex of two, :class:`BoxLambda`), from AdaMerging's start (0.3),
+  forward passes only, with AdaMerging's optimiser (Adam, betas (0.9, 0.999), its step of
+  1e-3 in ``lambda`` at the start, :data:`SPSA_LR` in the logits) and as many steps (two
+  evaluations each, ``m = 1``: ``--budget-task`` / ``--budget-layer``, default twice
+  AdaMerging's steps; one evaluation is one forward pass of every task's minibatch): the
+  exact gradient replaced by the two-point estimate, everything else equal;
+  ``spsa-task-defaults``: the library's defaults instead (``lr="auto"``, betas (0.9, 0.99)),
+  which take far larger steps; ``spsa-task-scale`` / ``spsa-layer-scale`` (not run by
+  default): the library's own task-vector space, ``theta_0 + s sum_k alpha_k tau_k`` with
+  alpha on the simplex and a learned ``s > 0``, unbounded above;
 * references: the pretrained backbone with each task's head, each expert on its own task
   (``individual``), the uniform blend of the experts, task arithmetic (one scale for the sum
   of the task vectors from a grid, by mean validation accuracy), TIES (mergekit's trim to the
@@ -73,6 +77,10 @@ TIES_DENSITY = 0.2  # TIES-merging's default k = 20 %
 TA_GRID = tuple(round(0.1 * i, 2) for i in range(1, 11))  # task arithmetic's scale, 0.1 to 1.0
 TIES_GRID = tuple(round(0.2 * i, 2) for i in range(1, 16))  # TIES' scale of the disjoint mean, 0.2 to 3.0
 ADAMERGING_PRIOR = 0.3  # every lambda starts there, in AdaMerging and (as alpha = 1/K, s = 0.3 K) in SPSA
+# SPSA with AdaMerging's step: Adam (betas 0.9, 0.999) moving lambda by about 1e-3 a step at its start, that is
+# 1e-3 / (0.3 * 0.7) in the logits of (lambda, 1 - lambda) (d lambda / d logit = lambda (1 - lambda)).
+SPSA_LR = 1e-3 / (ADAMERGING_PRIOR * (1 - ADAMERGING_PRIOR))
+SPSA_BETAS = (0.9, 0.999)
 PENALTY = 10.0  # SPSA: the loss of a point whose blended network gives NaN (log 10 = 2.3 is the largest entropy)
 GOAL_POINTS, GOAL_MEMORY = 1.0, 0.3
 SIZES = {"full": dict(train=3000, unlabeled=512, validation=256, test=1000, epochs=4),
@@ -309,6 +317,37 @@ def make_objective(base: Any, experts: list[Any], tasks: dict[str, TaskData], he
                               batched=False)
 
 
+class BoxLambda:
+    """AdaMerging's parameter space for :func:`spsa_mix.minimize`: each coefficient
+    ``lambda`` in ``[0, 1]`` as the first weight of a simplex of two, ``(lambda, 1 - lambda)``,
+    so a point of ``(M, 2)`` (``M = K`` task-wise, ``G K`` layer-wise) is scored by
+    ``objective`` (task vectors, scale 1, any weights) at ``lambda = point[..., 0]``."""
+
+    def __init__(self, objective: Any) -> None:
+        self.objective = objective
+        self.lam_shape = tuple(objective.shape)
+        self.shape = (int(np.prod(self.lam_shape)), 2)
+
+    def lam(self, points: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(points)[..., 0]).reshape(-1, *self.lam_shape)
+
+    def point(self, lam: Any) -> np.ndarray:
+        flat = np.broadcast_to(np.asarray(lam, dtype=np.float64), self.lam_shape).reshape(-1)
+        return np.stack([flat, 1.0 - flat], axis=1)
+
+    def __call__(self, points: Any) -> Any:
+        pts = np.asarray(points, dtype=np.float64)
+        single = pts.shape == self.shape
+        out = self.objective(self.lam(pts[None] if single else pts))
+        return float(out[0]) if single else out
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.objective.state_dict()  # type: ignore[no-any-return]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.objective.load_state_dict(state)
+
+
 def lambda_point(obj: Any, lam: np.ndarray) -> np.ndarray:
     """The point of a scorer (task vectors, learned scale, any weights) whose coefficients of
     the task vectors are ``lam`` (``(K,)`` for every group, or ``(G, K)``): scale 1."""
@@ -322,6 +361,16 @@ def _test_data(tasks: dict[str, TaskData], split: str) -> dict[str, Any]:
     from spsa_mix.data.batches import TensorBatches
 
     return {n: TensorBatches(*getattr(t, split), batch_size=250) for n, t in tasks.items()}
+
+
+def unlabeled_entropy(obj: Any, point: np.ndarray, tasks: dict[str, TaskData]) -> float:
+    """The objective itself at ``point``: the tasks' mean prediction entropy over their whole
+    unlabeled pools (``obj``'s tasks score the entropy)."""
+    from spsa_mix.data.batches import TensorBatches
+
+    pools = {n: TensorBatches(t.unlabeled, torch.zeros(len(t.unlabeled), dtype=torch.long), batch_size=256)
+             for n, t in tasks.items()}
+    return float(obj.evaluate(point, pools)["loss"])
 
 
 def score(obj: Any, point: np.ndarray, tasks: dict[str, TaskData], split: str = "test") -> dict[str, float]:
@@ -362,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes and budgets (minutes), one seed")
     ap.add_argument("--seeds", type=int, default=None, help="seeds of every learned row (default 3; 1 with --quick)")
     ap.add_argument("--steps", type=int, default=None, help="AdaMerging's steps (default 500, its setting)")
-    ap.add_argument("--budget-task", type=int, default=None, help="SPSA task-wise evaluations (default 1500)")
-    ap.add_argument("--budget-layer", type=int, default=None, help="SPSA layer-wise evaluations (default 3000)")
+    ap.add_argument("--budget-task", type=int, default=None, help="SPSA task-wise evaluations (default 2 x steps)")
+    ap.add_argument("--budget-layer", type=int, default=None, help="SPSA layer-wise evaluations (default 2 x steps)")
     ap.add_argument("--methods", nargs="+", default=None, help="a subset of the rows (default all)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the step timing")
     ap.add_argument("--expert-bn", choices=("frozen", "trained"), default="frozen",
@@ -385,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     size = "quick" if args.quick else "full"
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     steps = args.steps if args.steps is not None else (60 if args.quick else 500)
-    budget_task = args.budget_task if args.budget_task is not None else (180 if args.quick else 1500)
-    budget_layer = args.budget_layer if args.budget_layer is not None else (360 if args.quick else 3000)
+    budget_task = args.budget_task if args.budget_task is not None else 2 * steps
+    budget_layer = args.budget_layer if args.budget_layer is not None else 2 * steps
     roots = [args.data_root] if args.data_root else default_data_roots()
     weights = next((r / RESNET20 for r in roots if (r / RESNET20).is_file()), None)
     if weights is None:
@@ -398,10 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"multitask.py: {e}", file=sys.stderr)
         return 2
-    all_methods = ["pretrained", "individual", "uniform", "task-arithmetic", "ties", "joint",
-                   "adamerging-task", "adamerging-layer", "adamerging++-layer",
-                   "spsa-task", "spsa-layer", "spsa-task-ties", "spsa-layer-ties"]
-    methods = args.methods or all_methods
+    defaults = ["pretrained", "individual", "uniform", "task-arithmetic", "ties", "joint",
+                "adamerging-task", "adamerging-layer", "spsa-task", "spsa-layer", "spsa-task-ties", "spsa-layer-ties",
+                "spsa-task-defaults"]
+    all_methods = [*defaults, "adamerging++-layer", "spsa-layer-defaults", "spsa-task-scale", "spsa-layer-scale"]
+    methods = args.methods or defaults
     unknown = sorted(set(methods) - set(all_methods))
     if unknown:
         print(f"multitask.py: unknown method {unknown[0]!r}; the methods are {all_methods}", file=sys.stderr)
@@ -438,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/multitask.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {"size": size, "sizes": SIZES[size], "digits_sizes": DIGITS_SIZES[size], "seeds": seeds,
                    "adamerging_steps": steps, "budget_task": budget_task, "budget_layer": budget_layer,
-                   "batch_per_task": 16, "ties_density": TIES_DENSITY, "ta_grid": TA_GRID, "ties_grid": TIES_GRID,
+                   "batch_per_task": 16, "spsa_lr": SPSA_LR, "spsa_betas": SPSA_BETAS, "ties_density": TIES_DENSITY, "ta_grid": TA_GRID, "ties_grid": TIES_GRID,
                    "tasks": {n: {"classes": t.classes, "train": len(t.train[1]), "unlabeled": len(t.unlabeled),
                                  "validation": len(t.validation[1]), "test": len(t.test[1])} for n, t in tasks.items()},
                    "groups": len(plain_scorer.groups), "ties_from": "mergekit", "expert_bn": args.expert_bn},
@@ -463,21 +513,24 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         try:
             if method == "pretrained":
-                record(method, 0, score(plain_scorer, lambda_point(plain_scorer, np.zeros(k)), tasks))
+                pt = lambda_point(plain_scorer, np.zeros(k))
+                record(method, 0, score(plain_scorer, pt, tasks), entropy=unlabeled_entropy(plain_scorer, pt, tasks))
             elif method == "individual":
                 acc = {n: score(plain_scorer, lambda_point(plain_scorer, np.eye(k)[i]), {n: tasks[n]})[n]
                        for i, n in enumerate(names)}
                 record(method, 0, {**acc, "mean": float(np.mean(list(acc.values())))})
             elif method == "uniform":
-                record(method, 0, score(plain_scorer, lambda_point(plain_scorer, np.full(k, 1 / k)), tasks))
+                pt = lambda_point(plain_scorer, np.full(k, 1 / k))
+                record(method, 0, score(plain_scorer, pt, tasks), entropy=unlabeled_entropy(plain_scorer, pt, tasks))
             elif method == "task-arithmetic":
                 s, acc = grid(plain_scorer, TA_GRID, lambda s: np.full(k, s))
-                record(method, 0, acc, scale=s)
+                record(method, 0, acc, scale=s,
+                       entropy=unlabeled_entropy(plain_scorer, lambda_point(plain_scorer, np.full(k, s)), tasks))
             elif method == "ties":
                 tie = make_objective(base_sd, [ties_merged, base_sd], tasks, heads, seed=0, granularity="model",
                                      scale="learned", simplex_atol=None)
                 s, acc = grid(tie, TIES_GRID, lambda s: np.array([s, 0.0]))
-                record(method, 0, acc, scale=s)
+                record(method, 0, acc, scale=s, entropy=unlabeled_entropy(tie, lambda_point(tie, np.array([s, 0.0])), tasks))
             elif method == "joint":
                 for seed in range(seeds):
                     t0 = time.perf_counter()
@@ -499,30 +552,45 @@ def main(argv: list[str] | None = None) -> int:
                     res = adamerging(obj, steps=steps)
                     seconds = time.perf_counter() - t0
                     ev = ties_scorer if "++" in method else plain_scorer
-                    record(method, seed, score(ev, lambda_point(ev, res.x), tasks), seconds=seconds,
+                    pt = lambda_point(ev, res.x)
+                    record(method, seed, score(ev, pt, tasks), seconds=seconds, entropy=unlabeled_entropy(ev, pt, tasks),
                            forwards=steps * n_per, backwards=steps * n_per, evaluations=steps,
                            lam=np.asarray(res.x).tolist(), final_loss=float(res.fun))
             elif method.startswith("spsa"):
                 import spsa_mix
 
                 gran = "layer" if "-layer" in method else "model"
-                experts = ties_experts if method.endswith("ties") else expert_sds
+                experts = ties_experts if "-ties" in method else expert_sds
                 budget = budget_layer if gran == "layer" else budget_task
+                ev = ties_scorer if "-ties" in method else plain_scorer
                 for seed in range(seeds):
-                    obj = make_objective(base_sd, experts, tasks, heads, seed=seed, granularity=gran,
-                                         scale="learned", simplex_atol=1e-6,
-                                         loss=NonFiniteAsPenalty(Entropy(), penalty=PENALTY))
-                    x0 = obj.domain.join(np.full(obj.domain.simplex, 1 / k), np.array([ADAMERGING_PRIOR * k]))
+                    if method.endswith("-scale"):  # the library's task-vector space: simplex weights, a learned scale
+                        obj = make_objective(base_sd, experts, tasks, heads, seed=seed, granularity=gran,
+                                             scale="learned", simplex_atol=1e-6,
+                                             loss=NonFiniteAsPenalty(Entropy(), penalty=PENALTY))
+                        x0 = obj.domain.join(np.full(obj.domain.simplex, 1 / k), np.array([ADAMERGING_PRIOR * k]))
+                        learner: Any = obj
+                    else:  # AdaMerging's space: every lambda in [0, 1]
+                        obj = make_objective(base_sd, experts, tasks, heads, seed=seed, granularity=gran, scale=1.0,
+                                             simplex_atol=None, loss=NonFiniteAsPenalty(Entropy(), penalty=PENALTY))
+                        learner = BoxLambda(obj)
+                        x0 = learner.point(ADAMERGING_PRIOR)
+                    step = {} if method.endswith(("-scale", "-defaults")) else {"lr": SPSA_LR, "betas": SPSA_BETAS}
                     t0 = time.perf_counter()
-                    res = spsa_mix.minimize(obj, k=obj.shape, vectorized=True, max_evals=budget, seed=seed, x0=x0,
-                                            start="uniform")
+                    res = spsa_mix.minimize(learner, k=learner.shape, vectorized=True, max_evals=budget, seed=seed,
+                                            x0=x0, start="uniform", **step)
                     seconds = time.perf_counter() - t0
-                    alpha, pos, _ = obj.domain.split(res.x)
-                    lam = np.asarray(alpha) * float(pos.reshape(-1)[0])
-                    ev = ties_scorer if method.endswith("ties") else plain_scorer
-                    record(method, seed, score(ev, lambda_point(ev, lam), tasks), seconds=seconds,
+                    extra: dict[str, Any] = {}
+                    if method.endswith("-scale"):
+                        alpha, pos, _ = obj.domain.split(res.x)
+                        lam = np.asarray(alpha) * float(pos.reshape(-1)[0])
+                        extra["scale"] = float(pos.reshape(-1)[0])
+                    else:
+                        lam = learner.lam(res.x)[0]
+                    pt = lambda_point(ev, lam)
+                    record(method, seed, score(ev, pt, tasks), seconds=seconds, entropy=unlabeled_entropy(ev, pt, tasks),
                            forwards=int(res.nfev) * n_per, backwards=0, evaluations=int(res.nfev),
-                           lam=lam.tolist(), scale=float(pos.reshape(-1)[0]), final_loss=float(res.fun))
+                           lam=lam.tolist(), final_loss=float(res.fun), **extra)
         except Exception as e:  # recorded; the other rows run
             results["errors"].append({"method": method, "error": f"{type(e).__name__}: {e}"})
             print(f"{method}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
@@ -546,14 +614,14 @@ def measure_steps(base_sd: Any, experts: list[Any], tasks: dict[str, TaskData], 
     for gran in ("model", "layer"):
         bp = make_objective(base_sd, experts, tasks, heads, seed=0, granularity=gran, scale=1.0, simplex_atol=None)
         lam = np.full(bp.shape, 0.3)
-        fo = make_objective(base_sd, experts, tasks, heads, seed=0, granularity=gran, scale="learned",
-                            simplex_atol=1e-6)
-        x = fo.domain.join(np.full(fo.domain.simplex, 1 / fo.k), np.array([1.0]))
+        fo = BoxLambda(make_objective(base_sd, experts, tasks, heads, seed=0, granularity=gran, scale=1.0,
+                                      simplex_atol=None))
+        x = fo.point(ADAMERGING_PRIOR)
         probes = np.stack([x, x])  # one SPSA step: two probes (m = 1)
         label = "task" if gran == "model" else "layer"
         steps[f"adamerging-{label}"] = (lambda o=bp, a=lam: o.value_and_grad(a))
         steps[f"spsa-{label}"] = (lambda o=fo, p=probes: o(p))
-        out["stack_mb"] = fo.memory()["stack"] / 2**20
+        out["stack_mb"] = fo.objective.memory()["stack"] / 2**20
     for name, fn in steps.items():
         out["peak_mb"][name] = step_peak_mb(fn)
     out["times_s"] = interleaved_step_times(steps, rounds)
@@ -571,7 +639,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         acc = {key: [100 * r["accuracy"][key] for r in runs] for key in runs[0]["accuracy"]}
         row = {"method": m, "seeds": len(runs), "accuracy": {key: (float(np.mean(v)), float(np.std(v)))
                                                               for key, v in acc.items()}}
-        for key in ("seconds", "forwards", "backwards", "evaluations"):
+        for key in ("seconds", "forwards", "backwards", "evaluations", "entropy"):
             if key in runs[0]:
                 row[key] = float(np.mean([r[key] for r in runs]))
         base = m.replace("++", "").replace("-ties", "")
@@ -591,20 +659,22 @@ def write_report(results: dict[str, Any], output: Path) -> None:
 
     rows = summarize(results)
     names = list(results["config"]["tasks"])
-    head = ["method", "seeds", *[f"{n} (%)" for n in names], "mean (%)", "wall s", "peak MiB", "forwards",
+    head = ["method", "seeds", *[f"{n} (%)" for n in names], "mean (%)", "entropy", "wall s", "peak MiB", "forwards",
             "backwards"]
-    lines = [f"Command: `{results['command']}` ({results.get('seconds', float('nan')):.0f} s; "
+    took = f"{results['seconds']:.0f} s; " if "seconds" in results else ""
+    lines = [f"Command: `{results['command']}` ({took}"
              f"{results['environment']['note']}, one thread).", "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
         acc = r["accuracy"]
         cells = [r["method"], str(r["seeds"])] + [f"{acc[n][0]:.2f} ± {acc[n][1]:.2f}" for n in [*names, "mean"]]
-        cells += [f"{r['seconds']:.0f}" if "seconds" in r else "-", f"{r['peak_mb']:.1f}" if "peak_mb" in r else "-",
+        cells += [f"{r['entropy']:.4f}" if "entropy" in r else "-", f"{r['seconds']:.0f}" if "seconds" in r else "-", f"{r['peak_mb']:.1f}" if "peak_mb" in r else "-",
                   f"{r['forwards']:.0f}" if "forwards" in r else "-", f"{r['backwards']:.0f}" if "backwards" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     steps = results.get("steps", {})
     lines += ["", f"Stacked experts (and the pretrained base): {results['stacked_experts_mb']:.1f} MiB, held by every "
-              "learner and not counted in the peaks. Peak: the most memory one step allocates above what is "
+              "learner and not counted in the peaks. Entropy: the objective, the tasks' mean prediction entropy (nats) over "
+              "their whole unlabeled pools. Peak: the most memory one step allocates above what is "
               "allocated before it (PyTorch's CPU allocator events, benchmarks/step_cost.py); forwards and backwards: "
               "passes of one task's minibatch of 16.", ""]
     by = {r["method"]: r for r in rows}
@@ -633,6 +703,8 @@ def write_report(results: dict[str, Any], output: Path) -> None:
                          f"memory){note}")
     if results.get("errors"):
         lines += ["", "Errors:", *[f"- {e['method']}: {e['error']}" for e in results["errors"]]]
+    if not str(results.get("status", "")).startswith("complete"):
+        lines += ["", f"Status: {results.get('status')}."]
     atomic_write_text(output.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
