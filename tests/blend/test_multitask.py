@@ -267,3 +267,12 @@ def test_pretrained_classifiers_with_a_head_per_task_load_per_task(tmp_path):
         loaded = transformers.AutoModelForSequenceClassification.from_pretrained(written[name])
         torch.testing.assert_close(loaded.score.weight, fam.expert_models[i].score.weight)
         torch.testing.assert_close(logits(loaded, batch), logits(obj.task(name).blended_model(alpha), batch))
+
+
+def test_batched_probes_give_the_looped_losses():
+    experts = _experts_with_heads()
+    looped = MultiTaskObjective(TinyNet(d_out=3), experts, _tasks(), device="cpu", batched=False)
+    batched = MultiTaskObjective(TinyNet(d_out=3), experts, _tasks(), device="cpu", batched=True)
+    pts = np.random.default_rng(1).dirichlet(np.ones(3), size=4)
+    np.testing.assert_allclose(batched(pts), looped(pts), rtol=1e-5)
+    assert batched.backbone.uses_vmap(4)
