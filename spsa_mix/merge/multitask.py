@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,11 +51,11 @@ from spsa_mix.merge.run import (
     _load_data,
     _plain_model,
     _plot,
-    _versions,
     _vertex,
     _weights,
     choose_written,
     mergekit_config,
+    run_record,
     target_kind,
 )
 
@@ -212,11 +211,7 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
         "learned": {"alpha": learned_alpha.tolist(), "scale": learned_scale, **learned, "fun": float(res.fun),
                     "nfev": int(res.nfev), "cost": float(res.cost), "nit": int(res.nit), "message": res.message},
         "experts_scores": [{"expert": str(p), **m} for p, m in zip(plan.experts, singles, strict=True)],
-        "history": {k: np.asarray(v).tolist() for k, v in res.history.items()},
-        "versions": _versions(),
-        "config": cfg.to_dict(),
-        "config_sha256": cfg.digest(),
-        "seconds": time.perf_counter() - start,
+        **run_record(res, cfg, start),
     }
     write_json(recipe, out_dir / "recipe.json", indent=1)
     mk = None if obj.has_heads else mergekit_config(plan, alpha, recipe["scale"], cfg.dtype)

@@ -306,6 +306,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def run_record(res: Any, cfg: MergeConfig, start: float) -> dict[str, Any]:
+    """The part of ``recipe.json`` that records the run: the search's history, the library
+    versions, the config and its hash, the seconds since ``start``."""
+    return {"history": {k: np.asarray(v).tolist() for k, v in res.history.items()}, "versions": _versions(),
+            "config": cfg.to_dict(), "config_sha256": cfg.digest(), "seconds": time.perf_counter() - start}
+
+
 def _plot(history: dict[str, np.ndarray], path: Path, title: str) -> Path:
     import matplotlib
 
@@ -490,11 +497,7 @@ def run_merge(cfg: MergeConfig, *, resume: bool = False, progress: bool = True,
                     "nfev": int(res.nfev), "cost": float(res.cost), "nit": int(res.nit), "message": res.message},
         "experts_scores": [{"expert": str(p), "loss": m["loss"], metric: m["accuracy"]}
                            for p, m in zip(plan.experts, singles, strict=True)],
-        "history": {k: np.asarray(v).tolist() for k, v in res.history.items()},
-        "versions": _versions(),
-        "config": cfg.to_dict(),
-        "config_sha256": cfg.digest(),
-        "seconds": time.perf_counter() - start,
+        **run_record(res, cfg, start),
     }
     write_json(recipe, out_dir / "recipe.json", indent=1)
     mk = mergekit_config(plan, alpha, recipe["scale"], cfg.dtype)
