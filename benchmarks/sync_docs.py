@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/glue.md", "docs/directions.md", "docs/variance.md", "docs/blend.md",
         "docs/distributed.md", "docs/real_models.md", "docs/merge_methods.md", "docs/results.md", "docs/benchmarks.md",
-        "docs/merge_cost.md")
+        "docs/merge_cost.md", "docs/multitask.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<kind>[\w-]+) (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 
 

@@ -6,7 +6,10 @@
 * :mod:`~spsa_mix.baselines.sail`: SAIL's closed-form weights (Theorem 3) from MMDs
   between the experts' and the target's feature distributions.
 
-Every function is pure and returns a point of the probability simplex.
+Every function above is pure and returns a point of the probability simplex. Learned by
+other means than :func:`spsa_mix.minimize`: :mod:`~spsa_mix.baselines.adamerging`
+(AdaMerging's task-arithmetic coefficients by backprop, its published settings) and
+:mod:`~spsa_mix.baselines.lorahub` (LoraHub's Nevergrad search).
 
 Example
 -------
@@ -15,6 +18,7 @@ Example
 [0.5, 0.25, 0.25]
 """
 
+from spsa_mix.baselines.adamerging import adamerging
 from spsa_mix.baselines.heuristics import (
     best_single_weights,
     data_size_weights,
@@ -25,6 +29,7 @@ from spsa_mix.baselines.heuristics import (
 from spsa_mix.baselines.sail import mmd2_matrix, sail_from_distances, sail_weights, simplex_qp
 
 __all__ = [
+    "adamerging",
     "uniform_weights",
     "data_size_weights",
     "proxy_accuracy_weights",

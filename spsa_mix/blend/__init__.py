@@ -14,6 +14,8 @@
 * :func:`load_state_dict`, :func:`check_compatible`, :func:`stack_experts`,
   :func:`open_checkpoint` -- loading experts lazily from modules, state dicts, ``.pt`` and
   ``.safetensors`` files and Hugging Face directories;
+* :class:`MultiTaskObjective` -- several targets at once (their own data, loss, weight and
+  head) on one stack: AdaMerging's multi-task setting (:mod:`spsa_mix.blend.multitask`);
 * :func:`resolve_loss` -- ``"cross-entropy"``, ``"causal-lm"``, ``"entropy"`` or a callable.
 
 The package is laid out as the data flows, each layer importing only the layers below it
@@ -36,7 +38,7 @@ how a result is written                     ``export`` (tensor by tensor), ``sav
                                             (Hugging Face, PEFT, safetensors), ``lora``
 how experts are loaded                      ``pretrained`` (Hugging Face directories and
                                             PEFT adapters into the parts of an objective)
-how probes are scored                       ``objective``, ``scoring``
+how probes are scored                       ``objective``, ``multitask``, ``scoring``
 ==========================================  =================================================
 
 Example
@@ -58,6 +60,8 @@ from spsa_mix.lazy import lazy_exports
 __all__ = [
     "BlendedObjective",
     "LossShapeError",
+    "MultiTaskObjective",
+    "TaskSpec",
     "evaluate",
     "evaluate_blend",
     "evaluate_experts",
@@ -91,6 +95,7 @@ _WHERE = {
     "resolve_loss": "losses",
     "TaskVectorMethod": "methods.space",
     "BlendedObjective": "objective", "LossShapeError": "objective",
+    "MultiTaskObjective": "multitask", "TaskSpec": "multitask",
     "BlendSpace": "spaces",
 }
 

@@ -21,6 +21,14 @@ floats for SPSA (``2 m + 3`` with the checksum); with probe parallelism only (``
 world size) each rank's losses are sent as they are (no weight is needed, the division is
 by one), so the losses equal a single process's bit for bit.
 
+An objective of several parts, each a mean over a minibatch of its own (the targets of a
+:class:`~spsa_mix.blend.multitask.MultiTaskObjective`: ``weights`` ``(T,)``,
+``part_losses(points) -> (T, n)`` and ``part_shard_weights() -> (T,)``), has each part's
+shards weighted apart under data parallelism: the vector holds ``T (n + P)`` entries and the
+loss is ``sum_t weights_t sum_r mean_rti w_rt / sum_r w_rt``, the weighted mean of each
+part's mean over its whole global minibatch, as one process computes it (its
+``part_value_and_grad`` and ``part_jvp`` likewise).
+
 The same holds for ``value_and_grad`` (the K-float gradient of alpha, weighted and summed:
 ``method="backprop"``) and ``jvp`` (the tangents split over the probe groups:
 ``method="forward-grad"``), which exist when the wrapped objective has them.
@@ -129,7 +137,9 @@ class DistributedObjective:
         The objective each rank scores on its own shard: vectorized,
         ``objective(points (n, *shape)) -> (n,)`` mean losses (a
         :class:`~spsa_mix.blend.BlendedObjective`, or any callable); its ``value_and_grad``
-        and ``jvp``, if it has them, are wrapped too.
+        and ``jvp``, if it has them, are wrapped too. With data parallelism and no
+        ``weight``, an objective of several parts (``weights``, ``part_losses``,
+        ``part_shard_weights``; see the module docstring) has each part weighted apart.
     probe_groups:
         ``P``, the number of groups that split the probes of a call; must divide the world
         size. ``1`` (default): data parallel only, each rank scores every probe on its
@@ -281,27 +291,37 @@ class DistributedObjective:
         layout = self.layout
         groups = layout.probe_groups
         lo, hi = layout.probe_chunk(n)
-        payload = np.zeros(n + groups)  # [mean * w per probe | weight per probe group]
+        parts = self._parts()
+        t_parts = 1 if parts is None else len(parts)
+        payload = np.zeros(t_parts * (n + groups))  # [mean * w per part and probe | weight per part and probe group]
+        weight_slots = [t_parts * n + t * groups + layout.probe_group for t in range(t_parts)]
         error: Exception | None = None
         try:
             chunk = pts[lo:hi] if hi > lo else pts[:1]  # an idle group still advances its minibatch
-            out = self.objective(chunk)
-            local = np.asarray(out, dtype=np.float64).reshape(-1)
-            if local.shape != (len(chunk),):
+            if parts is None:
+                out = self.objective(chunk)
+                local = np.asarray(out, dtype=np.float64).reshape(1, -1)
+            else:
+                out = self.objective.part_losses(chunk)  # type: ignore[attr-defined]
+                local = np.asarray(out, dtype=np.float64)
+            if local.shape != (t_parts, len(chunk)):
                 raise ValueError(f"the objective must return {len(chunk)} losses for points of shape "
                                  f"{chunk.shape}, but returned shape {np.shape(out)}")
-            w = self._weight()
-            payload[lo:hi] = local[: hi - lo] * w if self._sharded else local[: hi - lo]
-            payload[n + layout.probe_group] = w
+            w = self._part_weights(parts)
+            for t in range(t_parts):
+                payload[t * n + lo: t * n + hi] = local[t, : hi - lo] * w[t] if self._sharded else local[t, : hi - lo]
+            payload[weight_slots] = w
         except NonFiniteLossError as e:  # this shard's loss is not finite: so is the mean, on every rank
-            error = self._flag_nonfinite(payload, n + layout.probe_group,
-                                         [lo + min(e.index, hi - lo - 1)] if hi > lo else [])
+            bad = [t * n + lo + min(e.index, hi - lo - 1) for t in range(t_parts)] if hi > lo else []
+            error = self._flag_nonfinite(payload, weight_slots, bad, parts)
         except Exception as e:
             error = e
-            payload[n + layout.probe_group] = math.nan
-        total = self._reduce(payload, slice(n, n + groups), error, what, pts, tag=f"call {call}")
-        weights = total[n:][layout.group_of_probes(n)]
-        losses = self._divide(total[:n], weights, what)
+            payload[weight_slots] = math.nan
+        total = self._reduce(payload, slice(t_parts * n, t_parts * (n + groups)), error, what, pts, tag=f"call {call}")
+        means = [self._divide(total[t * n: (t + 1) * n],
+                              total[t_parts * n + t * groups: t_parts * n + (t + 1) * groups][layout.group_of_probes(n)],
+                              what) for t in range(t_parts)]
+        losses = self._combine(parts, np.stack(means))
         self._check_finite(losses, what, "loss")
         return float(losses[0]) if single else losses
 
@@ -310,31 +330,46 @@ class DistributedObjective:
         call = self._start()
         what = f"call {call} (value_and_grad)"
         size = point.size
+        parts = self._parts()
+        t_parts = 1 if parts is None else len(parts)
         first = self.layout.probe_group == 0  # one point: only group 0's data ranks count
-        payload = np.zeros(size + 2)  # [grad * w | loss * w | weight]
+        payload = np.zeros(t_parts * (size + 2))  # [grad * w per part | loss * w per part | weight per part]
+        weight_slots = list(range(t_parts * (size + 1), t_parts * (size + 2)))
         error: Exception | None = None
         try:
-            loss, grad = self.objective.value_and_grad(point)  # type: ignore[attr-defined]
-            g = np.asarray(grad, dtype=np.float64).reshape(-1)
-            if g.shape != (size,):
+            if parts is None:
+                loss, grad = self.objective.value_and_grad(point)  # type: ignore[attr-defined]
+                values, g = np.array([float(loss)]), np.asarray(grad, dtype=np.float64).reshape(1, -1)
+            else:
+                loss, grad = self.objective.part_value_and_grad(point)  # type: ignore[attr-defined]
+                values = np.asarray(loss, dtype=np.float64).reshape(-1)
+                g = np.asarray(grad, dtype=np.float64).reshape(t_parts, -1)
+            if g.shape != (t_parts, size) or values.shape != (t_parts,):
                 raise ValueError(f"value_and_grad must return a gradient of {size} entries, but returned "
                                  f"shape {np.shape(grad)}")
-            w = self._weight()
+            w = self._part_weights(parts)
             if first:
-                scale = w if self._sharded else 1.0
-                payload[:size], payload[size], payload[size + 1] = g * scale, float(loss) * scale, w
+                scale = w if self._sharded else np.ones(t_parts)
+                payload[: t_parts * size] = (g * scale[:, None]).reshape(-1)
+                payload[t_parts * size: t_parts * (size + 1)] = values * scale
+                payload[weight_slots] = w
         except NonFiniteLossError:
-            error = self._flag_nonfinite(payload, size + 1, list(range(size + 1)) if first else [],
-                                         count=first)
+            error = self._flag_nonfinite(payload, weight_slots, list(range(t_parts * (size + 1))) if first else [],
+                                         parts, count=first)
         except Exception as e:
             error = e
-            payload[size + 1] = math.nan
-        total = self._reduce(payload, slice(size + 1, size + 2), error, what, point, tag=f"call {call} grad")
-        w_total = np.full(size + 1, total[size + 1])
-        values = self._divide(total[: size + 1], w_total, what)
-        self._check_finite(values[size:], what, "loss")
-        self._check_finite(values[:size], what, "gradient")
-        return float(values[size]), values[:size].reshape(point.shape)
+            payload[weight_slots] = math.nan
+        total = self._reduce(payload, slice(t_parts * (size + 1), t_parts * (size + 2)), error, what, point,
+                             tag=f"call {call} grad")
+        w_total = total[t_parts * (size + 1):]
+        grads = np.stack([self._divide(total[t * size: (t + 1) * size], np.full(size, w_total[t]), what)
+                          for t in range(t_parts)])
+        values = self._divide(total[t_parts * size: t_parts * (size + 1)], w_total, what)
+        value = self._combine(parts, values[:, None])
+        gradient = self._combine(parts, grads)
+        self._check_finite(value, what, "loss")
+        self._check_finite(gradient, what, "gradient")
+        return float(value[0]), gradient.reshape(point.shape)
 
     def _jvp(self, alpha: ArrayLike, tangents: ArrayLike) -> tuple[float, FloatArray]:
         point = self._as_point(alpha)
@@ -348,32 +383,51 @@ class DistributedObjective:
         layout = self.layout
         groups, g = layout.probe_groups, layout.probe_group
         lo, hi = layout.probe_chunk(m)
-        payload = np.zeros(m + 1 + groups)  # [deriv * w per tangent | loss * w (group 0) | weight per group]
+        parts = self._parts()
+        t_parts = 1 if parts is None else len(parts)
+        # [deriv * w per part and tangent | loss * w per part (group 0) | weight per part and group]
+        payload = np.zeros(t_parts * (m + 1 + groups))
+        weight_slots = [t_parts * (m + 1) + t * groups + g for t in range(t_parts)]
         error: Exception | None = None
         try:
             chunk = tan[lo:hi] if hi > lo else tan[:1]
-            loss, derivs = self.objective.jvp(point, chunk)  # type: ignore[attr-defined]
-            d = np.asarray(derivs, dtype=np.float64).reshape(-1)
-            if d.shape != (len(chunk),):
+            if parts is None:
+                loss, derivs = self.objective.jvp(point, chunk)  # type: ignore[attr-defined]
+                values, d = np.array([float(loss)]), np.asarray(derivs, dtype=np.float64).reshape(1, -1)
+            else:
+                loss, derivs = self.objective.part_jvp(point, chunk)  # type: ignore[attr-defined]
+                values = np.asarray(loss, dtype=np.float64).reshape(-1)
+                d = np.asarray(derivs, dtype=np.float64).reshape(t_parts, -1)
+            if d.shape != (t_parts, len(chunk)):
                 raise ValueError(f"jvp must return {len(chunk)} directional derivatives, but returned "
                                  f"shape {np.shape(derivs)}")
-            w = self._weight()
-            scale = w if self._sharded else 1.0
-            payload[lo:hi] = d[: hi - lo] * scale
+            w = self._part_weights(parts)
+            scale = w if self._sharded else np.ones(t_parts)
+            for t in range(t_parts):
+                payload[t * m + lo: t * m + hi] = d[t, : hi - lo] * scale[t]
             if g == 0:
-                payload[m] = float(loss) * scale
-            payload[m + 1 + g] = w
+                payload[t_parts * m: t_parts * (m + 1)] = values * scale
+            payload[weight_slots] = w
         except NonFiniteLossError:
-            error = self._flag_nonfinite(payload, m + 1 + g, [*range(lo, hi), *([m] if g == 0 else [])])
+            bad = [t * m + j for t in range(t_parts) for j in range(lo, hi)]
+            bad += list(range(t_parts * m, t_parts * (m + 1))) if g == 0 else []
+            error = self._flag_nonfinite(payload, weight_slots, bad, parts)
         except Exception as e:
             error = e
-            payload[m + 1 + g] = math.nan
-        total = self._reduce(payload, slice(m + 1, m + 1 + groups), error, what, point, tan, tag=f"call {call} jvp")
-        weights = np.concatenate([total[m + 1:][layout.group_of_probes(m)], total[m + 1: m + 2]])
-        values = self._divide(total[: m + 1], weights, what)
-        self._check_finite(values[m:], what, "loss")
-        self._check_finite(values[:m], what, "directional derivative")
-        return float(values[m]), values[:m]
+            payload[weight_slots] = math.nan
+        total = self._reduce(payload, slice(t_parts * (m + 1), t_parts * (m + 1 + groups)), error, what, point, tan,
+                             tag=f"call {call} jvp")
+        base = t_parts * (m + 1)
+        derivs_t, values_t = [], []
+        for t in range(t_parts):
+            w_t = total[base + t * groups: base + (t + 1) * groups]
+            derivs_t.append(self._divide(total[t * m: (t + 1) * m], w_t[layout.group_of_probes(m)], what))
+            values_t.append(self._divide(total[t_parts * m + t: t_parts * m + t + 1], w_t[:1], what))
+        value = self._combine(parts, np.stack(values_t))
+        deriv = self._combine(parts, np.stack(derivs_t))
+        self._check_finite(value, what, "loss")
+        self._check_finite(deriv, what, "directional derivative")
+        return float(value[0]), deriv
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -420,18 +474,44 @@ class DistributedObjective:
             raise ValueError(f"the shard weight must be a finite non-negative number, but got {w!r}")
         return w
 
-    def _flag_nonfinite(self, payload: FloatArray, weight_slot: int, slots: list[int], *,
-                        count: bool = True) -> Exception | None:
-        """Put NaN in ``slots`` and this rank's weight in its slot; an exception if even the
-        weight cannot be had (then reported as this rank's error)."""
+    def _parts(self) -> FloatArray | None:
+        """The weights ``(T,)`` of an objective of several parts scored on shards of their own
+        minibatches (see :meth:`__init__`'s ``objective``), else ``None``: only with data
+        parallelism, where each part's shards are weighted apart."""
+        if not self._sharded or self.weight is not None or not callable(getattr(self.objective, "part_losses", None)):
+            return None
+        parts = np.asarray(self.objective.weights, dtype=np.float64).reshape(-1)  # type: ignore[attr-defined]
+        if parts.size < 1 or not np.all(np.isfinite(parts)) or not np.all(parts > 0):
+            raise ValueError(f"the objective's part weights must be positive finite numbers, but got {parts!r}")
+        return parts
+
+    def _part_weights(self, parts: FloatArray | None) -> FloatArray:
+        """This rank's shard weight per part (one entry without parts)."""
+        if parts is None:
+            return np.array([self._weight()])
+        w = np.asarray(self.objective.part_shard_weights(), dtype=np.float64).reshape(-1)  # type: ignore[attr-defined]
+        if w.shape != parts.shape or not np.all((w >= 0) & (w < math.inf)):
+            raise ValueError(f"the shard weights of the {parts.size} parts must be finite non-negative numbers, "
+                             f"but got {w!r}")
+        return w
+
+    @staticmethod
+    def _combine(parts: FloatArray | None, values: FloatArray) -> FloatArray:
+        """``values (T, ...)`` of the parts combined by their weights (the one part as it is)."""
+        return values[0] if parts is None else np.tensordot(parts, values, axes=1)
+
+    def _flag_nonfinite(self, payload: FloatArray, weight_slots: list[int], slots: list[int],
+                        parts: FloatArray | None, *, count: bool = True) -> Exception | None:
+        """Put NaN in ``slots`` and this rank's weights in their slots; an exception if even
+        the weights cannot be had (then reported as this rank's error)."""
         try:
-            w = self._weight()
+            w = self._part_weights(parts)
         except Exception as e:
-            payload[weight_slot] = math.nan
+            payload[weight_slots] = math.nan
             return e
         payload[slots] = math.nan
         if count:
-            payload[weight_slot] = w
+            payload[weight_slots] = w
         return None
 
     def _reduce(self, payload: FloatArray, weight_slots: slice, error: Exception | None, what: str,

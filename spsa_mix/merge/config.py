@@ -25,6 +25,7 @@ import difflib
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 
 from spsa_mix.cpu_threads import check_threads
 
-__all__ = ["MergeConfig", "DataConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES", "MEMORY_MODES"]
+__all__ = ["MergeConfig", "DataConfig", "TaskConfig", "load_config", "SPACES", "GRANULARITIES", "DTYPES", "MEMORY_MODES"]
 
 SPACES = ("convex", "task-vectors", "lora", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
           "della", "della_linear")  # spsa_mix.blend.spaces.SPACES, without importing PyTorch
@@ -102,6 +103,10 @@ class DataConfig:
     mean, std:
         Per-channel image normalisation the experts were trained with (default: the
         training images' own statistics).
+    tasks:
+        Several targets at once (:class:`TaskConfig`, AdaMerging's multi-task setting): each
+        with its own files, loss, weight and head; the keys above, given beside ``tasks``,
+        are every task's defaults (``train`` and ``validation`` then belong to the tasks).
     """
 
     train: str | None = None
@@ -113,6 +118,7 @@ class DataConfig:
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    tasks: tuple[TaskConfig, ...] = ()
 
     @classmethod
     def from_dict(cls, values: Any, where: str = "the config's data") -> DataConfig:
@@ -123,6 +129,7 @@ class DataConfig:
                              f"but got {type(values).__name__}")
         _unknown(values, [f.name for f in dataclasses.fields(cls)], where)
         out = dict(values)
+        tasks = out.pop("tasks", None)
         for key in ("mean", "std"):
             if out.get(key) is not None:
                 v = out[key]
@@ -138,7 +145,109 @@ class DataConfig:
             value = getattr(cfg, key)
             if value is not None and not (isinstance(value, str) and value):
                 raise ValueError(f"data.{key} must be a non-empty string, but got {value!r}")
+        if tasks is not None:
+            cfg = dataclasses.replace(cfg, tasks=TaskConfig.parse_all(tasks, cfg, where))
         return cfg
+
+
+@dataclass(frozen=True)
+class TaskConfig(DataConfig):
+    """One target of a multi-task merge (an entry of ``data.tasks``; see
+    ``docs/multitask.md``): its data (the keys of :class:`DataConfig`, default the values
+    beside ``tasks``; ``tasks`` itself unused) and
+
+    Attributes
+    ----------
+    name:
+        A unique name (the folder of the task's merged model).
+    loss:
+        ``entropy`` (unlabeled inputs), any other loss name, or ``"package.module:callable"``;
+        default the config's ``loss``.
+    weight:
+        Its weight in the objective (a positive number; default 1).
+    head:
+        The prefix (or list of prefixes) of the task's own head, not blended (e.g. ``fc``).
+    head_file:
+        A ``.safetensors`` / ``.pt`` file holding the head's tensors (default: the task's expert).
+    expert:
+        The task's expert (its head's source): an index into the experts, or one of their
+        paths; default the expert at the task's position.
+    """
+
+    name: str = ""
+    loss: str | None = None
+    weight: float = 1.0
+    head: str | tuple[str, ...] | None = None
+    head_file: str | None = None
+    expert: int | str | None = None
+
+    _OWN = ("name", "loss", "weight", "head", "head_file", "expert")
+
+    @classmethod
+    def parse_all(cls, values: Any, shared: DataConfig, where: str) -> tuple[TaskConfig, ...]:
+        """The ``data.tasks`` list, each entry over the ``shared`` data keys, checked.
+
+        >>> shared = DataConfig(batch_size=8)
+        >>> [t.batch_size for t in TaskConfig.parse_all([{"name": "a", "train": "x"}], shared, "data")]
+        [8]
+        """
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"data.tasks must be a non-empty list of tasks (name, train, loss, head, weight), "
+                             f"but got {values!r:.100}")
+        if shared.train is not None or shared.validation is not None:
+            raise ValueError("data.train and data.validation belong to each task when data.tasks is given: "
+                             "move them into the tasks")
+        defaults = {f.name: getattr(shared, f.name) for f in dataclasses.fields(DataConfig)
+                    if f.name not in ("train", "validation", "tasks")}
+        where = where.removesuffix("'s data")  # "merge.yaml's data.tasks[0]"
+        out: list[TaskConfig] = []
+        for i, entry in enumerate(values):
+            label = f"data.tasks[{i}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{label} must be a mapping (name, train, loss, head, weight), but got {entry!r:.100}")
+            _unknown(entry, [f.name for f in dataclasses.fields(cls) if f.name != "tasks"], f"{where}'s {label}")
+            name = entry.get("name")
+            if not isinstance(name, str) or not name or "/" in name or name.strip() != name:
+                raise ValueError(f"{label}: name must be a non-empty string without '/' or surrounding spaces, "
+                                 f"but got {name!r}")
+            label = f"{label} ({name!r})"
+            if name in {t.name for t in out}:
+                raise ValueError(f"{label}: the name is used by two tasks; every task needs its own name")
+            data = DataConfig.from_dict({**defaults, **{k: v for k, v in entry.items() if k not in cls._OWN}},
+                                        where=f"{where}'s {label}")
+            if data.train is None:
+                raise ValueError(f"{label} has no data: give its train (a file, a folder or package.module:factory)")
+            own = {k: entry[k] for k in cls._OWN if k in entry}
+            out.append(cls(**own, **{f.name: getattr(data, f.name) for f in dataclasses.fields(DataConfig)
+                                     if f.name != "tasks"}).checked(label))
+        return tuple(out)
+
+    def checked(self, label: str) -> TaskConfig:
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0):
+            raise ValueError(f"{label}: weight must be a positive number, but got {w!r}")
+        head = self.head
+        if isinstance(head, list):
+            head = tuple(head)
+        if head is not None and not (isinstance(head, str) and head or isinstance(head, tuple) and head
+                                     and all(isinstance(h, str) and h for h in head)):
+            raise ValueError(f"{label}: head must be a prefix of tensor names (e.g. fc) or a list of them, "
+                             f"but got {self.head!r}")
+        if self.head_file is not None and not (isinstance(self.head_file, str) and self.head_file):
+            raise ValueError(f"{label}: head_file must be a path, but got {self.head_file!r}")
+        if self.head_file is not None and head is None:
+            raise ValueError(f"{label}: head_file needs head (the prefix of the head's tensors in the file)")
+        e = self.expert
+        if e is not None and (isinstance(e, bool) or not (isinstance(e, int) and e >= 0 or isinstance(e, str) and e)):
+            raise ValueError(f"{label}: expert must be an index into the experts (>= 0) or one of their paths, "
+                             f"but got {e!r}")
+        if self.loss is not None and not (isinstance(self.loss, str) and self.loss):
+            raise ValueError(f"{label}: loss must be a loss name, but got {self.loss!r}")
+        return dataclasses.replace(self, weight=float(w), head=head)
+
+    def data_config(self) -> DataConfig:
+        """The task's data as a :class:`DataConfig` (what one target's merge reads)."""
+        return DataConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataConfig) if f.name != "tasks"})
 
 
 @dataclass(frozen=True)
@@ -314,7 +423,7 @@ class MergeConfig:
             raise ValueError(f"overwrite must be true or false, but got {self.overwrite!r}")
         if not isinstance(self.strict_base, bool):
             raise ValueError(f"strict_base must be true or false, but got {self.strict_base!r}")
-        if self.data.train is None:
+        if self.data.train is None and not self.data.tasks:
             raise ValueError("data.train must name the target data (a file, a folder or package.module:factory)")
 
     def expert_paths(self) -> list[Path]:
@@ -340,8 +449,12 @@ class MergeConfig:
     def check_files(self) -> None:
         """Every named file or folder exists (experts, base, model folder, data)."""
         self.expert_paths()
-        for name, value in (("base", self.base), ("data.train", self.data.train),
-                            ("data.validation", self.data.validation)):
+        named = [("base", self.base), ("data.train", self.data.train), ("data.validation", self.data.validation)]
+        for i, t in enumerate(self.data.tasks):
+            named += [(f"data.tasks[{i}] ({t.name!r}).{key}", getattr(t, key)) for key in ("train", "validation")]
+            if t.head_file is not None and not Path(t.head_file).exists():
+                raise ValueError(f"data.tasks[{i}] ({t.name!r}).head_file: no such file {t.head_file!r}")
+        for name, value in named:
             if value is not None and not _is_reference(value) and not Path(value).exists():
                 raise ValueError(f"{name}: no such file or folder {value!r}{hub_hint(value) if name == 'base' else ''}")
         if self.model is not None and _looks_like_path(self.model, Path(".")) and not Path(self.model).exists():
@@ -351,6 +464,10 @@ class MergeConfig:
         """A JSON-ready dict of every key."""
         out = dataclasses.asdict(self)
         out["experts"] = list(self.experts)
+        if not self.data.tasks:
+            del out["data"]["tasks"]  # the digest of a one-target config stays what it was
+        for task in out["data"].get("tasks", ()):
+            del task["tasks"]
         return out
 
     def digest(self) -> str:
@@ -468,6 +585,10 @@ def _relative_to(values: dict[str, Any], root: Path) -> dict[str, Any]:
         out["data"] = {"train": fix(data)}
     elif isinstance(data, dict):
         out["data"] = {**data, **{k: fix(data[k]) for k in ("train", "validation") if k in data}}
+        if isinstance(data.get("tasks"), list):
+            out["data"]["tasks"] = [{**t, **{k: fix(t[k]) for k in ("train", "validation", "head_file", "expert")
+                                             if isinstance(t.get(k), str)}}
+                                    if isinstance(t, dict) else t for t in data["tasks"]]
     return out
 
 

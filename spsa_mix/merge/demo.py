@@ -11,7 +11,8 @@ seconds to a minute on a CPU.
     (:mod:`spsa_mix.data.text`; its tokens written as words ``w1 w2 ...``, a word-level
     tokenizer saved beside the model), then fine-tuned into K=3 experts on two domains each
     (0-1, 2-3, 4-5), saved as Hugging Face directories; the target is a new mix, domains 1
-    and 2 (half from the first expert's domains, half from the second's), as JSONL.
+    and 2 (half from the first expert's domains, half from the second's), as JSONL; a second
+    target, domains 3 and 4 (``target_b/``), is what ``lm_tasks.yaml`` merges for at once.
 ``"lora"``
     the same base, with K=3 PEFT LoRA adapters (rank 4 on the attention projections)
     trained on the same domains instead of full fine-tunes.
@@ -43,6 +44,7 @@ __all__ = ["DEMOS", "build_demo", "word_tokenizer"]
 DEMOS = ("lm", "lora", "vision")
 _LM_DOMAINS = ((0, 1), (2, 3), (4, 5))  # the experts' domains
 _LM_TARGET = (1, 2)  # the target mixes one domain of expert 0 and one of expert 1
+_LM_TARGET_B = (3, 4)  # a second target (lm_tasks.yaml): one domain of expert 1 and one of expert 2
 
 
 def word_tokenizer(vocab_size: int) -> Any:
@@ -120,14 +122,16 @@ def _build_lm(root: Path, *, lora: bool, seed: int) -> dict[str, Any]:
             _train(model, task, idx, epochs=3, lr=3e-3, seed=seed + 1 + i)
             model.save_pretrained(out)
             tok.save_pretrained(out)
-    target = root / "target"
-    if not (target / "train.jsonl").is_file():
-        pick = np.flatnonzero(np.isin(labels, _LM_TARGET))
-        rng.shuffle(pick)
-        test_pick = np.flatnonzero(np.isin(data.y_test.numpy(), _LM_TARGET))
-        _write_jsonl(target / "train.jsonl", [_words(data.ids_train[i], data.mask_train[i]) for i in pick[:240]])
-        _write_jsonl(target / "validation.jsonl", [_words(data.ids_test[i], data.mask_test[i]) for i in test_pick])
-    return {"base": str(base_dir), "experts": [str(e) for e in experts], "target": str(target)}
+    target, target_b = root / "target", root / "target_b"
+    for folder, domains in ((target, _LM_TARGET), (target_b, _LM_TARGET_B)):
+        if not (folder / "train.jsonl").is_file():
+            pick = np.flatnonzero(np.isin(labels, domains))
+            rng.shuffle(pick)
+            test_pick = np.flatnonzero(np.isin(data.y_test.numpy(), domains))
+            _write_jsonl(folder / "train.jsonl", [_words(data.ids_train[i], data.mask_train[i]) for i in pick[:240]])
+            _write_jsonl(folder / "validation.jsonl", [_words(data.ids_test[i], data.mask_test[i]) for i in test_pick])
+    return {"base": str(base_dir), "experts": [str(e) for e in experts], "target": str(target),
+            "target_b": str(target_b)}
 
 
 # ---------------------------------------------------------------------------- vision

@@ -54,7 +54,8 @@ import numpy as np
 from spsa_mix.merge.config import MergeConfig
 
 __all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_table",
-           "expert_kind", "RECIPE_FORMAT"]
+           "expert_kind", "target_kind", "run_record",
+           "RECIPE_FORMAT"]
 
 logger = logging.getLogger("spsa_mix.merge")
 RECIPE_FORMAT = 1
@@ -166,21 +167,10 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
         from spsa_mix.blend.sources.hub import default_loss
 
         loss = default_loss(architecture)  # from the model's task: GPT2LMHeadModel is a causal LM
-    from spsa_mix.data.kinds import data_kind
-
-    data = data_kind(cfg.data.train or "")
-    check_data_kinds(cfg.data.train or "", cfg.data.validation)
-    if data == "text":
-        if model_dir is None:
-            raise ValueError("text data is tokenized with the model's tokenizer: name a Hugging Face model "
-                             "directory (model: or base:)")
-        check_context(model_dir, cfg.data.max_length)
-        task_kind = "sequence-classification" if cfg.data.label_field else "causal-lm"
-        if task_kind == "causal-lm" and loss not in (None, "causal-lm", "entropy") and ":" not in str(loss):
-            raise ValueError(f"text without labels (data.label_field) is scored as a language model; "
-                             f"loss {loss!r} needs labels")
-    else:
-        task_kind = "image-classification" if data == "images" else data
+    targets = [(t.data_config(), t.loss or loss) for t in cfg.data.tasks] or [(cfg.data, loss)]
+    task_kind = [target_kind(d, target_loss, model_dir) for d, target_loss in targets][0]
+    if cfg.data.tasks:
+        check_tasks_plan(cfg)
     check_method(cfg.method, cfg.options)
     check_options(cfg, len(experts))
     if loss is not None and ":" in loss:  # package.module:callable: imported and its signature checked now
@@ -213,6 +203,43 @@ def _followed(output: Path) -> Path:
     import os
 
     return Path(os.path.realpath(output)) if output.is_symlink() else output
+
+
+def target_kind(d: Any, loss: str | None, model_dir: Path | None) -> str:
+    """What the target data ``d`` (a :class:`~spsa_mix.merge.config.DataConfig`) is scored
+    as: ``causal-lm``, ``sequence-classification``, ``image-classification``, ``tensors``
+    or ``reference``; raises ``ValueError`` for a validation set of another kind than the
+    training data, text without a tokenizer or longer than the model's context, or text
+    without labels under a loss that needs them."""
+    from spsa_mix.data.kinds import data_kind
+    from spsa_mix.merge.checks import check_context, check_data_kinds
+
+    data = data_kind(d.train or "")
+    check_data_kinds(d.train or "", d.validation)
+    if data != "text":
+        return "image-classification" if data == "images" else data
+    if model_dir is None:
+        raise ValueError("text data is tokenized with the model's tokenizer: name a Hugging Face model "
+                         "directory (model: or base:)")
+    check_context(model_dir, d.max_length)
+    task_kind = "sequence-classification" if d.label_field else "causal-lm"
+    if task_kind == "causal-lm" and loss not in (None, "causal-lm", "entropy") and ":" not in str(loss):
+        raise ValueError(f"text without labels (data.label_field) is scored as a language model; "
+                         f"loss {loss!r} needs labels")
+    return task_kind
+
+
+def check_tasks_plan(cfg: MergeConfig) -> None:
+    """Refuse what a merge of several targets (``data.tasks``) does not do: the merge
+    methods' spaces, streamed experts, baselines or a mergekit start (one target's)."""
+    if cfg.space not in ("convex", "task-vectors", "lora"):
+        raise ValueError(f"space {cfg.space!r} with data.tasks: several targets are merged in the convex, "
+                         "task-vectors or lora space (the merge methods' spaces score one target)")
+    if cfg.memory == "streamed":
+        raise ValueError("memory: streamed with data.tasks: several targets keep the experts resident "
+                         "(use memory: resident or auto)")
+    if cfg.mergekit is not None:
+        raise ValueError("mergekit (a mergekit config's weights as the start) is for one target, not data.tasks")
 
 
 # ---------------------------------------------------------------------------- data
@@ -360,6 +387,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def run_record(res: Any, cfg: MergeConfig, start: float) -> dict[str, Any]:
+    """The part of ``recipe.json`` that records the run: the search's history, the library
+    versions, the config and its hash, the seconds since ``start``."""
+    return {"history": {k: np.asarray(v).tolist() for k, v in res.history.items()}, "versions": _versions(),
+            "config": cfg.to_dict(), "config_sha256": cfg.digest(), "seconds": time.perf_counter() - start}
+
+
 def _score(obj: Any, point: np.ndarray, data: Any) -> dict[str, float]:
     """Loss and metric of one point over all of ``data``."""
     from spsa_mix.blend import evaluate_blend
@@ -382,6 +416,23 @@ def _weights(obj: Any, point: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray,
     if positive.size:
         return np.asarray(alpha), float(positive.reshape(-1)[0])
     return np.asarray(alpha), (float(cfg.scale) if cfg.space not in ("convex", "lora") else None)
+
+
+def choose_written(select: str, candidates: dict[str, tuple[np.ndarray, dict[str, Any]]], where: str,
+                   say: Callable[[str], None]) -> str:
+    """Which candidate is written: ``"learned"`` with ``select: learned``, else the one with
+    the lowest loss (saying so when it is not the learned blend).
+
+    >>> choose_written("best", {"learned": (None, {"loss": 2.0}), "uniform": (None, {"loss": 1.0})}, "validation", print)
+    the uniform blend scores better on the validation data than the learned one (1.0000 against 2.0000): writing it (select: learned writes the learned blend)
+    'uniform'
+    """
+    chosen = "learned" if select == "learned" else min(candidates, key=lambda c: candidates[c][1]["loss"])
+    if chosen != "learned":
+        say(f"the {chosen} blend scores better on the {where} data than the learned one "
+            f"({candidates[chosen][1]['loss']:.4f} against {candidates['learned'][1]['loss']:.4f}): writing it "
+            "(select: learned writes the learned blend)")
+    return chosen
 
 
 @dataclass
@@ -502,6 +553,10 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     phase = (read_record(record_path(cfg)) or {}).get("phase", "search") if resume and plan.state.exists() else "search"
     if ranks.is_writer:
         write_record(record_path(cfg), record, phase)
+    if cfg.data.tasks:  # several targets at once: spsa_mix.merge.multitask
+        from spsa_mix.merge.multitask import run_tasks
+
+        return run_tasks(plan, ranks, say, progress=progress, start=start, clock=clock, stack=stack)
     source, train, val = _load_data(plan)
     check_finite_inputs(source, {"train": f"data.train {cfg.data.train!r}",
                                  "test": f"data.validation {cfg.data.validation!r}"})
@@ -620,15 +675,11 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
         "space": select.space_record(obj, plan),
         "mergekit": {"written": kit is not None, "file": "mergekit.yaml" if kit is not None else None,
                      "reason": kit_reason, "note": select.mergekit_note(cfg, entries[chosen])},
-        "history": {k: np.asarray(v).tolist() for k, v in res.history.items()},
-        "versions": _versions(),
-        "config": cfg.to_dict(),
-        "config_sha256": cfg.digest(),
+        **run_record(res, cfg, start),
         "threads": threads,
         "selection": f"{chosen}: {reason}",
         "warnings": warnings,
         "command": command,
-        "seconds": time.perf_counter() - start,
     }
     if learned_entry.search_metrics is not None:
         recipe["learned"]["search_loss"] = learned_entry.search_metrics["loss"]

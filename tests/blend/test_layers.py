@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("how a point becomes coefficients", ("spaces", "methods")),
     ("how a result is written", ("export", "saving", "lora")),
     ("how experts are loaded", ("pretrained",)),
-    ("how probes are scored", ("objective", "scoring")),
+    ("how probes are scored", ("objective", "multitask", "scoring")),
 ]
 
 

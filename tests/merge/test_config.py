@@ -175,3 +175,56 @@ def test_a_hub_id_gets_a_hint_to_download_it_first(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:  # a path that only looks like one: no hint
         load_config(p).check_files()
     assert "hub id" not in str(info.value)
+
+
+# ---------------------------------------------------------------------- several targets (data.tasks)
+TASKS = ("experts: [ft/a, ft/b]\noutput: out\ndata:\n  batch_size: 8\n  tasks:\n"
+         "    - {name: animals, train: train.jsonl, loss: entropy, head: fc, weight: 2}\n"
+         "    - {name: fashion, train: train.jsonl, validation: train.jsonl, head: [fc, norm], batch_size: 4,"
+         " head_file: train.jsonl, expert: ft/b}\n")
+
+
+def test_tasks_take_the_shared_data_keys_and_their_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, TASKS))
+    a, f = cfg.data.tasks
+    assert (a.name, a.loss, a.head, a.weight, a.batch_size, a.train) == (
+        "animals", "entropy", "fc", 2.0, 8, str(tmp_path / "train.jsonl"))
+    assert (f.head, f.batch_size, f.weight, f.expert, f.head_file) == (
+        ("fc", "norm"), 4, 1.0, str(tmp_path / "ft/b"), str(tmp_path / "train.jsonl"))
+    assert f.data_config().validation == str(tmp_path / "train.jsonl") and cfg.data.train is None
+    cfg.check_files()
+    assert MergeConfig.from_dict(cfg.to_dict()).digest() == cfg.digest()
+    one = MergeConfig.from_dict({"experts": ["x", "y"], "data": "t.jsonl"})
+    assert "tasks" not in one.to_dict()["data"]  # one-target configs keep their digest
+
+
+@pytest.mark.parametrize(("tasks", "message"), [
+    ("[]", "data.tasks must be a non-empty list"),
+    ("[{train: train.jsonl}]", r"data.tasks\[0\]: name must be a non-empty string"),
+    ("[{name: a}]", r"data.tasks\[0\] \('a'\) has no data: give its train"),
+    ("[{name: a, train: train.jsonl}, {name: a, train: train.jsonl}]", r"data.tasks\[1\] \('a'\): the name is used by two"),
+    ("[{name: a, train: train.jsonl, weight: 0}]", r"\('a'\): weight must be a positive number, but got 0"),
+    ("[{name: a, train: train.jsonl, weight: -1}]", "but got -1"),
+    ("[{name: a, train: train.jsonl, weight: true}]", "but got True"),
+    ("[{name: a, train: train.jsonl, weight: .nan}]", "but got nan"),
+    ("[{name: a, train: train.jsonl, head: ''}]", "head must be a prefix of tensor names"),
+    ("[{name: a, train: train.jsonl, head_file: x.pt}]", "head_file needs head"),
+    ("[{name: a, train: train.jsonl, expert: -1}]", "expert must be an index into the experts"),
+    ("[{name: a, train: train.jsonl, wieght: 2}]", r"unknown key 'wieght' in merge.yaml's data.tasks\[0\] \(did you mean 'weight'\?\)"),
+])
+def test_bad_tasks_are_named(tmp_path: Path, tasks: str, message: str) -> None:
+    p = _write(tmp_path, f"experts: [ft/a, ft/b]\ndata:\n  tasks: {tasks}\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(p)
+
+
+def test_a_task_file_that_is_missing_is_named(tmp_path: Path) -> None:
+    p = _write(tmp_path, "experts: [ft/a, ft/b]\ndata:\n  train: train.jsonl\n  tasks: [{name: a, train: train.jsonl}]\n")
+    with pytest.raises(ValueError, match="data.train and data.validation belong to each task"):
+        load_config(p)
+    p.write_text("experts: [ft/a, ft/b]\ndata:\n  tasks: [{name: a, train: nope.jsonl}]\n")
+    with pytest.raises(ValueError, match=r"data.tasks\[0\] \('a'\).train: no such file or folder"):
+        load_config(p).check_files()
+    p.write_text("experts: [ft/a, ft/b]\ndata:\n  tasks: [{name: a, train: train.jsonl, head: fc, head_file: h.pt}]\n")
+    with pytest.raises(ValueError, match=r"data.tasks\[0\] \('a'\).head_file: no such file"):
+        load_config(p).check_files()

@@ -19,6 +19,8 @@ pytest.importorskip("peft")
 
 from spsa_mix.cli import main  # noqa: E402
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "merge"
+
 
 def _merge(*argv: str) -> int:
     return main(["merge", *argv, "--no-progress"])
@@ -45,6 +47,21 @@ def test_a_causal_lm_merge_writes_a_model_transformers_loads(demos: Path, capsys
     name = "model.layers.0.mlp.up_proj.weight"
     blended = sum(a * e.state_dict()[name] for a, e in zip(recipe["alpha"], experts, strict=True))
     np.testing.assert_allclose(model.state_dict()[name].numpy(), blended.numpy(), atol=1e-6)
+
+
+def test_the_lm_experts_merge_for_two_text_targets_at_once(demos: Path, capsys) -> None:
+    from transformers import AutoModelForCausalLM
+
+    shutil.copy(EXAMPLES / "lm_tasks.yaml", demos / "lm_tasks.yaml")
+    assert _merge(str(demos / "lm_tasks.yaml"), "--budget", "21", "--output", str(demos / "out_tasks")) == 0
+    printed = capsys.readouterr().out
+    assert "| blend | mix_1_2 loss | mix_1_2 next-token accuracy (%) | mix_3_4 loss |" in printed
+    recipe = json.loads((demos / "out_tasks" / "recipe.json").read_text())
+    assert [(t["name"], t["loss"]) for t in recipe["tasks"]] == [("mix_1_2", "entropy"), ("mix_3_4", "causal-lm")]
+    per = recipe["learned"]["tasks"]
+    assert recipe["learned"]["loss"] == pytest.approx((per["mix_1_2"]["loss"] + per["mix_3_4"]["loss"]) / 2)
+    AutoModelForCausalLM.from_pretrained(demos / "out_tasks", local_files_only=True)  # no heads: one model
+    assert (demos / "out_tasks" / "mergekit.yaml").is_file()
 
 
 def test_lora_adapters_merge_into_one_peft_adapter(demos: Path) -> None:
