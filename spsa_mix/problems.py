@@ -107,6 +107,29 @@ class Quadratic:
             raise ValueError(f"optimum must be 'interior' or 'boundary', but got {optimum!r}")
         return cls(A=A, c=c, noise_std=noise_std, rng=np.random.default_rng(g.integers(2**63)))
 
+    @classmethod
+    def scattered(cls, k: int, *, rng: np.random.Generator | int | None = None, spread: float = 0.6,
+                  ridge: float = 0.1) -> Quadratic:
+        """A random instance whose centre is scattered around the simplex: ``A = B B^T / k +
+        ridge I`` (``B`` standard normal, ``k x k``) and ``c = dirichlet(1) + N(0, spread^2)``
+        per coordinate, drawn in that order from ``rng``. ``c`` is off the simplex, so the
+        minimiser mostly lies on a face with several experts weighted: the problems on which
+        a start at the best vertex trapped SPSA (issue 19; ``docs/directions.md``, "The start:
+        a race").
+
+        >>> q = Quadratic.scattered(20, rng=np.random.default_rng(0))
+        >>> q.k, bool((q.minimizer() < 1e-9).any())
+        (20, True)
+        """
+        k = check_positive_int(k, "k")
+        _check_at_least(spread, "spread", 0.0)
+        _check_at_least(ridge, "ridge", 0.0)
+        g = rng if isinstance(rng, np.random.Generator) else normalize_rng(seed=rng)
+        b = g.standard_normal((k, k))
+        A = b @ b.T / k + ridge * np.eye(k)
+        c = g.dirichlet(np.ones(k)) + g.normal(0.0, spread, k)
+        return cls(A=0.5 * (A + A.T), c=c)
+
     # ------------------------------------------------------------------ evaluation
     def __call__(self, alpha: ArrayLike) -> float | FloatArray:
         """Loss at one point (``(k,)`` -> float) or a batch (``(n, k)`` -> ``(n,)``)."""

@@ -393,25 +393,26 @@ class _Stream:
         self.drawn = state["drawn"]
 
 
-@pytest.mark.parametrize("vectorized", [True, False])
-def test_start_best_resumes_bit_for_bit_without_scoring_the_candidates_again(vectorized, tmp_path):
+@pytest.mark.parametrize(("vectorized", "start", "rule"), [(True, "best", "best"), (False, "best", "best"),
+                                                          (True, "auto", "race")])
+def test_start_best_resumes_bit_for_bit_without_scoring_the_candidates_again(vectorized, start, rule, tmp_path):
     path, copy = tmp_path / "run.state", tmp_path / "at_step_6.state"
 
     def keep_step_6(info):
         if info.nit == 6:  # the file as a SIGKILL after step 6 would leave it (written every 2 steps)
             copy.write_bytes(path.read_bytes())
 
-    kw = dict(k=4, max_evals=200, seed=5, vectorized=vectorized, checkpoint_every=2)
+    kw = dict(k=4, max_evals=200, seed=5, vectorized=vectorized, checkpoint_every=2, start=start)
     full = spsa_mix.minimize(_Stream(), checkpoint=path, callback=keep_step_6, **kw)
     assert full.start["chosen"] is not None and full.nit > 20
     saved = json.loads(copy.read_text())
-    assert saved["fingerprint"]["start"] == "best" and saved["start"]["losses"] == full.start["losses"]
+    assert saved["fingerprint"]["start"] == rule and saved["start"]["losses"] == full.start["losses"]
     os.replace(copy, path)
     resumed_objective = _Stream()
     res = spsa_mix.minimize(resumed_objective, checkpoint=path, **kw)
     assert res.resumed_from == 6 and res.start == full.start
     _assert_same_run(res, full)
     # a file of a start="uniform" run is refused by a start="best" call, naming the setting
-    spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", start="uniform", **kw)
+    spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", **{**kw, "start": "uniform"})
     with pytest.raises(ValueError, match="start"):
         spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", **{**kw, "max_evals": 300})
