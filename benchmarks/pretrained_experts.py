@@ -30,6 +30,8 @@ import copy
 import sys
 import time
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,132 @@ def shift(x: np.ndarray, kind: str, seed: int) -> np.ndarray:
 
     y = corrupt(torch.from_numpy(x).float() / 255.0, kind, generator=torch.Generator().manual_seed(seed))
     return np.clip(np.rint(y.numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Setting:
+    """The pretrained model, its K fine-tuned experts and the target domain's data (see the
+    module docstring): what :func:`main` and ``benchmarks/defaults.py suite`` run on."""
+
+    k: int
+    base: torch.nn.Module
+    experts: list[torch.nn.Module]
+    sizes: list[int]
+    parts: list[np.ndarray]
+    cifar: Any
+    y_tr: np.ndarray
+    test_ix: np.ndarray
+    target_task: Any
+    target_ix: np.ndarray
+    test: Any
+    holdout: Any
+    alpha_loss: Any
+    objective: Callable[..., Any]  # objective(seed, **BlendedObjective kwargs): minibatches of the target images
+    scorer: Any  # the blend with the cross-entropy, no data
+    started: float
+
+
+def build_setting(*, per_expert: int = 1000, expert_epochs: int = 2, expert_lr: float = 1e-3, target_size: int = 500,
+                  holdout_size: int = 500, test_size: int = 2000, alpha_loss: str = "calibrated") -> Setting:
+    """Fine-tune the experts and cut the target domain's data (the defaults are :func:`main`'s).
+
+    Raises
+    ------
+    FileNotFoundError
+        Without ``cifar10-jpeg`` or akamaster's ResNet-20 weights under the data roots.
+    """
+    from spsa_mix.blend import BlendedObjective
+    from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
+    from spsa_mix.data.batches import Batches
+    from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
+    from spsa_mix.data.real import IMAGENET_MEAN, IMAGENET_STD
+    from spsa_mix.data.tasks import Task
+    from spsa_mix.experiment.pipeline import derive_seed
+    from spsa_mix.experiment.training import train_model
+    from spsa_mix.models import load_cifar_resnet
+
+    torch.set_num_threads(1)
+    weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
+    try:
+        cifar = load_dataset("cifar10-jpeg", standardize=False)
+    except ValueError as e:
+        raise FileNotFoundError(str(e)) from None
+    if weights is None:
+        raise FileNotFoundError(f"{RESNET20} not found under {[str(r) for r in default_data_roots()]}")
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    x_tr, y_tr = cifar.x_train.numpy(), cifar.y_train.numpy()
+    x_te, y_te = cifar.x_test.numpy(), cifar.y_test.numpy()
+    k = len(DOMAINS)
+    perm = rng.permutation(len(y_tr))
+    cuts = np.cumsum([0] + [per_expert] * k + [target_size, holdout_size])
+    parts = [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    test_ix = rng.permutation(len(y_te))[: test_size]
+
+    def domain_task(kind: str, ix: np.ndarray, test: np.ndarray | None = None) -> Task:
+        seed = zlib.crc32(kind.encode())  # one fixed draw of noise per domain
+        xs = shift(x_tr[ix], kind, seed)
+        xt = shift(x_te[test], kind, seed + 1) if test is not None else xs[:0]
+        yt = y_te[test] if test is not None else y_tr[ix][:0]
+        data = ImageData.from_arrays(kind, xs, y_tr[ix], xt, yt, scale=1 / 255, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                     classes=cifar.classes)
+        return Task(data, "image-classification")
+
+    base = load_cifar_resnet(weights)
+    experts, sizes = [], []
+    for i, kind in enumerate(DOMAINS):
+        task = domain_task(kind, parts[i])
+        model = copy.deepcopy(base).train()
+        gen = torch.Generator().manual_seed(100 + i)
+        train_model(model, Batches(task, batch_size=64, shuffle=True, generator=gen), epochs=expert_epochs,
+                    lr=expert_lr)
+        experts.append(model.eval())
+        sizes.append(len(parts[i]))
+        print(f"expert {i} ({kind}) fine-tuned", file=sys.stderr, flush=True)
+    target_task = domain_task(TARGET, np.concatenate([parts[k], parts[k + 1]]), test_ix)
+    n_t = target_size
+    target_ix, holdout_ix = np.arange(n_t), np.arange(n_t, n_t + holdout_size)
+    test = Batches(target_task, split="test", batch_size=1000)
+    holdout = Batches(target_task, holdout_ix, batch_size=1000)
+    loss = CalibratedCrossEntropy() if alpha_loss == "calibrated" else CrossEntropy()
+
+    def objective(seed: int | None, **kw: Any) -> BlendedObjective:
+        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
+        data = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
+        return BlendedObjective(load_cifar_resnet(weights), experts, loss_fn=kw.pop("loss_fn", loss), data=data,
+                                device="cpu", **kw)
+
+    scorer = objective(None, loss_fn=CrossEntropy())
+
+    return Setting(k, base, experts, sizes, parts, cifar, y_tr, test_ix, target_task, target_ix, test, holdout, loss,
+                   objective, scorer, t_start)
+
+
+@dataclass
+class SuiteProblem:
+    """The setting as ``benchmarks/defaults.py suite`` scores it: ``make_objective(seed)``
+    (the objective ``spsa-defaults`` learns on), and the target domain's held-out
+    cross-entropy of a blend (``target_loss``)."""
+
+    k: int
+    make_objective: Callable[[int], Any]
+    target_loss: Callable[[np.ndarray], float]
+    uniform_loss: float
+    best_vertex_loss: float
+
+
+def load_problem(**kwargs: Any) -> SuiteProblem:
+    """:func:`build_setting` (its keyword arguments) for the suite; ``FileNotFoundError``
+    without the data."""
+    from spsa_mix.blend import evaluate_blend
+
+    s = build_setting(**kwargs)
+
+    def target_loss(alpha: np.ndarray) -> float:
+        return float(evaluate_blend(s.scorer, np.asarray(alpha, dtype=np.float64), s.holdout)["loss"])
+
+    return SuiteProblem(s.k, s.objective, target_loss, target_loss(np.full(s.k, 1.0 / s.k)),
+                        min(target_loss(np.eye(s.k)[i]) for i in range(s.k)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,75 +205,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend
-    from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
+    from spsa_mix.blend.losses import CrossEntropy
     from spsa_mix.data.batches import Batches
-    from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
-    from spsa_mix.data.real import IMAGENET_MEAN, IMAGENET_STD
-    from spsa_mix.data.tasks import Task
     from spsa_mix.experiment.alpha import AlphaProblem, AlphaResult, set_alpha
     from spsa_mix.experiment.finetune import finetune
     from spsa_mix.experiment.pipeline import NonFiniteAsPenalty, derive_seed
     from spsa_mix.experiment.report import markdown_table, summarize
-    from spsa_mix.experiment.training import train_model
     from spsa_mix.io import check_outputs, write_json
-    from spsa_mix.models import ResNet20, load_cifar_resnet
+    from spsa_mix.models import ResNet20
 
     check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
 
-    weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
     try:
-        cifar = load_dataset("cifar10-jpeg", standardize=False)
-    except ValueError as e:
+        built = build_setting(per_expert=args.per_expert, expert_epochs=args.expert_epochs, expert_lr=args.expert_lr,
+                              target_size=args.target_size, holdout_size=args.holdout_size, test_size=args.test_size,
+                              alpha_loss=args.alpha_loss)
+    except FileNotFoundError as e:
         print(f"pretrained_experts.py: {e}", file=sys.stderr)
         return 2
-    if weights is None:
-        print(f"pretrained_experts.py: {RESNET20} not found under {[str(r) for r in default_data_roots()]}",
-              file=sys.stderr)
-        return 2
-    t_start = time.perf_counter()
-    rng = np.random.default_rng(0)
-    x_tr, y_tr = cifar.x_train.numpy(), cifar.y_train.numpy()
-    x_te, y_te = cifar.x_test.numpy(), cifar.y_test.numpy()
-    k = len(DOMAINS)
-    perm = rng.permutation(len(y_tr))
-    cuts = np.cumsum([0] + [args.per_expert] * k + [args.target_size, args.holdout_size])
-    parts = [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-    test_ix = rng.permutation(len(y_te))[: args.test_size]
-
-    def domain_task(kind: str, ix: np.ndarray, test: np.ndarray | None = None) -> Task:
-        seed = zlib.crc32(kind.encode())  # one fixed draw of noise per domain
-        xs = shift(x_tr[ix], kind, seed)
-        xt = shift(x_te[test], kind, seed + 1) if test is not None else xs[:0]
-        yt = y_te[test] if test is not None else y_tr[ix][:0]
-        data = ImageData.from_arrays(kind, xs, y_tr[ix], xt, yt, scale=1 / 255, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                     classes=cifar.classes)
-        return Task(data, "image-classification")
-
-    base = load_cifar_resnet(weights)
-    experts, sizes = [], []
-    for i, kind in enumerate(DOMAINS):
-        task = domain_task(kind, parts[i])
-        model = copy.deepcopy(base).train()
-        gen = torch.Generator().manual_seed(100 + i)
-        train_model(model, Batches(task, batch_size=64, shuffle=True, generator=gen), epochs=args.expert_epochs,
-                    lr=args.expert_lr)
-        experts.append(model.eval())
-        sizes.append(len(parts[i]))
-        print(f"expert {i} ({kind}) fine-tuned", file=sys.stderr, flush=True)
-    target_task = domain_task(TARGET, np.concatenate([parts[k], parts[k + 1]]), test_ix)
-    n_t = args.target_size
-    target_ix, holdout_ix = np.arange(n_t), np.arange(n_t, n_t + args.holdout_size)
-    test = Batches(target_task, split="test", batch_size=1000)
-    holdout = Batches(target_task, holdout_ix, batch_size=1000)
-    alpha_loss = CalibratedCrossEntropy() if args.alpha_loss == "calibrated" else CrossEntropy()
-
-    def objective(seed: int | None, **kw: Any) -> BlendedObjective:
-        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
-        data = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
-        return BlendedObjective(load_cifar_resnet(weights), experts, loss_fn=kw.pop("loss_fn", alpha_loss), data=data,
-                                device="cpu", **kw)
-
-    scorer = objective(None, loss_fn=CrossEntropy())
+    t_start = built.started
+    k, base, experts, sizes, parts = built.k, built.base, built.experts, built.sizes, built.parts
+    cifar, y_tr, test_ix, target_task, target_ix = built.cifar, built.y_tr, built.test_ix, built.target_task, built.target_ix
+    test, holdout, objective, scorer, alpha_loss = built.test, built.holdout, built.objective, built.scorer, built.alpha_loss
 
     def holdout_accuracy(alpha: np.ndarray) -> float:
         return float(evaluate_blend(scorer, np.asarray(alpha, dtype=np.float64), holdout)["accuracy"])
