@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import os
 import platform
@@ -277,15 +278,24 @@ def _suite_run(make_objective: Callable[[int], Any], k: Any, budget: int, seed: 
     return np.asarray(res.x, dtype=np.float64), str(tag)
 
 
+def _row_key(row: dict[str, Any]) -> str:
+    """What identifies a row of the suite (for ``--resume``)."""
+    return json.dumps({k: row.get(k) for k in ("problem", "k", "kind", "noise", "budget", "seeds")}, sort_keys=True)
+
+
 def _suite_row(problem: dict[str, Any], budgets: list[int], seeds: int, make_objective: Callable[[int], Any],
                k: Any, score: Callable[[int, np.ndarray], float], noisy: bool,
                extra: dict[str, Any] | None = None, kdim: int | None = None,
-               only: list[str] | None = None) -> list[dict[str, Any]]:
+               only: list[str] | None = None, done: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The rows of one problem (one per budget): every method (or those of ``only``) over
-    ``seeds`` seeds."""
+    ``seeds`` seeds; a row of ``done`` (``--resume``: the output's finished rows) is kept."""
     rows = []
     for budget in budgets:
-        row: dict[str, Any] = {**problem, "budget": budget, "methods": {}}
+        row: dict[str, Any] = {**problem, "budget": budget, "seeds": seeds, "methods": {}}
+        if done and _row_key(row) in done:
+            rows.append(done[_row_key(row)])
+            print(f"{_suite_label(row)} B={budget}: kept from the output (--resume)", flush=True)
+            continue
         for name, kwargs in suite_methods(noisy).items():
             if only and name not in only:
                 continue
@@ -327,7 +337,7 @@ def part_suite(args: argparse.Namespace, save: Callable[[list[dict[str, Any]], s
         rows += _suite_row({"problem": "quadratic", "k": k, "kind": kind, "noise": noise, "uniform_value": 1.0},
                            args.budgets, args.seeds, lambda s: MinibatchQuadratic(qs[s], sd[s], s), k,
                            lambda s, x: (qs[s].value(x) - f_star[s]) / (f_uni[s] - f_star[s]), noisy=noise > 0,
-                           only=args.methods)
+                           only=args.methods, done=args.done)
         save(rows, "running")
     if args.network_k:
         from spsa_mix.compare import network_problem
@@ -337,7 +347,7 @@ def part_suite(args: argparse.Namespace, save: Callable[[list[dict[str, Any]], s
             rows += _suite_row({"problem": "network", "k": k, "uniform_value": prob.target_loss(np.full(k, 1.0 / k)),
                                 "best_vertex_value": min(prob.target_loss(np.eye(k)[i]) for i in range(k))},
                                args.budgets, args.seeds, prob.make_objective, k, lambda s, x: prob.target_loss(x),
-                               noisy=True, only=args.methods)
+                               noisy=True, only=args.methods, done=args.done)
             save(rows, "running")
     for kind in args.merge:
         rows += _merge_rows(kind, args)
@@ -382,7 +392,7 @@ def _merge_rows(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                        "uniform_value": uniform, "best_vertex_value": min(singles)},
                       args.merge_budgets, args.seeds, make_objective, k,
                       lambda s, x: float(_score(first, x, val)["loss"]), noisy=True, extra=extra, kdim=first.k,
-                      only=args.methods)
+                      only=args.methods, done=args.done)
 
 
 def _pretrained_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -400,7 +410,7 @@ def _pretrained_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return _suite_row({"problem": "pretrained resnet20", "k": prob.k, "uniform_value": prob.uniform_loss,
                        "best_vertex_value": prob.best_vertex_loss},
                       args.pretrained_budgets, args.seeds, prob.make_objective, prob.k,
-                      lambda s, x: prob.target_loss(x), noisy=True, only=args.methods)
+                      lambda s, x: prob.target_loss(x), noisy=True, only=args.methods, done=args.done)
 
 
 def verdict(row: dict[str, Any]) -> dict[str, Any]:
@@ -472,8 +482,11 @@ def render_saturation(doc: dict[str, Any]) -> str:
 def render_suite(doc: dict[str, Any]) -> str:
     """The suite's one table and its verdict (the misses counted, the skipped parts, the caps)."""
     rows = [r for r in doc["rows"] if "skipped" not in r]
-    out = [f"Command: `{doc['command']}` ({doc['seconds']:.0f} s on {doc['machine']['cpu_count']} cores, shared; "
-           "one thread).", "",
+    resumed = doc.get("resumed")
+    took = (f"{doc['seconds']:.0f} s" if not resumed else
+            f"{doc['seconds'] + resumed['seconds_before']:.0f} s in all: {resumed['rows_kept']} rows kept from "
+            f"`{resumed['commands_before'][0]}` (an earlier run, stopped), the rest in {doc['seconds']:.0f} s")
+    out = [f"Command: `{doc['command']}` ({took} on {doc['machine']['cpu_count']} cores, shared; one thread).", "",
            "Median over seeds of the relative gap (f(x) - f*) / (f(1/k) - f*) on the quadratics, the target "
            "cross-entropy on the networks and the validation loss on the merge examples (the uniform blend's and the "
            "best single expert's beside); the oracle is the best of the defaults and the lr grid "
@@ -736,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge-budgets", type=int, nargs="+", default=None, help="suite: default 100 400 1000")
     ap.add_argument("--methods", nargs="+", default=None, choices=list(suite_methods(noisy=False)),
                     help="suite: only these columns (default all)")
+    ap.add_argument("--resume", action="store_true",
+                    help="suite: keep the rows --output already holds (same problem, budget and seeds)")
     ap.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                     help="suite: leave out the pretrained ResNet-20 experts")
     ap.add_argument("--pretrained-budgets", type=int, nargs="+", default=[100, 400])
@@ -745,8 +760,6 @@ def main(argv: list[str] | None = None) -> int:
     from spsa_mix.io import atomic_write_text, check_outputs
 
     if args.part == "render":
-        import json
-
         if args.results is None:
             ap.error("render needs the JSON file whose tables to write")
         doc = json.loads(args.results.read_text())
@@ -758,6 +771,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is None:
         ap.error("--output is required")
     check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
+    args.done = {}
+    resumed = None
+    if args.part == "suite" and args.resume and args.output.is_file():
+        previous = json.loads(args.output.read_text())
+        resumed = {"rows_kept": 0, "seconds_before": previous["seconds"], "commands_before":
+                   [previous["command"], *(previous.get("resumed") or {}).get("commands_before", [])]}
+        args.done = {_row_key({**r, "seeds": r.get("seeds", previous["argv"]["seeds"])}): r
+                     for r in previous["rows"] if "skipped" not in r}
     if args.part == "suite":
         quick = args.quick
         args.k = args.k if args.k is not None else ([2, 10] if quick else [2, 5, 10, 20, 50, 100])
@@ -781,11 +802,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = {"benchmark": f"defaults {args.part}",
            "command": "python benchmarks/defaults.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-           "argv": {k: v for k, v in vars(args).items() if k not in ("output", "results")}, "seconds": 0.0,
+           "argv": {k: v for k, v in vars(args).items() if k not in ("output", "results", "done")}, "seconds": 0.0,
            "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count()}, "rows": []}
+
+    if resumed is not None:
+        out["resumed"] = resumed
 
     def save(rows: list[dict[str, Any]], status: str) -> None:  # after each problem: a failure loses no rows
         out.update(rows=rows, seconds=time.perf_counter() - t0, status=status)
+        if resumed is not None:
+            resumed["rows_kept"] = sum(_row_key(r) in args.done for r in rows if "skipped" not in r)
         write_json(out, args.output, indent=1)
 
     parts = {"spsa": part_spsa, "network": part_network, "peers": part_peers, "suite": part_suite,
