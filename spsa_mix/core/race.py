@@ -285,6 +285,9 @@ def run_race(objective: Callable[..., Any], domain: Domain, *, rng: np.random.Ge
     the candidate named ``vertex`` softened (:func:`~spsa_mix.core.start.soften`); ``opts``
     are :class:`SimplexSPSA`'s options. The history has a ``racer`` column (0: the start's
     run, 1: the vertex's, 2: the run continued); ``res.race`` is :meth:`StartRace.record`.
+    Validation (``val_objective``, every ``val_every`` steps) runs over the steps of both
+    racers and of the run continued: the answer is then the best validated point of any of
+    them, and ``patience`` may stop the run during the race.
     """
     from spsa_mix.core.start import candidates, soften
 
