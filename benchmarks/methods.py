@@ -77,8 +77,8 @@ def prepare_resnet(cache: Path) -> dict[str, Any] | None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        built = module.build_experts()
-    except ValueError as e:
+        built = module.build_setting()
+    except FileNotFoundError as e:
         print(f"methods.py: the resnet row is skipped: {e}", file=sys.stderr)
         return None
     root.mkdir(parents=True, exist_ok=True)

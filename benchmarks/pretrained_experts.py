@@ -30,6 +30,8 @@ import copy
 import sys
 import time
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +54,59 @@ def shift(x: np.ndarray, kind: str, seed: int) -> np.ndarray:
     return np.clip(np.rint(y.numpy() * 255.0), 0, 255).astype(np.uint8)
 
 
-def build_experts(*, per_expert: int = 1000, expert_epochs: int = 2, expert_lr: float = 1e-3, target_size: int = 500,
-                  holdout_size: int = 500, test_size: int = 2000) -> Any:
-    """The pretrained ResNet-20, its K experts fine-tuned on the shifted domains, and the target
-    domain's task (training images ``target_ix``, held-out ``holdout_ix``, test split): what
-    :func:`main` blends, and ``benchmarks/methods.py``'s ``resnet`` row. Raises ``ValueError``
-    when ``../shared/data`` lacks the files."""
-    import types
+@dataclass
+class Setting:
+    """The pretrained model, its K fine-tuned experts and the target domain's data (see the
+    module docstring): what :func:`main` and ``benchmarks/defaults.py suite`` run on."""
 
+    k: int
+    base: torch.nn.Module
+    experts: list[torch.nn.Module]
+    sizes: list[int]
+    parts: list[np.ndarray]
+    cifar: Any
+    y_tr: np.ndarray
+    test_ix: np.ndarray
+    target_task: Any
+    target_ix: np.ndarray
+    test: Any
+    holdout: Any
+    alpha_loss: Any
+    objective: Callable[..., Any]  # objective(seed, **BlendedObjective kwargs): minibatches of the target images
+    scorer: Any  # the blend with the cross-entropy, no data
+    started: float
+    holdout_ix: np.ndarray  # the held-out images (of the target split) that choose the scale and score blends
+    weights: Any  # the pretrained ResNet-20's file
+
+
+def build_setting(*, per_expert: int = 1000, expert_epochs: int = 2, expert_lr: float = 1e-3, target_size: int = 500,
+                  holdout_size: int = 500, test_size: int = 2000, alpha_loss: str = "calibrated") -> Setting:
+    """Fine-tune the experts and cut the target domain's data (the defaults are :func:`main`'s).
+
+    Raises
+    ------
+    FileNotFoundError
+        Without ``cifar10-jpeg`` or akamaster's ResNet-20 weights under the data roots.
+    """
+    from spsa_mix.blend import BlendedObjective
+    from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
     from spsa_mix.data.batches import Batches
     from spsa_mix.data.images import ImageData, default_data_roots, load_dataset
     from spsa_mix.data.real import IMAGENET_MEAN, IMAGENET_STD
     from spsa_mix.data.tasks import Task
+    from spsa_mix.experiment.pipeline import derive_seed
     from spsa_mix.experiment.training import train_model
     from spsa_mix.models import load_cifar_resnet
 
+    torch.set_num_threads(1)
     weights = next((r / RESNET20 for r in default_data_roots() if (r / RESNET20).is_file()), None)
-    cifar = load_dataset("cifar10-jpeg", standardize=False)
+    try:
+        cifar = load_dataset("cifar10-jpeg", standardize=False)
+    except ValueError as e:
+        raise FileNotFoundError(str(e)) from None
     if weights is None:
-        raise ValueError(f"{RESNET20} not found under {[str(r) for r in default_data_roots()]}")
+        raise FileNotFoundError(f"{RESNET20} not found under {[str(r) for r in default_data_roots()]}")
+    t_start = time.perf_counter()
     rng = np.random.default_rng(0)
     x_tr, y_tr = cifar.x_train.numpy(), cifar.y_train.numpy()
     x_te, y_te = cifar.x_test.numpy(), cifar.y_test.numpy()
@@ -101,10 +137,49 @@ def build_experts(*, per_expert: int = 1000, expert_epochs: int = 2, expert_lr: 
         sizes.append(len(parts[i]))
         print(f"expert {i} ({kind}) fine-tuned", file=sys.stderr, flush=True)
     target_task = domain_task(TARGET, np.concatenate([parts[k], parts[k + 1]]), test_ix)
-    return types.SimpleNamespace(weights=weights, cifar=cifar, base=base, experts=experts, sizes=sizes,
-                                 target_task=target_task, target_ix=np.arange(target_size),
-                                 holdout_ix=np.arange(target_size, target_size + holdout_size), parts=parts,
-                                 test_ix=test_ix, y_tr=y_tr)
+    n_t = target_size
+    target_ix, holdout_ix = np.arange(n_t), np.arange(n_t, n_t + holdout_size)
+    test = Batches(target_task, split="test", batch_size=1000)
+    holdout = Batches(target_task, holdout_ix, batch_size=1000)
+    loss = CalibratedCrossEntropy() if alpha_loss == "calibrated" else CrossEntropy()
+
+    def objective(seed: int | None, **kw: Any) -> BlendedObjective:
+        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
+        data = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
+        return BlendedObjective(load_cifar_resnet(weights), experts, loss_fn=kw.pop("loss_fn", loss), data=data,
+                                device="cpu", **kw)
+
+    scorer = objective(None, loss_fn=CrossEntropy())
+
+    return Setting(k, base, experts, sizes, parts, cifar, y_tr, test_ix, target_task, target_ix, test, holdout, loss,
+                   objective, scorer, t_start, holdout_ix, weights)
+
+
+@dataclass
+class SuiteProblem:
+    """The setting as ``benchmarks/defaults.py suite`` scores it: ``make_objective(seed)``
+    (the objective ``spsa-defaults`` learns on), and the target domain's held-out
+    cross-entropy of a blend (``target_loss``)."""
+
+    k: int
+    make_objective: Callable[[int], Any]
+    target_loss: Callable[[np.ndarray], float]
+    uniform_loss: float
+    best_vertex_loss: float
+
+
+def load_problem(**kwargs: Any) -> SuiteProblem:
+    """:func:`build_setting` (its keyword arguments) for the suite; ``FileNotFoundError``
+    without the data."""
+    from spsa_mix.blend import evaluate_blend
+
+    s = build_setting(**kwargs)
+
+    def target_loss(alpha: np.ndarray) -> float:
+        return float(evaluate_blend(s.scorer, np.asarray(alpha, dtype=np.float64), s.holdout)["loss"])
+
+    return SuiteProblem(s.k, s.objective, target_loss, target_loss(np.full(s.k, 1.0 / s.k)),
+                        min(target_loss(np.eye(s.k)[i]) for i in range(s.k)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,38 +207,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from spsa_mix.blend import BlendedObjective, evaluate, evaluate_blend
-    from spsa_mix.blend.losses import CalibratedCrossEntropy, CrossEntropy
+    from spsa_mix.blend.losses import CrossEntropy
     from spsa_mix.data.batches import Batches
     from spsa_mix.experiment.alpha import AlphaProblem, AlphaResult, set_alpha
     from spsa_mix.experiment.finetune import finetune
     from spsa_mix.experiment.pipeline import NonFiniteAsPenalty, derive_seed
     from spsa_mix.experiment.report import markdown_table, summarize
     from spsa_mix.io import check_outputs, write_json
-    from spsa_mix.models import ResNet20, load_cifar_resnet
+    from spsa_mix.models import ResNet20
 
     check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
 
-    t_start = time.perf_counter()
     try:
-        built = build_experts(per_expert=args.per_expert, expert_epochs=args.expert_epochs, expert_lr=args.expert_lr,
-                              target_size=args.target_size, holdout_size=args.holdout_size, test_size=args.test_size)
-    except ValueError as e:
+        built = build_setting(per_expert=args.per_expert, expert_epochs=args.expert_epochs, expert_lr=args.expert_lr,
+                              target_size=args.target_size, holdout_size=args.holdout_size, test_size=args.test_size,
+                              alpha_loss=args.alpha_loss)
+    except FileNotFoundError as e:
         print(f"pretrained_experts.py: {e}", file=sys.stderr)
         return 2
-    weights, cifar, base, experts, sizes = built.weights, built.cifar, built.base, built.experts, built.sizes
-    target_task, target_ix, holdout_ix = built.target_task, built.target_ix, built.holdout_ix
-    parts, test_ix, y_tr, k, n_t = built.parts, built.test_ix, built.y_tr, len(DOMAINS), args.target_size
-    test = Batches(target_task, split="test", batch_size=1000)
-    holdout = Batches(target_task, holdout_ix, batch_size=1000)
-    alpha_loss = CalibratedCrossEntropy() if args.alpha_loss == "calibrated" else CrossEntropy()
-
-    def objective(seed: int | None, **kw: Any) -> BlendedObjective:
-        gen = torch.Generator().manual_seed(derive_seed(seed if seed is not None else 0, "alpha"))
-        data = Batches(target_task, target_ix, batch_size=64, shuffle=True, generator=gen)
-        return BlendedObjective(load_cifar_resnet(weights), experts, loss_fn=kw.pop("loss_fn", alpha_loss), data=data,
-                                device="cpu", **kw)
-
-    scorer = objective(None, loss_fn=CrossEntropy())
+    t_start = built.started
+    k, base, experts, sizes, parts = built.k, built.base, built.experts, built.sizes, built.parts
+    cifar, y_tr, test_ix, target_task, target_ix = built.cifar, built.y_tr, built.test_ix, built.target_task, built.target_ix
+    test, holdout, objective, scorer, alpha_loss = built.test, built.holdout, built.objective, built.scorer, built.alpha_loss
 
     def holdout_accuracy(alpha: np.ndarray) -> float:
         return float(evaluate_blend(scorer, np.asarray(alpha, dtype=np.float64), holdout)["accuracy"])

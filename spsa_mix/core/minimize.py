@@ -53,6 +53,7 @@ from spsa_mix.core.domain import Domain
 from spsa_mix.core.driver import Run
 from spsa_mix.core.methods import MethodSpec, lookup_method, register_method
 from spsa_mix.core.optimizer import SimplexForwardGradient, SimplexGradient, SimplexSPSA
+from spsa_mix.core.race import run_race
 from spsa_mix.core.result import OptimizeResult
 from spsa_mix.core.schedules import schedule_spec
 from spsa_mix.core.start import resolve_start, run_from_best
@@ -71,7 +72,7 @@ _RUN_ARGUMENTS = frozenset({
     "start",
 })
 DEFAULT_CHECKPOINT_EVERY = 10  # steps between two writes of the state file
-# The candidates' record of a start="best" call, seen by the run it makes from the best one
+# The candidates' record of a start="best" or "race" call, seen by the run it makes from the best one
 # (so that its checkpoint holds the record and a resumed run does not score them again).
 _START_RECORD: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("start_record", default=None)
 
@@ -192,9 +193,12 @@ def minimize(
         ``"best"``: score the start (``x0``, default uniform) and the K vertices first
         (K + 1 evaluations, counted), start from the best, and at the end return the better
         of the answer and that candidate, both scored in one call (``res.start`` says which);
-        ``"uniform"``: start at ``x0``; ``"auto"`` (default): ``"best"`` for ``"spsa"`` when
-        ``max_evals`` leaves at least 20 steps after the candidates, else ``"uniform"``
-        (:mod:`spsa_mix.core.start`).
+        ``"race"`` (``"spsa"`` with ``max_evals``): the same checks, but when a vertex is the
+        best candidate a short run from the start and one from that vertex each take a quarter
+        of the budget and the better is continued (``res.start["race"]`` says which;
+        :mod:`spsa_mix.core.race`); ``"uniform"``: start at ``x0``; ``"auto"`` (default):
+        ``"race"`` for ``"spsa"`` when ``max_evals`` leaves at least 20 steps after the
+        candidates, else ``"uniform"`` (:mod:`spsa_mix.core.start`).
     options:
         A dict of method-specific settings (methods outside the core).
 
@@ -251,10 +255,10 @@ def minimize(
         backward_cost = check_positive(backward_cost, "backward_cost")
 
     cost = spec.cost_per_step(given)
-    rule = resolve_start(start, method=method, max_evals=max_evals, step_cost=cost, k=domain.k)
+    rule = resolve_start(start, method=method, max_evals=max_evals, step_cost=cost, k=domain.k, maxiter=maxiter)
     if checkpoint is not None and initial_state is None and _START_RECORD.get() is None:
         rule = _resumed_start(checkpoint, start, rule)
-    if rule == "best" and initial_state is None:
+    if rule in ("best", "race") and initial_state is None:
         inner = {name: arguments[name] for name in inspect.signature(minimize).parameters
                  if name not in ("objective", "k", "x0", "max_evals", "final_eval", "start", "seed", "rng")}
 
@@ -268,7 +272,7 @@ def minimize(
 
         return run_from_best(objective, domain, x0=x0, vectorized=vectorized, max_evals=max_evals,
                              final_eval=final_eval, call=call, val_objective=val_objective,
-                             saved=Checkpoint.saved_start(checkpoint) if checkpoint is not None else None)
+                             saved=Checkpoint.saved_start(checkpoint) if checkpoint is not None else None, rule=rule)
     start_record = _START_RECORD.get()
     reserve = 1 if (final_eval and spec.final_eval) else 0
     total_steps = planned_steps(max_evals, maxiter, cost, reserve)
@@ -284,14 +288,17 @@ def minimize(
             "final_eval": final_eval, "val_objective": val_objective is not None, "val_every": val_every,
             "patience": patience, "seed": seed,
         }
-        if start_record is not None:  # the run of start="best": its candidates' record goes in the file
-            fingerprint["start"] = "best"
+        if start_record is not None:  # the run of start="best" or "race": its candidates' record goes in the file
+            fingerprint["start"] = start_record.get("rule", "best")
         else:  # a run begun at x0, as asked ("uniform"), or as "auto" (or "best" without room) chose
             fingerprint["start"] = "uniform" if start == "uniform" else "auto"
         run_kwargs["checkpoint"], generator = Checkpoint.open(
             checkpoint, every=checkpoint_every, fingerprint=fingerprint,
             budget={"max_evals": max_evals, "maxiter": maxiter}, rng=generator,
             rng_given=seed is not None or rng is not None, start=start_record)
+    if start_record is not None and start_record.get("rule") == "race" and start_record["chosen"] != "start":
+        return run_race(objective, domain, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
+                        vertex=start_record["chosen"], **given)
     shape = domain.simplex if domain.simplex_only else domain  # methods without extra coordinates get a shape
     return spec.run(objective, shape, rng=generator, run_kwargs=run_kwargs, final_eval=final_eval,
                     total_steps=total_steps, **given)
@@ -299,15 +306,15 @@ def minimize(
 
 def _resumed_start(checkpoint: str | os.PathLike[str], start: str, rule: str) -> str:
     """The start rule of a run resumed from ``checkpoint``: as the saved run began, where
-    ``start`` allows it (``"auto"`` goes on as an ``"auto"`` or a ``"best"`` run began, even
-    when its larger budget crosses the threshold of "auto"; ``"uniform"`` as a run begun at
-    ``x0``); else a ``ValueError`` naming both."""
+    ``start`` allows it (``"auto"`` goes on as an ``"auto"``, ``"race"`` or ``"best"`` run
+    began, even when its larger budget crosses the threshold of "auto"; ``"uniform"`` as a
+    run begun at ``x0``); else a ``ValueError`` naming both."""
     saved = Checkpoint.saved_start_rule(checkpoint)
     if saved is None:
         return rule
-    began = "best" if saved == "best" else "uniform"
-    allowed = {"auto": ("best", "auto", "unrecorded"), "uniform": ("uniform", "auto", "unrecorded"),
-               "best": ("best",)}[start]
+    began = saved if saved in ("best", "race") else "uniform"
+    allowed = {"auto": ("race", "best", "auto", "unrecorded"), "uniform": ("uniform", "auto", "unrecorded"),
+               "best": ("best",), "race": ("race",)}[start]
     if saved not in allowed:
         raise ValueError(f"checkpoint {str(checkpoint)!r} was written by a run with start={saved!r}, but this call has "
                          f"start={start!r}: resume with the settings of that run, or delete the file (or give "

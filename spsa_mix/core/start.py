@@ -13,15 +13,24 @@ and the final pair by as many pairs, and the means decide (:func:`check_repeats`
 on a noisy objective both decisions average several minibatches; the comparison is paired
 (one minibatch per call for both points).
 
-Why (measured in ``docs/directions.md``, "Defaults"): a blend of experts has basins near
-the vertices that a run from the uniform point does not reach on a few hundred evaluations,
-and a single expert can beat every blend the run visits; checking the K vertices costs K + 1
-evaluations.
+``start="race"`` checks the same candidates and compares at the end the same way, but when a
+vertex wins the check it does not simply start there: a short run from the start and one from
+that vertex share part of the budget, and the better is continued
+(:mod:`spsa_mix.core.race`). Starting at the vertex traps the run there (the softmax
+saturates: the other experts' logits get a vanishing share of the gradient, and SPSA's noise
+drowns it), and starting at the uniform point may miss a vertex's basin; the race is never
+far behind the better of the two (``docs/directions.md``, "The start: a race").
 
-``start="best"`` with a budget smaller than the K + 1 candidates starts at ``x0`` unchecked.
-``start="auto"`` (the default) is ``"best"`` for ``method="spsa"`` with a budget in
-evaluations (``max_evals``) that leaves at least ``MIN_STEPS_AFTER`` SPSA steps after the
-candidates, and ``"uniform"`` (start at ``x0``, no check) otherwise.
+Why check at all (measured in ``docs/directions.md``, "Defaults"): a blend of experts has
+basins near the vertices that a run from the uniform point does not reach on a few hundred
+evaluations, and a single expert can beat every blend the run visits; checking the K
+vertices costs K + 1 evaluations.
+
+``start="best"`` or ``"race"`` with a budget smaller than the K + 1 candidates starts at
+``x0`` unchecked; ``"race"`` with too small a budget for two racers of ``MIN_RACE_STEPS``
+steps is ``"best"``. ``start="auto"`` (the default) is ``"race"`` for ``method="spsa"``
+with a budget in evaluations (``max_evals``) that leaves at least ``MIN_STEPS_AFTER`` SPSA
+steps after the candidates, and ``"uniform"`` (start at ``x0``, no check) otherwise.
 
 Example
 -------
@@ -45,13 +54,14 @@ from spsa_mix.core.domain import Domain
 from spsa_mix.core.errors import ObjectiveError
 from spsa_mix.core.result import OptimizeResult, Status
 
-__all__ = ["START_RULES", "VERTEX_WEIGHT", "VERTEX_EPS", "MIN_STEPS_AFTER", "CHECK_FRACTION", "check_repeats", "candidates", "resolve_start", "run_from_best"]
+__all__ = ["START_RULES", "VERTEX_WEIGHT", "VERTEX_EPS", "MIN_STEPS_AFTER", "CHECK_FRACTION", "check_repeats",
+           "candidates", "soften", "resolve_start", "run_from_best"]
 
 FloatArray = NDArray[np.float64]
-START_RULES = ("auto", "best", "uniform")
+START_RULES = ("auto", "race", "best", "uniform")
 VERTEX_WEIGHT = 0.9  # a softened vertex: 0.9 on the expert, the rest spread evenly (measured, module docstring)
 VERTEX_EPS = 1e-6  # a candidate vertex keeps this much weight spread evenly: every point handed over is interior
-MIN_STEPS_AFTER = 20  # "auto" checks the candidates when at least this many SPSA steps remain
+MIN_STEPS_AFTER = 20  # "auto" checks the candidates when at least this many SPSA steps remain (two racers of 10)
 CHECK_FRACTION = 0.05  # of max_evals for each check (candidates, final comparison), in repeated calls (measured)
 
 
@@ -86,27 +96,40 @@ def soften(domain: Domain, point: FloatArray) -> FloatArray:
     return domain.join(mixed, pos if domain.positive else None, real if domain.real else None)
 
 
-def resolve_start(start: Any, *, method: str, max_evals: int | None, step_cost: float, k: int) -> str:
-    """``"best"`` or ``"uniform"`` for a ``start`` of :data:`START_RULES` (see the module
-    docstring); ``"best"`` with a ``max_evals`` smaller than the ``k + 1`` candidates is ``"uniform"``.
+def resolve_start(start: Any, *, method: str, max_evals: int | None, step_cost: float, k: int,
+                  maxiter: int | None = None) -> str:
+    """``"race"``, ``"best"`` or ``"uniform"`` for a ``start`` of :data:`START_RULES` (see
+    the module docstring): ``"best"`` or ``"race"`` with a ``max_evals`` smaller than the
+    ``k + 1`` candidates is ``"uniform"``, and ``"race"`` whose racers do not fit is ``"best"``.
 
     >>> resolve_start("auto", method="spsa", max_evals=400, step_cost=2, k=10)
-    'best'
+    'race'
     >>> resolve_start("auto", method="spsa", max_evals=40, step_cost=2, k=10), resolve_start("auto", method="backprop",
     ...     max_evals=400, step_cost=3, k=10)
     ('uniform', 'uniform')
     """
+    from spsa_mix.core.race import race_plan
+
     if start not in START_RULES:
         raise ValueError(f"start must be one of {list(START_RULES)}, but got {start!r}")
-    if start == "best" and max_evals is not None and max_evals < k + 1:
+    if start == "race" and method != "spsa":
+        raise ValueError(f"start='race' races two SPSA runs: it needs method='spsa', but got method={method!r}")
+    if start == "race" and max_evals is None:
+        raise ValueError("start='race' shares a budget in evaluations between two runs: give max_evals")
+    if start in ("best", "race") and max_evals is not None and max_evals < k + 1:
         return "uniform"  # the candidates do not fit in the budget
-    if start != "auto":
+    if start in ("best", "uniform"):
         return str(start)
-    if method != "spsa" or max_evals is None:
+    if start == "auto" and (method != "spsa" or max_evals is None):
         return "uniform"
+    assert max_evals is not None
     repeats, pairs = check_repeats(k + 1, max_evals)
     left = max_evals - (k + 1) * repeats - 2 * pairs
-    return "best" if left >= MIN_STEPS_AFTER * step_cost else "uniform"
+    if maxiter is not None:
+        left = min(left, maxiter * step_cost)
+    if start == "auto" and left < MIN_STEPS_AFTER * step_cost:
+        return "uniform"
+    return "race" if race_plan(left, step_cost) is not None else "best"
 
 
 def check_repeats(n: int, max_evals: int | None) -> tuple[int, int]:
@@ -152,9 +175,13 @@ def _shift(res: OptimizeResult, n: int) -> None:
 def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vectorized: bool,
                   max_evals: int | None, final_eval: bool, call: Callable[..., OptimizeResult],
                   val_objective: Callable[[FloatArray], float] | None = None,
-                  saved: dict[str, Any] | None = None) -> OptimizeResult:
+                  saved: dict[str, Any] | None = None, rule: str = "best") -> OptimizeResult:
     """Score the candidates, run ``call(x0=..., max_evals=..., final_eval=..., record=...)`` from the
     best, and return the better of its answer and that candidate (see the module docstring).
+
+    ``rule="race"``: when a vertex wins, ``call`` gets ``x0`` the start and ``record["rule"]
+    == "race"`` (it runs :func:`~spsa_mix.core.race.run_race`), and its result's ``race``
+    record moves to ``res.start["race"]``.
 
     The final comparison is on the objective (the two points in one call, two evaluations
     counted), or, with ``val_objective``, on validation (the candidate's validation loss
@@ -176,7 +203,7 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
         repeats = int(saved["repeats"][0])  # what the saved run spent on them (its budget may have been smaller)
     n = len(points) * repeats
     record: dict[str, Any] = {"candidates": names, "losses": None, "chosen": None, "returned": None,
-                              "final_losses": None, "repeats": [repeats, pairs]}
+                              "final_losses": None, "repeats": [repeats, pairs], "rule": rule}
     try:
         if saved is not None and saved.get("candidates") == names and saved.get("losses") is not None:
             losses = np.asarray(saved["losses"], dtype=np.float64)
@@ -192,7 +219,10 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
                              f"{type(e).__name__}: {e}", partial) from e
     best = int(np.argmin(losses)) if np.isfinite(losses).any() else 0
     record.update(losses=losses.tolist(), chosen=names[best])
-    start = points[best] if best == 0 else soften(domain, points[best])
+    if rule == "race" or best == 0:  # a race starts its two runs itself: the start and the vertex softened
+        start = points[0]
+    else:
+        start = soften(domain, points[best])
     use_val = val_objective is not None
     tail = 2 * pairs if final_eval and not use_val else 0
     left = None if max_evals is None else max_evals - n - tail
@@ -203,7 +233,7 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
                              "the best of them is returned", record)
     try:
         res = call(x0=start, max_evals=left, final_eval=final_eval and use_val,
-                   record={k: v for k, v in record.items() if k in ("candidates", "losses", "chosen", "repeats")})
+                   record={k: v for k, v in record.items() if k in ("candidates", "losses", "chosen", "repeats", "rule")})
     except ObjectiveError as e:
         _shift(e.partial_result, n)
         text = re.sub(r"at evaluation (\d+)", lambda m: f"at evaluation {int(m.group(1)) + n}", str(e), count=1)
@@ -212,6 +242,8 @@ def run_from_best(objective: Callable[..., Any], domain: Domain, *, x0: Any, vec
     res.message = re.sub(  # the budget as the user gave it, and where it went
         r"^max_evals=(\d+) reached \(", lambda m: f"max_evals={max_evals} reached ({n} on the start candidates, "
         f"{m.group(1)} on the steps{f', {tail} on the final comparison' if tail else ''}; ", res.message, count=1)
+    if "race" in res:
+        record["race"] = res.pop("race")
     record["returned"] = "learned"
     if res.status in (Status.NONFINITE, Status.INTERRUPTED, Status.ERROR, Status.CALLBACK):
         res["start"] = record

@@ -133,8 +133,8 @@ def plan_merge(cfg: MergeConfig, *, resume: bool = False) -> MergePlan:
     from spsa_mix.core.methods import lookup_method
     from spsa_mix.core.minimize import check_method, planned_steps
 
-    from spsa_mix.merge.checks import (check_apart, check_context, check_data_kinds, check_distinct, check_free_space,
-                                       check_options, merge_inputs, output_bytes)
+    from spsa_mix.merge.checks import (check_apart, check_distinct, check_free_space, check_options,
+                                       merge_inputs, output_bytes)
     from spsa_mix.merge.fingerprint import check_resume, record_path
     from spsa_mix.merge.guard import check_unlocked, lock_path
 

@@ -393,26 +393,27 @@ class _Stream:
         self.drawn = state["drawn"]
 
 
-@pytest.mark.parametrize("vectorized", [True, False])
-def test_start_best_resumes_bit_for_bit_without_scoring_the_candidates_again(vectorized, tmp_path):
+@pytest.mark.parametrize(("vectorized", "start", "rule"), [(True, "best", "best"), (False, "best", "best"),
+                                                          (True, "auto", "race")])
+def test_start_best_resumes_bit_for_bit_without_scoring_the_candidates_again(vectorized, start, rule, tmp_path):
     path, copy = tmp_path / "run.state", tmp_path / "at_step_6.state"
 
     def keep_step_6(info):
         if info.nit == 6:  # the file as a SIGKILL after step 6 would leave it (written every 2 steps)
             copy.write_bytes(path.read_bytes())
 
-    kw = dict(k=4, max_evals=200, seed=5, vectorized=vectorized, checkpoint_every=2)
+    kw = dict(k=4, max_evals=200, seed=5, vectorized=vectorized, checkpoint_every=2, start=start)
     full = spsa_mix.minimize(_Stream(), checkpoint=path, callback=keep_step_6, **kw)
     assert full.start["chosen"] is not None and full.nit > 20
     saved = json.loads(copy.read_text())
-    assert saved["fingerprint"]["start"] == "best" and saved["start"]["losses"] == full.start["losses"]
+    assert saved["fingerprint"]["start"] == rule and saved["start"]["losses"] == full.start["losses"]
     os.replace(copy, path)
     resumed_objective = _Stream()
     res = spsa_mix.minimize(resumed_objective, checkpoint=path, **kw)
     assert res.resumed_from == 6 and res.start == full.start
     _assert_same_run(res, full)
     # a file of a start="uniform" run is refused by a start="best" call, naming the setting
-    spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", start="uniform", **kw)
+    spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", **{**kw, "start": "uniform"})
     with pytest.raises(ValueError, match="start"):
         spsa_mix.minimize(_Stream(), checkpoint=tmp_path / "u.state", **{**kw, "max_evals": 300})
 
@@ -439,6 +440,13 @@ def test_an_asked_start_other_than_the_runs_is_refused(tmp_path):
     spsa_mix.minimize(f, k=3, max_evals=60, seed=0, checkpoint=tmp_path / "auto.state", start="uniform")
     with pytest.raises(ValueError, match="written by a run with start='auto', but this call has start='best'"):
         spsa_mix.minimize(f, k=3, max_evals=400, seed=0, checkpoint=tmp_path / "auto.state", start="best")
-    spsa_mix.minimize(f, k=3, max_evals=200, seed=0, checkpoint=tmp_path / "best.state")
+    spsa_mix.minimize(f, k=3, max_evals=200, seed=0, checkpoint=tmp_path / "best.state", start="best")
     with pytest.raises(ValueError, match="written by a run with start='best', but this call has start='uniform'"):
         spsa_mix.minimize(f, k=3, max_evals=400, seed=0, checkpoint=tmp_path / "best.state", start="uniform")
+    spsa_mix.minimize(f, k=3, max_evals=200, seed=0, checkpoint=tmp_path / "race.state", start="race")
+    assert json.loads((tmp_path / "race.state").read_text())["fingerprint"]["start"] == "race"
+    for other in ("best", "uniform"):
+        with pytest.raises(ValueError, match=f"written by a run with start='race', but this call has start='{other}'"):
+            spsa_mix.minimize(f, k=3, max_evals=400, seed=0, checkpoint=tmp_path / "race.state", start=other)
+    more = spsa_mix.minimize(f, k=3, max_evals=400, seed=0, checkpoint=tmp_path / "race.state")  # auto goes on
+    assert more.resumed_from is not None and more.nfev <= 400

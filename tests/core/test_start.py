@@ -122,13 +122,16 @@ def test_a_budget_that_holds_only_the_candidates_returns_the_best_of_them():
     assert res.nit == 0 and res.nfev == 5 and res.start["returned"] == "vertex 0"
 
 
-def test_auto_is_best_for_spsa_on_an_evaluation_budget_only():
+def test_auto_is_the_race_for_spsa_on_an_evaluation_budget_only():
     assert resolve_start("auto", method="spsa", max_evals=None, step_cost=2, k=3) == "uniform"
     assert resolve_start("auto", method="nevergrad:CMA", max_evals=10_000, step_cost=1, k=3) == "uniform"
-    assert resolve_start("auto", method="spsa", max_evals=10_000, step_cost=2, k=3) == "best"
+    assert resolve_start("auto", method="spsa", max_evals=10_000, step_cost=2, k=3) == "race"
+    # the race needs two runs of MIN_RACE_STEPS: a budget that leaves 20 steps but not those is "best"
+    assert resolve_start("auto", method="spsa", max_evals=48, step_cost=2, k=3) == "best"
+    assert resolve_start("race", method="spsa", max_evals=30, step_cost=2, k=3) == "best"
     plain = spsa_mix.minimize(lambda a: float(a[0]), k=3, maxiter=7, seed=0)
     assert plain.nfev == 15 and "start" not in plain
-    with pytest.raises(ValueError, match=r"start must be one of \['auto', 'best', 'uniform'\], but got 'vertex'"):
+    with pytest.raises(ValueError, match=r"start must be one of \['auto', 'race', 'best', 'uniform'\], but got 'vertex'"):
         spsa_mix.minimize(lambda a: 0.0, k=3, start="vertex")
 
 
