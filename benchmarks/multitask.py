@@ -45,6 +45,7 @@ measured side by side in interleaved rounds (one thread), as ``benchmarks/step_c
 
     python benchmarks/multitask.py                     # about an hour on one thread
     python benchmarks/multitask.py --quick --output /tmp/mt.json
+    python benchmarks/multitask.py --resume            # finish an interrupted run (see :func:`finished_runs`)
 
 Needs ``../shared/data`` (``cifar10-jpeg.zip``, ``FashionMNIST/raw``,
 ``resnet_cifar10/resnet20-12fca82f.th``; or ``--data-root`` / ``SPSA_MIX_DATA``): without it
@@ -405,6 +406,49 @@ def interleaved_step_times(steps: dict[str, Any], rounds: int, seed: int = 0) ->
 
 
 # ---------------------------------------------------------------------------- the run
+SINGLE_RUN = ("pretrained", "individual", "uniform", "task-arithmetic", "ties")  # nothing random: one run, seed 0
+
+
+def finished_runs(previous: dict[str, Any], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of ``previous`` (a results file of this script) that ``--resume`` keeps: every
+    one, when its config has the value of ``config`` (as JSON holds it) under each key of
+    ``config``; else ``ValueError`` naming what differs (up to three keys). Its errors are
+    not kept: the runs they stopped are missing, so they run again.
+
+    >>> old = {"config": {"seeds": 3, "spsa_betas": [0.9, 0.999]}, "runs": [{"method": "uniform", "seed": 0}]}
+    >>> finished_runs(old, {"seeds": 3, "spsa_betas": (0.9, 0.999)})
+    [{'method': 'uniform', 'seed': 0}]
+    >>> finished_runs(old, {"seeds": 1, "adamerging_steps": 60})
+    Traceback (most recent call last):
+    ...
+    ValueError: it was written with other settings: seeds was 3, now 1; adamerging_steps was not set, now 60
+    """
+    from spsa_mix.io import dumps_json
+
+    if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict) \
+            or not isinstance(previous.get("runs"), list):
+        raise ValueError("it is not a results file of this script (no 'config' and 'runs')")
+    old, new = previous["config"], json.loads(dumps_json(config))
+    found = [f"{key} was {repr(old[key]) if key in old else 'not set'}, now {value!r}" for key, value in new.items()
+             if key not in old or old[key] != value]
+    if found:
+        more = f"; and {len(found) - 3} more" if len(found) > 3 else ""
+        raise ValueError("it was written with other settings: " + "; ".join(found[:3]) + more)
+    return [dict(r) for r in previous["runs"]]
+
+
+def pending_seeds(method: str, seeds: int, runs: list[dict[str, Any]]) -> list[int]:
+    """The seeds of ``method`` still to run, given the finished ``runs``: ``[0]`` or ``[]``
+    for the methods of :data:`SINGLE_RUN`, else those of ``range(seeds)`` with no run.
+
+    >>> runs = [{"method": "uniform", "seed": 0}, {"method": "joint", "seed": 0}, {"method": "joint", "seed": 2}]
+    >>> pending_seeds("uniform", 3, runs), pending_seeds("joint", 3, runs), pending_seeds("ties", 3, runs)
+    ([], [1], [0])
+    """
+    done = {r["seed"] for r in runs if r["method"] == method}
+    return [s for s in range(1 if method in SINGLE_RUN else seeds) if s not in done]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=Path("benchmarks/results/multitask_resnet20.json"))
@@ -421,7 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--render", action="store_true", help="only rewrite the report from --output")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already in --output (its settings must be these) and run only the missing "
+                         "ones, then the step measurement and the report")
     args = ap.parse_args(argv)
+    if args.render and args.resume:
+        print("multitask.py: --render and --resume exclude each other", file=sys.stderr)
+        return 2
     if args.render:
         write_report(json.loads(args.output.read_text()), args.output)
         return 0
@@ -430,12 +480,31 @@ def main(argv: list[str] | None = None) -> int:
     from spsa_mix.experiment.config import default_cache_dir
     from spsa_mix.io import check_outputs, write_json
 
-    check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
+    try:
+        check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md")})
+    except ValueError as e:
+        print(f"multitask.py: {e}", file=sys.stderr)
+        return 2
     size = "quick" if args.quick else "full"
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     steps = args.steps if args.steps is not None else (60 if args.quick else 500)
     budget_task = args.budget_task if args.budget_task is not None else 2 * steps
     budget_layer = args.budget_layer if args.budget_layer is not None else 2 * steps
+    config: dict[str, Any] = {
+        "size": size, "sizes": SIZES[size], "digits_sizes": DIGITS_SIZES[size], "seeds": seeds,
+        "adamerging_steps": steps, "budget_task": budget_task, "budget_layer": budget_layer, "batch_per_task": 16,
+        "spsa_lr": SPSA_LR, "spsa_betas": SPSA_BETAS, "ties_density": TIES_DENSITY, "ta_grid": TA_GRID,
+        "ties_grid": TIES_GRID, "ties_from": "mergekit", "expert_bn": args.expert_bn}
+    previous: dict[str, Any] | None = None
+    if args.resume:  # the settings checked now, the data's (task sizes, groups) once it is loaded
+        try:
+            previous = json.loads(args.output.read_text())
+            finished_runs(previous, config)  # type: ignore[arg-type]
+        except (OSError, ValueError) as e:
+            why = "it does not exist" if not args.output.exists() else str(e)
+            print(f"multitask.py: cannot resume {str(args.output)!r}: {why}; resume with that run's options, "
+                  "or leave --resume out to start over", file=sys.stderr)
+            return 2
     roots = [args.data_root] if args.data_root else default_data_roots()
     weights = next((r / RESNET20 for r in roots if (r / RESNET20).is_file()), None)
     if weights is None:
@@ -484,25 +553,41 @@ def main(argv: list[str] | None = None) -> int:
 
     plain_scorer = scorer(expert_sds)
     ties_scorer = scorer(ties_experts)
+    config["tasks"] = {n: {"classes": t.classes, "train": len(t.train[1]), "unlabeled": len(t.unlabeled),
+                           "validation": len(t.validation[1]), "test": len(t.test[1])} for n, t in tasks.items()}
+    config["groups"] = len(plain_scorer.groups)
+    command = "python benchmarks/multitask.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
-        "command": "python benchmarks/multitask.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": {"size": size, "sizes": SIZES[size], "digits_sizes": DIGITS_SIZES[size], "seeds": seeds,
-                   "adamerging_steps": steps, "budget_task": budget_task, "budget_layer": budget_layer,
-                   "batch_per_task": 16, "spsa_lr": SPSA_LR, "spsa_betas": SPSA_BETAS, "ties_density": TIES_DENSITY, "ta_grid": TA_GRID, "ties_grid": TIES_GRID,
-                   "tasks": {n: {"classes": t.classes, "train": len(t.train[1]), "unlabeled": len(t.unlabeled),
-                                 "validation": len(t.validation[1]), "test": len(t.test[1])} for n, t in tasks.items()},
-                   "groups": len(plain_scorer.groups), "ties_from": "mergekit", "expert_bn": args.expert_bn},
+        "command": command, "config": config,
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "threads": 1,
                         "machine": platform.machine(), "note": "a 2-core CPU shared with other jobs while it ran"},
         "stacked_experts_mb": plain_scorer.memory()["stack"] / 2**20,
         "runs": [], "errors": [], "status": "running",
     }
+    seconds_before = 0.0  # of the runs being resumed, where their file recorded it
+    if previous is not None:
+        try:
+            kept = finished_runs(previous, config)
+        except ValueError as e:
+            print(f"multitask.py: cannot resume {str(args.output)!r}: {e}; leave --resume out to start over",
+                  file=sys.stderr)
+            return 2
+        seconds_before = float(previous.get("seconds", 0.0))
+        results.update(command=previous.get("command", command), runs=kept,
+                       resumed=[*previous.get("resumed", []), {"command": command, "kept_runs": len(kept),
+                                                               "seconds_before": previous.get("seconds")}])
+        print(f"resuming {args.output}: {len(kept)} finished runs kept, "
+              f"{sum(len(pending_seeds(m, seeds, kept)) for m in methods)} to run", file=sys.stderr, flush=True)
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - t_start
 
     def record(method: str, seed: int, acc: dict[str, float], **extra: Any) -> None:
         results["runs"].append({"method": method, "seed": seed, "accuracy": acc, **extra})
         print(f"{method} seed {seed}: mean {100 * acc['mean']:.2f} % "
               + " ".join(f"{n} {100 * acc[n]:.1f}" for n in names)
               + (f" ({extra['seconds']:.0f} s)" if "seconds" in extra else ""), file=sys.stderr, flush=True)
+        results["seconds"] = elapsed()  # so far: a resumed run adds to it
         write_json(results, args.output, indent=1)
 
     def grid(obj: Any, scales: tuple[float, ...], lam_of: Any) -> tuple[float, dict[str, float]]:
@@ -511,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
 
     n_per = len(names)
     for method in methods:
+        todo = pending_seeds(method, seeds, results["runs"])
+        if not todo:
+            continue  # every run kept from the file being resumed
         try:
             if method == "pretrained":
                 pt = lambda_point(plain_scorer, np.zeros(k))
@@ -532,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 s, acc = grid(tie, TIES_GRID, lambda s: np.array([s, 0.0]))
                 record(method, 0, acc, scale=s, entropy=unlabeled_entropy(tie, lambda_point(tie, np.array([s, 0.0])), tasks))
             elif method == "joint":
-                for seed in range(seeds):
+                for seed in todo:
                     t0 = time.perf_counter()
                     model = joint_finetune(base_model, tasks, epochs=SIZES[size]["epochs"], seed=seed,
                                            frozen_bn=frozen_bn)
@@ -545,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 gran = "layer" if method.endswith("layer") else "model"
                 experts = ties_experts if "++" in method else expert_sds
-                for seed in range(seeds):
+                for seed in todo:
                     obj = make_objective(base_sd, experts, tasks, heads, seed=seed, granularity=gran, scale=1.0,
                                          simplex_atol=None)
                     t0 = time.perf_counter()
@@ -563,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                 experts = ties_experts if "-ties" in method else expert_sds
                 budget = budget_layer if gran == "layer" else budget_task
                 ev = ties_scorer if "-ties" in method else plain_scorer
-                for seed in range(seeds):
+                for seed in todo:
                     if method.endswith("-scale"):  # the library's task-vector space: simplex weights, a learned scale
                         obj = make_objective(base_sd, experts, tasks, heads, seed=seed, granularity=gran,
                                              scale="learned", simplex_atol=1e-6,
@@ -599,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     # Memory and time of one step, AdaMerging against SPSA, on the same objective.
     results["steps"] = measure_steps(base_sd, expert_sds, tasks, heads, rounds=args.rounds)
     results["status"] = "complete" if not results["errors"] else "complete with errors"
-    results["seconds"] = time.perf_counter() - t_start
+    results["seconds"] = elapsed()
     write_json(results, args.output, indent=1)
     write_report(results, args.output)
     print(args.output.with_suffix(".md").read_text())
@@ -642,7 +730,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         for key in ("seconds", "forwards", "backwards", "evaluations", "entropy"):
             if key in runs[0]:
                 row[key] = float(np.mean([r[key] for r in runs]))
-        base = m.replace("++", "").replace("-ties", "")
+        base = m.replace("++", "").replace("-ties", "").replace("-defaults", "")  # the same step as their plain row
         if base in peaks:
             row["peak_mb"] = peaks[base]
         rows.append(row)
@@ -662,6 +750,11 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     head = ["method", "seeds", *[f"{n} (%)" for n in names], "mean (%)", "entropy", "wall s", "peak MiB", "forwards",
             "backwards"]
     took = f"{results['seconds']:.0f} s; " if "seconds" in results else ""
+    unrecorded = [r for r in results.get("resumed", []) if r.get("seconds_before") is None]
+    if unrecorded and "seconds" in results:  # the time before the first such resumption is missing from the total
+        took = f"{results['seconds']:.0f} s since it was resumed, the time before not recorded; "
+    for r in results.get("resumed", []):
+        took += f"resumed by `{r['command']}` with {r['kept_runs']} runs finished; "
     lines = [f"Command: `{results['command']}` ({took}"
              f"{results['environment']['note']}, one thread).", "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
