@@ -182,7 +182,10 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
         clock.mark("search", f"{res.nfev} evaluations, {res.get('nval', 0)} validation checks")
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
-    if not res.success:
+    if res.status == Status.NONFINITE:  # as a one-target merge: the last finite point, the finite blends compared
+        say(f"warning: the search stopped early on a loss that is not finite ({res.message}); the learned blend is "
+            f"its last point with finite losses, after {res.nit} steps")
+    elif not res.success:
         raise RuntimeError(f"the search stopped: {res.message}")
     if not ranks.is_writer:
         return MergeOutcome(plan.output, plan.output, {}, "")

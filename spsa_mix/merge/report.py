@@ -52,12 +52,24 @@ def choose_blend(losses: Mapping[str, float], select: str, *, where: str = "vali
     """The blend to write, of ``losses`` (``"learned"`` and the others), and why.
 
     ``select="learned"``: the learned blend. ``"best"``: the lowest loss; another blend
-    replaces the learned one only when it is lower by more than ``rtol`` of the loss.
+    replaces the learned one only when it is lower by more than ``rtol`` of the loss, and a
+    blend whose loss is not finite is never chosen over one whose loss is.
+
+    >>> choose_blend({"learned": float("nan"), "uniform": 3.1, "best single": float("inf")}, "best")[0]
+    'uniform'
     """
     learned = losses["learned"]
     if select == "learned":
         return "learned", "select: learned writes the learned blend whatever its score"
-    others = {k: v for k, v in losses.items() if k != "learned"}
+    others = {k: v for k, v in losses.items() if k != "learned" and math.isfinite(v)}
+    if not math.isfinite(learned):
+        if not others:
+            return "learned", f"no blend has a finite {where} loss: the learned blend is written as asked"
+        rival = min(others, key=lambda k: others[k])
+        return rival, (f"the learned blend's {where} loss is not finite ({learned}); the {rival} blend has the lowest "
+                       f"({others[rival]:.4f})")
+    if not others:
+        return "learned", f"the only finite {where} loss ({learned:.4f}) is the learned blend's"
     rival = min(others, key=lambda k: others[k])
     margin = rtol * max(abs(learned), 1e-12)
     if others[rival] < learned - margin:

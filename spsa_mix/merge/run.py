@@ -607,11 +607,14 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     clock.mark("search", f"{res.nfev} evaluations, {res.get('nval', 0)} validation checks")
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
-    if res.status == Status.NONFINITE:  # the reference scores were finite: a minibatch of the training data
-        raise ValueError(f"the search stopped on a loss that is not finite on the training data {cfg.data.train!r} "
-                         f"({res.message}): a batch of it gives it (NaN or infinite inputs, or no example with a "
-                         "target)")
-    if not res.success:
+    stopped: list[str] = []  # the reference scores were finite: a blend far from the experts, or one training minibatch
+    if res.status == Status.NONFINITE:
+        stopped = [f"the search stopped early on a loss that is not finite ({res.message}); the learned blend is its "
+                   f"last point with finite losses, after {res.nit} steps. A blend far from the experts (a large "
+                   "scale, a sparsified space) or a minibatch of the training data with no example that has a target "
+                   "gives one"]
+        say(f"warning: {stopped[0]}")
+    if not res.success and not stopped:
         raise RuntimeError(f"the search stopped: {res.message}")
     if not ranks.is_writer:  # the search is the same on every rank; rank 0 scores and writes alone
         return MergeOutcome(plan.output, plan.output, {}, "")
@@ -631,10 +634,10 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     say(kept_line(res, where, validate_every=cfg.validate_every))
     chosen, reason = choose_blend({k: e.metrics["loss"] for k, e in entries.items()}, cfg.select, where=where)
     say(f"written: {entries[chosen].label} ({reason})")
-    warnings = [] if val is not None or cfg.select != "best" else [
+    warnings = stopped + ([] if val is not None or cfg.select != "best" else [
         "no validation data (data.validation): the written blend was chosen on the training data the weights were "
-        "learned on, not held out; its scores are training scores"]
-    for w in warnings:
+        "learned on, not held out; its scores are training scores"])
+    for w in warnings[len(stopped):]:
         say(f"warning: {w}")
     point = entries[chosen].point
     alpha, scale = _weights(obj, point if point is not None else uniform_point, cfg)

@@ -295,3 +295,29 @@ def test_the_gradient_methods_merge(demos: Path, tmp_path: Path, method: str) ->
                   "--output", str(tmp_path / "m")) == 0
     recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
     assert recipe["config"]["method"] == method and recipe["memory"]["mode"] == "resident"
+
+
+def test_a_search_stopped_by_a_nonfinite_loss_still_writes_the_best_blend(demos: Path, tmp_path: Path, capsys,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-finite loss mid-search (a blend far from the experts) keeps the reference scores
+    and the search's last finite point: the merge warns, chooses among the finite blends and
+    writes, instead of losing the run."""
+    import spsa_mix
+    from spsa_mix.core.result import Status
+
+    real = spsa_mix.minimize
+
+    def stopped(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.status, res.success = Status.NONFINITE, False
+        res.message = "the loss was not finite at evaluation 7"
+        return res
+
+    monkeypatch.setattr(spsa_mix, "minimize", stopped)
+    assert _merge(str(demos / "lm.yaml"), "--budget", "9", "--output", str(tmp_path / "m")) == 0
+    err = capsys.readouterr().err
+    assert "warning: the search stopped early on a loss that is not finite (the loss was not finite at evaluation 7)" \
+        in err
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert any("stopped early on a loss that is not finite" in w for w in recipe["warnings"])
+    assert (tmp_path / "m" / "model.safetensors").is_file() and "stopped early" in (tmp_path / "m" / "README.md").read_text()
