@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import platform
@@ -390,18 +389,14 @@ def step_peak_mb(step: Any) -> float:
 
 
 def interleaved_step_times(steps: dict[str, Any], rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds of one call of each step, every round timing each once in a shuffled order."""
-    order = list(steps)
-    rng = random.Random(seed)
-    for fn in steps.values():
-        fn()  # warm
-    times: dict[str, list[float]] = {k: [] for k in order}
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for k in order:
-            t0 = time.perf_counter()
-            steps[k]()
-            times[k].append(time.perf_counter() - t0)
+    """Seconds of one call of each step, every round timing each once in a shuffled order,
+    after one warm call (``step_cost.time_rounds``, the benchmarks' one interleaved timing)."""
+    from step_cost import time_rounds  # benchmarks/ is on sys.path when this runs as a script
+
+    times, errors, _ = time_rounds(steps, device=torch.device("cpu"), rounds=rounds, steps_per_round=1, warmup=1,
+                                   rng=random.Random(seed))
+    if errors:
+        raise RuntimeError(f"timing failed: {errors}")
     return times
 
 

@@ -334,16 +334,15 @@ def _batch(target: str, tokenizer_dir: str, split: str = "train", size: int = BA
 
 
 def _rounds(fns: dict[str, Any], rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Each of ``fns`` timed once per round, in an order drawn anew each round."""
-    rng = random.Random(seed)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        order = list(fns)
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
+    """Each of ``fns`` timed once per round, in an order drawn anew each round (``step_cost.
+    time_rounds``, the benchmarks' one interleaved timing); a failure is raised, not skipped."""
+    import torch
+    from step_cost import time_rounds  # benchmarks/ is on sys.path: this file runs as a script
+
+    times, errors, _ = time_rounds(fns, device=torch.device("cpu"), rounds=rounds, steps_per_round=1, warmup=0,
+                                   rng=random.Random(seed))
+    if errors:
+        raise RuntimeError(f"timing failed: {errors}")
     return times
 
 
