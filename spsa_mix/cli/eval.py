@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar=("PROMPT", "CHOICES", "ANSWER"), help="the fields of a multiple-choice JSONL")
     parser.add_argument("--model", help="the architecture of .pt/.safetensors checkpoints (as for spsa-mix merge)")
     parser.add_argument("--base", help="the base model of PEFT adapters (default: the one their config names)")
-    parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples (questions, for multiple choice) per forward pass")
     parser.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
     parser.add_argument("--image-size", type=int, help="resize images to this size")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")

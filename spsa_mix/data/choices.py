@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MULTIPLE_CHOICE", "CHOICE_FIELDS", "read_choices", "encode_choices"]
+__all__ = ["MULTIPLE_CHOICE", "read_choices", "encode_choices"]
 
 MULTIPLE_CHOICE = "multiple-choice"  # the loss's name, and the task kind of such data
-CHOICE_FIELDS = ("prompt", "choices", "answer")  # the fields of a line, by default
 
 Question = tuple[str, list[str], int]  # (prompt, choices, answer index)
 

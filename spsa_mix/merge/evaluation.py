@@ -15,7 +15,10 @@ with it (next-token, or per example).
 (the answer an index or one of the choices) scored as benchmark harnesses score it: each
 choice's log-likelihood ``sum_t log p(choice_t | prompt, choice_<t)`` (the prompt tokenized
 alone, the choice appended without special tokens), the accuracy of the arg-max, and the
-loss ``-log softmax(log-likelihoods)[answer]`` averaged over the questions.
+loss ``-log softmax(log-likelihoods)[answer]`` averaged over the questions
+(:class:`~spsa_mix.data.text.ChoiceData` batches scored by
+:class:`~spsa_mix.blend.losses.MultipleChoice`, what ``spsa-mix merge`` learns its weights
+with under ``loss: multiple-choice``).
 
 Example
 -------
