@@ -10,8 +10,8 @@ newly created file gets (``0o666`` less the umask: ``0644`` under the usual ``02
 
 :func:`to_jsonable` is the one conversion to JSON values (NumPy arrays and scalars, tuples,
 paths, enums, non-finite floats); :func:`dumps_json` and :func:`write_json` use it and write
-strict JSON (no ``NaN`` literal). NumPy is the only dependency: every layer may import this
-module.
+strict JSON (no ``NaN`` literal); :func:`jsonl_rows` reads a JSONL file line by line. NumPy is
+the only dependency: every layer may import this module.
 
 :func:`parse_size` reads a size in bytes (``"5GB"``, ``"2MiB"``); :func:`default_cache_dir` is
 where cached files go (data, experts) unless a caller names
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory", "to_jsonable", "dumps_json",
-           "write_json", "check_writable", "check_outputs", "default_cache_dir", "parse_size"]
+           "write_json", "jsonl_rows", "check_writable", "check_outputs", "default_cache_dir", "parse_size"]
 
 _ATTEMPTS = 100  # names tried for a temporary file before giving up (each is 64 random bits)
 
@@ -298,6 +298,19 @@ def write_json(value: Any, path: str | os.PathLike[str], *, indent: int | None =
     '[1, 2]\\n'
     """
     return atomic_write_text(path, dumps_json(value, indent=indent))
+
+
+def jsonl_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed line)`` of each non-blank line of a JSONL file; ``ValueError``
+    naming the file and the line that is not JSON."""
+    p = Path(path)
+    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: line {n} is not JSON ({e.msg})") from None
 
 
 def check_writable(path: str | os.PathLike[str], name: str, *, folder: bool = False) -> Path:

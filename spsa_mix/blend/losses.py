@@ -20,6 +20,10 @@ name                what it is                                                  
                     :class:`CalibratedCrossEntropy`)
 ``calibrated-``     the same for next-token logits (:class:`CalibratedCausalLM`) next-token hits
 ``causal-lm``
+``multiple-``       ``-log softmax(ll)[answer]`` per question, ``ll`` each          arg-max hits per
+``choice``          choice's log-likelihood ``sum_t log p(choice_t | prompt,     question
+                    choice_<t)`` (:class:`MultipleChoice`; the batches of
+                    :class:`~spsa_mix.data.text.ChoiceData`)
 ``entropy``         mean Shannon entropy of the predicted distribution          none (``nan``)
                     (AdaMerging's test-time objective: no labels needed); for
                     ``(B, T, V)`` logits the mean over the tokens that
@@ -61,6 +65,7 @@ __all__ = [
     "CalibratedCausalLM",
     "calibrated",
     "Entropy",
+    "MultipleChoice",
     "resolve_loss",
     "correct_counts",
     "LossFn",
@@ -297,9 +302,67 @@ class Entropy:
         return "Entropy()"
 
 
+class MultipleChoice:
+    """Multiple-choice questions scored by the log-likelihood of each choice, as benchmark
+    harnesses score them: ``ll_j = sum_t log p(choice_j,t | prompt, choice_j,<t)``, the
+    loss ``-log softmax(ll)[answer]`` averaged over the questions, the accuracy that of
+    ``argmax_j ll_j``.
+
+    ``outputs``: logits ``(q * c, T, V)``, one row per choice of each question (a question's
+    ``c`` rows in a run); ``targets`` ``(q, c, T + 1)``: the labels ``(q, c, T)`` (the choice's
+    token ids at their positions, ``-100`` elsewhere; a row with none is no choice, padding
+    a question with fewer than ``c``), then a column that is 1 on the answer's row, as
+    :class:`~spsa_mix.data.text.ChoiceData` makes them. The logits at position ``t`` score
+    the label at ``t + 1`` (as :class:`CausalLM`).
+
+    >>> logits = torch.zeros(4, 3, 2); logits[1, 1, 1] = 2.0      # q=2 questions of c=2 rows, T=3, V=2
+    >>> targets = torch.tensor([[[-100, -100, 0, 0], [-100, -100, 1, 1]],        # ll = log 1/2, 2 - log(1 + e^2)
+    ...                         [[-100, 1, 1, 1], [-100, -100, -100, 0]]])       # one choice, and a dummy row
+    >>> loss = MultipleChoice()
+    >>> import math; ll0, ll1 = -math.log(2), 2 - math.log1p(math.exp(2))
+    >>> round((math.log1p(math.exp(ll0 - ll1)) + 0.0) / 2, 4)      # question 2 alone: loss 0
+    0.2248
+    >>> round(float(loss(logits, targets)), 4), [int(v) for v in loss.correct(logits, targets)]
+    (0.2248, [2, 2])
+    """
+
+    name = "multiple-choice"
+
+    @staticmethod
+    def scores(outputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ll, answer)``: each choice's log-likelihood ``(q, c)`` (``-inf`` for padding
+        rows) and the answers' indices ``(q,)``."""
+        logits = logits_of(outputs)
+        if (not isinstance(targets, torch.Tensor) or targets.ndim != 3 or logits.ndim != 3
+                or targets.shape[0] * targets.shape[1] != logits.shape[0] or targets.shape[2] != logits.shape[1] + 1):
+            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(f"multiple-choice needs logits (q * c, T, V) and targets (q, c, T + 1) (ChoiceData's "
+                             f"batches), but got logits {tuple(logits.shape)} and targets {got}")
+        q, c = targets.shape[:2]
+        labels = targets[..., :-1].reshape(q * c, -1)
+        shifted = _at_least_float32(logits[:, :-1, :])
+        nll = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels[:, 1:].reshape(-1),
+                              ignore_index=IGNORE_INDEX, reduction="none")  # 0 where not scored
+        ll = -nll.reshape(q, c, -1).sum(dim=-1)
+        real = (labels != IGNORE_INDEX).any(dim=-1).reshape(q, c)
+        return ll.masked_fill(~real, float("-inf")), targets[..., -1].argmax(dim=-1)
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        ll, answer = self.scores(outputs, targets)
+        return -F.log_softmax(ll, dim=-1).gather(1, answer[:, None]).mean()
+
+    def correct(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, int]:
+        """Questions whose answer has the highest log-likelihood, and the number of questions."""
+        ll, answer = self.scores(outputs, targets)
+        return (ll.argmax(dim=-1) == answer).sum(), int(answer.shape[0])
+
+    def __repr__(self) -> str:
+        return "MultipleChoice()"
+
+
 LOSSES: dict[str, Callable[[], LossFn]] = {"cross-entropy": CrossEntropy, "calibrated-cross-entropy": CalibratedCrossEntropy,
                                            "causal-lm": CausalLM, "calibrated-causal-lm": CalibratedCausalLM,
-                                           "entropy": Entropy}
+                                           "entropy": Entropy, "multiple-choice": MultipleChoice}
 
 
 def resolve_loss(spec: Any) -> LossFn:
@@ -310,7 +373,7 @@ def resolve_loss(spec: Any) -> LossFn:
     >>> resolve_loss("mse")
     Traceback (most recent call last):
     ...
-    ValueError: loss must be one of ['cross-entropy', 'calibrated-cross-entropy', 'causal-lm', 'calibrated-causal-lm', 'entropy'], a callable or 'package.module:callable', but got 'mse'
+    ValueError: loss must be one of ['cross-entropy', 'calibrated-cross-entropy', 'causal-lm', 'calibrated-causal-lm', 'entropy', 'multiple-choice'], a callable or 'package.module:callable', but got 'mse'
     """
     if callable(spec):
         return spec  # type: ignore[no-any-return]

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar=("PROMPT", "CHOICES", "ANSWER"), help="the fields of a multiple-choice JSONL")
     parser.add_argument("--model", help="the architecture of .pt/.safetensors checkpoints (as for spsa-mix merge)")
     parser.add_argument("--base", help="the base model of PEFT adapters (default: the one their config names)")
-    parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples (questions, for multiple choice) per forward pass")
     parser.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
     parser.add_argument("--image-size", type=int, help="resize images to this size")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     """Score as ``args`` say; print the table; return the exit status."""
     try:
         from spsa_mix.merge.config import DataConfig
-        from spsa_mix.merge.evaluation import MULTIPLE_CHOICE, check_checkpoints
+        from spsa_mix.merge.evaluation import check_checkpoints
 
         if not Path(args.data).exists() and ":" not in args.data:
             raise ValueError(f"--data: no such file or folder {args.data!r}")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                                      "label_field": args.label_field, "batch_size": args.batch_size,
                                      "max_length": args.max_length, "image_size": args.image_size}, where="the flags")
         check_checkpoints(args.checkpoints, model=args.model, base=args.base)
-        if args.loss is not None and args.loss != MULTIPLE_CHOICE:
+        if args.loss is not None:
             from spsa_mix.blend.losses import resolve_loss
 
             resolve_loss(args.loss)

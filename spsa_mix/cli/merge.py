@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max-length", type=int, help="data.max_length: tokens kept per text (default: 128)")
     data.add_argument("--image-size", type=int, help="data.image_size: resize images to this size")
     search = parser.add_argument_group("search (config keys: loss, method, budget, seed, options)")
-    search.add_argument("--loss", help="cross-entropy, causal-lm, entropy or package.module:callable "
-                                       "(default: causal-lm for a causal LM, else cross-entropy)")
+    search.add_argument("--loss", help="cross-entropy, causal-lm, entropy, multiple-choice (data: a JSONL of {prompt, "
+                                       "choices, answer}) or package.module:callable (default: causal-lm for a causal "
+                                       "LM, else cross-entropy)")
     search.add_argument("--method", help="any spsa_mix.minimize method (default: spsa)")
     search.add_argument("--budget", type=int, help="objective evaluations (default: 400)")
     search.add_argument("--seed", type=int, help="seed of the search and the data order (default: 0)")

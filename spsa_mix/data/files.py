@@ -4,7 +4,9 @@ What a user of ``spsa-mix merge`` points ``data.train`` (and ``data.validation``
 
 ==========================  ===========================================================
 ``*.jsonl``                 one JSON object per line; the text in ``text_field``, the
-                            label (sequence classification) in ``label_field``
+                            label (sequence classification) in ``label_field``; or,
+                            under ``loss: multiple-choice``, one question per line,
+                            ``{"prompt", "choices", "answer"}`` (:func:`load_choices`)
 ``*.csv``, ``*.tsv``        a header row, then one example per row (same fields)
 ``*.txt``                   one example per non-empty line
 a folder                    ``torchvision.datasets.ImageFolder``: one subfolder per class
@@ -32,9 +34,8 @@ from __future__ import annotations
 
 import csv
 import importlib
-import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,11 @@ import torch
 
 from spsa_mix.data.images import ImageData
 from spsa_mix.data.kinds import TENSOR_SUFFIXES, TEXT_SUFFIXES, data_kind
-from spsa_mix.data.text import TextData
+from spsa_mix.data.text import ChoiceData, TextData
+from spsa_mix.io import jsonl_rows
 
-__all__ = ["TEXT_SUFFIXES", "TENSOR_SUFFIXES", "read_texts", "jsonl_rows", "load_tokenizer", "texts_to_data", "load_image_folder",
+__all__ = ["TEXT_SUFFIXES", "TENSOR_SUFFIXES", "read_texts", "jsonl_rows", "load_tokenizer", "texts_to_data",
+           "load_choices", "load_image_folder",
            "TensorData", "load_tensors", "load_reference", "data_kind"]
 
 # ---------------------------------------------------------------------------- text
@@ -79,19 +82,6 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str = "text",
     if not texts:
         raise ValueError(f"{p} holds no examples")
     return texts, (labels if label_field is not None else None)
-
-
-def jsonl_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed line)`` of each non-blank line of a JSONL file; ``ValueError``
-    naming the file and the line that is not JSON."""
-    p = Path(path)
-    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: line {n} is not JSON ({e.msg})") from None
 
 
 def _take(row: Any, text_field: str, label_field: str | None, texts: list[str], labels: list[Any], where: str) -> None:
@@ -175,6 +165,19 @@ def _long_enough(seqs: list[list[int]], labels: list[int], min_tokens: int, sour
         raise ValueError(f"{source}: no example has {min_tokens} tokens or more (the longest has {longest}): a "
                          "language model's loss needs a next token to predict")
     return [seqs[i] for i in keep], [labels[i] for i in keep]
+
+
+def load_choices(train: str | os.PathLike[str], validation: str | os.PathLike[str] | None, tokenizer: Any, *,
+                 max_length: int) -> ChoiceData:
+    """Multiple-choice JSONL files (:mod:`spsa_mix.data.choices`) tokenized into a
+    :class:`~spsa_mix.data.text.ChoiceData` whose test split is the validation questions."""
+    from spsa_mix.data.choices import encode_choices, read_choices
+
+    splits = [read_choices(f) if f is not None else [] for f in (train, validation)]
+    encoded = [encode_choices(q, tokenizer, max_length=max_length) for q in splits]
+    answers = [[a for _, _, a in q] for q in splits]
+    return ChoiceData.from_encoded(Path(train).stem, encoded[0], answers[0], encoded[1], answers[1],
+                                   pad_id=int(tokenizer.pad_token_id), source=str(train))
 
 
 # ---------------------------------------------------------------------------- images

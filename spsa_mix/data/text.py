@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TextData", "load_text_dataset", "TEXT_DATASETS", "PAD_ID"]
+from spsa_mix.blend.losses import IGNORE_INDEX
+
+__all__ = ["TextData", "ChoiceData", "load_text_dataset", "TEXT_DATASETS", "PAD_ID"]
 
 PAD_ID = 0  # the padding token of the built-in sets (token 0 is never generated)
 TEXT_DATASETS = ("text-domains",)
@@ -149,6 +151,96 @@ class TextData:
         return {"name": self.name, "source": self.source, "n_train": int(self.ids_train.shape[0]),
                 "n_test": int(self.ids_test.shape[0]), "max_length": self.max_length, "vocab_size": self.vocab_size,
                 "num_classes": self.num_classes, "classes": list(self.classes)}
+
+
+@dataclass(frozen=True)
+class ChoiceData:
+    """Multiple-choice questions, tokenized (:mod:`spsa_mix.data.choices`), as a
+    :class:`~spsa_mix.data.batches.BatchSource` whose examples are the questions.
+
+    Each split holds its questions' choices as right-padded rows ``(N, C, T)``: token ids,
+    attention masks and labels (the choice's token ids where they are scored, ``-100``
+    elsewhere); a question with fewer than ``C`` choices is filled with dummy rows (one
+    padding token, attended, no label); and the answers ``(N,)``. A batch of ``q``
+    questions is ``({"input_ids", "attention_mask"}, targets)``: the inputs ``(q * c, t)``,
+    every choice of every question one row, and the targets ``(q, c, t + 1)``, the labels
+    then a last column that is 1 on the answer's row (``c`` and ``t``: the most choices and
+    tokens of the batch's questions), what :class:`~spsa_mix.blend.losses.MultipleChoice`
+    scores. All the choices of a question are in the same batch.
+
+    >>> d = ChoiceData.from_encoded("toy", [[([1, 5], 1), ([1, 6, 7], 2)], [([1, 8], 1), ([1, 9], 1)]], [1, 0])
+    >>> inputs, targets = d.collate(*d.take("train", None, torch.device("cpu")), torch.tensor([0]))
+    >>> inputs["input_ids"].tolist(), targets.tolist()
+    ([[1, 5, 0], [1, 6, 7]], [[[-100, 5, -100, 0], [-100, 6, 7, 1]]])
+    """
+
+    name: str
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]  # ids, mask, labels, answers
+    source: str = "questions"
+    metric = "multiple-choice accuracy"  # what the accuracy of these questions is (the merge's summary)
+
+    @classmethod
+    def from_encoded(cls, name: str, train: Sequence[Sequence[tuple[Sequence[int], int]]], answers: Sequence[int],
+                     test: Sequence[Sequence[tuple[Sequence[int], int]]] = (), test_answers: Sequence[int] = (), *,
+                     pad_id: int = PAD_ID, source: str = "questions") -> ChoiceData:
+        """From :func:`~spsa_mix.data.choices.encode_choices`' ``(ids, scored tokens)`` per choice
+        of each question, and the answers' indices."""
+
+        def pack(questions: Sequence[Sequence[tuple[Sequence[int], int]]], answer: Sequence[int]) -> tuple[
+                torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            c = max((len(q) for q in questions), default=1)
+            t = max((len(ids) for q in questions for ids, _ in q), default=1)
+            ids = torch.full((len(questions), c, t), pad_id, dtype=torch.int64)
+            mask = torch.zeros_like(ids)
+            mask[:, :, 0] = 1  # a dummy row attends to its one padding token
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            for i, q in enumerate(questions):
+                for j, (s, n) in enumerate(q):
+                    if not 1 <= n < len(s):
+                        raise ValueError(f"{name}: choice {j} of question {i} scores {n} of its {len(s)} tokens; "
+                                         "a choice scores at least one token and follows at least one")
+                    row = torch.as_tensor(list(s), dtype=torch.int64)
+                    ids[i, j, : len(s)] = row
+                    mask[i, j, : len(s)] = 1
+                    labels[i, j, len(s) - n: len(s)] = row[len(s) - n:]
+            return ids, mask, labels, torch.as_tensor(list(answer), dtype=torch.int64)
+
+        if len(train) != len(answers) or len(test) != len(test_answers):
+            raise ValueError(f"{name}: one answer per question, but got {len(train)} and {len(answers)} answers "
+                             f"(validation: {len(test)} and {len(test_answers)})")
+        return cls(name, {"train": pack(train, answers), "test": pack(test, test_answers)}, source)
+
+    @property
+    def choices(self) -> int:
+        """The most choices of a question (over both splits)."""
+        return max(int(self.splits[s][0].shape[1]) for s in ("train", "test"))
+
+    def labels(self, split: str = "train") -> torch.Tensor:
+        """The ``(N,)`` answers of ``split``."""
+        return self.splits[_check_split(split)][3]
+
+    def take(self, split: str, indices: Any, device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """``((ids, mask, labels), answers)`` of a subset of ``split``'s questions, on ``device``."""
+        *stored, answers = self.splits[_check_split(split)]
+        if indices is not None:
+            ix = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+            stored, answers = [t[ix] for t in stored], answers[ix]
+        return tuple(t.to(device) for t in stored), answers.to(device)
+
+    def collate(self, stored: tuple[torch.Tensor, ...], answers: torch.Tensor,
+                ix: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One batch of questions (see the class docstring)."""
+        ids, mask, labels = (t[ix] for t in stored)
+        c = int((labels != IGNORE_INDEX).any(dim=-1).sum(dim=-1).max())  # the choices are the first rows
+        t = int(mask.sum(dim=-1).max())
+        ids, mask, labels = ids[:, :c, :t], mask[:, :c, :t], labels[:, :c, :t]
+        answer = torch.nn.functional.one_hot(answers[ix], c).to(labels.dtype)[..., None]  # (q, c, 1)
+        return {"input_ids": ids.reshape(-1, t), "attention_mask": mask.reshape(-1, t)}, torch.cat([labels, answer], -1)
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes, for the results file."""
+        return {"name": self.name, "source": self.source, "n_train": int(self.labels("train").shape[0]),
+                "n_test": int(self.labels("test").shape[0]), "choices": self.choices}
 
 
 def _check_split(split: Any) -> str:

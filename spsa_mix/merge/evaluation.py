@@ -15,7 +15,10 @@ with it (next-token, or per example).
 (the answer an index or one of the choices) scored as benchmark harnesses score it: each
 choice's log-likelihood ``sum_t log p(choice_t | prompt, choice_<t)`` (the prompt tokenized
 alone, the choice appended without special tokens), the accuracy of the arg-max, and the
-loss ``-log softmax(log-likelihoods)[answer]`` averaged over the questions.
+loss ``-log softmax(log-likelihoods)[answer]`` averaged over the questions
+(:class:`~spsa_mix.data.text.ChoiceData` batches scored by
+:class:`~spsa_mix.blend.losses.MultipleChoice`, what ``spsa-mix merge`` learns its weights
+with under ``loss: multiple-choice``).
 
 Example
 -------
@@ -34,10 +37,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spsa_mix.data.choices import MULTIPLE_CHOICE, read_choices
+
 __all__ = ["load_checkpoint", "evaluate_checkpoints", "multiple_choice", "read_choices", "format_table",
            "write_results", "MULTIPLE_CHOICE"]
-
-MULTIPLE_CHOICE = "multiple-choice"
 
 
 def _kind(path: Path) -> str:
@@ -143,76 +146,22 @@ def _target(data: Any, *, model_dir: Path | None, task_kind: str) -> tuple[Any, 
     return source, batches
 
 
-def read_choices(path: str | os.PathLike[str], *, prompt_field: str = "prompt", choices_field: str = "choices",
-                 answer_field: str = "answer") -> list[tuple[str, list[str], int]]:
-    """``(prompt, choices, answer index)`` of each line of a multiple-choice JSONL file.
-
-    Raises ``ValueError`` naming the line and what is missing or wrong.
-    """
-    from spsa_mix.data.files import jsonl_rows
-
-    out = []
-    p = Path(path)
-    for i, row in jsonl_rows(p):
-        line = json.dumps(row)
-        prompt, choices, answer = row.get(prompt_field), row.get(choices_field), row.get(answer_field)
-        if not isinstance(prompt, str) or not isinstance(choices, list) or len(choices) < 2 \
-                or not all(isinstance(c, str) for c in choices):
-            raise ValueError(f"{p}:{i}: a multiple-choice line needs {prompt_field!r} (a string) and "
-                             f"{choices_field!r} (at least two strings), but got {line[:120]!r}")
-        if isinstance(answer, str) and answer in choices:
-            answer = choices.index(answer)
-        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-            raise ValueError(f"{p}:{i}: {answer_field!r} must be a choice's index or text, but got {answer!r}")
-        out.append((prompt, choices, int(answer)))
-    if not out:
-        raise ValueError(f"{p}: no multiple-choice line")
-    return out
-
-
 def multiple_choice(model: Any, tokenizer: Any, examples: Sequence[tuple[str, list[str], int]], *,
                     batch_size: int = 16, max_length: int = 512, device: Any = None) -> dict[str, float]:
-    """Accuracy and loss of ``model`` on multiple-choice ``examples`` by the log-likelihood of
-    each choice (module docstring); ``n`` questions."""
-    import torch
-    import torch.nn.functional as F
+    """Accuracy and loss of ``model`` on multiple-choice ``examples`` (``(prompt, choices,
+    answer index)``, as :func:`~spsa_mix.data.choices.read_choices` reads them) by the
+    log-likelihood of each choice (module docstring), ``batch_size`` questions per forward
+    pass; ``n`` questions. The merge scores a blend the same way (``loss: multiple-choice``)."""
+    from spsa_mix.blend import evaluate
+    from spsa_mix.blend.losses import MultipleChoice
+    from spsa_mix.data.batches import Batches
+    from spsa_mix.data.choices import encode_choices
+    from spsa_mix.data.text import ChoiceData
 
-    from spsa_mix.blend.losses import logits_of
-
+    questions = ChoiceData.from_encoded("questions", encode_choices(examples, tokenizer, max_length=max_length),
+                                        [answer for _, _, answer in examples], pad_id=int(tokenizer.pad_token_id))
     dev = device or next(model.parameters()).device
-    seqs: list[tuple[list[int], int]] = []  # (tokens, number of choice tokens at the end)
-    for prompt, choices, _ in examples:
-        ctx = list(tokenizer(prompt)["input_ids"])
-        for c in choices:
-            cont = list(tokenizer(c, add_special_tokens=False)["input_ids"])
-            if not cont:
-                raise ValueError(f"the choice {c!r} (of {prompt[:60]!r}) has no tokens")
-            ids = (ctx + cont)[-max_length:]
-            seqs.append((ids, min(len(cont), len(ids) - 1)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores = []
-    with torch.inference_mode():
-        for start in range(0, len(seqs), batch_size):
-            part = seqs[start:start + batch_size]
-            width = max(len(ids) for ids, _ in part)
-            ids = torch.full((len(part), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for j, (s, _) in enumerate(part):
-                ids[j, : len(s)] = torch.tensor(s)
-                mask[j, : len(s)] = 1
-            logp = F.log_softmax(logits_of(model(input_ids=ids.to(dev), attention_mask=mask.to(dev))).float(), -1)
-            for j, (s, n) in enumerate(part):
-                targets = torch.tensor(s[len(s) - n:], device=logp.device)
-                positions = torch.arange(len(s) - n - 1, len(s) - 1, device=logp.device)
-                scores.append(float(logp[j, positions, targets].sum()))
-    correct, loss, k = 0, 0.0, 0
-    for prompt, choices, answer in examples:
-        ll = torch.tensor(scores[k:k + len(choices)], dtype=torch.float64)
-        k += len(choices)
-        correct += int(int(ll.argmax()) == answer)
-        loss += float(-torch.log_softmax(ll, 0)[answer])
-    n = len(examples)
-    return {"loss": loss / n, "accuracy": correct / n, "n": n}
+    return evaluate(model, Batches(questions, batch_size=batch_size, device=dev), loss_fn=MultipleChoice(), device=dev)
 
 
 def evaluate_checkpoints(paths: Sequence[str | os.PathLike[str]], data: Any, *, loss: str | None = None,

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from spsa_mix.data.choices import MULTIPLE_CHOICE
 from spsa_mix.merge.config import MergeConfig
 
 __all__ = ["MergePlan", "MergeOutcome", "plan_merge", "run_merge", "summary_table",
@@ -207,15 +208,19 @@ def _followed(output: Path) -> Path:
 
 def target_kind(d: Any, loss: str | None, model_dir: Path | None) -> str:
     """What the target data ``d`` (a :class:`~spsa_mix.merge.config.DataConfig`) is scored
-    as: ``causal-lm``, ``sequence-classification``, ``image-classification``, ``tensors``
-    or ``reference``; raises ``ValueError`` for a validation set of another kind than the
-    training data, text without a tokenizer or longer than the model's context, or text
-    without labels under a loss that needs them."""
+    as: ``causal-lm``, ``sequence-classification``, ``multiple-choice`` (``loss:
+    multiple-choice`` on JSONL questions), ``image-classification``, ``tensors`` or
+    ``reference``; raises ``ValueError`` for a validation set of another kind than the
+    training data, text without a tokenizer or longer than the model's context, text
+    without labels under a loss that needs them, or a question file that is not one
+    (naming the file and the line)."""
     from spsa_mix.data.kinds import data_kind
     from spsa_mix.merge.checks import check_context, check_data_kinds
 
     data = data_kind(d.train or "")
     check_data_kinds(d.train or "", d.validation)
+    if loss == MULTIPLE_CHOICE:
+        return _choices_kind(d, model_dir)
     if data != "text":
         return "image-classification" if data == "images" else data
     if model_dir is None:
@@ -229,9 +234,29 @@ def target_kind(d: Any, loss: str | None, model_dir: Path | None) -> str:
     return task_kind
 
 
+def _choices_kind(d: Any, model_dir: Path | None) -> str:
+    """``multiple-choice``, once the question files are read and checked (without PyTorch)."""
+    from spsa_mix.data.choices import read_choices
+    from spsa_mix.merge.checks import check_context
+
+    files = [f for f in (d.train, d.validation) if f is not None]
+    for f in files:
+        if Path(f).suffix.lower() != ".jsonl":
+            raise ValueError(f"loss: multiple-choice reads a JSONL of {{prompt, choices, answer}} questions, but the "
+                             f"data is {f!r}")
+    if model_dir is None:
+        raise ValueError("loss: multiple-choice scores each choice with a causal language model's tokenizer: name a "
+                         "Hugging Face causal-LM model directory (model: or base:, or Hugging Face experts)")
+    check_context(model_dir, d.max_length)
+    for f in files:
+        read_choices(f)
+    return MULTIPLE_CHOICE
+
+
 def check_tasks_plan(cfg: MergeConfig) -> None:
     """Refuse what a merge of several targets (``data.tasks``) does not do: the merge
-    methods' spaces, streamed experts, baselines or a mergekit start (one target's)."""
+    methods' spaces, streamed experts, baselines, a mergekit start or multiple-choice
+    questions (one target's)."""
     if cfg.space not in ("convex", "task-vectors", "lora"):
         raise ValueError(f"space {cfg.space!r} with data.tasks: several targets are merged in the convex, "
                          "task-vectors or lora space (the merge methods' spaces score one target)")
@@ -240,6 +265,8 @@ def check_tasks_plan(cfg: MergeConfig) -> None:
                          "(use memory: resident or auto)")
     if cfg.mergekit is not None:
         raise ValueError("mergekit (a mergekit config's weights as the start) is for one target, not data.tasks")
+    if MULTIPLE_CHOICE in (cfg.loss, *(t.loss for t in cfg.data.tasks)):
+        raise ValueError("loss: multiple-choice scores one target's questions, not data.tasks")
 
 
 # ---------------------------------------------------------------------------- data
@@ -248,10 +275,14 @@ def _load_data(plan: MergePlan) -> tuple[Any, Any, Any]:
     from spsa_mix.data import files
     from spsa_mix.data.batches import Batches
     from spsa_mix.data.tasks import Task
+    from spsa_mix.data.text import ChoiceData
 
     d = plan.config.data
     kind = files.data_kind(d.train or "")
-    if kind == "text":
+    if plan.task_kind == MULTIPLE_CHOICE:  # questions: every choice of one in the same batch
+        tok = files.load_tokenizer(plan.model_dir)  # type: ignore[arg-type]
+        source: Any = files.load_choices(d.train, d.validation, tok, max_length=d.max_length)  # type: ignore[arg-type]
+    elif kind == "text":
         tok = files.load_tokenizer(plan.model_dir)  # type: ignore[arg-type]
         train = files.read_texts(d.train, text_field=d.text_field, label_field=d.label_field)  # type: ignore[arg-type]
         val = files.read_texts(d.validation, text_field=d.text_field, label_field=d.label_field) \
@@ -259,7 +290,7 @@ def _load_data(plan: MergePlan) -> tuple[Any, Any, Any]:
         data = files.texts_to_data(Path(d.train).stem, train, val, tok, max_length=d.max_length,  # type: ignore[arg-type]
                                    source=str(d.train), validation_source=str(d.validation),
                                    min_tokens=2 if plan.task_kind == "causal-lm" else 1)
-        source: Any = Task(data, plan.task_kind)
+        source = Task(data, plan.task_kind)
     elif kind == "images":
         source = Task(files.load_image_folder(d.train, d.validation, image_size=d.image_size, mean=d.mean,  # type: ignore[arg-type]
                                               std=d.std), "image-classification")
@@ -280,7 +311,9 @@ def _load_data(plan: MergePlan) -> tuple[Any, Any, Any]:
     gen = torch.Generator().manual_seed(plan.config.seed)
     train_batches = Batches(source, batch_size=d.batch_size, shuffle=True, generator=gen, device="cpu")
     n_val = int(source.labels("test").shape[0])
-    val_batches = Batches(source, split="test", batch_size=max(d.batch_size, 64), device="cpu") if n_val else None
+    rows = source.choices if isinstance(source, ChoiceData) else 1  # forward rows per example
+    val_size = max(d.batch_size, 64 // rows)
+    val_batches = Batches(source, split="test", batch_size=val_size, device="cpu") if n_val else None
     return source, train_batches, val_batches
 
 
@@ -490,7 +523,7 @@ def _import_heavy(plan: MergePlan) -> None:
     import importlib
 
     names = ["torch", "spsa_mix.blend", "spsa_mix.data.files", "matplotlib"]
-    if plan.kind in ("hf", "adapter") or plan.task_kind in ("causal-lm", "sequence-classification"):
+    if plan.kind in ("hf", "adapter") or plan.task_kind in ("causal-lm", "sequence-classification", MULTIPLE_CHOICE):
         names.append("transformers")
     if plan.kind == "adapter":
         names.append("peft")
@@ -543,6 +576,10 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
         ranks.close()
         raise ValueError("--resume is not supported under torchrun with several processes: their runs do not "
                          "write a state yet (docs/distributed.md)")
+    if plan.task_kind == MULTIPLE_CHOICE and ranks.world_size > 1:
+        ranks.close()
+        raise ValueError("loss: multiple-choice is not supported under torchrun with several processes yet: a rank's "
+                         "shard would split a question's choices")
     if resume and not plan.state.exists():
         say(f"no saved state at {plan.state}: starting from the beginning")
     elif not resume and plan.state.exists():

@@ -153,3 +153,36 @@ def test_a_loss_by_name_with_the_wrong_signature_is_named():
     with pytest.raises(ValueError, match=r"loss 'os.path:isdir' must take"):
         resolve_loss("os.path:isdir")
     resolve_loss("torch.nn.functional:cross_entropy")
+
+
+def test_multiple_choice_is_the_softmax_over_each_choices_log_likelihood() -> None:
+    from spsa_mix.blend.losses import MultipleChoice
+
+    gen = torch.Generator().manual_seed(0)
+    q, c, t, v = 3, 3, 5, 7
+    logits = torch.randn(q * c, t, v, generator=gen)
+    labels = torch.full((q, c, t), -100)
+    scored = {(0, 0): [3, 4], (0, 1): [2, 3, 4], (0, 2): [4], (1, 0): [1, 2], (1, 1): [4], (2, 0): [3, 4],
+              (2, 1): [2, 3, 4], (2, 2): [1]}  # question 1 has two choices: its third row is padding
+    for (i, j), positions in scored.items():
+        labels[i, j, positions] = torch.randint(0, v, (len(positions),), generator=gen)
+    answers = [2, 0, 1]
+    targets = torch.cat([labels, F.one_hot(torch.tensor(answers), c)[..., None]], -1)
+    loss, hits = 0.0, 0
+    for i in range(q):  # by hand: each choice's sum of log p(token | what precedes it)
+        lls = []
+        for j in range(c):
+            if (i, j) in scored:
+                logp = torch.log_softmax(logits[i * c + j], -1)
+                lls.append(sum(float(logp[p - 1, labels[i, j, p]]) for p in scored[i, j]))
+        loss -= math.log(math.exp(lls[answers[i]]) / sum(math.exp(x) for x in lls))
+        hits += int(max(range(len(lls)), key=lls.__getitem__) == answers[i])
+    mc = resolve_loss("multiple-choice")
+    assert isinstance(mc, MultipleChoice)
+    assert float(mc(logits, targets)) == pytest.approx(loss / q, rel=1e-5)
+    assert [int(x) for x in mc.correct(logits, targets)] == [hits, q]
+    stacked = torch.stack([logits, 2 * logits])  # under vmap (batched probes), as one by one
+    by_vmap = torch.func.vmap(lambda z: mc(z, targets))(stacked)
+    assert torch.allclose(by_vmap, torch.stack([mc(z, targets) for z in stacked]), atol=1e-6)
+    with pytest.raises(ValueError, match=r"multiple-choice needs logits \(q \* c, T, V\) and targets"):
+        mc(logits, labels)

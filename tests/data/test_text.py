@@ -53,3 +53,23 @@ def test_features_are_token_frequencies_and_the_digest_tracks_the_examples(domai
 def test_unknown_text_dataset() -> None:
     with pytest.raises(ValueError, match="unknown text dataset 'wiki'; available: text-domains"):
         load_text_dataset("wiki")
+
+
+def test_choice_data_batches_keep_a_questions_choices_together() -> None:
+    from spsa_mix.data.batches import Batches
+    from spsa_mix.data.text import ChoiceData
+
+    questions = [[([1, 5], 1), ([1, 6, 7], 2)], [([1, 2, 8], 1), ([1, 9], 1), ([1, 3], 1)], [([4, 4], 1), ([4, 5], 1)]]
+    d = ChoiceData.from_encoded("toy", questions, [1, 2, 0], questions[:1], [0], pad_id=0)
+    assert d.choices == 3 and d.labels("test").tolist() == [0] and d.metric == "multiple-choice accuracy"
+    (inputs, targets), = list(Batches(d, np.array([0, 2]), batch_size=2))  # at most 2 choices, 3 tokens
+    assert inputs["input_ids"].tolist() == [[1, 5, 0], [1, 6, 7], [4, 4, 0], [4, 5, 0]]
+    assert inputs["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 0]]
+    assert targets.tolist() == [[[-100, 5, -100, 0], [-100, 6, 7, 1]], [[-100, 4, -100, 1], [-100, 5, -100, 0]]]
+    (inputs, targets), = list(Batches(d, np.array([0]), batch_size=1, split="test"))  # the validation questions
+    assert inputs["input_ids"].tolist() == [[1, 5, 0], [1, 6, 7]] and targets[0, :, -1].tolist() == [1, 0]
+    (inputs, targets), = list(Batches(d, np.array([0, 1]), batch_size=2))  # a dummy row fills question 0
+    assert inputs["input_ids"][2].tolist() == [0, 0, 0] and inputs["attention_mask"][2].tolist() == [1, 0, 0]
+    assert targets[0, 2].tolist() == [-100] * 3 + [0] and targets[1, :, -1].tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match="choice 0 of question 0 scores 2 of its 2 tokens"):
+        ChoiceData.from_encoded("bad", [[([1, 2], 2), ([1, 3], 1)]], [0])
