@@ -283,6 +283,15 @@ def _row_key(row: dict[str, Any]) -> str:
     return json.dumps({k: row.get(k) for k in ("problem", "k", "kind", "noise", "budget", "seeds")}, sort_keys=True)
 
 
+def _kept(problem: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The output's rows of ``problem`` at every budget (``--resume``), or none if one is missing."""
+    keys = [_row_key({**problem, "budget": b, "seeds": args.seeds}) for b in args.budgets]
+    if not all(key in args.done for key in keys):
+        return []
+    print(f"{_suite_label({**problem, 'noise': 0})}: all {len(keys)} budgets kept from the output (--resume)", flush=True)
+    return [args.done[key] for key in keys]
+
+
 def _suite_row(problem: dict[str, Any], budgets: list[int], seeds: int, make_objective: Callable[[int], Any],
                k: Any, score: Callable[[int, np.ndarray], float], noisy: bool,
                extra: dict[str, Any] | None = None, kdim: int | None = None,
@@ -343,6 +352,10 @@ def part_suite(args: argparse.Namespace, save: Callable[[list[dict[str, Any]], s
         from spsa_mix.compare import network_problem
 
         for k in args.network_k:
+            kept = _kept({"problem": "network", "k": k}, args)
+            if kept:  # every budget's row is in the output: the experts need no training
+                rows += kept
+                continue
             prob = network_problem(k)
             rows += _suite_row({"problem": "network", "k": k, "uniform_value": prob.target_loss(np.full(k, 1.0 / k)),
                                 "best_vertex_value": min(prob.target_loss(np.eye(k)[i]) for i in range(k))},
@@ -485,7 +498,9 @@ def render_suite(doc: dict[str, Any]) -> str:
     resumed = doc.get("resumed")
     took = (f"{doc['seconds']:.0f} s" if not resumed else
             f"{doc['seconds'] + resumed['seconds_before']:.0f} s in all: {resumed['rows_kept']} rows kept from "
-            f"`{resumed['commands_before'][0]}` (an earlier run, stopped), the rest in {doc['seconds']:.0f} s")
+            + " and ".join(f"`{c}`" for c in resumed["commands_before"])
+            + f" ({'earlier runs' if len(resumed['commands_before']) > 1 else 'an earlier run'}, stopped), the rest "
+            f"in {doc['seconds']:.0f} s")
     out = [f"Command: `{doc['command']}` ({took} on {doc['machine']['cpu_count']} cores, shared; one thread).", "",
            "Median over seeds of the relative gap (f(x) - f*) / (f(1/k) - f*) on the quadratics, the target "
            "cross-entropy on the networks and the validation loss on the merge examples (the uniform blend's and the "
@@ -775,10 +790,11 @@ def main(argv: list[str] | None = None) -> int:
     resumed = None
     if args.part == "suite" and args.resume and args.output.is_file():
         previous = json.loads(args.output.read_text())
-        resumed = {"rows_kept": 0, "seconds_before": previous["seconds"], "commands_before":
-                   [previous["command"], *(previous.get("resumed") or {}).get("commands_before", [])]}
-        args.done = {_row_key({**r, "seeds": r.get("seeds", previous["argv"]["seeds"])}): r
-                     for r in previous["rows"] if "skipped" not in r}
+        before = previous.get("resumed") or {}  # a resumed run's own earlier runs, counted too
+        resumed = {"rows_kept": 0, "seconds_before": previous["seconds"] + before.get("seconds_before", 0.0),
+                   "commands_before": [*before.get("commands_before", []), previous["command"]]}
+        kept = ({**r, "seeds": r.get("seeds", previous["argv"]["seeds"])} for r in previous["rows"] if "skipped" not in r)
+        args.done = {_row_key(r): r for r in kept}
     if args.part == "suite":
         quick = args.quick
         args.k = args.k if args.k is not None else ([2, 10] if quick else [2, 5, 10, 20, 50, 100])
