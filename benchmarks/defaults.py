@@ -355,6 +355,7 @@ def part_suite(args: argparse.Namespace, save: Callable[[list[dict[str, Any]], s
             kept = _kept({"problem": "network", "k": k}, args)
             if kept:  # every budget's row is in the output: the experts need no training
                 rows += kept
+                save(rows, "running")
                 continue
             prob = network_problem(k)
             rows += _suite_row({"problem": "network", "k": k, "uniform_value": prob.target_loss(np.full(k, 1.0 / k)),
@@ -535,7 +536,45 @@ def render_suite(doc: dict[str, Any]) -> str:
     out += [f"- skipped: {r['problem']}: {r['skipped']}" for r in doc["rows"] if "skipped" in r]
     out.append(f"- caps: NGOpt up to {NGOPT_MAX_BUDGET} evaluations; Optuna's TPE up to {TPE_MAX_BUDGET} and "
                f"budget x k <= {TPE_MAX_WORK:,} (its time per trial grows with both)")
+    out += _miss_causes(rows)
     return "\n".join(out) + "\n"
+
+
+def _family(row: dict[str, Any]) -> str:
+    if row["problem"] == "quadratic":
+        return f"quadratic, {row['kind']}" + (f", noise {row['noise']:g}" if row["noise"] else "")
+    return _suite_label(row)
+
+
+def _what_the_check_did(row: dict[str, Any]) -> str:
+    """Whether the defaults raced in a row: the start check's choice is ``start=best``'s
+    (the same candidates, scored on the same calls); ``no check`` when the budget is below K + 1."""
+    chosen = [t.split(" (")[0] for t in row["methods"].get("start=best", {}).get("starts", [])]
+    if not chosen or all(c == "-" for c in chosen):
+        return "no check"
+    return "a race" if any(c.startswith("vertex") for c in chosen) else "the start won the check"
+
+
+def _miss_causes(rows: list[dict[str, Any]]) -> list[str]:
+    """The misses by problem family, and each kind of miss by what the start rule did."""
+    kinds = ("oracle", "> start=uniform", "> start=best", ">= nevergrad:NGOpt", ">= optuna:tpe")
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        families.setdefault(_family(r), []).append(r)
+    out = ["", "Misses by problem family (rows with a miss of each kind):", "",
+           "| problem | rows | no miss | " + " | ".join(kinds) + " |", "|---|---:|---:|" + "---:|" * len(kinds)]
+    for fam, rs in families.items():
+        cells = [sum(any(m.split(" +")[0] == kind for m in r["misses"]) for r in rs) for kind in kinds]
+        out.append(f"| {fam} | {len(rs)} | {sum(not r['misses'] for r in rs)} | " + " | ".join(map(str, cells)) + " |")
+    out += ["", "What the start rule did in the rows that miss (in at least one seed a vertex won the start check: "
+            "a race; the uniform point won it in every seed: no race, the defaults are the run of start=best; "
+            "no check: a budget below K + 1, all three start rules the same run):", ""]
+    for kind in kinds[:3]:
+        hit = [r for r in rows if any(m.split(" +")[0] == kind for m in r["misses"])]
+        if hit:
+            did = [_what_the_check_did(r) for r in hit]
+            out.append(f"- {kind}: {len(hit)} rows: " + ", ".join(f"{c} {did.count(c)}" for c in sorted(set(did))))
+    return out
 
 
 def part_saturation(args: argparse.Namespace) -> list[dict[str, Any]]:
