@@ -444,9 +444,8 @@ def verdict(row: dict[str, Any]) -> dict[str, Any]:
     misses = []
     if excess > 0.10:
         misses.append(f"oracle +{excess:.2f}")
-    for fixed in ("start=uniform", "start=best"):
-        if fixed in med and med["defaults"] - med[fixed] > max(sd["defaults"], sd[fixed]):
-            misses.append(f"> {fixed}")
+    misses += [f"> {fixed}" for fixed in ("start=uniform", "start=best")
+               if _beyond_spread({"medians": med, "sds": sd}, "defaults", fixed)]
     if row["problem"] == "quadratic" and row["budget"] == 400:
         misses += [f">= {peer}" for peer in ("nevergrad:NGOpt", "optuna:tpe") if peer in med
                    and med["defaults"] >= med[peer]]
@@ -574,7 +573,16 @@ def _miss_causes(rows: list[dict[str, Any]]) -> list[str]:
         if hit:
             did = [_what_the_check_did(r) for r in hit]
             out.append(f"- {kind}: {len(hit)} rows: " + ", ".join(f"{c} {did.count(c)}" for c in sorted(set(did))))
+    worse = {name: sum(_beyond_spread(r, name, "defaults") for r in rows) for name in ("start=uniform", "start=best", "GLUE")}
+    out.append("- the other way round, rows where the other's median exceeds the defaults' by more than the larger seed "
+               "sd: " + ", ".join(f"{name} {n}" for name, n in worse.items()))
     return out
+
+
+def _beyond_spread(row: dict[str, Any], worse: str, better: str) -> bool:
+    """Whether ``worse``'s median exceeds ``better``'s by more than the larger seed sd of the two."""
+    med, sd = row["medians"], row["sds"]
+    return worse in med and better in med and med[worse] - med[better] > max(sd[worse], sd[better])
 
 
 def part_saturation(args: argparse.Namespace) -> list[dict[str, Any]]:
