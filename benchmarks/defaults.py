@@ -44,6 +44,7 @@ import shlex
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -498,9 +499,9 @@ def render_suite(doc: dict[str, Any]) -> str:
     resumed = doc.get("resumed")
     took = (f"{doc['seconds']:.0f} s" if not resumed else
             f"{doc['seconds'] + resumed['seconds_before']:.0f} s in all: {resumed['rows_kept']} rows kept from "
-            + " and ".join(f"`{c}`" for c in resumed["commands_before"])
-            + f" ({'earlier runs' if len(resumed['commands_before']) > 1 else 'an earlier run'}, stopped), the rest "
-            f"in {doc['seconds']:.0f} s")
+            f"{len(resumed['commands_before'])} earlier run(s) of " + " and ".join(
+                f"`{c}`" + (f" ({n} times)" if n > 1 else "")
+                for c, n in Counter(resumed["commands_before"]).items()) + f", the rest in {doc['seconds']:.0f} s")
     out = [f"Command: `{doc['command']}` ({took} on {doc['machine']['cpu_count']} cores, shared; one thread).", "",
            "Median over seeds of the relative gap (f(x) - f*) / (f(1/k) - f*) on the quadratics, the target "
            "cross-entropy on the networks and the validation loss on the merge examples (the uniform blend's and the "
