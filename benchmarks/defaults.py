@@ -44,6 +44,7 @@ import shlex
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,15 @@ def _row_key(row: dict[str, Any]) -> str:
     return json.dumps({k: row.get(k) for k in ("problem", "k", "kind", "noise", "budget", "seeds")}, sort_keys=True)
 
 
+def _kept(problem: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The output's rows of ``problem`` at every budget (``--resume``), or none if one is missing."""
+    keys = [_row_key({**problem, "budget": b, "seeds": args.seeds}) for b in args.budgets]
+    if not all(key in args.done for key in keys):
+        return []
+    print(f"{_suite_label({**problem, 'noise': 0})}: all {len(keys)} budgets kept from the output (--resume)", flush=True)
+    return [args.done[key] for key in keys]
+
+
 def _suite_row(problem: dict[str, Any], budgets: list[int], seeds: int, make_objective: Callable[[int], Any],
                k: Any, score: Callable[[int, np.ndarray], float], noisy: bool,
                extra: dict[str, Any] | None = None, kdim: int | None = None,
@@ -343,6 +353,11 @@ def part_suite(args: argparse.Namespace, save: Callable[[list[dict[str, Any]], s
         from spsa_mix.compare import network_problem
 
         for k in args.network_k:
+            kept = _kept({"problem": "network", "k": k}, args)
+            if kept:  # every budget's row is in the output: the experts need no training
+                rows += kept
+                save(rows, "running")
+                continue
             prob = network_problem(k)
             rows += _suite_row({"problem": "network", "k": k, "uniform_value": prob.target_loss(np.full(k, 1.0 / k)),
                                 "best_vertex_value": min(prob.target_loss(np.eye(k)[i]) for i in range(k))},
@@ -430,9 +445,8 @@ def verdict(row: dict[str, Any]) -> dict[str, Any]:
     misses = []
     if excess > 0.10:
         misses.append(f"oracle +{excess:.2f}")
-    for fixed in ("start=uniform", "start=best"):
-        if fixed in med and med["defaults"] - med[fixed] > max(sd["defaults"], sd[fixed]):
-            misses.append(f"> {fixed}")
+    misses += [f"> {fixed}" for fixed in ("start=uniform", "start=best")
+               if _beyond_spread({"medians": med, "sds": sd}, "defaults", fixed)]
     if row["problem"] == "quadratic" and row["budget"] == 400:
         misses += [f">= {peer}" for peer in ("nevergrad:NGOpt", "optuna:tpe") if peer in med
                    and med["defaults"] >= med[peer]]
@@ -485,7 +499,9 @@ def render_suite(doc: dict[str, Any]) -> str:
     resumed = doc.get("resumed")
     took = (f"{doc['seconds']:.0f} s" if not resumed else
             f"{doc['seconds'] + resumed['seconds_before']:.0f} s in all: {resumed['rows_kept']} rows kept from "
-            f"`{resumed['commands_before'][0]}` (an earlier run, stopped), the rest in {doc['seconds']:.0f} s")
+            f"{len(resumed['commands_before'])} earlier run(s) of " + " and ".join(
+                f"`{c}`" + (f" ({n} times)" if n > 1 else "")
+                for c, n in Counter(resumed["commands_before"]).items()) + f", the rest in {doc['seconds']:.0f} s")
     out = [f"Command: `{doc['command']}` ({took} on {doc['machine']['cpu_count']} cores, shared; one thread).", "",
            "Median over seeds of the relative gap (f(x) - f*) / (f(1/k) - f*) on the quadratics, the target "
            "cross-entropy on the networks and the validation loss on the merge examples (the uniform blend's and the "
@@ -520,7 +536,54 @@ def render_suite(doc: dict[str, Any]) -> str:
     out += [f"- skipped: {r['problem']}: {r['skipped']}" for r in doc["rows"] if "skipped" in r]
     out.append(f"- caps: NGOpt up to {NGOPT_MAX_BUDGET} evaluations; Optuna's TPE up to {TPE_MAX_BUDGET} and "
                f"budget x k <= {TPE_MAX_WORK:,} (its time per trial grows with both)")
+    out += _miss_causes(rows)
     return "\n".join(out) + "\n"
+
+
+def _family(row: dict[str, Any]) -> str:
+    if row["problem"] == "quadratic":
+        return f"quadratic, {row['kind']}" + (f", noise {row['noise']:g}" if row["noise"] else "")
+    return _suite_label(row)
+
+
+def _what_the_check_did(row: dict[str, Any]) -> str:
+    """Whether the defaults raced in a row: the start check's choice is ``start=best``'s
+    (the same candidates, scored on the same calls); ``no check`` when the budget is below K + 1."""
+    chosen = [t.split(" (")[0] for t in row["methods"].get("start=best", {}).get("starts", [])]
+    if not chosen or all(c == "-" for c in chosen):
+        return "no check"
+    return "a race" if any(c.startswith("vertex") for c in chosen) else "the start won the check"
+
+
+def _miss_causes(rows: list[dict[str, Any]]) -> list[str]:
+    """The misses by problem family, and each kind of miss by what the start rule did."""
+    kinds = ("oracle", "> start=uniform", "> start=best", ">= nevergrad:NGOpt", ">= optuna:tpe")
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        families.setdefault(_family(r), []).append(r)
+    out = ["", "Misses by problem family (rows with a miss of each kind):", "",
+           "| problem | rows | no miss | " + " | ".join(kinds) + " |", "|---|---:|---:|" + "---:|" * len(kinds)]
+    for fam, rs in families.items():
+        cells = [sum(any(m.split(" +")[0] == kind for m in r["misses"]) for r in rs) for kind in kinds]
+        out.append(f"| {fam} | {len(rs)} | {sum(not r['misses'] for r in rs)} | " + " | ".join(map(str, cells)) + " |")
+    out += ["", "What the start rule did in the rows that miss (in at least one seed a vertex won the start check: "
+            "a race; the uniform point won it in every seed: no race, the defaults are the run of start=best; "
+            "no check: a budget below K + 1, all three start rules the same run):", ""]
+    for kind in kinds[:3]:
+        hit = [r for r in rows if any(m.split(" +")[0] == kind for m in r["misses"])]
+        if hit:
+            did = [_what_the_check_did(r) for r in hit]
+            out.append(f"- {kind}: {len(hit)} rows: " + ", ".join(f"{c} {did.count(c)}" for c in sorted(set(did))))
+    worse = {name: sum(_beyond_spread(r, name, "defaults") for r in rows) for name in ("start=uniform", "start=best", "GLUE")}
+    out.append("- the other way round, rows where the other's median exceeds the defaults' by more than the larger seed "
+               "sd: " + ", ".join(f"{name} {n}" for name, n in worse.items()))
+    return out
+
+
+def _beyond_spread(row: dict[str, Any], worse: str, better: str) -> bool:
+    """Whether ``worse``'s median exceeds ``better``'s by more than the larger seed sd of the two."""
+    med, sd = row["medians"], row["sds"]
+    return worse in med and better in med and med[worse] - med[better] > max(sd[worse], sd[better])
 
 
 def part_saturation(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -775,10 +838,11 @@ def main(argv: list[str] | None = None) -> int:
     resumed = None
     if args.part == "suite" and args.resume and args.output.is_file():
         previous = json.loads(args.output.read_text())
-        resumed = {"rows_kept": 0, "seconds_before": previous["seconds"], "commands_before":
-                   [previous["command"], *(previous.get("resumed") or {}).get("commands_before", [])]}
-        args.done = {_row_key({**r, "seeds": r.get("seeds", previous["argv"]["seeds"])}): r
-                     for r in previous["rows"] if "skipped" not in r}
+        before = previous.get("resumed") or {}  # a resumed run's own earlier runs, counted too
+        resumed = {"rows_kept": 0, "seconds_before": previous["seconds"] + before.get("seconds_before", 0.0),
+                   "commands_before": [*before.get("commands_before", []), previous["command"]]}
+        kept = ({**r, "seeds": r.get("seeds", previous["argv"]["seeds"])} for r in previous["rows"] if "skipped" not in r)
+        args.done = {_row_key(r): r for r in kept}
     if args.part == "suite":
         quick = args.quick
         args.k = args.k if args.k is not None else ([2, 10] if quick else [2, 5, 10, 20, 50, 100])

@@ -43,6 +43,24 @@ def test_a_tiny_suite_writes_its_table_and_json(tmp_path, capsys):
     assert row["medians"]["defaults"] <= row["medians"]["start=uniform"]  # k=2 on a face: the vertex wins
     text = out.with_suffix(".md").read_text()
     assert "| quadratic k=2 boundary | 100 |" in text and "The verdict:" in text
+    assert "| quadratic, boundary | 1 |" in text  # the misses by problem family
+
+
+def test_resume_keeps_the_rows_and_counts_every_earlier_run(tmp_path, capsys):
+    out = tmp_path / "suite.json"
+    tiny = ["suite", "--output", str(out), "--k", "2", "--seeds", "2", "--noise", "0", "--optimum", "interior",
+            "--network-k", "--merge", "--no-pretrained", "--methods", "defaults", "start=uniform"]
+    assert defaults.main([*tiny, "--budgets", "100"]) == 0
+    runs = [json.loads(out.read_text())]
+    for budgets in (["100", "400"], ["100", "400", "1000"]):  # each resume adds a budget, keeps the rest
+        assert defaults.main([*tiny, "--budgets", *budgets, "--resume"]) == 0
+        runs.append(json.loads(out.read_text()))
+        assert [r["budget"] for r in runs[-1]["rows"]] == [int(b) for b in budgets]
+        assert runs[-1]["rows"][:-1] == runs[-2]["rows"]  # kept as they were, not run again
+        assert runs[-1]["resumed"]["rows_kept"] == len(budgets) - 1
+    assert runs[-1]["resumed"]["commands_before"] == [r["command"] for r in runs[:-1]]
+    assert runs[-1]["resumed"]["seconds_before"] == pytest.approx(sum(r["seconds"] for r in runs[:-1]))
+    assert "2 rows kept from" in out.with_suffix(".md").read_text()
 
 
 def test_drop_runs_keeps_the_other_rows(tmp_path):
