@@ -78,7 +78,7 @@ from spsa_mix.blend.objective import DEFAULT_SIMPLEX_ATOL, BlendedObjective
 from spsa_mix.blend.saving import SaveSource
 from spsa_mix.blend.skeleton import skeleton_of
 
-__all__ = ["TaskSpec", "MultiTaskObjective", "check_tasks", "WithAccuracy"]
+__all__ = ["TaskSpec", "MultiTaskObjective", "check_tasks", "WithAccuracy", "summarize_tasks"]
 
 FloatArray = NDArray[np.float64]
 HeadSource = int | ExpertSource
@@ -239,6 +239,23 @@ def _check_backbone(task: TaskSpec, shared: Mapping[str, Any], own: Mapping[str,
     extra = [n for n in own if n not in shared and not matches_prefix(n, heads)]
     if extra:
         raise ValueError(f"{label}: its architecture has a tensor {extra[0]!r} that the shared backbone does not have")
+
+
+def summarize_tasks(per_task: Mapping[str, Metrics], weights: Mapping[str, float]) -> dict[str, Any]:
+    """``{"tasks", "loss", "accuracy"}`` of per-task metrics, in ``weights``' order: the loss
+    weighted by ``weights`` (over the tasks given), the accuracy a plain mean over the tasks
+    that report one (``nan`` if none). What :meth:`MultiTaskObjective.summarize` and
+    ``spsa-mix eval --tasks`` report.
+
+    >>> summarize_tasks({"a": {"loss": 1.0, "accuracy": 0.5}, "b": {"loss": 4.0, "accuracy": 1.0}}, {"a": 1, "b": 3})
+    {'tasks': {'a': {'loss': 1.0, 'accuracy': 0.5}, 'b': {'loss': 4.0, 'accuracy': 1.0}}, 'loss': 3.25, 'accuracy': 0.75}
+    """
+    names = [n for n in weights if n in per_task]
+    total = sum(float(weights[n]) for n in names)
+    loss = sum(float(weights[n]) * float(per_task[n]["loss"]) for n in names) / total if names else math.nan
+    accs = [float(per_task[n]["accuracy"]) for n in names if math.isfinite(float(per_task[n]["accuracy"]))]
+    return {"tasks": {n: dict(per_task[n]) for n in names}, "loss": loss,
+            "accuracy": float(np.mean(accs)) if accs else math.nan}
 
 
 class WithAccuracy:
@@ -667,13 +684,7 @@ class MultiTaskObjective:
         ...                                          "b": {"loss": 4.0, "accuracy": float("nan")}})
         {'tasks': {'a': {'loss': 1.0, 'accuracy': 0.5}, 'b': {'loss': 4.0, 'accuracy': nan}}, 'loss': 2.5, 'accuracy': 0.5}
         """
-        w = {n: float(wt) for n, wt in zip(self.names, self.weights, strict=True)}
-        names = [n for n in self.names if n in per_task]
-        total = sum(w[n] for n in names)
-        loss = sum(w[n] * float(per_task[n]["loss"]) for n in names) / total if names else math.nan
-        accs = [float(per_task[n]["accuracy"]) for n in names if math.isfinite(float(per_task[n]["accuracy"]))]
-        return {"tasks": {n: dict(per_task[n]) for n in names}, "loss": loss,
-                "accuracy": float(np.mean(accs)) if accs else math.nan}
+        return summarize_tasks(per_task, dict(zip(self.names, self.weights, strict=True)))
 
     @property
     def has_heads(self) -> bool:

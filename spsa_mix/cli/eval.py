@@ -2,7 +2,10 @@
 
 ``spsa-mix eval merged/ other/ mergekit_out/ --data val.jsonl --loss causal-lm`` prints one
 row per checkpoint (loss, accuracy, examples) and, with ``--output results.json`` (or
-``.csv``), writes them. The work is :mod:`spsa_mix.merge.evaluation`; this module parses,
+``.csv``), writes them. ``spsa-mix eval merged/ expert.safetensors --tasks merge.yaml``
+scores each checkpoint on every task of a multi-task merge config (``data.tasks``): one row
+per checkpoint, each task's loss and accuracy and their means, as ``recipe.json`` has them
+(a multi-task merge output scores each task with its own folder, ``merged/<task>/``). The work is :mod:`spsa_mix.merge.evaluation`; this module parses,
 calls it and prints. Exit status 2 for bad input (one line), before any weight is read.
 
 Example
@@ -29,8 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="Hugging Face directories (experts, merged outputs, mergekit outputs), PEFT adapters, "
                              ".pt/.safetensors state dicts")
-    parser.add_argument("--data", required=True, help="the data to score: JSONL/CSV/TSV/TXT text, an image folder, "
-                                                       ".pt/.safetensors tensors, or a multiple-choice JSONL")
+    parser.add_argument("--data", help="the data to score: JSONL/CSV/TSV/TXT text, an image folder, "
+                                       ".pt/.safetensors tensors, or a multiple-choice JSONL")
+    parser.add_argument("--tasks", metavar="CONFIG", help="instead of --data: a spsa-mix merge config whose data.tasks "
+                                                          "are the targets; each checkpoint scored on every task (its "
+                                                          "data, loss, model and base from the config), a multi-task "
+                                                          "merge output folder with each task's own folder")
     parser.add_argument("--loss", help="causal-lm, cross-entropy, entropy, multiple-choice or package.module:callable "
                                        "(default: causal-lm for a causal LM, else cross-entropy)")
     parser.add_argument("--text-field", default="text", help="the text's field or column")
@@ -47,9 +54,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="write the rows to this .json or .csv file")
 
 
+_TASK_KEYS = ("loss", "label_field", "model", "base", "image_size")  # the config's with --tasks
+
+
+def _check_output(output: str | None) -> None:
+    if output is not None:
+        from spsa_mix.io import check_outputs
+
+        if Path(output).suffix.lower() not in (".json", ".csv"):
+            raise ValueError(f"--output must end in .json or .csv, but got {output!r}")
+        check_outputs({"--output": Path(output)})
+
+
+def _run_tasks(args: argparse.Namespace) -> int:
+    """``--tasks``: every checkpoint on every task of the config."""
+    try:
+        if args.data is not None:
+            raise ValueError("--tasks and --data: give one (--tasks scores the config's data.tasks, --data one target)")
+        given = [k for k in _TASK_KEYS if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} with --tasks: each task's data, loss, model and base come "
+                             "from the config")
+        from spsa_mix.merge.evaluation import plan_tasks
+
+        plan_tasks(args.checkpoints, args.tasks)
+        _check_output(args.output)
+    except ValueError as e:
+        print(f"spsa-mix eval: error: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    from spsa_mix.merge.evaluation import evaluate_tasks, format_tasks_table, write_task_results
+
+    try:
+        rows, tasks, metric = evaluate_tasks(args.checkpoints, args.tasks, device=args.device,
+                                             dtype=getattr(torch, args.dtype) if args.dtype else None,
+                                             log=lambda line: print(line, file=sys.stderr))
+    except ValueError as e:
+        print(f"spsa-mix eval: error: {e}", file=sys.stderr)
+        return 2
+    print(format_tasks_table(rows, tasks, metric=metric))
+    if args.output:
+        write_task_results(rows, tasks, args.output, metric=metric)
+        print(f"Wrote {args.output}.")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Score as ``args`` say; print the table; return the exit status."""
+    if getattr(args, "tasks", None) is not None:
+        return _run_tasks(args)
     try:
+        if args.data is None:
+            raise ValueError("give --data (the data to score) or --tasks (a merge config whose data.tasks to score)")
         from spsa_mix.merge.config import DataConfig
         from spsa_mix.merge.evaluation import check_checkpoints
 
@@ -63,12 +120,7 @@ def run(args: argparse.Namespace) -> int:
             from spsa_mix.blend.losses import resolve_loss
 
             resolve_loss(args.loss)
-        if args.output is not None:
-            from spsa_mix.io import check_outputs
-
-            if Path(args.output).suffix.lower() not in (".json", ".csv"):
-                raise ValueError(f"--output must end in .json or .csv, but got {args.output!r}")
-            check_outputs({"--output": Path(args.output)})
+        _check_output(args.output)
     except ValueError as e:
         print(f"spsa-mix eval: error: {e}", file=sys.stderr)
         return 2

@@ -40,7 +40,8 @@ from typing import Any
 from spsa_mix.data.choices import MULTIPLE_CHOICE, read_choices
 
 __all__ = ["load_checkpoint", "evaluate_checkpoints", "multiple_choice", "read_choices", "format_table",
-           "write_results", "MULTIPLE_CHOICE"]
+           "write_results", "MULTIPLE_CHOICE", "task_checkpoints", "plan_tasks", "evaluate_tasks", "format_tasks_table",
+           "write_task_results"]
 
 
 def _kind(path: Path) -> str:
@@ -134,12 +135,26 @@ def load_checkpoint(path: str | os.PathLike[str], *, model: str | None = None, b
     return net.to(dev).eval().requires_grad_(False)
 
 
+def _default_loss(model_dir: Path | None) -> str:
+    """The loss ``spsa-mix merge`` scores a model with when none is named: ``causal-lm`` for a
+    causal language model, else ``cross-entropy``."""
+    from spsa_mix.merge.run import _architecture
+
+    arch = _architecture(model_dir)
+    if arch is None:
+        return "cross-entropy"
+    from spsa_mix.blend.sources.hub import default_loss
+
+    return default_loss(arch)
+
+
 def _target(data: Any, *, model_dir: Path | None, task_kind: str) -> tuple[Any, Any]:
-    """(source, the batches in order) of the data, read as ``spsa-mix merge`` reads its validation data."""
+    """(source, the batches in order) of the data's validation file (its ``train`` where it
+    has none), read as ``spsa-mix merge`` reads its validation data."""
     from spsa_mix.merge.config import DataConfig
     from spsa_mix.merge.run import _load_data
 
-    d = DataConfig(**{**data.__dict__, "train": data.train, "validation": data.train})
+    d = DataConfig(**{**data.__dict__, "train": data.train, "validation": data.validation or data.train})
     plan = types.SimpleNamespace(config=types.SimpleNamespace(data=d, seed=0), model_dir=model_dir,
                                  task_kind=task_kind)
     source, _, batches = _load_data(plan)  # type: ignore[arg-type]
@@ -192,12 +207,7 @@ def evaluate_checkpoints(paths: Sequence[str | os.PathLike[str]], data: Any, *, 
     kind = data_kind(data.train)
     for p in checked:
         model_dir = model_dir_of(p, model=model, base=base)
-        name = loss
-        if name is None:
-            arch = None
-            if model_dir is not None and (model_dir / "config.json").is_file():
-                arch = (json.loads((model_dir / "config.json").read_text()).get("architectures") or [None])[0]
-            name = "causal-lm" if arch and arch.endswith("ForCausalLM") else "cross-entropy"
+        name = loss or _default_loss(model_dir)
         task_kind = ("sequence-classification" if data.label_field else "causal-lm") if kind == "text" else (
             "image-classification" if kind == "images" else kind)
         source, batches = _target(data, model_dir=model_dir, task_kind=task_kind)
@@ -234,3 +244,161 @@ def write_results(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
         atomic_write_text(p, buf.getvalue())
     else:
         write_json({"metric": metric, "rows": list(rows)}, p, indent=1)
+
+
+# ---------------------------------------------------------------------------- several targets (--tasks)
+def task_checkpoints(path: Path, names: Sequence[str]) -> dict[str, Path]:
+    """The checkpoint that scores each task of ``names``: a multi-task merge's output folder
+    (``output/<task name>/`` for each task, as ``spsa-mix merge`` writes tasks with heads)
+    gives each task its own folder; any other checkpoint scores every task.
+
+    >>> task_checkpoints(Path("expert.safetensors"), ["a", "b"])
+    {'a': PosixPath('expert.safetensors'), 'b': PosixPath('expert.safetensors')}
+    """
+    alone = path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json",
+                                                                       "model.safetensors"))
+    if not alone:
+        return {n: path for n in names}
+    missing = [n for n in names if not (path / n).is_dir()]
+    if missing:
+        held = sorted(sub.name for sub in path.iterdir() if sub.is_dir())
+        raise ValueError(f"{path}: neither a model nor a multi-task merge output holding one folder per task: no "
+                         f"folder for task {', '.join(map(repr, missing))} (it holds folders {held})")
+    return {n: path / n for n in names}
+
+
+def plan_tasks(paths: Sequence[str | os.PathLike[str]], config: str | os.PathLike[str]
+               ) -> tuple[Any, list[tuple[Path, dict[str, dict[str, Any]]]]]:
+    """Every check of ``evaluate_tasks`` that reads no weight: the merge config at ``config``
+    (read as ``spsa-mix merge`` reads it) and, per checkpoint, per task: the checkpoint
+    that scores it, its data, loss (the task's, else the config's, else the model's default
+    as the merge chooses it), the kind of its data and the model folder of its tokenizer.
+
+    Raises
+    ------
+    ValueError
+        For a config without ``data.tasks``, a task's missing file, a checkpoint that is
+        missing or a multi-task output without a task's folder, a loss that does not suit
+        the data.
+    """
+    from spsa_mix.blend.losses import resolve_loss
+    from spsa_mix.merge.config import _is_reference, load_config
+    from spsa_mix.merge.run import target_kind
+
+    cfg = load_config(config)
+    if not cfg.data.tasks:
+        raise ValueError(f"--tasks {str(config)!r}: the config has no data.tasks (the targets to score on); "
+                         "use --data for one target")
+    for t in cfg.data.tasks:
+        for key in ("train", "validation"):
+            value = getattr(t, key)
+            if value is not None and not _is_reference(value) and not Path(value).exists():
+                raise ValueError(f"task {t.name!r}: {key}: no such file or folder {value!r}")
+    names = [t.name for t in cfg.data.tasks]
+    planned = []
+    for p in paths:
+        own = task_checkpoints(Path(p), names)
+        check_checkpoints(list(own.values()), model=cfg.model, base=cfg.base)
+        per: dict[str, dict[str, Any]] = {}
+        for t in cfg.data.tasks:
+            model_dir = model_dir_of(own[t.name], model=cfg.model, base=cfg.base)
+            loss = t.loss or cfg.loss or _default_loss(model_dir)
+            if loss == MULTIPLE_CHOICE:
+                raise ValueError(f"task {t.name!r}: loss multiple-choice scores one target's questions, not data.tasks")
+            resolve_loss(loss)
+            data = t.data_config()
+            per[t.name] = {"checkpoint": own[t.name], "data": data, "loss": loss, "model_dir": model_dir,
+                           "task_kind": target_kind(data, loss, model_dir)}
+        planned.append((Path(p), per))
+    return cfg, planned
+
+
+def evaluate_tasks(paths: Sequence[str | os.PathLike[str]], config: str | os.PathLike[str], *,
+                   device: Any = "cpu", dtype: Any = None, log: Any = None
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Score each checkpoint of ``paths`` on every task of the merge config at ``config``
+    (``data.tasks``), as ``spsa-mix merge`` scores a multi-task blend: each task's
+    validation data (its training data where it has none), its loss, the accuracy that goes
+    with it (an entropy task's arg-max or next-token accuracy). A multi-task merge's output
+    folder scores each task with its own folder (:func:`task_checkpoints`).
+
+    Returns ``(rows, tasks, metric)``: one row per checkpoint (``checkpoint``, ``kind``,
+    ``tasks``: each task's ``loss``, ``accuracy``, ``n``, ``checkpoint``, ``scored_with``;
+    ``loss``: their mean weighted by the tasks' weights; ``accuracy``: their plain mean, as
+    ``recipe.json`` has them); the tasks (``name``, ``weight``, ``normalised_weight``,
+    ``scored_on``, ``data``); the accuracy's name.
+    """
+    from spsa_mix.blend import evaluate
+    from spsa_mix.blend.losses import resolve_loss
+    from spsa_mix.blend.multitask import WithAccuracy, summarize_tasks
+
+    cfg, planned = plan_tasks(paths, config)
+    total = sum(t.weight for t in cfg.data.tasks)
+    tasks = [{"name": t.name, "weight": t.weight, "normalised_weight": t.weight / total,
+              "scored_on": "validation" if t.validation else "training (no validation data)",
+              "data": str(t.validation or t.train)} for t in cfg.data.tasks]
+    weights = {t.name: t.weight for t in cfg.data.tasks}
+    loaded: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+    rows = []
+    for path, per in planned:
+        scores: dict[str, dict[str, Any]] = {}
+        for name, job in per.items():
+            key = (name, str(job["model_dir"]), job["task_kind"])
+            if key not in loaded:
+                loaded[key] = _target(job["data"], model_dir=job["model_dir"], task_kind=job["task_kind"])
+            source, batches = loaded[key]
+            net = load_checkpoint(job["checkpoint"], model=cfg.model, base=cfg.base, source=source, device=device,
+                                  dtype=dtype)
+            m = evaluate(net, batches, loss_fn=WithAccuracy(resolve_loss(job["loss"])), device=device)
+            del net
+            scores[name] = {"loss": m["loss"], "accuracy": m["accuracy"], "n": m["n"],
+                            "checkpoint": str(job["checkpoint"]), "scored_with": job["loss"]}
+            if log:
+                log(f"{job['checkpoint']} on task {name!r}: loss {m['loss']:.4f}")
+        rows.append({"checkpoint": str(path), "kind": _kind(per[next(iter(per))]["checkpoint"]),
+                     **summarize_tasks(scores, weights)})
+    causal = all(job["task_kind"] == "causal-lm" for _, per in planned for job in per.values())
+    return rows, tasks, "next-token accuracy" if causal else "accuracy"
+
+
+def format_tasks_table(rows: Sequence[dict[str, Any]], tasks: Sequence[dict[str, Any]], *, metric: str) -> str:
+    """A markdown table: one row per checkpoint, each task's loss and metric (percent) and
+    their means, as the multi-task merge's summary; then the data each task was scored on.
+
+    >>> row = {"checkpoint": "m/", "loss": 1.0, "accuracy": 0.5, "tasks": {"a": {"loss": 1.0, "accuracy": 0.5}}}
+    >>> print(format_tasks_table([row], [{"name": "a", "normalised_weight": 1.0, "scored_on": "validation",
+    ...                                   "data": "a/val.pt"}], metric="accuracy"))
+    | checkpoint | a loss | a accuracy (%) | mean loss | mean accuracy (%) |
+    | --- | ---: | ---: | ---: | ---: |
+    | m/ | 1.0000 | 50.00 | 1.0000 | 50.00 |
+    <BLANKLINE>
+    Each task scored on: a: validation (a/val.pt, weight 1.000). Mean loss: weighted by the tasks' weights; mean accuracy: plain mean over the tasks.
+    """
+    from spsa_mix.merge.multitask import tasks_table
+
+    table = tasks_table([{**r, "blend": r["checkpoint"]} for r in rows], [t["name"] for t in tasks], metric=metric)
+    where = "; ".join(f"{t['name']}: {t['scored_on']} ({t['data']}, weight {t['normalised_weight']:.3f})"
+                      for t in tasks)
+    return (table.replace("| blend |", "| checkpoint |", 1) + f"\n\nEach task scored on: {where}. Mean loss: "
+            "weighted by the tasks' weights; mean accuracy: plain mean over the tasks.")
+
+
+def write_task_results(rows: Sequence[dict[str, Any]], tasks: Sequence[dict[str, Any]],
+                       path: str | os.PathLike[str], *, metric: str) -> None:
+    """``evaluate_tasks``' rows as JSON (``{"metric", "tasks", "rows"}``) or CSV (``.csv``: one
+    line per checkpoint, each task's loss, accuracy and examples, then the means)."""
+    from spsa_mix.io import atomic_write_text, write_json
+
+    p = Path(path)
+    if p.suffix.lower() != ".csv":
+        write_json({"metric": metric, "tasks": list(tasks), "rows": list(rows)}, p, indent=1)
+        return
+    names = [t["name"] for t in tasks]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["checkpoint", "kind"] + [f"{n} {c}" for n in names for c in ("loss", "accuracy", "n")]
+                    + ["mean loss", "mean accuracy"])
+    for r in rows:
+        writer.writerow([r["checkpoint"], r["kind"]] + [r["tasks"][n][c] for n in names for c in ("loss", "accuracy", "n")]
+                        + [r["loss"], r["accuracy"]])
+    atomic_write_text(p, buf.getvalue())

@@ -176,3 +176,60 @@ def test_under_torchrun_it_is_the_one_process_merge(built: Path, tmp_path: Path)
     assert one["learned"]["nfev"] == two["learned"]["nfev"]
     np.testing.assert_allclose(two["alpha"], one["alpha"], atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == ["high", "low"]
+
+
+def test_eval_scores_every_task_as_the_recipe_does(built: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """``spsa-mix eval OUT --tasks merge.yaml``: each task with its own folder of the output,
+    the learned row of recipe.json again; an expert scores every task; bad input exits 2."""
+    out = tmp_path / "out"
+    assert _merge(str(built / "merge.yaml"), "--output", str(out), "--select", "learned", "--budget", "12") == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    capsys.readouterr()
+    result = tmp_path / "scores.json"
+    assert main(["eval", str(out), str(built / "low.safetensors"), "--tasks", str(built / "merge.yaml"),
+                 "--output", str(result)]) == 0
+    printed = capsys.readouterr().out
+    assert "| checkpoint | low loss | low accuracy (%) | high loss | high accuracy (%) | mean loss" in printed
+    assert "low: validation (" in printed
+    scores = json.loads(result.read_text())
+    merged, expert = scores["rows"]
+    learned = recipe["learned"]
+    for name in ("low", "high"):
+        assert merged["tasks"][name]["checkpoint"] == str(out / name)
+        assert merged["tasks"][name]["loss"] == pytest.approx(learned["tasks"][name]["loss"], rel=1e-5)
+        assert merged["tasks"][name]["accuracy"] == pytest.approx(learned["tasks"][name]["accuracy"])
+        assert 0 <= expert["tasks"][name]["accuracy"] <= 1 and expert["tasks"][name]["checkpoint"].endswith("low.safetensors")
+    assert merged["loss"] == pytest.approx(learned["loss"], rel=1e-5)
+    assert merged["accuracy"] == pytest.approx(learned["accuracy"])
+    assert [t["normalised_weight"] for t in scores["tasks"]] == pytest.approx([1 / 3, 2 / 3])
+    # A task without validation data is scored on its training data, and says so; CSV as eval writes it.
+    config = yaml.safe_load((built / "merge.yaml").read_text())
+    del config["data"]["tasks"][1]["validation"]
+    no_val = built / "no_validation.yaml"
+    no_val.write_text(yaml.safe_dump(config, sort_keys=False))
+    table = tmp_path / "scores.csv"
+    assert main(["eval", str(out), "--tasks", str(no_val), "--output", str(table)]) == 0
+    assert "high: training (no validation data) (" in capsys.readouterr().out
+    header, row = table.read_text().splitlines()
+    assert header.startswith("checkpoint,kind,low loss,low accuracy,low n,high loss") and row.startswith(str(out))
+    assert float(row.split(",")[2]) == pytest.approx(learned["tasks"]["low"]["loss"], rel=1e-5)
+    assert int(row.split(",")[7]) == int(torch.load(built / "high" / "train.pt")["targets"].shape[0])
+    # Bad input: one line, exit 2, before any weight is read.
+    import spsa_mix.merge.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "load_checkpoint", lambda *a, **k: pytest.fail("a weight was read"))
+    one_target = built / "one_target.yaml"
+    one_target.write_text(yaml.safe_dump({"model": "small-cnn", "experts": ["low.safetensors"],
+                                          "data": {"train": "low/train.pt"}}))
+    partial = tmp_path / "partial"
+    (partial / "low").mkdir(parents=True)
+    (partial / "low" / "model.safetensors").write_bytes((out / "low" / "model.safetensors").read_bytes())
+    for argv, message in (([str(out), "--tasks", str(one_target)], "the config has no data.tasks"),
+                          ([str(partial), "--tasks", str(built / "merge.yaml")], "no folder for task 'high'"),
+                          ([str(out), "--tasks", str(built / "merge.yaml"), "--data", str(built / "low" / "train.pt")],
+                           "--tasks and --data: give one"),
+                          ([str(out), "--tasks", str(built / "merge.yaml"), "--loss", "entropy"], "--loss with --tasks")):
+        capsys.readouterr()
+        assert main(["eval", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0, err

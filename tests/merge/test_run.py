@@ -62,6 +62,17 @@ def test_the_lm_experts_merge_for_two_text_targets_at_once(demos: Path, capsys) 
     assert recipe["learned"]["loss"] == pytest.approx((per["mix_1_2"]["loss"] + per["mix_3_4"]["loss"]) / 2)
     AutoModelForCausalLM.from_pretrained(demos / "out_tasks", local_files_only=True)  # no heads: one model
     assert (demos / "out_tasks" / "mergekit.yaml").is_file()
+    # spsa-mix eval --tasks: the written blend's per-task scores of recipe.json again
+    capsys.readouterr()
+    assert main(["eval", str(demos / "out_tasks"), "--tasks", str(demos / "lm_tasks.yaml"), "--output",
+                 str(demos / "out_tasks_eval.json")]) == 0
+    assert "| checkpoint | mix_1_2 loss | mix_1_2 next-token accuracy (%) |" in capsys.readouterr().out
+    row = json.loads((demos / "out_tasks_eval.json").read_text())["rows"][0]
+    written = recipe[{"best single": "best_single"}.get(recipe["written"], recipe["written"])]
+    for name in ("mix_1_2", "mix_3_4"):
+        assert row["tasks"][name]["loss"] == pytest.approx(written["tasks"][name]["loss"], rel=1e-4)
+        assert row["tasks"][name]["accuracy"] == pytest.approx(written["tasks"][name]["accuracy"], rel=1e-4)
+    assert row["loss"] == pytest.approx(written["loss"], rel=1e-4)
 
 
 def test_lora_adapters_merge_into_one_peft_adapter(demos: Path) -> None:
