@@ -247,8 +247,10 @@ def summarize_tasks(per_task: Mapping[str, Metrics], weights: Mapping[str, float
     that report one (``nan`` if none). What :meth:`MultiTaskObjective.summarize` and
     ``spsa-mix eval --tasks`` report.
 
-    >>> summarize_tasks({"a": {"loss": 1.0, "accuracy": 0.5}, "b": {"loss": 4.0, "accuracy": 1.0}}, {"a": 1, "b": 3})
-    {'tasks': {'a': {'loss': 1.0, 'accuracy': 0.5}, 'b': {'loss': 4.0, 'accuracy': 1.0}}, 'loss': 3.25, 'accuracy': 0.75}
+    >>> out = summarize_tasks({"a": {"loss": 1.0, "accuracy": 0.5}, "b": {"loss": 4.0, "accuracy": 1.0}},
+    ...                       {"a": 1, "b": 3})
+    >>> out["loss"], out["accuracy"], out["tasks"]["b"]
+    (3.25, 0.75, {'loss': 4.0, 'accuracy': 1.0})
     """
     names = [n for n in weights if n in per_task]
     total = sum(float(weights[n]) for n in names)

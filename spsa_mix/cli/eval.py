@@ -5,7 +5,8 @@ row per checkpoint (loss, accuracy, examples) and, with ``--output results.json`
 ``.csv``), writes them. ``spsa-mix eval merged/ expert.safetensors --tasks merge.yaml``
 scores each checkpoint on every task of a multi-task merge config (``data.tasks``): one row
 per checkpoint, each task's loss and accuracy and their means, as ``recipe.json`` has them
-(a multi-task merge output scores each task with its own folder, ``merged/<task>/``). The work is :mod:`spsa_mix.merge.evaluation`; this module parses,
+(a multi-task merge output scores each task with its own folder, ``merged/<task>/``). The
+work is :mod:`spsa_mix.merge.evaluation`; this module parses,
 calls it and prints. Exit status 2 for bad input (one line), before any weight is read.
 
 Example
@@ -34,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ".pt/.safetensors state dicts")
     parser.add_argument("--data", help="the data to score: JSONL/CSV/TSV/TXT text, an image folder, "
                                        ".pt/.safetensors tensors, or a multiple-choice JSONL")
-    parser.add_argument("--tasks", metavar="CONFIG", help="instead of --data: a spsa-mix merge config whose data.tasks "
-                                                          "are the targets; each checkpoint scored on every task (its "
-                                                          "data, loss, model and base from the config), a multi-task "
-                                                          "merge output folder with each task's own folder")
+    parser.add_argument("--tasks", metavar="CONFIG",
+                        help="instead of --data: a spsa-mix merge config whose data.tasks are the targets; each "
+                             "checkpoint scored on every task (its data, loss, model and base from the config), "
+                             "a multi-task merge output folder with each task's own folder")
     parser.add_argument("--loss", help="causal-lm, cross-entropy, entropy, multiple-choice or package.module:callable "
                                        "(default: causal-lm for a causal LM, else cross-entropy)")
     parser.add_argument("--text-field", default="text", help="the text's field or column")
@@ -70,11 +71,12 @@ def _run_tasks(args: argparse.Namespace) -> int:
     """``--tasks``: every checkpoint on every task of the config."""
     try:
         if args.data is not None:
-            raise ValueError("--tasks and --data: give one (--tasks scores the config's data.tasks, --data one target)")
+            raise ValueError("--tasks and --data: give one (--tasks scores the config's data.tasks, "
+                             "--data one target)")
         given = [k for k in _TASK_KEYS if getattr(args, k) is not None]
         if given:
-            raise ValueError(f"--{given[0].replace('_', '-')} with --tasks: each task's data, loss, model and base come "
-                             "from the config")
+            raise ValueError(f"--{given[0].replace('_', '-')} with --tasks: each task's data, loss, model and "
+                             "base come from the config")
         from spsa_mix.merge.evaluation import plan_tasks
 
         plan_tasks(args.checkpoints, args.tasks)
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_tasks(args)
     try:
         if args.data is None:
-            raise ValueError("give --data (the data to score) or --tasks (a merge config whose data.tasks to score)")
+            raise ValueError("give --data (the data to score) or --tasks (a merge config whose data.tasks "
+                             "to score)")
         from spsa_mix.merge.config import DataConfig
         from spsa_mix.merge.evaluation import check_checkpoints
 

@@ -11,6 +11,11 @@ tokenizer, image folders, tensors), in order, and scored by
 ``entropy``, ...): the loss per token for a language model and the accuracy that goes
 with it (next-token, or per example).
 
+Several targets (:func:`evaluate_tasks`, ``spsa-mix eval --tasks merge.yaml``): every task of a
+multi-task merge config (``data.tasks``), each scored as the merge scores it (its validation
+data, loss and accuracy), a multi-task output folder scoring each task with its own folder
+(``output/<task>/``); the means as ``recipe.json`` has them.
+
 ``loss="multiple-choice"``: a JSONL of ``{"prompt": ..., "choices": [...], "answer": ...}``
 (the answer an index or one of the choices) scored as benchmark harnesses score it: each
 choice's log-likelihood ``sum_t log p(choice_t | prompt, choice_<t)`` (the prompt tokenized
@@ -40,8 +45,8 @@ from typing import Any
 from spsa_mix.data.choices import MULTIPLE_CHOICE, read_choices
 
 __all__ = ["load_checkpoint", "evaluate_checkpoints", "multiple_choice", "read_choices", "format_table",
-           "write_results", "MULTIPLE_CHOICE", "task_checkpoints", "plan_tasks", "evaluate_tasks", "format_tasks_table",
-           "write_task_results"]
+           "write_results", "MULTIPLE_CHOICE", "task_checkpoints", "plan_tasks", "evaluate_tasks",
+           "format_tasks_table", "write_task_results"]
 
 
 def _kind(path: Path) -> str:
