@@ -64,20 +64,15 @@ def prepare_resnet(cache: Path) -> dict[str, Any] | None:
     """``benchmarks/pretrained_experts.py``'s experts (CIFAR-10 ResNet-20 fine-tuned on four
     shifted domains) as state dicts, its target's training images, held-out images
     (validation) and test images as tensors; ``None`` without ``../shared/data``."""
-    import importlib.util
-
     import torch
+    from pretrained_experts import build_setting  # benchmarks/ is on sys.path: this file runs as a script
     from safetensors.torch import save_file
 
     from spsa_mix.data.batches import Batches
 
     root = cache / "resnet"
-    spec = importlib.util.spec_from_file_location("pretrained_experts", Path(__file__).with_name("pretrained_experts.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        built = module.build_setting()
+        built = build_setting()
     except FileNotFoundError as e:
         print(f"methods.py: the resnet row is skipped: {e}", file=sys.stderr)
         return None
@@ -370,16 +365,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", action="store_true", help="only rewrite the report from --output")
     ap.add_argument("--append", action="store_true", help="keep the rows already in --output (their command too)")
     args = ap.parse_args(argv)
+    from spsa_mix.io import check_outputs, write_json
+
+    try:
+        if args.render and not args.output.is_file():
+            raise ValueError(f"--render: no results file {str(args.output)!r}")
+        check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md"),
+                       "its summary": args.output.with_name(args.output.stem + "_summary.md")})
+    except ValueError as e:
+        print(f"methods.py: {e}", file=sys.stderr)
+        return 2
     if args.render:
         results = json.loads(args.output.read_text())
         _write_reports(results, args.output)
         return 0
     import torch
 
-    from spsa_mix.io import check_outputs, write_json
-
-    check_outputs({"--output": args.output, "its .md": args.output.with_suffix(".md"),
-                   "its summary": args.output.with_name(args.output.stem + "_summary.md")})
     torch.set_num_threads(1)
     if not args.no_mergekit:
         try:
