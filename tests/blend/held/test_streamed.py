@@ -174,10 +174,13 @@ def test_the_memory_of_a_streamed_step_grows_with_one_block_not_with_k(tmp_path)
         obj = BlendedObjective.from_pretrained(family.experts, data=batch, device="cpu", memory="streamed")
     held = tools.rss_anon() - before
     obj(np.full((2, 4), 0.25))  # warm-up: the allocator's first blocks, the files' pages
-    gc.collect()
-    base = tools.rss_anon()
-    with tools.Peak() as step:
-        obj(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+    steps = []  # a step's peak above what was held before it, over three steps: each holds the step's own
+    for _ in range(3):  # blocks, while a page the allocator happens to take anew (a thread's arena) is in one only
+        gc.collect()
+        base = tools.rss_anon()
+        with tools.Peak() as step:
+            obj(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+        steps.append(step.peak - base)
     activations = 2 * 2 * 16 * 2048 * 4 * 3  # two probes' logits and the loss's float32 copies of them
     formula = memory_estimate(model_bytes // 4, largest // 4, 4, mode="streamed", stored_bytes=4, forward_bytes=4)
     assert formula["device"] == 2 * largest + (4 + 2) * STREAM_CHUNK * 4 and formula["page cache"] == 4 * model_bytes
@@ -185,4 +188,4 @@ def test_the_memory_of_a_streamed_step_grows_with_one_block_not_with_k(tmp_path)
     assert model_bytes > 1.5 * bound  # under one model, where two blended models or the stack are far above
     assert load.peak - before < model_bytes / 4, (load.peak - before, model_bytes)
     assert held < model_bytes / 8, held
-    assert step.peak - base < 1.5 * bound, (step.peak - base, bound)
+    assert min(steps) < 1.5 * bound, (steps, bound)
