@@ -135,8 +135,9 @@ def _objective(plan: MergePlan, loaded: list[tuple[TaskConfig, Any, Any]], shard
 
 
 def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progress: bool,
-              start: float, clock: Any = None, stack: Any = None) -> MergeOutcome:
-    """The multi-task merge of ``plan`` (see the module docstring), on ``ranks``; called by
+              start: float, clock: Any) -> MergeOutcome:
+    """The multi-task merge of ``plan`` (see the module docstring), on ``ranks``, each phase
+    marked on ``clock`` (:class:`~spsa_mix.merge.cost.PhaseClock`); called by
     :func:`~spsa_mix.merge.run.run_merge` once the plan is checked and the state handled."""
     import spsa_mix
     from spsa_mix.core.result import Status
@@ -149,11 +150,9 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
         loaded.append((task, source, train))
         scoring[task.name] = val if val is not None else train
     where = "validation" if all(t.validation for t in cfg.data.tasks) else "validation (training where none)"
-    if clock is not None:
-        clock.mark("data", hold=True)
+    clock.mark("data", hold=True)
     obj = _objective(plan, loaded, ranks.shard)  # heads and experts that do not match fail here, before any weight
-    if clock is not None:
-        clock.mark("experts")
+    clock.mark("experts")
     names = list(obj.names)
     say(f"{len(plan.experts)} {plan.kind} experts, {len(names)} tasks ({', '.join(names)}), space {cfg.space}, "
         f"method {cfg.method}, budget {cfg.budget}")
@@ -165,8 +164,7 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
     say(f"uniform blend: {where} loss {uniform['loss']:.4f}; best single expert: {plan.experts[best].name} "
         f"({singles[best]['loss']:.4f})")
 
-    if clock is not None:
-        clock.mark("references", f"{len(plan.experts) + 1} passes over each task's {where} data")
+    clock.mark("references", f"{len(plan.experts) + 1} passes over each task's {where} data")
 
     def val_objective(x: np.ndarray) -> float:
         return float(obj.evaluate(x, scoring)["loss"])
@@ -178,8 +176,7 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
         kwargs.update(checkpoint=plan.state, checkpoint_every=cfg.checkpoint_every)
     res = spsa_mix.minimize(ranks.wrap(obj), k=obj.shape, **kwargs, **dict(cfg.options))
     ranks.close()
-    if clock is not None:
-        clock.mark("search", f"{res.nfev} evaluations, {res.get('nval', 0)} validation checks")
+    clock.mark("search", f"{res.nfev} evaluations, {res.get('nval', 0)} validation checks")
     if res.status == Status.INTERRUPTED:
         raise KeyboardInterrupt
     if res.status == Status.NONFINITE:  # as a one-target merge: the last finite point, the finite blends compared
@@ -250,11 +247,10 @@ def run_tasks(plan: MergePlan, ranks: Any, say: Callable[[str], None], *, progre
                             references={"uniform blend": uniform["loss"],
                                         f"best single expert ({plan.experts[best].name})": singles[best]["loss"]},
                             where=f"tasks' {where}", scale_column=scale_column), out_dir / "loss.png")
-    if clock is not None:
-        clock.mark("write")
-        recipe["phases"] = clock.as_dict()
-        recipe["seconds"] = recipe["phases"]["total"]
-        write_json(recipe, out_dir / "recipe.json", indent=1)
+    clock.mark("write")
+    recipe["phases"] = clock.as_dict()
+    recipe["seconds"] = recipe["phases"]["total"]
+    write_json(recipe, out_dir / "recipe.json", indent=1)
     if plan.state.exists():
         plan.state.unlink()
     from spsa_mix.merge.fingerprint import record_path

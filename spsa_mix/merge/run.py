@@ -593,7 +593,7 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     if cfg.data.tasks:  # several targets at once: spsa_mix.merge.multitask
         from spsa_mix.merge.multitask import run_tasks
 
-        return run_tasks(plan, ranks, say, progress=progress, start=start, clock=clock, stack=stack)
+        return run_tasks(plan, ranks, say, progress=progress, start=start, clock=clock)
     source, train, val = _load_data(plan)
     check_finite_inputs(source, {"train": f"data.train {cfg.data.train!r}",
                                  "test": f"data.validation {cfg.data.validation!r}"})
@@ -671,11 +671,12 @@ def _run_merge(cfg: MergeConfig, stack: contextlib.ExitStack, *, resume: bool, p
     say(kept_line(res, where, validate_every=cfg.validate_every))
     chosen, reason = choose_blend({k: e.metrics["loss"] for k, e in entries.items()}, cfg.select, where=where)
     say(f"written: {entries[chosen].label} ({reason})")
-    warnings = stopped + ([] if val is not None or cfg.select != "best" else [
+    unvalidated = [] if val is not None or cfg.select != "best" else [
         "no validation data (data.validation): the written blend was chosen on the training data the weights were "
-        "learned on, not held out; its scores are training scores"])
-    for w in warnings[len(stopped):]:
+        "learned on, not held out; its scores are training scores"]
+    for w in unvalidated:
         say(f"warning: {w}")
+    warnings = stopped + unvalidated  # every warning said, in recipe.json and the model card
     point = entries[chosen].point
     alpha, scale = _weights(obj, point if point is not None else uniform_point, cfg)
     clock.mark("final")
