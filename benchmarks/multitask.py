@@ -59,7 +59,6 @@ import copy
 import json
 import math
 import platform
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -388,18 +387,6 @@ def step_peak_mb(step: Any) -> float:
     return peak_memory(step, device=torch.device("cpu")) / 2**20
 
 
-def interleaved_step_times(steps: dict[str, Any], rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds of one call of each step, every round timing each once in a shuffled order,
-    after one warm call (``step_cost.time_rounds``, the benchmarks' one interleaved timing)."""
-    from step_cost import time_rounds  # benchmarks/ is on sys.path when this runs as a script
-
-    times, errors, _ = time_rounds(steps, device=torch.device("cpu"), rounds=rounds, steps_per_round=1, warmup=1,
-                                   rng=random.Random(seed))
-    if errors:
-        raise RuntimeError(f"timing failed: {errors}")
-    return times
-
-
 # ---------------------------------------------------------------------------- the run
 SINGLE_RUN = ("pretrained", "individual", "uniform", "task-arithmetic", "ties")  # nothing random: one run, seed 0
 
@@ -707,7 +694,9 @@ def measure_steps(base_sd: Any, experts: list[Any], tasks: dict[str, TaskData], 
         out["stack_mb"] = fo.objective.memory()["stack"] / 2**20
     for name, fn in steps.items():
         out["peak_mb"][name] = step_peak_mb(fn)
-    out["times_s"] = interleaved_step_times(steps, rounds)
+    from step_cost import interleaved_times  # benchmarks/ is on sys.path when this runs as a script
+
+    out["times_s"] = interleaved_times(steps, rounds=rounds, warmup=1)
     return out
 
 

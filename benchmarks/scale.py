@@ -333,22 +333,10 @@ def _batch(target: str, tokenizer_dir: str, split: str = "train", size: int = BA
     return dict(tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=LENGTH))
 
 
-def _rounds(fns: dict[str, Any], rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Each of ``fns`` timed once per round, in an order drawn anew each round (``step_cost.
-    time_rounds``, the benchmarks' one interleaved timing); a failure is raised, not skipped."""
-    import torch
-    from step_cost import time_rounds  # benchmarks/ is on sys.path: this file runs as a script
-
-    times, errors, _ = time_rounds(fns, device=torch.device("cpu"), rounds=rounds, steps_per_round=1, warmup=0,
-                                   rng=random.Random(seed))
-    if errors:
-        raise RuntimeError(f"timing failed: {errors}")
-    return times
-
-
 def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
+    from step_cost import interleaved_times  # benchmarks/ is on sys.path: this file runs as a script
     from transformers import AutoModelForCausalLM
 
     from spsa_mix.blend import BlendedObjective
@@ -378,7 +366,7 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
         fns["resident_step"] = lambda: resident(rng.dirichlet(np.ones(k), size=2))
     for fn in fns.values():  # warm-up: the experts' pages into the page cache, the allocator's first blocks
         fn()
-    times = _rounds(fns, spec["rounds"])
+    times = interleaved_times(fns, rounds=spec["rounds"])
     ratios = [s / f for s, f in zip(times["step"], times["two_forwards"], strict=True)]
     out = {"step_s": times["step"], "two_forwards_s": times["two_forwards"], "ratio": ratios,
            "memory_choice": obj.memory_choice}
@@ -392,6 +380,7 @@ def worker_save(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
     from safetensors.torch import load_file, save_file
+    from step_cost import interleaved_times  # benchmarks/ is on sys.path: this file runs as a script
 
     from spsa_mix.blend import BlendedObjective
 
@@ -430,7 +419,7 @@ def worker_save(spec: dict[str, Any]) -> dict[str, Any]:
 
     ours()  # warm-up (pages in the page cache for both)
     one_shot()
-    times = _rounds({"streamed save": ours, "one-shot merge": one_shot}, spec["rounds"])
+    times = interleaved_times({"streamed save": ours, "one-shot merge": one_shot}, rounds=spec["rounds"])
     mine = load_file(str(next((out / "ours").glob("*.safetensors"))))
     theirs = load_file(str(out / "one_shot" / "model.safetensors"))
     worst = max(float((mine[n].float() - theirs[n].float()).abs().max()) for n in mine)
